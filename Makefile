@@ -1,0 +1,55 @@
+# mlpvision: `make demo` runs the main job on Fashion-MNIST, `make test` runs lint and tests.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
+FMNIST_FILES := train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz
+PYTEST_ARGS ?=
+
+.PHONY: setup data demo test lint bench readme clean
+
+setup: $(STAMP) data
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,deploy]'
+	touch $(STAMP)
+
+# Fashion-MNIST comes from Debian's dataset-fashion-mnist package; nothing is downloaded at run time.
+data:
+	@missing=0; for f in $(FMNIST_FILES); do [ -f "$(FMNIST_DIR)/$$f" ] || missing=1; done; \
+	if [ $$missing = 0 ]; then exit 0; fi; \
+	if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing Debian package dataset-fashion-mnist"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+	elif command -v apt-get >/dev/null && command -v sudo >/dev/null; then \
+	  sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+	else \
+	  echo "Fashion-MNIST not found in $(FMNIST_DIR)."; \
+	  echo "Install Debian's package 'dataset-fashion-mnist', or put the four idx files"; \
+	  echo "($(FMNIST_FILES)) in a folder and pass FMNIST_DIR=that/folder (and --data-dir to mlpvision)."; \
+	  exit 1; \
+	fi
+
+demo: setup
+	$(BIN)/mlpvision demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests tools benchmarks
+	$(BIN)/ruff format --check src tests tools benchmarks
+
+test: setup lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python benchmarks/zoo.py
+
+# Regenerates the model table in README.md from the registry.
+readme: $(STAMP)
+	$(BIN)/python tools/update_readme.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,184 @@
+"""Building blocks shared by the model families: MLPs, Affine, patch embedding, drop path, input checks."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torchvision.ops import StochasticDepth
+
+from .errors import InputShapeError
+
+__all__ = [
+    "Affine",
+    "ConvBN",
+    "DropPath",
+    "Mlp",
+    "PatchEmbed",
+    "check_input",
+    "conv_bn_relu",
+    "drop_path_or_identity",
+    "lecun_normal_",
+    "to_2tuple",
+]
+
+
+def to_2tuple(x: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """Returns ``(x, x)`` for an int and ``tuple(x)`` for a pair."""
+    if isinstance(x, int):
+        return (x, x)
+    t = tuple(int(v) for v in x)
+    if len(t) != 2:
+        raise ValueError(f"expected an int or a pair, got {x!r}")
+    return t  # type: ignore[return-value]
+
+
+def check_input(x: torch.Tensor, in_chans: int, img_size: tuple[int, int] | None) -> None:
+    """Raises :class:`InputShapeError` unless ``x`` is (B, in_chans, H, W) with (H, W) == img_size.
+
+    ``img_size=None`` accepts any spatial size (fully convolutional models).
+    """
+    if x.dim() != 4:
+        raise InputShapeError(f"expected a batch of images shaped (B, C, H, W), got a tensor of shape {tuple(x.shape)}")
+    c, h, w = x.shape[1], x.shape[2], x.shape[3]
+    if c != in_chans:
+        raise InputShapeError(
+            f"the model takes {in_chans} input channel(s) but the input has {c}; "
+            f"build it with create_model(name, in_chans={c}) or convert the images"
+        )
+    if img_size is not None and (h, w) != tuple(img_size):
+        raise InputShapeError(
+            f"the model is built for a fixed input size of {img_size[0]}x{img_size[1]} but got {h}x{w}; "
+            f"build it with create_model(name, img_size={h if h == w else (h, w)}) or resize the input"
+        )
+
+
+class DropPath(StochasticDepth):
+    """Stochastic depth per sample (drops the whole residual branch), torchvision's implementation.
+
+    Args:
+        drop_prob: probability of dropping the branch for a sample during training.
+    """
+
+    def __init__(self, drop_prob: float = 0.0) -> None:
+        super().__init__(p=drop_prob, mode="row")
+
+
+def drop_path_or_identity(drop_prob: float) -> nn.Module:
+    """A :class:`DropPath` when ``drop_prob > 0`` and an ``nn.Identity`` otherwise (no parameters either way)."""
+    return DropPath(drop_prob) if drop_prob > 0 else nn.Identity()
+
+
+class Mlp(nn.Module):
+    """Two linear layers with an activation between them: ``fc2(drop(act(fc1(x))))``.
+
+    Args:
+        in_features: input width.
+        hidden_features: width of the hidden layer.
+        out_features: output width (defaults to ``in_features``).
+        act_layer: activation class.
+        drop: dropout after the activation and after ``fc2``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden_features: int,
+        out_features: int | None = None,
+        act_layer: Callable[[], nn.Module] = nn.GELU,
+        drop: float = 0.0,
+    ) -> None:
+        super().__init__()
+        out_features = out_features or in_features
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = act_layer()
+        self.drop1 = nn.Dropout(drop)
+        self.fc2 = nn.Linear(hidden_features, out_features)
+        self.drop2 = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
+
+
+class Affine(nn.Module):
+    """ResMLP's Affine layer: ``alpha * x + beta`` per channel on the last axis.
+
+    It replaces LayerNorm: no statistics are computed, so it can be folded into the next linear layer.
+    Parameters are shaped (1, 1, dim) as in timm so that weights interchange.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(1, 1, dim))
+        self.beta = nn.Parameter(torch.zeros(1, 1, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.beta, self.alpha, x)
+
+
+class PatchEmbed(nn.Module):
+    """Splits an image into non-overlapping patches and projects each to ``embed_dim``.
+
+    A Conv2d with kernel = stride = patch size is exactly a shared linear layer on flattened patches.
+    The input size is fixed: token-mixing layers downstream are sized for ``num_patches``.
+
+    Args:
+        img_size: input height and width.
+        patch_size: patch height and width; must divide ``img_size``.
+        in_chans: input channels.
+        embed_dim: output width per patch.
+    """
+
+    def __init__(
+        self, img_size: int | tuple[int, int], patch_size: int | tuple[int, int], in_chans: int, embed_dim: int
+    ) -> None:
+        super().__init__()
+        self.img_size = to_2tuple(img_size)
+        self.patch_size = to_2tuple(patch_size)
+        if any(s % p for s, p in zip(self.img_size, self.patch_size, strict=True)):
+            raise InputShapeError(
+                f"patch size {self.patch_size} does not divide the image size {self.img_size}; "
+                "choose an image size that is a multiple of the patch size"
+            )
+        self.in_chans = in_chans
+        self.grid_size = (self.img_size[0] // self.patch_size[0], self.img_size[1] // self.patch_size[1])
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=self.patch_size, stride=self.patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.in_chans, self.img_size)
+        x = self.proj(x)  # (B, C, H, W) -> (B, D, H/p, W/p)
+        return x.flatten(2).transpose(1, 2)  # -> (B, N, D), tokens in raster order
+
+
+def lecun_normal_(tensor: torch.Tensor) -> torch.Tensor:
+    """LeCun normal init (truncated normal with variance 1 / fan_in), as JAX uses for the Mixer stem."""
+    fan_in = nn.init._calculate_fan_in_and_fan_out(tensor)[0]
+    # std of a standard normal truncated to [-2, 2] is 0.87962566; divide so the variance is 1 / fan_in
+    std = math.sqrt(1.0 / fan_in) / 0.87962566103423978
+    with torch.no_grad():
+        return nn.init.trunc_normal_(tensor, std=std, a=-2 * std, b=2 * std)
+
+
+class ConvBN(nn.Sequential):
+    """Conv2d without bias followed by BatchNorm2d; keys ``conv.*`` and ``bn.*``.
+
+    Args:
+        in_chans: input channels.
+        out_chans: output channels.
+        kernel_size: square kernel side; padding keeps the spatial size at stride 1.
+        stride: convolution stride.
+        groups: convolution groups.
+    """
+
+    def __init__(self, in_chans: int, out_chans: int, kernel_size: int, stride: int = 1, groups: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_chans, out_chans, kernel_size, stride, kernel_size // 2, groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(out_chans)
+
+
+def conv_bn_relu(in_chans: int, out_chans: int, kernel_size: int, stride: int = 1, groups: int = 1) -> nn.Sequential:
+    """``ConvBN`` then ReLU, as one module with keys ``0.conv``, ``0.bn``."""
+    return nn.Sequential(ConvBN(in_chans, out_chans, kernel_size, stride, groups), nn.ReLU(inplace=True))

@@ -1,0 +1,168 @@
+"""MLP-Mixer (Tolstikhin et al., "MLP-Mixer: An all-MLP Architecture for Vision", arXiv 2105.01601).
+
+An image is cut into S non-overlapping patches, each projected to C channels. Every block mixes information
+across patches with a token-mixing MLP (shared by all channels, width D_S) and then within each patch with a
+channel-mixing MLP (shared by all patches, width D_C); both are pre-LayerNorm residual branches. There is no
+position embedding: the token-mixing weights are position-specific by construction. Cost is linear in S.
+
+State-dict keys are identical to timm's ``MlpMixer`` so weights interchange.
+:class:`PatchMlpNet` is the skeleton shared with ResMLP: stem → blocks → norm → pool → head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+from torch import nn
+
+from ..layers import Mlp, PatchEmbed, drop_path_or_identity, lecun_normal_
+from .base import ImageClassifier, make_head
+from .registry import ModelConfig, register_model
+
+__all__ = ["MixerBlock", "MixerConfig", "MlpMixer", "PatchMlpNet"]
+
+PAPER = "MLP-Mixer, arXiv 2105.01601"
+
+
+@dataclass(frozen=True, kw_only=True)
+class MixerConfig(ModelConfig):
+    patch_size: int = 16  # side of a square patch; tokens S = (img_size / patch_size)^2
+    embed_dim: int = 512  # hidden width C of every token
+    depth: int = 8  # number of Mixer blocks
+    token_mlp_dim: int = 256  # D_S, hidden width of the token-mixing MLP (paper: C / 2, independent of S)
+    channel_mlp_dim: int = 2048  # D_C, hidden width of the channel-mixing MLP (paper: 4 C)
+    drop_rate: float = 0.0  # dropout inside the MLPs and before the head
+    drop_path_rate: float = 0.0  # stochastic depth, rising linearly from 0 to this over the blocks
+
+
+class MixerBlock(nn.Module):
+    """One Mixer layer: token mixing then channel mixing, each a pre-norm residual MLP.
+
+    Args:
+        dim: token width C.
+        num_tokens: number of patches S.
+        token_mlp_dim: hidden width D_S of the token-mixing MLP.
+        channel_mlp_dim: hidden width D_C of the channel-mixing MLP.
+        drop: dropout inside the MLPs.
+        drop_path: stochastic depth probability of both branches.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_tokens: int,
+        token_mlp_dim: int,
+        channel_mlp_dim: int,
+        drop: float = 0.0,
+        drop_path: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp_tokens = Mlp(num_tokens, token_mlp_dim, drop=drop)
+        self.drop_path = drop_path_or_identity(drop_path)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp_channels = Mlp(dim, channel_mlp_dim, drop=drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # token mixing acts along the patch axis: (B, S, C) -> (B, C, S) -> MLP over S -> (B, S, C)
+        x = x + self.drop_path(self.mlp_tokens(self.norm1(x).transpose(1, 2)).transpose(1, 2))
+        return x + self.drop_path(self.mlp_channels(self.norm2(x)))  # channel mixing: MLP over C
+
+
+class PatchMlpNet(ImageClassifier):
+    """Patch stem → a stack of blocks → norm → global average pool → linear head.
+
+    Subclasses build ``blocks`` and ``norm`` for their family and pass them in. Provides the uniform model
+    interface (``forward_features``, ``forward_head``, ``reset_classifier``) and timm's initialisation.
+    """
+
+    def __init__(self, cfg: ModelConfig, blocks: list[nn.Module], norm: nn.Module, embed_dim: int) -> None:
+        super().__init__()
+        self.num_classes = cfg.num_classes
+        self.in_chans = cfg.in_chans
+        self.img_size = cfg.img_size
+        self.num_features = embed_dim
+        self.stem = PatchEmbed(cfg.img_size, cfg.patch_size, cfg.in_chans, embed_dim)
+        self.blocks = nn.Sequential(*blocks)
+        self.norm = norm
+        self.head_drop = nn.Dropout(getattr(cfg, "drop_rate", 0.0))
+        self.head = make_head(embed_dim, cfg.num_classes)
+        self.init_weights()
+
+    @property
+    def num_tokens(self) -> int:
+        return self.stem.num_patches
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """timm's Mixer init: xavier-uniform linears, near-zero MLP biases, LeCun-normal stem, zero head."""
+        for name, m in self.named_modules():
+            if isinstance(m, nn.Linear):
+                if name == "head":
+                    nn.init.zeros_(m.weight)
+                    nn.init.zeros_(m.bias)
+                    continue
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    if "mlp" in name:
+                        nn.init.normal_(m.bias, std=1e-6)
+                    else:
+                        nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Conv2d):
+                lecun_normal_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)  # (B, C_in, H, W) -> (B, S, C)
+        x = self.blocks(x)
+        return self.norm(x)  # (B, S, C)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.head_drop(x.mean(dim=1))  # (B, S, C) -> (B, C)
+        return x if pre_logits else self.head(x)
+
+
+def stochastic_depth_rates(drop_path_rate: float, depth: int) -> list[float]:
+    """Drop-path probability per block, rising linearly from 0 to ``drop_path_rate``."""
+    return [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+
+
+class MlpMixer(PatchMlpNet):
+    """MLP-Mixer built from a :class:`MixerConfig`."""
+
+    def __init__(self, cfg: MixerConfig) -> None:
+        num_tokens = (cfg.img_size // cfg.patch_size) ** 2
+        blocks = [
+            MixerBlock(cfg.embed_dim, num_tokens, cfg.token_mlp_dim, cfg.channel_mlp_dim, cfg.drop_rate, dpr)
+            for dpr in stochastic_depth_rates(cfg.drop_path_rate, cfg.depth)
+        ]
+        super().__init__(cfg, blocks, nn.LayerNorm(cfg.embed_dim, eps=1e-6), cfg.embed_dim)
+
+
+def _paper(depth: int, dim: int, patch: int) -> MixerConfig:
+    """A paper variant (Table 1): D_S = C / 2 and D_C = 4 C for every size."""
+    return MixerConfig(patch_size=patch, embed_dim=dim, depth=depth, token_mlp_dim=dim // 2, channel_mlp_dim=4 * dim)
+
+
+# Small-image variants: patch 4 gives 7x7 = 49 tokens on 28 px (8x8 = 64 on 32 px), C = 128 keeps an epoch of
+# Fashion-MNIST to about a minute on 2 CPU cores; D_S = C / 2 and D_C = 4 C as in the paper.
+_tiny = partial(MixerConfig, patch_size=4, embed_dim=128, depth=8, token_mlp_dim=64, channel_mlp_dim=512)
+
+VARIANTS: dict[str, tuple[MixerConfig, str | None, str]] = {
+    # name: (config, timm name, description)
+    "mixer_s32_224": (_paper(8, 512, 32), "mixer_s32_224", "Mixer-S/32"),
+    "mixer_s16_224": (_paper(8, 512, 16), "mixer_s16_224", "Mixer-S/16"),
+    "mixer_b32_224": (_paper(12, 768, 32), "mixer_b32_224", "Mixer-B/32"),
+    "mixer_b16_224": (_paper(12, 768, 16), "mixer_b16_224", "Mixer-B/16"),
+    "mixer_l32_224": (_paper(24, 1024, 32), "mixer_l32_224", "Mixer-L/32"),
+    "mixer_l16_224": (_paper(24, 1024, 16), "mixer_l16_224", "Mixer-L/16"),
+    "mixer_h14_224": (_paper(32, 1280, 14), None, "Mixer-H/14"),
+    "mixer_t4_28": (_tiny(img_size=28, in_chans=1, num_classes=10), None, "tiny Mixer, 28x28x1 (Fashion-MNIST)"),
+    "mixer_t4_32": (_tiny(img_size=32, in_chans=3, num_classes=10), None, "tiny Mixer, 32x32x3 (CIFAR)"),
+}
+
+for _name, (_cfg, _timm, _desc) in VARIANTS.items():
+    register_model(_name, MlpMixer, _cfg, family="mixer", paper=PAPER, description=_desc, timm_name=_timm)

@@ -1,0 +1,139 @@
+"""The model registry: every model has a name, a class and a frozen config; ``create_model`` builds it."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import fnmatch
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError, ConfigError, UnknownModelError
+from ..weights import load_into, read_safetensors
+
+__all__ = ["ModelConfig", "ModelSpec", "create_model", "get_spec", "list_models", "register_model"]
+
+# metadata key under which checkpoints record the model name
+MODEL_NAME_KEY = "mlpvision.model"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Fields every model config has; each family's config extends it."""
+
+    num_classes: int = 1000  # size of the classifier head; 0 means no head (features only)
+    in_chans: int = 3  # input image channels
+    img_size: int = 224  # input side length (fixed for MLP models; nominal for convnets)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model: the class to build, its default config, and what to say about it."""
+
+    name: str
+    cls: type[nn.Module]
+    config: ModelConfig
+    family: str
+    paper: str = ""
+    description: str = ""
+    timm_name: str | None = None  # the same architecture in timm, when timm has it
+
+    def build(self, config: ModelConfig | None = None) -> nn.Module:
+        cfg = config or self.config
+        model = self.cls(cfg)
+        model.model_name = self.name
+        model.config = cfg
+        return model
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(
+    name: str,
+    cls: type[nn.Module],
+    config: ModelConfig,
+    *,
+    family: str,
+    paper: str = "",
+    description: str = "",
+    timm_name: str | None = None,
+) -> ModelSpec:
+    """Adds a model to the registry; a name can be registered only once."""
+    if name in _REGISTRY:
+        raise ValueError(f"model name {name!r} is already registered")
+    spec = ModelSpec(name, cls, config, family, paper, description, timm_name)
+    _REGISTRY[name] = spec
+    return spec
+
+
+def list_models(pattern: str = "*", family: str | None = None) -> list[str]:
+    """Sorted names matching a shell-style ``pattern`` (e.g. ``"resmlp_*"``), optionally of one family."""
+    return sorted(
+        n for n, s in _REGISTRY.items() if fnmatch.fnmatchcase(n, pattern) and (family is None or s.family == family)
+    )
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The registered spec of ``name``; an unknown name raises with the closest registered names."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, _REGISTRY, n=5, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; `mlpvision models` lists them"
+        raise UnknownModelError(f"unknown model {name!r}{hint}") from None
+
+
+def resolve_config(name: str, **overrides: Any) -> ModelConfig:
+    """The config of ``name`` with ``overrides`` applied; an unknown option raises :class:`ConfigError`."""
+    spec = get_spec(name)
+    fields = {f.name for f in dataclasses.fields(spec.config)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ConfigError(
+            f"{name} has no option {', '.join(map(repr, unknown))}; its options are: {', '.join(sorted(fields))}"
+        )
+    return dataclasses.replace(spec.config, **overrides)
+
+
+def create_model(
+    name: str,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
+    img_size: int | None = None,
+    pretrained: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    **overrides: Any,
+) -> nn.Module:
+    """Builds a registered model.
+
+    Args:
+        name: registered name, e.g. ``"mixer_s16_224"`` (see :func:`list_models`).
+        num_classes: classifier size (0 for no head); the variant's default when None.
+        in_chans: input channels; the variant's default when None.
+        img_size: input side length; MLP models are built for exactly this size.
+        pretrained: path of a local safetensors file to load strictly (nothing is downloaded).
+        device: where to build the parameters (``"meta"`` builds without memory, for counting).
+        **overrides: any other field of the family's config, e.g. ``drop_path_rate=0.1``.
+
+    Returns:
+        The model, with ``model_name`` and ``config`` attributes.
+    """
+    given = {"num_classes": num_classes, "in_chans": in_chans, "img_size": img_size}
+    overrides.update({k: v for k, v in given.items() if v is not None})
+    spec = get_spec(name)
+    cfg = resolve_config(name, **overrides)
+    with torch.device(device) if device is not None else contextlib.nullcontext():
+        model = spec.build(cfg)
+    if pretrained is not None:
+        tensors, metadata = read_safetensors(pretrained)
+        saved_name = metadata.get(MODEL_NAME_KEY)
+        if saved_name is not None and saved_name != name:
+            raise CheckpointError(f"{pretrained} holds weights of {saved_name}, not {name}")
+        load_into(model, tensors, source=f"weights in {pretrained}")
+    return model

@@ -1,0 +1,145 @@
+"""Vision Transformer baseline (Dosovitskiy et al., "An Image is Worth 16x16 Words", arXiv 2010.11929).
+
+Patches plus a class token and a learned position embedding, then pre-norm blocks of multi-head
+self-attention and an MLP. Attention costs O(N^2 d) in the number of tokens N, the contrast to Mixer's
+linear cost. State-dict keys match timm's ``vit_*`` models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+from ..layers import Mlp, PatchEmbed, drop_path_or_identity
+from .base import ImageClassifier, make_head
+from .mixer import stochastic_depth_rates
+from .registry import ModelConfig, register_model
+
+__all__ = ["Attention", "ViTBlock", "ViTConfig", "VisionTransformer"]
+
+PAPER = "ViT, arXiv 2010.11929"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ViTConfig(ModelConfig):
+    patch_size: int = 16  # side of a square patch
+    embed_dim: int = 768  # token width
+    depth: int = 12  # number of transformer blocks
+    num_heads: int = 12  # attention heads; must divide embed_dim
+    mlp_ratio: float = 4.0  # MLP hidden width as a multiple of embed_dim
+    drop_rate: float = 0.0  # dropout after the position embedding, inside the MLP and before the head
+    attn_drop_rate: float = 0.0  # dropout on the attention weights
+    drop_path_rate: float = 0.0  # stochastic depth, rising linearly over the blocks
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with a fused qkv projection (PyTorch's scaled-dot-product kernel)."""
+
+    def __init__(self, dim: int, num_heads: int, attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ConfigError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # each (B, heads, N, c / heads)
+        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(b, n, c)))
+
+
+class ViTBlock(nn.Module):
+    """Pre-norm transformer block: ``x + Attn(LN(x))`` then ``x + MLP(LN(x))``."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads, attn_drop, drop)
+        self.drop_path = drop_path_or_identity(drop_path)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class VisionTransformer(ImageClassifier):
+    """ViT with a class token, built from a :class:`ViTConfig`."""
+
+    def __init__(self, cfg: ViTConfig) -> None:
+        super().__init__()
+        self.num_classes = cfg.num_classes
+        self.in_chans = cfg.in_chans
+        self.img_size = cfg.img_size
+        self.num_features = cfg.embed_dim
+        self.patch_embed = PatchEmbed(cfg.img_size, cfg.patch_size, cfg.in_chans, cfg.embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches + 1, cfg.embed_dim))
+        self.pos_drop = nn.Dropout(cfg.drop_rate)
+        self.blocks = nn.Sequential(
+            *(
+                ViTBlock(cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, cfg.drop_rate, cfg.attn_drop_rate, dpr)
+                for dpr in stochastic_depth_rates(cfg.drop_path_rate, cfg.depth)
+            )
+        )
+        self.norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
+        self.head_drop = nn.Dropout(cfg.drop_rate)
+        self.head = make_head(cfg.embed_dim, cfg.num_classes)
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Truncated-normal (std 0.02) position embedding and linears, small class token, zero head."""
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.normal_(self.cls_token, std=1e-6)
+        for name, m in self.named_modules():
+            if isinstance(m, nn.Linear):
+                nn.init.zeros_(m.bias)
+                if name == "head":
+                    nn.init.zeros_(m.weight)
+                else:
+                    nn.init.trunc_normal_(m.weight, std=0.02)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)  # (B, C_in, H, W) -> (B, N, D)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # -> (B, 1 + N, D)
+        x = self.blocks(self.pos_drop(x + self.pos_embed))
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.head_drop(x[:, 0])  # the class token: (B, 1 + N, D) -> (B, D)
+        return x if pre_logits else self.head(x)
+
+
+# Small-image variant sized like the tiny Mixer (patch 4, width 128) so the two compare at equal shape.
+_mini = partial(ViTConfig, patch_size=4, embed_dim=128, depth=6, num_heads=4)
+
+VARIANTS: dict[str, tuple[ViTConfig, str | None, str]] = {
+    "vit_tiny_patch16_224": (ViTConfig(embed_dim=192, num_heads=3), "vit_tiny_patch16_224", "ViT-Ti/16"),
+    "vit_small_patch16_224": (ViTConfig(embed_dim=384, num_heads=6), "vit_small_patch16_224", "ViT-S/16"),
+    "vit_base_patch16_224": (ViTConfig(), "vit_base_patch16_224", "ViT-B/16"),
+    "vit_mini_patch4_28": (_mini(img_size=28, in_chans=1, num_classes=10), None, "mini ViT, 28x28x1"),
+    "vit_mini_patch4_32": (_mini(img_size=32, in_chans=3, num_classes=10), None, "mini ViT, 32x32x3"),
+}
+
+for _name, (_cfg, _timm, _desc) in VARIANTS.items():
+    register_model(_name, VisionTransformer, _cfg, family="vit", paper=PAPER, description=_desc, timm_name=_timm)

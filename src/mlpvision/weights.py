@@ -1,0 +1,82 @@
+"""Reading and writing weights as safetensors: no pickle, atomic writes, clear errors."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from .errors import CheckpointError
+
+__all__ = ["load_into", "read_safetensors", "write_safetensors"]
+
+
+def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Reads every tensor and the string metadata of a safetensors file onto the CPU.
+
+    Raises:
+        CheckpointError: when the file is missing or is not a valid safetensors file (a pickle posing as
+            weights included: nothing in the file is ever executed).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = dict(f.metadata() or {})
+            tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file ({e}); mlpvision only reads weights saved as safetensors"
+        ) from None
+    return tensors, metadata
+
+
+def write_safetensors(
+    tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None
+) -> Path:
+    """Writes tensors atomically: to a temporary file in the same folder, then renamed over ``path``.
+
+    A reader (or a crash) never sees a half-written file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # safetensors refuses shared or non-contiguous storage; clone what needs it
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_into(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "weights") -> None:
+    """Loads ``state_dict`` strictly into ``model``, turning every mismatch into one :class:`CheckpointError`."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    wrong = [
+        f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state_dict and state_dict[k].shape != v.shape
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong)):
+            if keys:
+                more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+                parts.append(f"{label}: {', '.join(keys[:3])}{more}")
+        name = getattr(model, "model_name", type(model).__name__)
+        raise CheckpointError(f"{source} do not fit model {name} ({'; '.join(parts)})")
+    model.load_state_dict(state_dict, strict=True)

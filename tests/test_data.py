@@ -1,0 +1,87 @@
+import gzip
+
+import numpy as np
+import pytest
+
+from mlpvision.data import FashionMNIST, read_idx
+from mlpvision.errors import DataError
+
+
+def _idx(array: np.ndarray) -> bytes:
+    codes = {np.dtype(np.uint8): 0x08, np.dtype(">i4"): 0x0C}
+    header = bytes([0, 0, codes[array.dtype], array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    return header + array.tobytes()
+
+
+def _write_set(folder, n=5, gz=True, prefix="t10k"):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, n, dtype=np.uint8)
+    for kind, arr in (("images-idx3-ubyte", images), ("labels-idx1-ubyte", labels)):
+        data = _idx(arr)
+        name = f"{prefix}-{kind}"
+        if gz:
+            (folder / f"{name}.gz").write_bytes(gzip.compress(data))
+        else:
+            (folder / name).write_bytes(data)
+    return images, labels
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_reads_a_local_folder(tmp_path, gz):
+    images, labels = _write_set(tmp_path, gz=gz)
+    data = FashionMNIST(tmp_path, train=False)
+    assert len(data) == 5
+    assert np.array_equal(data.data.numpy(), images)
+    assert np.array_equal(data.targets.numpy(), labels)
+    img, label = data[2]
+    assert img.size == (28, 28) and label == labels[2]
+
+
+def test_read_idx_multibyte_big_endian(tmp_path):
+    arr = np.arange(12, dtype=">i4").reshape(3, 4)
+    (tmp_path / "x").write_bytes(_idx(arr))
+    assert np.array_equal(read_idx(tmp_path / "x"), arr)
+
+
+def test_missing_folder_says_how_to_install(tmp_path):
+    with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist"):
+        FashionMNIST(tmp_path / "nope")
+
+
+def test_missing_file_is_named(tmp_path):
+    _write_set(tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte"):
+        FashionMNIST(tmp_path, train=False)
+
+
+def test_truncated_file(tmp_path):
+    _write_set(tmp_path, gz=False)
+    f = tmp_path / "t10k-images-idx3-ubyte"
+    f.write_bytes(f.read_bytes()[:-10])
+    with pytest.raises(DataError, match="truncated or corrupt"):
+        FashionMNIST(tmp_path, train=False)
+
+
+def test_not_an_idx_file(tmp_path):
+    _write_set(tmp_path, gz=False)
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(b"hello world, not idx")
+    with pytest.raises(DataError, match="not an idx file"):
+        FashionMNIST(tmp_path, train=False)
+
+
+def test_broken_gzip(tmp_path):
+    _write_set(tmp_path)
+    f = tmp_path / "t10k-images-idx3-ubyte.gz"
+    f.write_bytes(f.read_bytes()[:30])
+    with pytest.raises(DataError, match="cannot read"):
+        FashionMNIST(tmp_path, train=False)
+
+
+def test_installed_fashion_mnist():
+    # `make test` installs Debian's package first; a missing data set is a failure, not a skip
+    train, test = FashionMNIST(train=True), FashionMNIST(train=False)
+    assert (len(train), len(test)) == (60000, 10000)
+    assert train.data.shape[1:] == (28, 28)
+    assert np.bincount(test.targets.numpy()).tolist() == [1000] * 10
