@@ -10,16 +10,20 @@ from torch import nn
 from torchvision.ops import StochasticDepth
 
 from .errors import InputShapeError
+from .reparam import Reparameterizable, fuse_bn
 
 __all__ = [
     "Affine",
     "ConvBN",
+    "LinearBN",
     "DropPath",
     "Mlp",
     "PatchEmbed",
     "check_input",
+    "conv_bn",
     "conv_bn_relu",
     "drop_path_or_identity",
+    "linear_bn",
     "lecun_normal_",
     "to_2tuple",
 ]
@@ -162,8 +166,8 @@ def lecun_normal_(tensor: torch.Tensor) -> torch.Tensor:
         return nn.init.trunc_normal_(tensor, std=std, a=-2 * std, b=2 * std)
 
 
-class ConvBN(nn.Sequential):
-    """Conv2d without bias followed by BatchNorm2d; keys ``conv.*`` and ``bn.*``.
+class ConvBN(nn.Sequential, Reparameterizable):
+    """Conv2d without bias followed by BatchNorm2d (keys ``conv.*``, ``bn.*``); fuses into one biased Conv2d.
 
     Args:
         in_chans: input channels.
@@ -178,7 +182,53 @@ class ConvBN(nn.Sequential):
         self.conv = nn.Conv2d(in_chans, out_chans, kernel_size, stride, kernel_size // 2, groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(out_chans)
 
+    def get_equivalent_weight_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return fuse_bn(self.conv.weight, self.bn)
 
-def conv_bn_relu(in_chans: int, out_chans: int, kernel_size: int, stride: int = 1, groups: int = 1) -> nn.Sequential:
-    """``ConvBN`` then ReLU, as one module with keys ``0.conv``, ``0.bn``."""
-    return nn.Sequential(ConvBN(in_chans, out_chans, kernel_size, stride, groups), nn.ReLU(inplace=True))
+    def fuse(self) -> nn.Conv2d:
+        c = self.conv
+        fused = nn.Conv2d(c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding, groups=c.groups)
+        weight, bias = self.get_equivalent_weight_bias()
+        fused.weight.data.copy_(weight.detach())
+        fused.bias.data.copy_(bias.detach())
+        return fused.to(c.weight.device)
+
+
+class LinearBN(nn.Sequential, Reparameterizable):
+    """Linear followed by BatchNorm1d (keys ``fc.*``, ``bn.*``); fuses into one Linear."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(in_features, out_features)
+        self.bn = nn.BatchNorm1d(out_features)
+
+    def get_equivalent_weight_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return fuse_bn(self.fc.weight, self.bn, self.fc.bias)
+
+    def fuse(self) -> nn.Linear:
+        fused = nn.Linear(self.fc.in_features, self.fc.out_features)
+        weight, bias = self.get_equivalent_weight_bias()
+        fused.weight.data.copy_(weight.detach())
+        fused.bias.data.copy_(bias.detach())
+        return fused.to(self.fc.weight.device)
+
+
+def conv_bn(
+    in_chans: int, out_chans: int, kernel_size: int, stride: int = 1, groups: int = 1, deploy: bool = False
+) -> nn.Module:
+    """A :class:`ConvBN`, or in deploy form the biased Conv2d it fuses into (same keys as ``ConvBN.fuse()``)."""
+    if deploy:
+        return nn.Conv2d(in_chans, out_chans, kernel_size, stride, kernel_size // 2, groups=groups)
+    return ConvBN(in_chans, out_chans, kernel_size, stride, groups)
+
+
+def conv_bn_relu(
+    in_chans: int, out_chans: int, kernel_size: int, stride: int = 1, groups: int = 1, deploy: bool = False
+) -> nn.Sequential:
+    """:func:`conv_bn` then ReLU, as one module with keys ``0.*`` and ``1``."""
+    return nn.Sequential(conv_bn(in_chans, out_chans, kernel_size, stride, groups, deploy), nn.ReLU(inplace=True))
+
+
+def linear_bn(in_features: int, out_features: int, deploy: bool = False) -> nn.Module:
+    """A :class:`LinearBN`, or in deploy form the Linear it fuses into."""
+    return nn.Linear(in_features, out_features) if deploy else LinearBN(in_features, out_features)

@@ -1,9 +1,8 @@
-"""Convolutional baselines: torchvision's ResNets behind the zoo's interface, and RepMLP's Wide ConvNet.
+"""ResNet baselines: torchvision's ResNets behind the zoo's interface.
 
 ResNet-18/50 are torchvision's own modules (keys identical to torchvision's and timm's), with an optional
-CIFAR-style stem (3x3 stride-1 convolution, no max-pool) for 28 and 32 px images. The Wide ConvNet is the
-baseline of the RepMLP paper (arXiv 2105.01883, Table 1): the layout of its pure-MLP CIFAR network with every
-RepMLP replaced by a 3x3 conv-BN-ReLU and channels 32, 64, 128.
+CIFAR-style stem (3x3 stride-1 convolution, no max-pool) for 28 and 32 px images. RepMLP's Wide ConvNet lives
+beside the pure-MLP network it is compared with, in ``repmlp_nets.py``.
 """
 
 from __future__ import annotations
@@ -16,11 +15,11 @@ import torchvision.models.resnet as tvr
 from torch import nn
 
 from ..errors import ConfigError
-from ..layers import check_input, conv_bn_relu
-from .base import ImageClassifier, make_head
+from ..layers import check_input
+from .base import ImageClassifier
 from .registry import ModelConfig, register_model
 
-__all__ = ["ResNet", "ResNetConfig", "WideConvNet", "WideConvNetConfig"]
+__all__ = ["ResNet", "ResNetConfig"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,53 +75,7 @@ class ResNet(ImageClassifier, tvr.ResNet):
         return x if pre_logits else self.fc(x)
 
 
-@dataclass(frozen=True, kw_only=True)
-class WideConvNetConfig(ModelConfig):
-    channels: tuple[int, ...] = (32, 64, 128)  # width of each stage; a 2x2 max-pool between stages
-    kernel_size: int = 3  # kernel of the two spatial convolutions in each stage
-    hidden_dim: int = 512  # width of the FC layer between global pooling and the classifier
-
-
-class WideConvNet(ImageClassifier):
-    """RepMLP's Wide ConvNet baseline.
-
-    stem 1x1 conv (in -> C1); per stage s: conv k, 1x1, conv k, 1x1 (to the next stage's width), each
-    conv-BN-ReLU; max-pool between stages; global average pool -> FC(C_last -> hidden)-BN-ReLU -> classifier.
-    """
-
-    def __init__(self, cfg: WideConvNetConfig) -> None:
-        super().__init__()
-        self.num_classes = cfg.num_classes
-        self.in_chans = cfg.in_chans
-        self.img_size = cfg.img_size
-        self.num_features = cfg.hidden_dim
-        chans = list(cfg.channels)
-        k = cfg.kernel_size
-        self.stem = conv_bn_relu(cfg.in_chans, chans[0], 1)
-        stages = []
-        for i, c in enumerate(chans):
-            c_next = chans[min(i + 1, len(chans) - 1)]
-            layers = [conv_bn_relu(c, c, k), conv_bn_relu(c, c, 1), conv_bn_relu(c, c, k), conv_bn_relu(c, c_next, 1)]
-            if i + 1 < len(chans):
-                layers.append(nn.MaxPool2d(2))
-            stages.append(nn.Sequential(*layers))
-        self.stages = nn.Sequential(*stages)
-        self.pre_logits = nn.Sequential(
-            nn.Linear(chans[-1], cfg.hidden_dim), nn.BatchNorm1d(cfg.hidden_dim), nn.ReLU(inplace=True)
-        )
-        self.head = make_head(cfg.hidden_dim, cfg.num_classes)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.in_chans, None)
-        return self.stages(self.stem(x))  # (B, C_last, H / 4, W / 4)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.pre_logits(x.mean(dim=(2, 3)))  # (B, C, h, w) -> (B, hidden)
-        return x if pre_logits else self.head(x)
-
-
 RESNET_PAPER = "ResNet, arXiv 1512.03385"
-REPMLP_PAPER = "RepMLP, arXiv 2105.01883"
 
 _cifar = partial(ResNetConfig, stem="cifar", num_classes=10)
 
@@ -133,9 +86,3 @@ for _name, _cfg, _timm, _desc in [
     ("resnet18_32", _cifar(img_size=32), None, "ResNet-18, CIFAR stem, 32x32x3"),
 ]:
     register_model(_name, ResNet, _cfg, family="resnet", paper=RESNET_PAPER, description=_desc, timm_name=_timm)
-
-for _name, _cfg, _desc in [
-    ("wide_convnet_28", WideConvNetConfig(img_size=28, in_chans=1, num_classes=10), "Wide ConvNet, 28x28x1"),
-    ("wide_convnet_32", WideConvNetConfig(img_size=32, num_classes=10), "Wide ConvNet, 32x32x3 (RepMLP Table 1)"),
-]:
-    register_model(_name, WideConvNet, _cfg, family="convnet", paper=REPMLP_PAPER, description=_desc)

@@ -29,6 +29,7 @@ class ModelConfig:
     num_classes: int = 1000  # size of the classifier head; 0 means no head (features only)
     in_chans: int = 3  # input image channels
     img_size: int = 224  # input side length (fixed for MLP models; nominal for convnets)
+    deploy: bool = False  # build the deploy form of re-parameterizable parts (no-op for other models)
 
 
 @dataclass(frozen=True)

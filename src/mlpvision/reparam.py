@@ -1,0 +1,170 @@
+"""Structural re-parameterization: the math that merges convolutions and BatchNorms into plain layers.
+
+A re-parameterizable module (:class:`Reparameterizable`) has a train form with extra branches and normalization
+and a deploy form with one plain layer that computes the same function in eval mode. It exposes the deploy
+layer's parameters as a differentiable function of its own (``get_equivalent_weight_bias``) and builds its
+deploy-form module with ``fuse()``. :func:`reparameterize` walks a model and fuses every such module.
+
+The fusions, each exact when BatchNorm uses its running statistics (eval mode):
+
+* BN after a conv or linear layer: ``W' = W * gamma / sigma`` per output channel,
+  ``b' = beta + (b - mu) * gamma / sigma``, with ``sigma = sqrt(var + eps)``.
+* parallel convs of different kernel sizes: zero-pad each kernel to the largest and add.
+* a conv on an h x w map as an FC layer (the identity trick): feed the identity matrix, arranged as a batch of
+  one-hot images, through the conv; the responses are the FC's columns.
+* BN before a linear layer: ``W' = W * scale`` per input column, ``b' = b + W @ shift``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import ConfigError
+
+__all__ = [
+    "Reparameterizable",
+    "absorb_bn_into_next_linear",
+    "bn_scale_shift",
+    "conv_to_fc",
+    "fuse_bn",
+    "pad_kernel",
+    "reparameterize",
+]
+
+
+class Reparameterizable(nn.Module):
+    """Mixin for modules with a train form and an equivalent deploy form."""
+
+    def get_equivalent_weight_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weight and bias of the deploy-form layer, differentiable with respect to this module's parameters."""
+        raise NotImplementedError
+
+    def fuse(self) -> nn.Module:
+        """The deploy-form module (a new module; this one is left unchanged)."""
+        raise NotImplementedError
+
+
+def bn_scale_shift(bn: nn.BatchNorm1d | nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel ``scale`` and ``shift`` such that eval-mode ``bn(x) == scale * x + shift``."""
+    if bn.running_var is None or bn.running_mean is None:
+        raise ConfigError("cannot fuse a BatchNorm that tracks no running statistics")
+    scale = torch.rsqrt(bn.running_var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    shift = -bn.running_mean * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias
+    return scale, shift
+
+
+def fuse_bn(
+    weight: torch.Tensor, bn: nn.BatchNorm1d | nn.BatchNorm2d, bias: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of the single layer equal to ``bn(layer(x))`` in eval mode.
+
+    Args:
+        weight: conv (O, C, k, k) or linear (O, C) weight; output channels first.
+        bn: the BatchNorm over the O outputs.
+        bias: the layer's own bias (O,), if any.
+    """
+    scale, shift = bn_scale_shift(bn)
+    fused_w = weight * scale.reshape(-1, *([1] * (weight.dim() - 1)))
+    fused_b = shift if bias is None else shift + bias * scale
+    return fused_w, fused_b
+
+
+def pad_kernel(kernel: torch.Tensor, size: int) -> torch.Tensor:
+    """Zero-pads a square (O, C, k, k) kernel to (O, C, size, size), centred (k and size both odd)."""
+    k = kernel.shape[-1]
+    if k > size or (size - k) % 2:
+        raise ValueError(f"cannot centre a {k}x{k} kernel in {size}x{size}")
+    p = (size - k) // 2
+    return F.pad(kernel, [p, p, p, p])
+
+
+def conv_to_fc(kernel: torch.Tensor, bias: torch.Tensor | None, h: int, w: int, groups: int = 1):
+    """The FC layer equal to a stride-1, 'same'-padded conv on an h x w map (zero padding at the borders).
+
+    The FC acts on the flattened map (C * h * w,) in (C, h, w) order and produces (O * h * w,) in (O, h, w)
+    order. With ``groups`` g the FC is grouped the same way (a grouped 1x1 conv on the flattened vector):
+    its weight is (O * h * w, C * h * w / g).
+
+    Args:
+        kernel: (O, C / g, k, k) with k odd.
+        bias: (O,) or None.
+        h, w: the map size.
+        groups: conv groups g.
+
+    Returns:
+        (weight, bias) of the FC, differentiable in ``kernel`` and ``bias``.
+    """
+    out_chans, in_per_group, k, _ = kernel.shape
+    n = in_per_group * h * w  # inputs per group
+    # a batch of n one-hot images per group, replicated across groups: (n, C, h, w)
+    eye = torch.eye(n, dtype=kernel.dtype, device=kernel.device).reshape(n, in_per_group, h, w)
+    eye = eye.repeat(1, groups, 1, 1)  # (n, C, h, w)
+    cols = F.conv2d(eye, kernel, padding=k // 2, groups=groups)  # (n, O, h, w): the response to each one-hot
+    weight = cols.reshape(n, out_chans * h * w).t()  # (O h w, C h w / g)
+    fc_bias = None if bias is None else bias.repeat_interleave(h * w)
+    return weight, fc_bias
+
+
+def absorb_bn_into_next_linear(
+    bn: nn.BatchNorm1d | nn.BatchNorm2d, weight: torch.Tensor, bias: torch.Tensor | None, repeat: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of ``linear(flatten(bn(x)))`` as one linear layer, in eval mode.
+
+    Args:
+        bn: BatchNorm over C channels.
+        weight: (O, C * repeat) weight of the linear layer that follows; its inputs are the BN output flattened
+            channel-major, so each channel's scale applies to ``repeat`` consecutive columns.
+        bias: (O,) bias of that linear layer, or None.
+        repeat: elements per channel in the flattened input (e.g. hp * wp pooled positions).
+    """
+    scale, shift = bn_scale_shift(bn)
+    scale, shift = scale.repeat_interleave(repeat), shift.repeat_interleave(repeat)
+    fused_b = weight @ shift
+    if bias is not None:
+        fused_b = fused_b + bias
+    return weight * scale.unsqueeze(0), fused_b
+
+
+def _fuse_children(module: nn.Module) -> None:
+    for name, child in module.named_children():
+        if isinstance(child, Reparameterizable):
+            setattr(module, name, child.fuse())
+        else:
+            _fuse_children(child)
+
+
+@torch.no_grad()
+def reparameterize(model: nn.Module, inplace: bool = False) -> nn.Module:
+    """Converts every re-parameterizable part of ``model`` to its deploy form.
+
+    The model must be in eval mode: fusion uses BatchNorm's running statistics, and the converted model equals
+    the original only in eval mode. Converting an already converted model changes nothing. A model config with
+    a ``deploy`` field is updated, so that a converted checkpoint records its form.
+
+    Args:
+        model: any model; modules that are not :class:`Reparameterizable` are kept as they are.
+        inplace: convert ``model`` itself instead of a copy.
+    """
+    if model.training:
+        raise ConfigError(
+            "cannot re-parameterize a model in training mode: BatchNorm statistics are still moving; "
+            "call model.eval() first"
+        )
+    if not inplace:
+        model = copy.deepcopy(model)
+    if isinstance(model, Reparameterizable):
+        raise ConfigError("reparameterize() converts the modules inside a model; call .fuse() on a single block")
+    _fuse_children(model)
+    cfg = getattr(model, "config", None)
+    if dataclasses.is_dataclass(cfg) and any(f.name == "deploy" for f in dataclasses.fields(cfg)):
+        model.config = dataclasses.replace(cfg, deploy=True)
+    return model
