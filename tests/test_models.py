@@ -160,7 +160,10 @@ def test_batch_of_one_equals_batched(name):
     torch.testing.assert_close(single, batched, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", [n for n in SMALL_MODELS if not n.startswith(("resnet", "wide_convnet"))])
+FIXED_SIZE = [n for n in SMALL_MODELS if mlpvision.create_model(n, device="meta").fixed_input_size]
+
+
+@pytest.mark.parametrize("name", FIXED_SIZE)
 def test_fixed_size_models_reject_other_sizes(name):
     model = mlpvision.create_model(name)
     x = torch.randn(1, model.in_chans, model.img_size + 4, model.img_size + 4)
@@ -177,9 +180,11 @@ def test_wrong_channel_count_is_a_clear_error(name):
         model(x)
 
 
-def test_convnets_take_any_size():
-    model = mlpvision.create_model("resnet18_28").eval()
-    assert model(torch.randn(1, 1, 40, 36)).shape == (1, 10)
+@pytest.mark.parametrize("name", ["resnet18_28", "wide_convnet_28", "repmlp_pure_conv9_28"])
+def test_convnets_take_any_size(name):
+    model = mlpvision.create_model(name).eval()
+    assert not model.fixed_input_size
+    assert model(torch.randn(2, 1, 40, 36)).shape == (2, 10)
 
 
 def test_patch_size_must_divide_image():

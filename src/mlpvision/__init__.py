@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from ._version import __version__
+from .checkpoint import load_checkpoint, save_model
 from .complexity import ModelStats, count
 from .errors import CheckpointError, ConfigError, DataError, InputShapeError, MlpVisionError, UnknownModelError
 from .models import create_model, get_spec, list_models
-
-__version__ = "0.1.0"
+from .reparam import reparameterize
 
 __all__ = [
     "CheckpointError",
@@ -21,4 +22,7 @@ __all__ = [
     "create_model",
     "get_spec",
     "list_models",
+    "load_checkpoint",
+    "reparameterize",
+    "save_model",
 ]

@@ -67,6 +67,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    from .checkpoint import deploy_checkpoint
+
+    r = deploy_checkpoint(args.input, args.output, batch_size=args.batch_size)
+    print(f"{r.model}: {r.params_before / 1e6:.3f} M parameters in train form -> {r.params_after / 1e6:.3f} M deployed")
+    print(f"max |train - deploy| on random input: {r.max_abs_diff:.3g} (output scale {r.output_scale:.3g})")
+    print(f"saved {r.path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlpvision", description="MLP-style vision models: zoo, training, lab.")
     parser.add_argument("--version", action="version", version=f"mlpvision {__version__}")
@@ -85,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST idx files")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("deploy", help="re-parameterize a model file into its deploy form and verify it")
+    p.add_argument("input", help="train-form model file (.safetensors)")
+    p.add_argument("output", help="where to write the deploy-form model file")
+    p.add_argument("--batch-size", type=int, default=4, help="random images for the check (default: %(default)s)")
+    p.set_defaults(func=_cmd_deploy)
     return parser
 
 

@@ -15,16 +15,16 @@ from .reparam import Reparameterizable, fuse_bn
 __all__ = [
     "Affine",
     "ConvBN",
-    "LinearBN",
     "DropPath",
+    "LinearBN",
     "Mlp",
     "PatchEmbed",
     "check_input",
     "conv_bn",
     "conv_bn_relu",
     "drop_path_or_identity",
-    "linear_bn",
     "lecun_normal_",
+    "linear_bn",
     "to_2tuple",
 ]
 
@@ -187,11 +187,12 @@ class ConvBN(nn.Sequential, Reparameterizable):
 
     def fuse(self) -> nn.Conv2d:
         c = self.conv
-        fused = nn.Conv2d(c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding, groups=c.groups)
+        like = {"device": c.weight.device, "dtype": c.weight.dtype}
+        fused = nn.Conv2d(c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding, groups=c.groups, **like)
         weight, bias = self.get_equivalent_weight_bias()
         fused.weight.data.copy_(weight.detach())
         fused.bias.data.copy_(bias.detach())
-        return fused.to(c.weight.device)
+        return fused
 
 
 class LinearBN(nn.Sequential, Reparameterizable):
@@ -206,11 +207,12 @@ class LinearBN(nn.Sequential, Reparameterizable):
         return fuse_bn(self.fc.weight, self.bn, self.fc.bias)
 
     def fuse(self) -> nn.Linear:
-        fused = nn.Linear(self.fc.in_features, self.fc.out_features)
+        w = self.fc.weight
+        fused = nn.Linear(self.fc.in_features, self.fc.out_features, device=w.device, dtype=w.dtype)
         weight, bias = self.get_equivalent_weight_bias()
         fused.weight.data.copy_(weight.detach())
         fused.bias.data.copy_(bias.detach())
-        return fused.to(self.fc.weight.device)
+        return fused
 
 
 def conv_bn(

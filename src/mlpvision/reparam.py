@@ -38,7 +38,12 @@ __all__ = [
 
 
 class Reparameterizable(nn.Module):
-    """Mixin for modules with a train form and an equivalent deploy form."""
+    """Mixin for modules with a train form and an equivalent deploy form.
+
+    ``deploy`` is True for a module already in deploy form (a class may build either form).
+    """
+
+    deploy: bool = False
 
     def get_equivalent_weight_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Weight and bias of the deploy-form layer, differentiable with respect to this module's parameters."""
@@ -137,7 +142,8 @@ def absorb_bn_into_next_linear(
 def _fuse_children(module: nn.Module) -> None:
     for name, child in module.named_children():
         if isinstance(child, Reparameterizable):
-            setattr(module, name, child.fuse())
+            if not child.deploy:
+                setattr(module, name, child.fuse())
         else:
             _fuse_children(child)
 

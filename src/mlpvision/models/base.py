@@ -29,6 +29,7 @@ class ImageClassifier(nn.Module):
     """Mixin with the shared half of the interface; subclasses define the two ``forward_*`` methods."""
 
     head_name = "head"  # attribute holding the classifier (torchvision's ResNet calls it ``fc``)
+    fixed_input_size = True  # False for fully convolutional models, which take any input size
     num_classes: int
     num_features: int
     in_chans: int

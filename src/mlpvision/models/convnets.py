@@ -37,6 +37,7 @@ class ResNet(ImageClassifier, tvr.ResNet):
     """
 
     head_name = "fc"
+    fixed_input_size = False
 
     def __init__(self, cfg: ResNetConfig) -> None:
         blocks = {"basic": tvr.BasicBlock, "bottleneck": tvr.Bottleneck}

@@ -102,7 +102,7 @@ class RepMLPBlock(Reparameterizable):
         self.groups, self.kernels = groups, tuple(kernels)
         self.partition_perceptron, self.fc_as_conv, self.deploy = partition_perceptron, fc_as_conv, deploy
         self.gp_reduction = gp_reduction
-        self.has_gp = global_perceptron and (H, W) != (h, w)
+        self.has_gp = global_perceptron and (h, w) != (H, W)
         self.gp = GlobalPerceptron(in_chans, self.grid, (h, w), gp_reduction, deploy) if self.has_gp else None
 
         if fc_as_conv:
@@ -154,7 +154,7 @@ class RepMLPBlock(Reparameterizable):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         N, C, H, W = x.shape
-        if (C, H, W) != (self.in_chans, *self.img_size):
+        if (self.in_chans, *self.img_size) != (C, H, W):
             expected = f"(N, {self.in_chans}, {self.img_size[0]}, {self.img_size[1]})"
             raise InputShapeError(f"RepMLP block expects {expected}, got {tuple(x.shape)}")
         (hp, wp), (h, w) = self.grid, self.partition
@@ -192,7 +192,7 @@ class RepMLPBlock(Reparameterizable):
         FC3's weight is (O h w, C h w / g) in (channel, row, column) order of the flattened partition.
         """
         if self.deploy:
-            return self.fc3.weight.flatten(1), self.fc3.bias
+            return (self.fc3.weight if self.fc_as_conv else self.fc3.weight.flatten(1)), self.fc3.bias
         h, w = self.partition
         if self.fc_as_conv:
             size = max((self.fc_as_conv, *self.kernels))

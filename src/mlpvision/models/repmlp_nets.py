@@ -73,7 +73,7 @@ class StageNet(ImageClassifier):
         self.pre_logits = nn.Sequential(linear_bn(chans[-1], cfg.hidden_dim, deploy), nn.ReLU(inplace=True))
         self.head = make_head(cfg.hidden_dim, cfg.num_classes)
         # RepMLP layers are FC layers sized for one map; the conv baselines take any size
-        self._fixed_size = (cfg.img_size, cfg.img_size) if cfg.layer == "repmlp" else None
+        self.fixed_input_size = cfg.layer == "repmlp"
 
     @staticmethod
     def _spatial(cfg: StageNetConfig, chans: int, size: int) -> nn.Sequential:
@@ -100,7 +100,7 @@ class StageNet(ImageClassifier):
         return nn.Sequential(block, nn.ReLU(inplace=True))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.in_chans, self._fixed_size)
+        check_input(x, self.in_chans, (self.img_size, self.img_size) if self.fixed_input_size else None)
         return self.stages(self.stem(x))  # (B, C_last, H / 2^(S-1), W / 2^(S-1))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

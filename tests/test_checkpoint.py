@@ -1,0 +1,63 @@
+"""Model files (weights + name + config) and the deploy command."""
+
+import json
+
+import pytest
+import torch
+
+import mlpvision
+from mlpvision.checkpoint import deploy_checkpoint, load_checkpoint, save_model
+from mlpvision.cli import main
+from mlpvision.errors import CheckpointError
+from mlpvision.weights import read_safetensors, write_safetensors
+
+from .test_reparam import randomize_bn_
+
+
+def test_save_and_load_rebuilds_the_same_model(tmp_path):
+    model = randomize_bn_(mlpvision.create_model("repmlp_pure_28", kernels=(1, 3), hidden_dim=64)).eval()
+    path = save_model(model, tmp_path / "m.safetensors")
+    loaded = load_checkpoint(path)
+    assert loaded.config == model.config and loaded.config.kernels == (1, 3)
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
+def test_plain_weights_have_no_model_name(tmp_path):
+    path = write_safetensors(mlpvision.create_model("mixer_t4_28").state_dict(), tmp_path / "w.safetensors")
+    with pytest.raises(CheckpointError, match="no model name"):
+        load_checkpoint(path)
+
+
+def test_unknown_model_in_metadata(tmp_path):
+    model = mlpvision.create_model("mixer_t4_28")
+    meta = {"mlpvision.model": "mixer_zz", "mlpvision.config": json.dumps({})}
+    path = write_safetensors(model.state_dict(), tmp_path / "w.safetensors", meta)
+    with pytest.raises(mlpvision.UnknownModelError):
+        load_checkpoint(path)
+
+
+def test_deploy_checkpoint(tmp_path):
+    model = randomize_bn_(mlpvision.create_model("repmlp_pure_28")).eval()
+    src = save_model(model, tmp_path / "train.safetensors")
+    report = deploy_checkpoint(src, tmp_path / "deploy.safetensors")
+    assert report.params_after < report.params_before
+    assert report.max_abs_diff <= 1e-5 * report.output_scale
+    deployed = load_checkpoint(report.path)
+    assert deployed.config.deploy
+    meta = read_safetensors(report.path)[1]
+    assert json.loads(meta["mlpvision.config"])["deploy"] is True
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(deployed(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_deploy_command(tmp_path, capsys):
+    src = save_model(randomize_bn_(mlpvision.create_model("wide_convnet_28")).eval(), tmp_path / "a.safetensors")
+    assert main(["deploy", str(src), str(tmp_path / "b.safetensors")]) == 0
+    out = capsys.readouterr().out
+    assert "max |train - deploy|" in out and "saved" in out
+    assert main(["deploy", str(tmp_path / "missing.safetensors"), str(tmp_path / "c.safetensors")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert not (tmp_path / "c.safetensors").exists()
