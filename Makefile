@@ -44,8 +44,10 @@ lint: $(STAMP)
 test: setup lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Benchmarks write JSON and Markdown under docs/; run them on an otherwise idle machine.
 bench: setup
 	$(BIN)/python benchmarks/zoo.py
+	$(BIN)/python benchmarks/repmlp_deploy.py
 
 # Regenerates the model table in README.md from the registry.
 readme: $(STAMP)

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import mlpvision
-from mlpvision.layers import Affine, PatchEmbed
+from mlpvision.layers import Affine, MaxPool2x2, PatchEmbed
 from mlpvision.models.external_attention import ExternalAttention
 
 
@@ -81,3 +81,10 @@ def test_mixer_cost_is_linear_in_tokens_and_vit_is_not():
 
     assert abs(ratio("mixer_s16_224") - 4.0) < 0.01
     assert ratio("vit_small_patch16_224") > 4.3
+
+
+@settings(max_examples=50, deadline=None)
+@given(h=st.integers(2, 9), w=st.integers(2, 9), c=st.integers(1, 3))
+def test_maxpool2x2_equals_torch_max_pool(h, w, c):
+    x = torch.randn(2, c, h, w)
+    torch.testing.assert_close(MaxPool2x2()(x), torch.nn.functional.max_pool2d(x, 2), rtol=0, atol=0)

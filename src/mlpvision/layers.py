@@ -17,6 +17,7 @@ __all__ = [
     "ConvBN",
     "DropPath",
     "LinearBN",
+    "MaxPool2x2",
     "Mlp",
     "PatchEmbed",
     "check_input",
@@ -155,6 +156,19 @@ class PatchEmbed(nn.Module):
         check_input(x, self.in_chans, self.img_size)
         x = self.proj(x)  # (B, C, H, W) -> (B, D, H/p, W/p)
         return x.flatten(2).transpose(1, 2)  # -> (B, N, D), tokens in raster order
+
+
+class MaxPool2x2(nn.Module):
+    """2x2 max-pool with stride 2 (odd trailing rows/columns dropped, as ``nn.MaxPool2d(2)``).
+
+    Computed as the maximum of four strided views: the same values as ``F.max_pool2d(x, 2)`` and several times
+    faster on CPU, where the pooling kernel of PyTorch runs single-threaded for channels-first tensors.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+        rows = torch.maximum(x[..., 0:h:2, :w], x[..., 1:h:2, :w])  # (B, C, H, W) -> (B, C, H/2, W)
+        return torch.maximum(rows[..., 0::2], rows[..., 1::2])  # -> (B, C, H/2, W/2)
 
 
 def lecun_normal_(tensor: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..layers import check_input, conv_bn, conv_bn_relu, linear_bn
+from ..layers import MaxPool2x2, check_input, conv_bn, conv_bn_relu, linear_bn
 from .base import ImageClassifier, make_head
 from .registry import ModelConfig, register_model
 from .repmlp import RepMLPBlock
@@ -66,7 +66,7 @@ class StageNet(ImageClassifier):
                 conv_bn_relu(c, c_next, 1, deploy=deploy),
             ]
             if i + 1 < len(chans):
-                layers.append(nn.MaxPool2d(2))
+                layers.append(MaxPool2x2())
                 size //= 2
             stages.append(nn.Sequential(*layers))
         self.stages = nn.Sequential(*stages)
