@@ -85,3 +85,31 @@ def test_installed_fashion_mnist():
     assert (len(train), len(test)) == (60000, 10000)
     assert train.data.shape[1:] == (28, 28)
     assert np.bincount(test.targets.numpy()).tolist() == [1000] * 10
+
+
+def test_batched_crop_flip_matches_per_image_reference():
+    import torch
+    import torch.nn.functional as F
+
+    from mlpvision.data import AugmentConfig, training_set
+
+    raw, info = __import__("mlpvision.data", fromlist=["load_split"]).load_split("synthetic", "train")
+    ds = training_set(raw, torch.arange(64), info, AugmentConfig(crop_padding=3, hflip=0.5), seed=4)
+    ds.set_epoch(2)
+    idx = torch.tensor([5, 0, 63, 17])
+    imgs = torch.stack([ds[int(i)][0] for i in idx])
+    out = ds.batch_aug(imgs, idx)
+    ba = ds.batch_aug
+    assert ba.flip.any() and not ba.flip.all() and ba.dx.max() > 0
+    for j, i in enumerate(idx):
+        crop = F.pad(imgs[j], (3, 3, 3, 3))[:, ba.dy[i] : ba.dy[i] + 28, ba.dx[i] : ba.dx[i] + 28]
+        if ba.flip[i]:
+            crop = crop.flip(-1)
+        ref = (crop.float() / 255 - info.mean[0]) / info.std[0]
+        torch.testing.assert_close(out[j], ref)
+    # the parameters depend on (seed, epoch) only
+    before = ba.dx.clone()
+    ds.set_epoch(3)
+    assert not torch.equal(before, ba.dx)
+    ds.set_epoch(2)
+    assert torch.equal(before, ba.dx)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from rich.console import Console
@@ -77,6 +78,174 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_recipe(path: str | None) -> dict:
+    if path is None:
+        return {}
+    import yaml
+
+    try:
+        with open(path) as f:
+            recipe = yaml.safe_load(f) or {}
+    except OSError as e:
+        raise MlpVisionError(f"cannot read recipe {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise MlpVisionError(f"recipe {path} is not valid YAML: {e}") from None
+    if not isinstance(recipe, dict):
+        raise MlpVisionError(f"recipe {path} must be a mapping of option: value")
+    return recipe
+
+
+# command-line flags of `train`, each a TrainConfig field (augmentation fields go into `aug`)
+_TRAIN_FLAGS = {
+    "model": str, "data": str, "data_dir": str, "out": str, "epochs": int, "batch_size": int, "accum_steps": int,
+    "optimizer": str, "lr": float, "min_lr": float, "weight_decay": float, "warmup_epochs": float,
+    "label_smoothing": float, "grad_clip": float, "ema_decay": float, "val_size": int, "train_subset": int,
+    "workers": int, "seed": int, "save_every_steps": int, "time_limit_min": float, "teacher": str, "distill": str,
+    "distill_alpha": float, "distill_tau": float, "init": str, "img_size": int, "device": str,
+}  # fmt: skip
+_AUG_FLAGS = {"crop_padding": int, "hflip": float, "auto_augment": str, "random_erasing": float, "mixup": float,
+              "cutmix": float}  # fmt: skip
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import logging
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .train import TrainConfig, train
+
+    recipe = _load_recipe(args.config)
+    aug = dict(recipe.pop("aug", {}) or {})
+    for key in _TRAIN_FLAGS:
+        if getattr(args, key) is not None:
+            recipe[key] = getattr(args, key)
+    for key in _AUG_FLAGS:
+        if getattr(args, key) is not None:
+            aug[key] = getattr(args, key)
+    for flag in ("amp", "channels_last"):
+        if getattr(args, flag) is not None:
+            recipe[flag] = getattr(args, flag)
+    if args.model_arg:
+        model_args = dict(recipe.get("model_args", {}) or {})
+        for item in args.model_arg:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise MlpVisionError(f"--model-arg takes KEY=VALUE, got {item!r}")
+            import yaml
+
+            model_args[key] = yaml.safe_load(value)
+        recipe["model_args"] = model_args
+    recipe["aug"] = aug
+    cfg = TrainConfig.from_dict(recipe)
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    logging.basicConfig(level=logging.INFO if is_main else logging.WARNING, format="%(message)s")
+    with Progress(
+        TextColumn("epoch {task.fields[epoch]}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]:.3f}"), TextColumn("{task.fields[ips]:.0f} img/s"), TimeRemainingColumn(),
+        console=console, disable=not is_main or args.quiet, transient=True,
+    ) as bar:  # fmt: skip
+        task = bar.add_task("train", total=1, epoch=1, loss=0.0, ips=0.0)
+
+        def progress(p: dict) -> None:
+            ips = p["images"] / max(p["seconds"], 1e-9)
+            bar.update(task, completed=p["step"], total=p["steps"], epoch=p["epoch"] + 1, loss=p["loss"], ips=ips)
+
+        summary = train(cfg, resume=args.resume, progress=progress)
+    if not is_main:
+        return 0
+    table = Table(title=f"{cfg.model} on {cfg.data}")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    rows = [
+        ("epochs / steps", f"{summary['epochs_done']} / {summary['steps']}"),
+        ("training time", f"{summary['train_seconds'] / 60:.1f} min"),
+        ("best validation top-1", "-" if summary["best_val_top1"] is None else f"{summary['best_val_top1']:.2f}%"),
+        ("test top-1 (best on validation)", f"{summary['test_top1_best']:.2f}%"),
+        ("test top-1 (final)", f"{summary['test_top1_final']:.2f}%"),
+    ]
+    for k, v in rows:
+        table.add_row(k, v)
+    console.print(table)
+    for k, v in summary["files"].items():
+        console.print(f"{k}: {v}")
+    return 0
+
+
+def _eval_data(checkpoint: str, data: str | None, data_dir: str | None, split: str):
+    from .data import Augmented, build_transform, load_split
+    from .weights import read_safetensors
+
+    meta = read_safetensors(checkpoint)[1]
+    saved = json.loads(meta.get("mlpvision.data", "{}"))
+    name = data or saved.get("name") or "fashion-mnist"
+    raw, info = load_split(name, "train" if split == "train" else "test", data_dir)
+    return Augmented(raw, None, build_transform(info, None)), info
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from torch.utils.data import DataLoader
+
+    from .checkpoint import load_checkpoint
+    from .evaluate import evaluate, save_confusion_png
+
+    model = load_checkpoint(args.checkpoint)
+    ds, info = _eval_data(args.checkpoint, args.data, args.data_dir, args.split)
+    if info.num_classes != model.num_classes:
+        raise MlpVisionError(
+            f"{args.checkpoint} predicts {model.num_classes} classes but {info.name} has {info.num_classes}"
+        )
+    result = evaluate(model, DataLoader(ds, batch_size=args.batch_size), info.num_classes)
+    out = {"checkpoint": args.checkpoint, "model": model.model_name, "data": info.name, "split": args.split}
+    out.update(result.as_dict())
+    out["per_class"] = dict(zip(info.classes, result.per_class, strict=True))
+    if args.confusion:
+        out["confusion_png"] = str(save_confusion_png(result.confusion, info.classes, args.confusion))
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    table = Table(title=f"{model.model_name} on {info.name} ({args.split}, {result.num_images} images)")
+    table.add_column("class")
+    table.add_column("top-1", justify="right")
+    for cls, acc in out["per_class"].items():
+        table.add_row(cls, f"{acc:.2f}%")
+    console.print(table)
+    console.print(f"top-1 {result.top1:.2f}%, top-5 {result.top5:.2f}%, loss {result.loss:.4f}")
+    if args.confusion:
+        console.print(f"confusion matrix: {out['confusion_png']}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import torch
+    from torchvision.io import ImageReadMode, decode_image
+    from torchvision.transforms import v2
+
+    from .checkpoint import load_checkpoint
+    from .evaluate import predict_images
+    from .weights import read_safetensors
+
+    model = load_checkpoint(args.checkpoint)
+    saved = json.loads(read_safetensors(args.checkpoint)[1].get("mlpvision.data", "{}"))
+    classes = saved.get("classes") or [str(i) for i in range(model.num_classes)]
+    mean, std = saved.get("mean", [0.5] * model.in_chans), saved.get("std", [0.25] * model.in_chans)
+    prep = v2.Compose([
+        v2.Resize(model.img_size, antialias=True), v2.CenterCrop(model.img_size),
+        v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std),
+    ])  # fmt: skip
+    mode = ImageReadMode.GRAY if model.in_chans == 1 else ImageReadMode.RGB
+    images = []
+    for path in args.images:
+        try:
+            images.append(prep(decode_image(path, mode=mode)))
+        except (RuntimeError, OSError) as e:
+            raise MlpVisionError(f"cannot read image {path}: {e}") from None
+    probs, idx = predict_images(model, torch.stack(images), args.top_k)
+    for path, p, i in zip(args.images, probs, idx, strict=True):
+        guesses = ", ".join(f"{classes[int(c)]} {float(q):.1%}" for q, c in zip(p, i, strict=True))
+        print(f"{path}: {guesses}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlpvision", description="MLP-style vision models: zoo, training, lab.")
     parser.add_argument("--version", action="version", version=f"mlpvision {__version__}")
@@ -101,6 +270,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", help="where to write the deploy-form model file")
     p.add_argument("--batch-size", type=int, default=4, help="random images for the check (default: %(default)s)")
     p.set_defaults(func=_cmd_deploy)
+
+    p = sub.add_parser("train", help="train a model (resumable; torchrun for several processes)")
+    p.add_argument("--config", help="recipe file (YAML); flags override it")
+    for key, typ in _TRAIN_FLAGS.items():
+        p.add_argument("--" + key.replace("_", "-"), dest=key, type=typ, default=None)
+    for key, typ in _AUG_FLAGS.items():
+        p.add_argument("--" + key.replace("_", "-"), dest=key, type=typ, default=None)
+    p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model config override (repeatable)")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bfloat16 autocast (default on)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None, dest="channels_last")
+    p.add_argument("--resume", action="store_true", help="continue OUT/last.safetensors when it exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a model file: top-1/top-5, per-class accuracy, confusion matrix")
+    p.add_argument("--checkpoint", required=True, help="model file (.safetensors)")
+    p.add_argument("--data", default=None, help="data set (default: the one the model was trained on)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--split", choices=("test", "train"), default="test")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--confusion", metavar="PNG", help="write the confusion matrix plot here")
+    p.add_argument("--json", action="store_true", help="print a JSON object (top1 in percent)")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("predict", help="classify image files with a model file")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("images", nargs="+", help="image files (PNG, JPEG)")
+    p.set_defaults(func=_cmd_predict)
     return parser
 
 

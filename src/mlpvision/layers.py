@@ -186,14 +186,24 @@ class ConvBN(nn.Sequential, Reparameterizable):
     Args:
         in_chans: input channels.
         out_chans: output channels.
-        kernel_size: square kernel side; padding keeps the spatial size at stride 1.
+        kernel_size: square kernel side.
         stride: convolution stride.
         groups: convolution groups.
+        padding: zero padding; by default kernel_size // 2, which keeps the size of odd kernels at stride 1.
     """
 
-    def __init__(self, in_chans: int, out_chans: int, kernel_size: int, stride: int = 1, groups: int = 1) -> None:
+    def __init__(
+        self,
+        in_chans: int,
+        out_chans: int,
+        kernel_size: int,
+        stride: int = 1,
+        groups: int = 1,
+        padding: int | None = None,
+    ) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_chans, out_chans, kernel_size, stride, kernel_size // 2, groups=groups, bias=False)
+        padding = kernel_size // 2 if padding is None else padding
+        self.conv = nn.Conv2d(in_chans, out_chans, kernel_size, stride, padding, groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(out_chans)
 
     def get_equivalent_weight_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -230,19 +240,33 @@ class LinearBN(nn.Sequential, Reparameterizable):
 
 
 def conv_bn(
-    in_chans: int, out_chans: int, kernel_size: int, stride: int = 1, groups: int = 1, deploy: bool = False
+    in_chans: int,
+    out_chans: int,
+    kernel_size: int,
+    stride: int = 1,
+    groups: int = 1,
+    deploy: bool = False,
+    padding: int | None = None,
 ) -> nn.Module:
     """A :class:`ConvBN`, or in deploy form the biased Conv2d it fuses into (same keys as ``ConvBN.fuse()``)."""
     if deploy:
-        return nn.Conv2d(in_chans, out_chans, kernel_size, stride, kernel_size // 2, groups=groups)
-    return ConvBN(in_chans, out_chans, kernel_size, stride, groups)
+        padding = kernel_size // 2 if padding is None else padding
+        return nn.Conv2d(in_chans, out_chans, kernel_size, stride, padding, groups=groups)
+    return ConvBN(in_chans, out_chans, kernel_size, stride, groups, padding)
 
 
 def conv_bn_relu(
-    in_chans: int, out_chans: int, kernel_size: int, stride: int = 1, groups: int = 1, deploy: bool = False
+    in_chans: int,
+    out_chans: int,
+    kernel_size: int,
+    stride: int = 1,
+    groups: int = 1,
+    deploy: bool = False,
+    padding: int | None = None,
 ) -> nn.Sequential:
     """:func:`conv_bn` then ReLU, as one module with keys ``0.*`` and ``1``."""
-    return nn.Sequential(conv_bn(in_chans, out_chans, kernel_size, stride, groups, deploy), nn.ReLU(inplace=True))
+    conv = conv_bn(in_chans, out_chans, kernel_size, stride, groups, deploy, padding)
+    return nn.Sequential(conv, nn.ReLU(inplace=True))
 
 
 def linear_bn(in_features: int, out_features: int, deploy: bool = False) -> nn.Module:

@@ -1,0 +1,495 @@
+"""The training engine: data -> model -> optimizer -> epochs of ``train_one_epoch`` / ``evaluate``.
+
+Everything random is derived from (seed, epoch, step, index): per-image augmentation, batch order, MixUp and
+dropout. With checkpoints written atomically at step boundaries, a run killed at any moment and resumed ends
+with exactly the weights of an uninterrupted run (on CPU), and a DistributedDataParallel run sees the same
+batches as a single process with the same global batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader
+from torchvision.transforms import v2
+
+from . import distributed
+from .checkpoint import load_checkpoint, save_model
+from .data import AugmentConfig, Augmented, DataInfo, build_transform, load_split, split_train_val, training_set
+from .errors import ConfigError, MlpVisionError
+from .evaluate import EvalResult, evaluate, save_confusion_png
+from .models import create_model, get_spec
+from .reparam import Reparameterizable, reparameterize
+from .train_state import LoopState, load_training_checkpoint, save_training_checkpoint
+from .transfer import load_for_finetuning
+
+__all__ = ["TrainConfig", "TrainingError", "train"]
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(MlpVisionError):
+    """Training cannot go on (e.g. the loss became NaN); the last good checkpoint is kept."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training run. Every field is a command-line flag (``--batch-size``) and a key of a recipe file."""
+
+    model: str = "repmlp_fast_28"  # registered model name
+    model_args: dict = field(default_factory=dict)  # overrides of the model config, e.g. {"drop_path_rate": 0.1}
+    data: str = "fashion-mnist"  # fashion-mnist | cifar10 | cifar100 | imagefolder | synthetic
+    data_dir: str | None = None  # folder of the data set (Fashion-MNIST: Debian's location by default)
+    out: str = "runs/train"  # output folder
+    epochs: int = 8
+    batch_size: int = 128  # global batch per optimizer step (split over processes and accumulation steps)
+    accum_steps: int = 1  # micro-batches per optimizer step
+    optimizer: str = "adamw"  # adamw | sgd
+    lr: float = 2e-3  # peak learning rate
+    min_lr: float = 1e-5  # learning rate at the end of the cosine decay
+    weight_decay: float = 0.05
+    momentum: float = 0.9  # SGD only
+    warmup_epochs: float = 1.0  # linear warm-up from lr / 100
+    label_smoothing: float = 0.1
+    grad_clip: float = 0.0  # max gradient norm (0: off)
+    ema_decay: float = 0.0  # decay of the weight EMA (0: off); the final model is the EMA when on
+    amp: bool = True  # bfloat16 autocast (fast on CPUs with AMX / AVX-512-BF16 and on recent GPUs)
+    channels_last: bool = False
+    aug: AugmentConfig = field(default_factory=lambda: AugmentConfig(crop_padding=2, hflip=0.5))
+    val_size: int = 5000  # images held out of the training set for validation (0: none)
+    train_subset: int = 0  # train on a seeded random subset of this many images (0: all)
+    workers: int = 0  # data-loading processes
+    seed: int = 0
+    save_every_steps: int = 0  # also checkpoint every K optimizer steps (0: only at epoch ends)
+    time_limit_min: float = 0.0  # stop after this much training time, then evaluate (0: no limit)
+    teacher: str | None = None  # model file of a teacher for distillation
+    distill: str = "none"  # none | hard | soft
+    distill_alpha: float = 0.5  # weight of the distillation loss
+    distill_tau: float = 1.0  # soft distillation temperature
+    init: str | None = None  # model file to fine-tune from (head reset when classes differ)
+    img_size: int | None = None  # train at this input size (from --init: resolution transfer)
+    device: str | None = None  # cpu | cuda | cuda:1; auto-detected when None
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Builds a config from a (recipe) dict; an unknown key is an error naming the valid ones."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown training option(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+        d = dict(d)
+        if isinstance(d.get("aug"), dict):
+            aug_names = {f.name for f in dataclasses.fields(AugmentConfig)}
+            bad = sorted(set(d["aug"]) - aug_names)
+            if bad:
+                raise ConfigError(
+                    f"unknown augmentation option(s) {', '.join(bad)}; valid: {', '.join(sorted(aug_names))}"
+                )
+            d["aug"] = AugmentConfig(**d["aug"])
+        return cls(**d)
+
+    def validate(self) -> None:
+        checks = [
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.batch_size >= 1 and self.accum_steps >= 1, "batch size and accumulation steps must be >= 1"),
+            (self.lr > 0, "lr must be > 0"),
+            (self.optimizer in ("adamw", "sgd"), f"optimizer must be adamw or sgd, got {self.optimizer!r}"),
+            (self.distill in ("none", "hard", "soft"), f"distill must be none, hard or soft, got {self.distill!r}"),
+            (self.distill == "none" or self.teacher, "distillation needs --teacher MODEL_FILE"),
+            (0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+
+# ---- building blocks -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Data:
+    info: DataInfo
+    train: Augmented
+    val: Augmented | None
+    test: Augmented
+
+
+def build_data(cfg: TrainConfig, img_size: int | None, in_chans: int | None) -> Data:
+    train_raw, info = load_split(cfg.data, "train", cfg.data_dir, img_size, in_chans)
+    test_raw, _ = load_split(cfg.data, "test", cfg.data_dir, img_size, in_chans)
+    val_size = min(cfg.val_size, len(train_raw) // 5)
+    train_idx, val_idx = split_train_val(len(train_raw), val_size, cfg.seed)
+    if cfg.train_subset:
+        g = torch.Generator().manual_seed(cfg.seed + 1)
+        train_idx = train_idx[torch.randperm(len(train_idx), generator=g)[: cfg.train_subset]].sort().values
+    plain = build_transform(info, None)
+    train = training_set(train_raw, train_idx, info, cfg.aug, cfg.seed)
+    val = Augmented(train_raw, val_idx, plain) if len(val_idx) else None
+    return Data(info, train, val, Augmented(test_raw, None, plain))
+
+
+def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """AdamW or SGD; no weight decay on biases and normalization/affine/LayerScale parameters (1-D)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), fused=True)  # fused: one kernel for all
+
+
+def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    """Linear warm-up then cosine decay to ``min_lr``, stepped once per optimizer step."""
+    total = cfg.epochs * steps_per_epoch
+    warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total - 1)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total - warmup, 1), eta_min=cfg.min_lr)
+    if warmup <= 0:
+        return cosine
+    warm = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.01, end_factor=1.0, total_iters=warmup)
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [warm, cosine], milestones=[warmup])
+
+
+def build_mixing(cfg: TrainConfig, num_classes: int) -> Callable | None:
+    """torchvision's MixUp / CutMix (one of them per batch when both are on), or None."""
+    ops = []
+    if cfg.aug.mixup > 0:
+        ops.append(v2.MixUp(alpha=cfg.aug.mixup, num_classes=num_classes))
+    if cfg.aug.cutmix > 0:
+        ops.append(v2.CutMix(alpha=cfg.aug.cutmix, num_classes=num_classes))
+    if not ops:
+        return None
+    return ops[0] if len(ops) == 1 else v2.RandomChoice(ops)
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
+    """The shuffled global batches of one epoch (the last partial batch is dropped)."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
+    return [perm[i : i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
+
+
+def step_seed(seed: int, step: int, rank: int = 0) -> int:
+    return (seed * 1_000_003 + step) * 1009 + rank
+
+
+def distillation_loss(cfg: TrainConfig, logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    if cfg.distill == "hard":  # DeiT: cross-entropy with the teacher's decision
+        return F.cross_entropy(logits, teacher_logits.argmax(dim=1))
+    tau = cfg.distill_tau  # soft: KL between temperature-softened distributions
+    return (
+        F.kl_div(
+            F.log_softmax(logits / tau, 1),
+            F.log_softmax(teacher_logits / tau, 1),
+            reduction="batchmean",
+            log_target=True,
+        )
+        * tau**2
+    )
+
+
+# ---- the loop --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """Everything one training run holds."""
+
+    cfg: TrainConfig
+    dist: distributed.DistInfo
+    data: Data
+    model: nn.Module  # the bare model (DDP wraps it in ``engine``)
+    engine: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    ema: AveragedModel | None
+    teacher: nn.Module | None
+    mixing: Callable | None
+    out: Path
+    loop: LoopState
+    progress: Callable[[dict], None] | None = None
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def loader(self, dataset, batches: list[torch.Tensor]) -> DataLoader:
+        return DataLoader(dataset, batch_sampler=[b.tolist() for b in batches], num_workers=self.cfg.workers)
+
+    def eval_loader(self, dataset) -> DataLoader:
+        return DataLoader(dataset, batch_size=256, shuffle=False, num_workers=self.cfg.workers)
+
+    def save(self) -> None:
+        if self.dist.is_main:
+            save_training_checkpoint(
+                self.out / "last.safetensors", self.model, self.optimizer, self.scheduler, self.loop,
+                self.cfg.as_dict(), self.ema,
+            )  # fmt: skip
+        distributed.barrier(self.dist)
+
+
+def train_one_epoch(run: Run, epoch: int, deadline: float | None) -> dict:
+    """Trains one epoch from ``run.loop.step_in_epoch``; returns the epoch's training metrics."""
+    cfg, dist, model = run.cfg, run.dist, run.engine
+    model.train()
+    run.data.train.set_epoch(epoch)
+    batches = epoch_batches(len(run.data.train), cfg.batch_size, cfg.seed, epoch)
+    if not batches:
+        raise ConfigError(f"batch size {cfg.batch_size} exceeds the {len(run.data.train)} training images")
+    # this process's share of each global batch, split into micro-batches
+    per_rank = cfg.batch_size // (dist.world_size * cfg.accum_steps)
+    if per_rank * dist.world_size * cfg.accum_steps != cfg.batch_size:
+        raise ConfigError(f"batch size {cfg.batch_size} is not divisible by processes x accumulation steps")
+    micro = []
+    first_step = run.loop.step_in_epoch
+    for b in batches[first_step:]:
+        mine = b[dist.rank * per_rank * cfg.accum_steps : (dist.rank + 1) * per_rank * cfg.accum_steps]
+        micro.extend(mine.split(per_rank))
+    loss_sum, correct, seen = 0.0, 0, 0
+    epoch_t0 = banked_t0 = time.perf_counter()  # banked_t0: start of time not yet added to elapsed_s
+    it = iter(run.loader(run.data.train, micro))
+    for step_idx in range(run.loop.step_in_epoch, len(batches)):
+        torch.manual_seed(step_seed(cfg.seed, run.loop.global_step, dist.rank))  # dropout, drop path, MixUp
+        run.optimizer.zero_grad(set_to_none=True)
+        for a in range(cfg.accum_steps):
+            images, labels = next(it)
+            idx = micro[(step_idx - first_step) * cfg.accum_steps + a]
+            if run.data.train.batch_aug is not None:
+                images = run.data.train.batch_aug(images, idx)
+            images, labels = images.to(dist.device, non_blocking=True), labels.to(dist.device, non_blocking=True)
+            targets = labels
+            if run.mixing is not None:
+                images, targets = run.mixing(images, labels)
+            if cfg.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            sync = a == cfg.accum_steps - 1 or not dist.distributed
+            ctx = model.no_sync() if not sync else contextlib.nullcontext()
+            with ctx, torch.autocast(dist.device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+                logits = model(images)
+                loss = F.cross_entropy(logits.float(), targets, label_smoothing=cfg.label_smoothing)
+                if run.teacher is not None:
+                    with torch.no_grad():
+                        t_logits = run.teacher(images).float()
+                    kd = distillation_loss(cfg, logits.float(), t_logits)
+                    loss = (1 - cfg.distill_alpha) * loss + cfg.distill_alpha * kd
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"the loss became {loss.item()} at epoch {epoch + 1}, step {run.loop.global_step + 1}; "
+                    f"training stopped and {run.out / 'last.safetensors'} holds the last good state "
+                    "(lower --lr or set --grad-clip)"
+                )
+            (loss / cfg.accum_steps).backward()
+            loss_sum += loss.item() * len(labels)
+            correct += (logits.argmax(1) == labels).sum().item()
+            seen += len(labels)
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        run.optimizer.step()
+        run.scheduler.step()
+        if run.ema is not None:
+            run.ema.update_parameters(run.model)
+        run.loop.step_in_epoch = step_idx + 1
+        run.loop.global_step += 1
+        if run.progress is not None and dist.is_main:
+            run.progress({"epoch": epoch, "step": step_idx + 1, "steps": len(batches), "loss": loss.item(),
+                          "images": seen * dist.world_size, "seconds": time.perf_counter() - epoch_t0})  # fmt: skip
+        if cfg.save_every_steps and run.loop.global_step % cfg.save_every_steps == 0:
+            run.loop.elapsed_s += time.perf_counter() - banked_t0
+            run.save()
+            banked_t0 = time.perf_counter()  # writing checkpoints does not count as training time
+        if deadline is not None and run.loop.elapsed_s + (time.perf_counter() - banked_t0) >= deadline:
+            break
+    run.loop.elapsed_s += time.perf_counter() - banked_t0
+    seconds = time.perf_counter() - epoch_t0
+    return {
+        "train_loss": loss_sum / max(seen, 1),
+        "train_top1": 100.0 * correct / max(seen, 1),
+        "epoch_seconds": seconds,
+        "img_per_s": seen * dist.world_size / max(seconds, 1e-9),
+    }
+
+
+def _write_metrics(out: Path, history: list[dict]) -> None:
+    (out / "metrics.json").write_text(json.dumps(history, indent=2) + "\n")
+    keys = list(history[0]) if history else []
+    with open(out / "metrics.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(history)
+    plot_curves(history, out / "curves.png")
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    """Loss and accuracy per epoch, training and validation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not history:
+        return
+    ep = [h["epoch"] for h in history]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    a1.plot(ep, [h["train_loss"] for h in history], label="train")
+    if "val_loss" in history[0]:
+        a1.plot(ep, [h["val_loss"] for h in history], label="validation")
+    a1.set_xlabel("epoch")
+    a1.set_ylabel("loss")
+    a1.legend()
+    a2.plot(ep, [h["train_top1"] for h in history], label="train")
+    if "val_top1" in history[0]:
+        a2.plot(ep, [h["val_top1"] for h in history], label="validation")
+    a2.set_xlabel("epoch")
+    a2.set_ylabel("top-1 (%)")
+    a2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _data_metadata(info: DataInfo) -> dict[str, str]:
+    keep = {"name": info.name, "classes": list(info.classes), "mean": list(info.mean), "std": list(info.std)}
+    return {"mlpvision.data": json.dumps(keep)}
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: Callable[[dict], None] | None = None) -> dict:
+    """Runs (or resumes) a training run and returns its summary; files go to ``cfg.out``.
+
+    Writes ``last.safetensors`` (resumable state), ``model.safetensors`` (final weights, EMA when on),
+    ``best.safetensors`` (best validation top-1), the deploy form of both when the model re-parameterizes,
+    ``config.json``, ``metrics.csv/json``, ``curves.png``, ``confusion.png`` and ``summary.json``.
+    """
+    cfg.validate()
+    get_spec(cfg.model)  # an unknown name fails before any data is read
+    dist = distributed.setup(cfg.device)
+    try:
+        return _train(cfg, dist, resume, progress)
+    finally:
+        distributed.cleanup(dist)
+
+
+def _train(cfg: TrainConfig, dist: distributed.DistInfo, resume: bool, progress) -> dict:
+    out = Path(cfg.out)
+    torch.manual_seed(cfg.seed)
+    spec_cfg = get_spec(cfg.model).config
+    img_size = cfg.img_size or cfg.model_args.get("img_size") or spec_cfg.img_size
+    data = build_data(cfg, img_size, cfg.model_args.get("in_chans", spec_cfg.in_chans))
+    info = data.info
+    if cfg.init is not None:
+        model = load_for_finetuning(cfg.init, cfg.model, num_classes=info.num_classes, img_size=cfg.img_size)
+    else:
+        args = {"num_classes": info.num_classes, "in_chans": info.in_chans, "img_size": info.img_size}
+        args.update(cfg.model_args)
+        model = create_model(cfg.model, **args)
+    model.to(dist.device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    engine = model
+    if dist.distributed:
+        ids = [dist.device.index] if dist.device.type == "cuda" else None
+        engine = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    optimizer = build_optimizer(cfg, model)
+    steps_per_epoch = len(data.train) // cfg.batch_size
+    scheduler = build_scheduler(cfg, optimizer, max(steps_per_epoch, 1))
+    ema = None
+    if cfg.ema_decay > 0:
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+    teacher = load_checkpoint(cfg.teacher, device=dist.device) if cfg.teacher else None
+    run = Run(cfg, dist, data, model, engine, optimizer, scheduler, ema, teacher,
+              build_mixing(cfg, info.num_classes), out, LoopState(), progress)  # fmt: skip
+
+    last = out / "last.safetensors"
+    if resume and last.is_file():
+        run.loop = load_training_checkpoint(last, model, optimizer, scheduler, ema)
+        log.info("resumed from %s at epoch %d, step %d", last, run.loop.epoch + 1, run.loop.global_step)
+    elif dist.is_main:
+        if last.is_file() and not resume:
+            log.warning("%s exists and will be overwritten (pass --resume to continue it)", last)
+        out.mkdir(parents=True, exist_ok=True)
+    if dist.is_main:
+        (out / "config.json").write_text(json.dumps(cfg.as_dict(), indent=2) + "\n")
+
+    deadline = cfg.time_limit_min * 60 if cfg.time_limit_min > 0 else None
+    stopped_early = False
+    while run.loop.epoch < cfg.epochs:
+        epoch = run.loop.epoch
+        metrics = train_one_epoch(run, epoch, deadline)
+        finished_epoch = run.loop.step_in_epoch >= steps_per_epoch
+        row = {"epoch": epoch + 1, "step": run.loop.global_step, "lr": optimizer.param_groups[0]["lr"], **metrics}
+        if data.val is not None and dist.is_main:
+            val = evaluate(run.eval_model, run.eval_loader(data.val), info.num_classes, dist.device, cfg.amp)
+            row.update({"val_loss": val.loss, "val_top1": val.top1, "val_top5": val.top5})
+            if val.top1 > run.loop.best_val_top1:
+                run.loop.best_val_top1, run.loop.best_epoch = val.top1, epoch + 1
+                save_model(run.eval_model, out / "best.safetensors", _data_metadata(info))
+        if dist.is_main:
+            log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
+            run.loop.history.append(row)
+            _write_metrics(out, run.loop.history)
+        if finished_epoch:
+            run.loop.epoch, run.loop.step_in_epoch = epoch + 1, 0
+        run.save()
+        if deadline is not None and run.loop.elapsed_s >= deadline:
+            stopped_early = run.loop.epoch < cfg.epochs
+            break
+    return _finish(run, stopped_early)
+
+
+def _finish(run: Run, stopped_early: bool) -> dict:
+    cfg, dist, data, out = run.cfg, run.dist, run.data, run.out
+    summary: dict[str, Any] = {}
+    if dist.is_main:
+        final = run.eval_model
+        save_model(final, out / "model.safetensors", _data_metadata(data.info))
+        if data.val is None:  # nothing to select on: the final model is the best one
+            save_model(final, out / "best.safetensors", _data_metadata(data.info))
+        test_loader = run.eval_loader(data.test)
+        test: EvalResult = evaluate(final, test_loader, data.info.num_classes, dist.device, cfg.amp)
+        best = load_checkpoint(out / "best.safetensors", device=dist.device)
+        test_best = evaluate(best, test_loader, data.info.num_classes, dist.device, cfg.amp)
+        save_confusion_png(test_best.confusion, data.info.classes, out / "confusion.png")
+        deployed = {}
+        for name, m in (("model", final), ("best", best)):
+            if any(isinstance(x, Reparameterizable) for x in m.modules()):
+                path = out / f"{name}_deploy.safetensors"
+                save_model(reparameterize(m.eval()), path, _data_metadata(data.info))
+                deployed[name] = str(path)
+        summary = {
+            "model": cfg.model,
+            "data": cfg.data,
+            "epochs_done": run.loop.epoch + (run.loop.step_in_epoch > 0),
+            "steps": run.loop.global_step,
+            "stopped_by_time_limit": stopped_early,
+            "train_seconds": run.loop.elapsed_s,
+            "best_epoch": run.loop.best_epoch,
+            "best_val_top1": run.loop.best_val_top1 if data.val is not None else None,
+            "test_top1_final": test.top1,
+            "test_top1_best": test_best.top1,
+            "test_top5_best": test_best.top5,
+            "params": sum(p.numel() for p in final.parameters()),
+            "out": str(out),
+            "files": {
+                "model": str(out / "model.safetensors"),
+                "best": str(out / "best.safetensors"),
+                "curves": str(out / "curves.png"),
+                "confusion": str(out / "confusion.png"),
+                **{f"{k}_deploy": v for k, v in deployed.items()},
+            },
+        }
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    distributed.barrier(dist)
+    return summary

@@ -1,0 +1,231 @@
+"""The training engine on tiny synthetic data: outputs, exact resume after kill -9, NaN handling, distillation,
+fine-tuning and the train / eval / predict commands."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import mlpvision
+from mlpvision.cli import main
+from mlpvision.data import AugmentConfig
+from mlpvision.train import TrainConfig, TrainingError, train
+from mlpvision.weights import read_safetensors
+
+TINY = {"model": "mixer_t4_28", "model_args": {"depth": 2, "embed_dim": 32, "token_mlp_dim": 16, "channel_mlp_dim": 64}}
+
+
+def tiny_cfg(out, **kw):
+    base = dict(TINY, data="synthetic", epochs=2, batch_size=16, val_size=64, lr=3e-3, out=str(out), seed=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _weights(path):
+    return read_safetensors(path)[0]
+
+
+def test_training_learns_and_writes_its_outputs(tmp_path):
+    summary = train(tiny_cfg(tmp_path, epochs=3, aug=AugmentConfig(crop_padding=1, hflip=0.5)))
+    assert summary["test_top1_best"] > 90, summary  # the synthetic task is easy: chance is 25%
+    for name in ("last", "model", "best"):
+        assert (tmp_path / f"{name}.safetensors").is_file()
+    for name in ("config.json", "metrics.csv", "metrics.json", "curves.png", "confusion.png", "summary.json"):
+        assert (tmp_path / name).is_file(), name
+    history = json.loads((tmp_path / "metrics.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    model = mlpvision.load_checkpoint(tmp_path / "model.safetensors")  # no other information needed
+    assert model.model_name == "mixer_t4_28" and model.num_classes == 4
+
+
+def test_same_seed_same_weights(tmp_path):
+    train(tiny_cfg(tmp_path / "a", epochs=1))
+    train(tiny_cfg(tmp_path / "b", epochs=1))
+    a, b = _weights(tmp_path / "a/model.safetensors"), _weights(tmp_path / "b/model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _cli_train(out, *extra):
+    cmd = [sys.executable, "-m", "mlpvision", "train", "--quiet", "--data", "synthetic", "--model", "resmlp_tiny_12_28",
+           "--model-arg", "depth=2", "--model-arg", "embed_dim=32", "--epochs", "3", "--batch-size", "8",
+           "--val-size", "64", "--lr", "2e-3", "--seed", "5", "--save-every-steps", "2", "--crop-padding", "1",
+           "--mixup", "0.2", "--ema-decay", "0.9", "--out", str(out), *extra]  # fmt: skip
+    return cmd
+
+
+def test_resume_after_kill_9_is_bit_identical(tmp_path):
+    ref = subprocess.run(_cli_train(tmp_path / "ref"), capture_output=True, text=True)
+    assert ref.returncode == 0, ref.stderr
+    # the same run, killed with SIGKILL once a few checkpoints exist, then resumed (possibly several times)
+    out = tmp_path / "killed"
+    kills = 0
+    for delay in (1.2, 0.7):
+        proc = subprocess.Popen(_cli_train(out, "--resume"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        start = time.time()
+        while not (out / "last.safetensors").exists() and time.time() - start < 60:
+            time.sleep(0.05)
+        time.sleep(delay)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    done = subprocess.run(_cli_train(out, "--resume"), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert kills >= 1, "the run finished before it could be killed; make it longer"
+    a, b = _weights(tmp_path / "ref/model.safetensors"), _weights(out / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed run differs from the uninterrupted one"
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path, monkeypatch):
+    import mlpvision.train as engine
+
+    calls = {"n": 0}
+    real = engine.F.cross_entropy
+
+    def poisoned(*args, **kwargs):  # the 7th training loss is NaN, as after a blow-up
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == 7 else loss
+
+    monkeypatch.setattr(engine.F, "cross_entropy", poisoned)
+    with pytest.raises(TrainingError, match="loss became nan at epoch 1, step 7") as e:
+        train(tiny_cfg(tmp_path, epochs=1, save_every_steps=2))
+    assert "last.safetensors" in str(e.value)
+    kept = read_safetensors(tmp_path / "last.safetensors")
+    assert json.loads(kept[1]["mlpvision.train_state"])["loop"]["global_step"] == 6  # the last good step
+    assert all(torch.isfinite(v).all() for v in kept[0].values() if v.is_floating_point())
+
+
+def test_distillation_from_a_convnet_teacher(tmp_path):
+    teacher_args = {"channels": (8, 8, 8), "hidden_dim": 16}
+    out = str(tmp_path / "teacher")
+    train(TrainConfig(model="wide_convnet_28", model_args=teacher_args, data="synthetic", epochs=1, batch_size=16,
+                      val_size=64, out=out))  # fmt: skip
+    teacher = str(tmp_path / "teacher/model.safetensors")
+    for mode in ("hard", "soft"):
+        summary = train(tiny_cfg(tmp_path / mode, epochs=1, teacher=teacher, distill=mode))
+        assert summary["steps"] > 0
+
+
+def test_finetune_resets_head_and_transfers_resolution(tmp_path):
+    train(tiny_cfg(tmp_path / "base", epochs=1))
+    base = tmp_path / "base/model.safetensors"
+    summary = train(tiny_cfg(tmp_path / "ft", epochs=1, init=str(base), img_size=56))
+    model = mlpvision.load_checkpoint(summary["files"]["model"])
+    assert model.img_size == 56 and model.config.token_mlp_dim == 4 * 16
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--model", "nope_28", "--data", "synthetic"], "unknown model 'nope_28'"),
+        (["train", "--data", "mnist-ish"], "unknown data set"),
+        (["train", "--epochs", "0", "--data", "synthetic"], "epochs must be >= 1"),
+        (["train", "--distill", "hard", "--data", "synthetic"], "needs --teacher"),
+        (["eval", "--checkpoint", "/nonexistent.safetensors"], "not found"),
+    ],
+)
+def test_command_errors_are_one_line(capsys, tmp_path, argv, message):
+    assert main([*argv, "--out", str(tmp_path)] if argv[0] == "train" else argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_recipe_key(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("epochs: 1\nlearning_rate: 0.1\n")
+    assert main(["train", "--config", str(recipe), "--data", "synthetic", "--out", str(tmp_path)]) == 2
+    assert "unknown training option(s) learning_rate" in capsys.readouterr().err
+
+
+def test_eval_and_predict_commands(tmp_path, capsys):
+    train(tiny_cfg(tmp_path, epochs=2))
+    path = str(tmp_path / "model.safetensors")
+    assert main(["eval", "--checkpoint", path, "--json", "--confusion", str(tmp_path / "cm.png")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["data"] == "synthetic" and result["top1"] > 90 and len(result["per_class"]) == 4
+    assert (tmp_path / "cm.png").is_file()
+    from torchvision.io import write_png
+
+    from mlpvision.data import synthetic_dataset
+
+    ds = synthetic_dataset(2, seed=9)
+    files = []
+    for i in range(2):
+        f = tmp_path / f"img{i}.png"
+        write_png(ds.images[i], str(f))
+        files.append(str(f))
+    assert main(["predict", "--checkpoint", path, *files]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2
+    for line, label in zip(lines, ds.labels.tolist(), strict=True):
+        assert line.split(": ", 1)[1].startswith(f"class{label}"), line
+
+
+def test_pickle_checkpoint_for_eval_is_refused(tmp_path, capsys):
+    bad = tmp_path / "model.safetensors"
+    torch.save({"a": torch.zeros(1)}, bad)
+    assert main(["eval", "--checkpoint", str(bad)]) == 2
+    assert "not a readable safetensors file" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed missing")
+def test_two_process_gloo_run_matches_one_process(tmp_path):
+    args = ["-m", "mlpvision", "train", "--quiet", "--data", "synthetic", "--model", "mixer_t4_28", "--model-arg",
+            "depth=2", "--model-arg", "embed_dim=32", "--epochs", "1", "--batch-size", "16", "--val-size", "64",
+            "--lr", "0.05", "--optimizer", "sgd", "--seed", "1", "--crop-padding", "1"]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    one = subprocess.run(
+        [sys.executable, *args, "--out", str(tmp_path / "one")], capture_output=True, text=True, env=env
+    )
+    assert one.returncode == 0, one.stderr
+    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    two = subprocess.run([*run, *args, "--out", str(tmp_path / "two")], capture_output=True, text=True, env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = _weights(tmp_path / "one/model.safetensors"), _weights(tmp_path / "two/model.safetensors")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-5)
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in out]
+
+
+def test_torchrun_restarts_a_killed_worker_and_resumes(tmp_path):
+    args = ["mlpvision", "train", "--quiet", "--data", "synthetic", "--model", "mixer_t4_28", "--model-arg", "depth=2",
+            "--model-arg", "embed_dim=32", "--epochs", "3", "--batch-size", "8", "--val-size", "64", "--seed", "2",
+            "--save-every-steps", "4", "--resume"]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    ref = subprocess.run([*launcher, "-m", *args, "--out", str(tmp_path / "ref")], capture_output=True, env=env)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([*launcher, "--max-restarts", "1", "-m", *args, "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)  # fmt: skip
+    start = time.time()
+    while not (out / "last.safetensors").exists() and time.time() - start < 120:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    workers = [c for c in _children(proc.pid)]
+    assert workers, "no worker processes found"
+    os.kill(workers[-1], signal.SIGKILL)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    assert "resumed from" in err.decode(), "the killed worker group was not restarted from the checkpoint"
+    a, b = _weights(tmp_path / "ref/model.safetensors"), _weights(out / "model.safetensors")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6)
+
+
+def test_train_default_recipe_is_valid():
+    cfg = TrainConfig()
+    cfg.validate()
+    assert mlpvision.get_spec(cfg.model).family == "repmlp"
