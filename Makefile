@@ -1,4 +1,4 @@
-# mlpvision: `make demo` runs the main job on Fashion-MNIST, `make test` runs lint and tests.
+# mlpvision: `make demo` trains and evaluates the default model on Fashion-MNIST, `make test` runs lint and tests.
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -34,8 +34,12 @@ data:
 	  exit 1; \
 	fi
 
+# The main job: train the default all-MLP model (repmlp_fast_28) on Fashion-MNIST for 5 epochs (about five
+# minutes on 2 CPU cores), evaluate it on the test set, and convert it to its FC-only deploy form.
+DEMO_OUT ?= runs/demo
 demo: setup
-	$(BIN)/mlpvision demo
+	$(BIN)/mlpvision train --epochs 5 --out $(DEMO_OUT)
+	$(BIN)/mlpvision eval --checkpoint $(DEMO_OUT)/model_deploy.safetensors --confusion $(DEMO_OUT)/confusion.png
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests tools benchmarks

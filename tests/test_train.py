@@ -152,7 +152,7 @@ def test_eval_and_predict_commands(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["data"] == "synthetic" and result["top1"] > 90 and len(result["per_class"]) == 4
     assert (tmp_path / "cm.png").is_file()
-    from torchvision.io import write_png
+    from PIL import Image
 
     from mlpvision.data import synthetic_dataset
 
@@ -160,7 +160,7 @@ def test_eval_and_predict_commands(tmp_path, capsys):
     files = []
     for i in range(2):
         f = tmp_path / f"img{i}.png"
-        write_png(ds.images[i], str(f))
+        Image.fromarray(ds.images[i, 0].numpy()).save(f)
         files.append(str(f))
     assert main(["predict", "--checkpoint", path, *files]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
@@ -229,3 +229,21 @@ def test_train_default_recipe_is_valid():
     cfg = TrainConfig()
     cfg.validate()
     assert mlpvision.get_spec(cfg.model).family == "repmlp"
+
+
+def test_predict_rejects_a_non_image(tmp_path, capsys):
+    train(tiny_cfg(tmp_path, epochs=1))
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    assert main(["predict", "--checkpoint", str(tmp_path / "model.safetensors"), str(bad)]) == 2
+    assert "cannot read image" in capsys.readouterr().err
+
+
+def test_gradient_accumulation_matches_one_big_batch(tmp_path):
+    # SGD and a model without batch statistics: two micro-batches of 8 give the gradient of one batch of 16
+    common = {"optimizer": "sgd", "lr": 0.05, "epochs": 1}
+    train(tiny_cfg(tmp_path / "one", **common))
+    train(tiny_cfg(tmp_path / "two", accum_steps=2, **common))
+    a, b = _weights(tmp_path / "one/model.safetensors"), _weights(tmp_path / "two/model.safetensors")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-5)

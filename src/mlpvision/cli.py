@@ -122,7 +122,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     for key in _AUG_FLAGS:
         if getattr(args, key) is not None:
             aug[key] = getattr(args, key)
-    for flag in ("amp", "channels_last"):
+    for flag in ("amp", "channels_last", "tensorboard"):
         if getattr(args, flag) is not None:
             recipe[flag] = getattr(args, flag)
     if args.model_arg:
@@ -217,7 +217,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     import torch
-    from torchvision.io import ImageReadMode, decode_image
+    from PIL import Image, UnidentifiedImageError
     from torchvision.transforms import v2
 
     from .checkpoint import load_checkpoint
@@ -229,15 +229,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     classes = saved.get("classes") or [str(i) for i in range(model.num_classes)]
     mean, std = saved.get("mean", [0.5] * model.in_chans), saved.get("std", [0.25] * model.in_chans)
     prep = v2.Compose([
-        v2.Resize(model.img_size, antialias=True), v2.CenterCrop(model.img_size),
+        v2.PILToTensor(), v2.Resize(model.img_size, antialias=True), v2.CenterCrop(model.img_size),
         v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std),
     ])  # fmt: skip
-    mode = ImageReadMode.GRAY if model.in_chans == 1 else ImageReadMode.RGB
+    mode = "L" if model.in_chans == 1 else "RGB"
     images = []
     for path in args.images:
         try:
-            images.append(prep(decode_image(path, mode=mode)))
-        except (RuntimeError, OSError) as e:
+            with Image.open(path) as img:
+                images.append(prep(img.convert(mode)))
+        except (UnidentifiedImageError, OSError) as e:
             raise MlpVisionError(f"cannot read image {path}: {e}") from None
     probs, idx = predict_images(model, torch.stack(images), args.top_k)
     for path, p, i in zip(args.images, probs, idx, strict=True):
@@ -280,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model config override (repeatable)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bfloat16 autocast (default on)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None, dest="channels_last")
+    p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None, help="log to OUT/tensorboard")
     p.add_argument("--resume", action="store_true", help="continue OUT/last.safetensors when it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)

@@ -170,21 +170,20 @@ class ImageFiles(Dataset):
     def __init__(self, samples: list[tuple[str, int]], classes: tuple[str, ...], in_chans: int, size: int) -> None:
         self.samples, self.classes, self.in_chans, self.size = samples, classes, in_chans, size
         self.labels = torch.tensor([label for _, label in samples])
-        self._resize = v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(size)])
+        self._prep = v2.Compose([v2.PILToTensor(), v2.Resize(size, antialias=True), v2.CenterCrop(size)])
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        from torchvision.io import ImageReadMode, decode_image
+        from PIL import Image, UnidentifiedImageError
 
         path, label = self.samples[i]
-        mode = ImageReadMode.GRAY if self.in_chans == 1 else ImageReadMode.RGB
         try:
-            img = decode_image(path, mode=mode)
-        except (RuntimeError, OSError) as e:
+            with Image.open(path) as img:
+                return self._prep(img.convert("L" if self.in_chans == 1 else "RGB")), label
+        except (UnidentifiedImageError, OSError) as e:
             raise DataError(f"cannot decode image {path}: {e}") from None
-        return self._resize(img), label
 
 
 def synthetic_dataset(n: int, num_classes: int = 4, size: int = 28, in_chans: int = 1, seed: int = 0) -> TensorImages:

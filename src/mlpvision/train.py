@@ -82,6 +82,7 @@ class TrainConfig:
     init: str | None = None  # model file to fine-tune from (head reset when classes differ)
     img_size: int | None = None  # train at this input size (from --init: resolution transfer)
     device: str | None = None  # cpu | cuda | cuda:1; auto-detected when None
+    tensorboard: bool = False  # also log metrics to OUT/tensorboard (needs the tensorboard package)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -424,6 +425,7 @@ def _train(cfg: TrainConfig, dist: distributed.DistInfo, resume: bool, progress)
         (out / "config.json").write_text(json.dumps(cfg.as_dict(), indent=2) + "\n")
 
     deadline = cfg.time_limit_min * 60 if cfg.time_limit_min > 0 else None
+    writer = _tensorboard_writer(out) if cfg.tensorboard and dist.is_main else None
     stopped_early = False
     while run.loop.epoch < cfg.epochs:
         epoch = run.loop.epoch
@@ -440,6 +442,11 @@ def _train(cfg: TrainConfig, dist: distributed.DistInfo, resume: bool, progress)
             log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
             run.loop.history.append(row)
             _write_metrics(out, run.loop.history)
+            if writer is not None:
+                for k, v in row.items():
+                    if k not in ("epoch", "step"):
+                        writer.add_scalar(k, v, run.loop.global_step)
+                writer.flush()
         if finished_epoch:
             run.loop.epoch, run.loop.step_in_epoch = epoch + 1, 0
         run.save()
@@ -447,6 +454,15 @@ def _train(cfg: TrainConfig, dist: distributed.DistInfo, resume: bool, progress)
             stopped_early = run.loop.epoch < cfg.epochs
             break
     return _finish(run, stopped_early)
+
+
+def _tensorboard_writer(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.warning("--tensorboard: the tensorboard package is not installed; metrics go to CSV and JSON only")
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
 
 
 def _finish(run: Run, stopped_early: bool) -> dict:
