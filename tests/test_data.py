@@ -2,6 +2,7 @@ import gzip
 
 import numpy as np
 import pytest
+import torch
 
 from mlpvision.data import FashionMNIST, read_idx
 from mlpvision.errors import DataError
@@ -113,3 +114,81 @@ def test_batched_crop_flip_matches_per_image_reference():
     assert not torch.equal(before, ba.dx)
     ds.set_epoch(2)
     assert torch.equal(before, ba.dx)
+
+
+def _write_cifar10(root, layout):
+    import pickle
+
+    rng = np.random.default_rng(1)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    expected = {}
+    if layout == "python":
+        folder = root / "cifar-10-batches-py"
+        folder.mkdir()
+        for n in names:
+            data, labels = rng.integers(0, 256, (3, 3072), dtype=np.uint8), [1, 2, 3]
+            (folder / n).write_bytes(pickle.dumps({"data": data, "labels": labels}, protocol=2))
+            expected[n] = (data, labels)
+        meta = {"label_names": [f"c{i}" for i in range(10)]}
+        (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+    else:
+        folder = root / "cifar-10-batches-bin"
+        folder.mkdir()
+        for n in names:
+            data, labels = rng.integers(0, 256, (3, 3072), dtype=np.uint8), [4, 5, 6]
+            records = np.concatenate([np.array(labels, dtype=np.uint8)[:, None], data], axis=1)
+            (folder / f"{n}.bin").write_bytes(records.tobytes())
+            expected[n] = (data, labels)
+        (folder / "batches.meta.txt").write_text("\n".join(f"c{i}" for i in range(10)) + "\n")
+    return expected
+
+
+@pytest.mark.parametrize("layout", ["python", "binary"])
+def test_cifar10_layouts(tmp_path, layout):
+    from mlpvision.data import load_split
+
+    expected = _write_cifar10(tmp_path, layout)
+    train, info = load_split("cifar10", "train", tmp_path)
+    test, _ = load_split("cifar10", "test", tmp_path)
+    assert (len(train), len(test), info.num_classes, info.in_chans, info.img_size) == (15, 3, 10, 3, 32)
+    assert info.classes[3] == "c3"
+    data, labels = expected["test_batch"]
+    assert np.array_equal(test.images.reshape(3, -1).numpy(), data)
+    assert test.labels.tolist() == labels
+
+
+def test_cifar_pickle_cannot_run_code(tmp_path):
+    import pickle
+
+    from mlpvision.data import load_split
+
+    _write_cifar10(tmp_path, "python")
+    ran = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(ran), "w"))
+
+    (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(pickle.dumps({"data": Payload()}))
+    with pytest.raises(DataError, match="refusing to load"):
+        load_split("cifar10", "test", tmp_path)
+    assert not ran.exists()
+
+
+def test_imagefolder(tmp_path):
+    from PIL import Image
+
+    from mlpvision.data import load_split
+
+    for split in ("train", "val"):
+        for cls in ("cat", "dog"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (40, 30), (200 if cls == "cat" else 20, 90, i * 50)).save(
+                    tmp_path / split / cls / f"{i}.png"
+                )
+    train, info = load_split("imagefolder", "train", tmp_path, img_size=24, in_chans=3)
+    val, _ = load_split("imagefolder", "test", tmp_path, img_size=24, in_chans=3)
+    assert (len(train), len(val), info.classes, info.img_size) == (4, 4, ("cat", "dog"), 24)
+    img, label = train[3]
+    assert img.shape == (3, 24, 24) and img.dtype == torch.uint8 and label == 1

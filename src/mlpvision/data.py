@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,20 +200,75 @@ def synthetic_dataset(n: int, num_classes: int = 4, size: int = 28, in_chans: in
     return TensorImages(images, labels, tuple(f"class{k}" for k in range(num_classes)))
 
 
-def _cifar(name: str, data_dir, train: bool) -> TensorImages:
-    from torchvision.datasets import CIFAR10, CIFAR100
+class _ArraysOnlyUnpickler(pickle.Unpickler):
+    """Unpickles only plain containers and numpy arrays: a file cannot make it import or call anything else."""
 
-    if data_dir is None:
-        raise DataError(f"{name} needs --data-dir: a folder holding torchvision's extracted CIFAR layout")
-    cls = CIFAR10 if name == "cifar10" else CIFAR100
+    _ALLOWED = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("_codecs", "encode"),  # how protocol-2 pickles store bytes
+        }
+    )
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _read_cifar_pickle(path: Path) -> dict:
     try:
-        ds = cls(str(data_dir), train=train, download=False)
-    except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
-        raise DataError(
-            f"{name} not found in {data_dir} ({e}); extract the python version of the archive there"
-        ) from None
-    images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # (N, H, W, C) -> (N, C, H, W)
-    return TensorImages(images, torch.tensor(ds.targets), tuple(ds.classes))
+        with open(path, "rb") as f:
+            return _ArraysOnlyUnpickler(f, encoding="latin1").load()
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
+        raise DataError(f"cannot read CIFAR file {path}: {e}") from None
+
+
+def _cifar_files(ten: bool, train: bool) -> list[str]:
+    if ten:
+        return [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
+    return ["train"] if train else ["test"]
+
+
+def _cifar(name: str, data_dir, train: bool) -> TensorImages:
+    """CIFAR-10/100 from the official python layout (read without executing pickled code) or binary layout."""
+    if data_dir is None:
+        raise DataError(f"{name} needs --data-dir: a folder holding the extracted CIFAR archive")
+    root = Path(data_dir)
+    ten = name == "cifar10"
+    py = root / ("cifar-10-batches-py" if ten else "cifar-100-python")
+    binary = root / ("cifar-10-batches-bin" if ten else "cifar-100-binary")
+    if py.is_dir():
+        parts = [_read_cifar_pickle(py / f) for f in _cifar_files(ten, train)]
+        data = np.concatenate([np.asarray(p["data"], dtype=np.uint8) for p in parts])
+        labels = np.concatenate([np.asarray(p["labels" if ten else "fine_labels"]) for p in parts])
+        meta = _read_cifar_pickle(py / ("batches.meta" if ten else "meta"))
+        classes = tuple(meta["label_names" if ten else "fine_label_names"])
+    elif binary.is_dir():
+        head = 1 if ten else 2  # CIFAR-100 records carry (coarse, fine) labels
+        files = [binary / f"{f}.bin" for f in _cifar_files(ten, train)]
+        try:
+            raw = np.concatenate([np.fromfile(f, dtype=np.uint8) for f in files])
+        except OSError as e:
+            raise DataError(f"cannot read {binary}: {e}") from None
+        if raw.size % (head + 3072):
+            raise DataError(f"{binary}: file size is not a whole number of CIFAR records")
+        records = raw.reshape(-1, head + 3072)
+        data, labels = records[:, head:], records[:, head - 1]
+        names = binary / ("batches.meta.txt" if ten else "fine_label_names.txt")
+        lines = names.read_text().splitlines() if names.is_file() else []
+        classes = tuple(line.strip() for line in lines if line.strip())
+    else:
+        raise DataError(f"{name} not found in {root}: expected {py.name}/ or {binary.name}/ (the extracted archive)")
+    if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
+        raise DataError(f"{name} in {root} has unexpected shapes {data.shape} and {labels.shape}")
+    num_classes = 10 if ten else 100
+    classes = classes if len(classes) == num_classes else tuple(str(i) for i in range(num_classes))
+    images = torch.from_numpy(data.reshape(-1, 3, 32, 32).copy())
+    return TensorImages(images, torch.from_numpy(labels.astype(np.int64)), classes)
 
 
 def _imagefolder(data_dir, split: str, in_chans: int, size: int) -> ImageFiles:
