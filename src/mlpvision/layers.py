@@ -20,6 +20,7 @@ __all__ = [
     "MaxPool2x2",
     "Mlp",
     "PatchEmbed",
+    "PreNormBlock",
     "check_input",
     "conv_bn",
     "conv_bn_relu",
@@ -105,6 +106,34 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
+
+
+class PreNormBlock(nn.Module):
+    """Transformer-layout block around any token mixer: ``x + mixer(LN(x))`` then ``x + MLP(LN(x))``.
+
+    Keys ``norm1``, ``attn`` (the mixer), ``norm2``, ``mlp`` follow timm's ViT blocks.
+
+    Args:
+        dim: token width.
+        token_mixer: module mixing information across tokens, (B, N, dim) -> (B, N, dim).
+        mlp_ratio: MLP hidden width as a multiple of ``dim``.
+        drop: dropout inside the MLP.
+        drop_path: stochastic depth probability of both branches.
+    """
+
+    def __init__(
+        self, dim: int, token_mixer: nn.Module, mlp_ratio: float = 4.0, drop: float = 0.0, drop_path: float = 0.0
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = token_mixer
+        self.drop_path = drop_path_or_identity(drop_path)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
 class Affine(nn.Module):

@@ -344,19 +344,14 @@ def plot_curves(history: list[dict], path: Path) -> None:
     if not history:
         return
     ep = [h["epoch"] for h in history]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    a1.plot(ep, [h["train_loss"] for h in history], label="train")
-    if "val_loss" in history[0]:
-        a1.plot(ep, [h["val_loss"] for h in history], label="validation")
-    a1.set_xlabel("epoch")
-    a1.set_ylabel("loss")
-    a1.legend()
-    a2.plot(ep, [h["train_top1"] for h in history], label="train")
-    if "val_top1" in history[0]:
-        a2.plot(ep, [h["val_top1"] for h in history], label="validation")
-    a2.set_xlabel("epoch")
-    a2.set_ylabel("top-1 (%)")
-    a2.legend()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, metric, label in zip(axes, ("loss", "top1"), ("loss", "top-1 (%)"), strict=True):
+        ax.plot(ep, [h[f"train_{metric}"] for h in history], label="train")
+        if f"val_{metric}" in history[0]:
+            ax.plot(ep, [h[f"val_{metric}"] for h in history], label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..layers import Mlp, PatchEmbed, drop_path_or_identity
+from ..layers import PatchEmbed, PreNormBlock
 from .base import ImageClassifier, make_head
 from .mixer import stochastic_depth_rates
 from .registry import ModelConfig, register_model
@@ -58,7 +58,7 @@ class ExternalAttention(nn.Module):
         return self.proj(x)
 
 
-class ExternalAttentionBlock(nn.Module):
+class ExternalAttentionBlock(PreNormBlock):
     """Pre-norm block: ``x + EA(LN(x))`` then ``x + MLP(LN(x))``."""
 
     def __init__(
@@ -70,16 +70,7 @@ class ExternalAttentionBlock(nn.Module):
         drop: float = 0.0,
         drop_path: float = 0.0,
     ) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = ExternalAttention(dim, memory_size, num_heads)
-        self.drop_path = drop_path_or_identity(drop_path)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        super().__init__(dim, ExternalAttention(dim, memory_size, num_heads), mlp_ratio, drop, drop_path)
 
 
 @dataclass(frozen=True, kw_only=True)
