@@ -54,7 +54,7 @@ class TrainConfig:
     data: str = "fashion-mnist"  # fashion-mnist | cifar10 | cifar100 | imagefolder | synthetic
     data_dir: str | None = None  # folder of the data set (Fashion-MNIST: Debian's location by default)
     out: str = "runs/train"  # output folder
-    epochs: int = 8
+    epochs: int = 10
     batch_size: int = 128  # global batch per optimizer step (split over processes and accumulation steps)
     accum_steps: int = 1  # micro-batches per optimizer step
     optimizer: str = "adamw"  # adamw | sgd
