@@ -53,31 +53,37 @@ def test_same_seed_same_weights(tmp_path):
 
 def _cli_train(out, *extra):
     cmd = [sys.executable, "-m", "mlpvision", "train", "--quiet", "--data", "synthetic", "--model", "resmlp_tiny_12_28",
-           "--model-arg", "depth=2", "--model-arg", "embed_dim=32", "--epochs", "3", "--batch-size", "8",
+           "--model-arg", "depth=2", "--model-arg", "embed_dim=32", "--epochs", "4", "--batch-size", "8",
            "--val-size", "64", "--lr", "2e-3", "--seed", "5", "--save-every-steps", "2", "--crop-padding", "1",
            "--mixup", "0.2", "--ema-decay", "0.9", "--out", str(out), *extra]  # fmt: skip
     return cmd
 
 
+def _saved_step(path) -> int:
+    try:
+        return json.loads(read_safetensors(path)[1]["mlpvision.train_state"])["loop"]["global_step"]
+    except Exception:  # not written yet
+        return -1
+
+
 def test_resume_after_kill_9_is_bit_identical(tmp_path):
     ref = subprocess.run(_cli_train(tmp_path / "ref"), capture_output=True, text=True)
     assert ref.returncode == 0, ref.stderr
-    # the same run, killed with SIGKILL once a few checkpoints exist, then resumed (possibly several times)
+    # the same run, killed with SIGKILL at two points (mid-epoch), resumed each time
     out = tmp_path / "killed"
-    kills = 0
-    for delay in (1.2, 0.7):
+    kills = []
+    for kill_after in (40, 130):
         proc = subprocess.Popen(_cli_train(out, "--resume"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         start = time.time()
-        while not (out / "last.safetensors").exists() and time.time() - start < 60:
-            time.sleep(0.05)
-        time.sleep(delay)
+        while proc.poll() is None and _saved_step(out / "last.safetensors") < kill_after and time.time() - start < 120:
+            time.sleep(0.01)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
-            kills += 1
+            kills.append(_saved_step(out / "last.safetensors"))
         proc.wait()
     done = subprocess.run(_cli_train(out, "--resume"), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert kills >= 1, "the run finished before it could be killed; make it longer"
+    assert len(kills) == 2 and kills[0] < kills[1] < 224, kills
     a, b = _weights(tmp_path / "ref/model.safetensors"), _weights(out / "model.safetensors")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed run differs from the uninterrupted one"
@@ -211,10 +217,9 @@ def test_torchrun_restarts_a_killed_worker_and_resumes(tmp_path):
     proc = subprocess.Popen([*launcher, "--max-restarts", "1", "-m", *args, "--out", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)  # fmt: skip
     start = time.time()
-    while not (out / "last.safetensors").exists() and time.time() - start < 120:
-        time.sleep(0.05)
-    time.sleep(0.5)
-    workers = [c for c in _children(proc.pid)]
+    while proc.poll() is None and _saved_step(out / "last.safetensors") < 40 and time.time() - start < 120:
+        time.sleep(0.01)
+    workers = _children(proc.pid)
     assert workers, "no worker processes found"
     os.kill(workers[-1], signal.SIGKILL)
     _, err = proc.communicate(timeout=300)
