@@ -21,7 +21,8 @@ TINY = {"model": "mixer_t4_28", "model_args": {"depth": 2, "embed_dim": 32, "tok
 
 
 def tiny_cfg(out, **kw):
-    base = dict(TINY, data="synthetic", epochs=2, batch_size=16, val_size=64, lr=3e-3, out=str(out), seed=3)
+    base = dict(TINY, data="synthetic", epochs=2, batch_size=16, val_size=64, lr=3e-3, out=str(out), seed=3, amp=False,
+                aug=AugmentConfig())  # fmt: skip
     base.update(kw)
     return TrainConfig(**base)
 
@@ -52,7 +53,8 @@ def test_same_seed_same_weights(tmp_path):
 
 
 def _cli_train(out, *extra):
-    cmd = [sys.executable, "-m", "mlpvision", "train", "--quiet", "--data", "synthetic", "--model", "resmlp_tiny_12_28",
+    cmd = [sys.executable, "-m", "mlpvision", "train", "--quiet", "--no-amp",
+            "--data", "synthetic", "--model", "resmlp_tiny_12_28",
            "--model-arg", "depth=2", "--model-arg", "embed_dim=32", "--epochs", "4", "--batch-size", "8",
            "--val-size", "64", "--lr", "2e-3", "--seed", "5", "--save-every-steps", "2", "--crop-padding", "1",
            "--mixup", "0.2", "--ema-decay", "0.9", "--out", str(out), *extra]  # fmt: skip
@@ -184,7 +186,8 @@ def test_pickle_checkpoint_for_eval_is_refused(tmp_path, capsys):
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed missing")
 def test_two_process_gloo_run_matches_one_process(tmp_path):
-    args = ["-m", "mlpvision", "train", "--quiet", "--data", "synthetic", "--model", "mixer_t4_28", "--model-arg",
+    args = ["-m", "mlpvision", "train", "--quiet", "--no-amp",
+            "--data", "synthetic", "--model", "mixer_t4_28", "--model-arg",
             "depth=2", "--model-arg", "embed_dim=32", "--epochs", "1", "--batch-size", "16", "--val-size", "64",
             "--lr", "0.05", "--optimizer", "sgd", "--seed", "1", "--crop-padding", "1"]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -206,7 +209,8 @@ def _children(pid: int) -> list[int]:
 
 
 def test_torchrun_restarts_a_killed_worker_and_resumes(tmp_path):
-    args = ["mlpvision", "train", "--quiet", "--data", "synthetic", "--model", "mixer_t4_28", "--model-arg", "depth=2",
+    args = ["mlpvision", "train", "--quiet", "--no-amp",
+            "--data", "synthetic", "--model", "mixer_t4_28", "--model-arg", "depth=2",
             "--model-arg", "embed_dim=32", "--epochs", "3", "--batch-size", "8", "--val-size", "64", "--seed", "2",
             "--save-every-steps", "4", "--resume"]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1")
