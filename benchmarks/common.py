@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import statistics
 import time
@@ -37,3 +38,14 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int, warm
             fn()
             times[name].append(time.perf_counter() - t0)
     return {n: {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t)} for n, t in times.items()}
+
+
+def write_results(stem: str, meta: dict, rows: list[dict], markdown: list[str]) -> None:
+    """Writes docs/<stem>.json (meta + rows) and docs/<stem>.md, and prints the Markdown."""
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    docs.mkdir(exist_ok=True)
+    (docs / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    (docs / f"{stem}.md").write_text("\n".join(markdown) + "\n")
+    print("\n".join(markdown))

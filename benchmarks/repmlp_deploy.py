@@ -10,14 +10,13 @@ are checked to agree first. Writes docs/repmlp_deploy.json and docs/repmlp_deplo
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import interleaved_medians, machine
+from common import interleaved_medians, machine, write_results
 
 import mlpvision
 
@@ -90,8 +89,6 @@ def main() -> None:
 
     command = f"python benchmarks/repmlp_deploy.py --repeats {args.repeats} --threads {args.threads}"
     meta = {"command": command, "machine": machine()}
-    DOCS.mkdir(exist_ok=True)
-    (DOCS / "repmlp_deploy.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     lines = [
         "# RepMLP: train form vs deploy form",
         "",
@@ -110,8 +107,7 @@ def main() -> None:
             f"| {r['latency_deploy_ms']:.1f} [{r['spread_deploy_ms'][0]:.1f}-{r['spread_deploy_ms'][1]:.1f}] "
             f"| {r['speedup']:.2f}x | {r['max_abs_diff']:.1e} |"
         )
-    (DOCS / "repmlp_deploy.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("repmlp_deploy", meta, rows, lines)
 
 
 if __name__ == "__main__":
