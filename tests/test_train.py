@@ -256,3 +256,14 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path):
     a, b = _weights(tmp_path / "one/model.safetensors"), _weights(tmp_path / "two/model.safetensors")
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-5)
+
+
+def test_cli_keeps_the_default_augmentation_and_refines_it(tmp_path):
+    base = ["train", "--quiet", "--no-amp", "--data", "synthetic", "--epochs", "1", "--batch-size", "32",
+            "--model", "mixer_t4_28", "--model-arg", "depth=1", "--val-size", "64"]  # fmt: skip
+    assert main([*base, "--out", str(tmp_path / "a")]) == 0
+    aug = json.loads((tmp_path / "a/config.json").read_text())["aug"]
+    assert (aug["crop_padding"], aug["hflip"]) == (2, 0.5)
+    assert main([*base, "--hflip", "0", "--out", str(tmp_path / "b")]) == 0
+    aug = json.loads((tmp_path / "b/config.json").read_text())["aug"]
+    assert (aug["crop_padding"], aug["hflip"]) == (2, 0.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -115,7 +116,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .train import TrainConfig, train
 
     recipe = _load_recipe(args.config)
-    aug = dict(recipe.pop("aug", {}) or {})
+    # flags refine the recipe's augmentation, or the default one when the recipe has none
+    aug = dict(recipe.pop("aug", None) or dataclasses.asdict(TrainConfig().aug))
     for key in _TRAIN_FLAGS:
         if getattr(args, key) is not None:
             recipe[key] = getattr(args, key)
