@@ -469,9 +469,10 @@ def _finish(run: Run, stopped_early: bool) -> dict:
         if data.val is None:  # nothing to select on: the final model is the best one
             save_model(final, out / "best.safetensors", _data_metadata(data.info))
         test_loader = run.eval_loader(data.test)
-        test: EvalResult = evaluate(final, test_loader, data.info.num_classes, dist.device, cfg.amp)
+        # the reported figures are the model's own, in float32, whatever autocast training used
+        test: EvalResult = evaluate(final, test_loader, data.info.num_classes, dist.device)
         best = load_checkpoint(out / "best.safetensors", device=dist.device)
-        test_best = evaluate(best, test_loader, data.info.num_classes, dist.device, cfg.amp)
+        test_best = evaluate(best, test_loader, data.info.num_classes, dist.device)
         save_confusion_png(test_best.confusion, data.info.classes, out / "confusion.png")
         deployed = {}
         for name, m in (("model", final), ("best", best)):
