@@ -192,3 +192,10 @@ def test_imagefolder(tmp_path):
     assert (len(train), len(val), info.classes, info.img_size) == (4, 4, ("cat", "dog"), 24)
     img, label = train[3]
     assert img.shape == (3, 24, 24) and img.dtype == torch.uint8 and label == 1
+
+
+def test_resize_to_another_resolution():
+    from mlpvision.data import load_split
+
+    test, info = load_split("fashion-mnist", "test", img_size=56)
+    assert test.images.shape == (10000, 1, 56, 56) and info.img_size == 56

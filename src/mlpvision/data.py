@@ -288,7 +288,10 @@ def _imagefolder(data_dir, split: str, in_chans: int, size: int) -> ImageFiles:
 
 
 def load_split(name: str, split: str, data_dir=None, img_size: int | None = None, in_chans: int | None = None):
-    """The raw ``train`` or ``test`` split of a data set (uint8 images, no augmentation) and its :class:`DataInfo`."""
+    """The raw ``train`` or ``test`` split of a data set (uint8 images, no augmentation) and its :class:`DataInfo`.
+
+    ``img_size`` resizes the images (bilinear, antialiased) when it differs from the data set's own size.
+    """
     if name not in DATASETS:
         raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
     train = split == "train"
@@ -304,6 +307,9 @@ def load_split(name: str, split: str, data_dir=None, img_size: int | None = None
     else:
         folder_split = "train" if train else ("test" if Path(data_dir or ".", "test").is_dir() else "val")
         ds = _imagefolder(data_dir, folder_split, in_chans or 3, img_size or 224)
+    if isinstance(ds, TensorImages) and img_size is not None and img_size != ds.images.shape[-1]:
+        # train or fine-tune at another resolution: resize every image once, in memory
+        ds.images = v2.functional.resize(ds.images, [img_size, img_size], antialias=True)
     first = ds[0][0]
     mean, std = _STATS.get(name, ((0.5,) * first.shape[0], (0.25,) * first.shape[0]))
     info = DataInfo(name, len(ds.classes), first.shape[0], first.shape[-1], ds.classes, mean, std)

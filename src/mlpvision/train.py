@@ -382,7 +382,10 @@ def _train(cfg: TrainConfig, dist: distributed.DistInfo, resume: bool, progress)
     out = Path(cfg.out)
     torch.manual_seed(cfg.seed)
     spec_cfg = get_spec(cfg.model).config
-    img_size = cfg.img_size or cfg.model_args.get("img_size") or spec_cfg.img_size
+    # image folders are decoded at the model's size; other data sets keep their own size unless asked
+    img_size = (
+        cfg.img_size or cfg.model_args.get("img_size") or (spec_cfg.img_size if cfg.data == "imagefolder" else None)
+    )
     data = build_data(cfg, img_size, cfg.model_args.get("in_chans", spec_cfg.in_chans))
     info = data.info
     if cfg.init is not None:
