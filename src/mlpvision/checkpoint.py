@@ -20,11 +20,31 @@ from .errors import CheckpointError, MlpVisionError
 from .models import create_model, get_spec
 from .models.registry import MODEL_NAME_KEY
 from .reparam import reparameterize
-from .weights import load_into, read_safetensors, write_safetensors
+from .weights import load_into, read_metadata, read_safetensors, write_safetensors
 
-__all__ = ["DeployReport", "deploy_checkpoint", "load_checkpoint", "model_metadata", "save_model"]
+__all__ = [
+    "DeployReport",
+    "data_metadata",
+    "deploy_checkpoint",
+    "load_checkpoint",
+    "model_metadata",
+    "save_model",
+    "saved_data",
+]
 
 CONFIG_KEY = "mlpvision.config"
+DATA_KEY = "mlpvision.data"  # the training data set's name, classes and normalisation
+
+
+def data_metadata(name: str, classes, mean, std) -> dict[str, str]:
+    """Metadata recording what a model was trained on, so evaluation and prediction need no flags."""
+    keep = {"name": name, "classes": list(classes), "mean": list(mean), "std": list(std)}
+    return {DATA_KEY: json.dumps(keep)}
+
+
+def saved_data(path: str | os.PathLike) -> dict:
+    """The data description stored by :func:`data_metadata` in a model file ({} when there is none)."""
+    return json.loads(read_metadata(path).get(DATA_KEY, "{}"))
 
 
 def model_metadata(model: nn.Module, extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -174,11 +174,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _eval_data(checkpoint: str, data: str | None, data_dir: str | None, split: str):
+    from .checkpoint import saved_data
     from .data import Augmented, build_transform, load_split
-    from .weights import read_safetensors
 
-    meta = read_safetensors(checkpoint)[1]
-    saved = json.loads(meta.get("mlpvision.data", "{}"))
+    saved = saved_data(checkpoint)
     name = data or saved.get("name") or "fashion-mnist"
     raw, info = load_split(name, "train" if split == "train" else "test", data_dir)
     return Augmented(raw, None, build_transform(info, None)), info
@@ -222,12 +221,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from PIL import Image, UnidentifiedImageError
     from torchvision.transforms import v2
 
-    from .checkpoint import load_checkpoint
+    from .checkpoint import load_checkpoint, saved_data
     from .evaluate import predict_images
-    from .weights import read_safetensors
 
     model = load_checkpoint(args.checkpoint)
-    saved = json.loads(read_safetensors(args.checkpoint)[1].get("mlpvision.data", "{}"))
+    saved = saved_data(args.checkpoint)
     classes = saved.get("classes") or [str(i) for i in range(model.num_classes)]
     mean, std = saved.get("mean", [0.5] * model.in_chans), saved.get("std", [0.25] * model.in_chans)
     prep = v2.Compose([

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 from . import distributed
-from .checkpoint import load_checkpoint, save_model
+from .checkpoint import data_metadata, load_checkpoint, save_model
 from .data import AugmentConfig, Augmented, DataInfo, build_transform, load_split, split_train_val, training_set
 from .errors import ConfigError, MlpVisionError
 from .evaluate import EvalResult, evaluate, save_confusion_png
@@ -358,8 +358,7 @@ def plot_curves(history: list[dict], path: Path) -> None:
 
 
 def _data_metadata(info: DataInfo) -> dict[str, str]:
-    keep = {"name": info.name, "classes": list(info.classes), "mean": list(info.mean), "std": list(info.std)}
-    return {"mlpvision.data": json.dumps(keep)}
+    return data_metadata(info.name, info.classes, info.mean, info.std)
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: Callable[[dict], None] | None = None) -> dict:

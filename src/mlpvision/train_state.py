@@ -107,9 +107,3 @@ def load_training_checkpoint(
         raise CheckpointError(f"{path} does not match this run's model or optimizer: {e}") from None
     torch.set_rng_state(tensors["rng.torch"])
     return LoopState(**state["loop"])
-
-
-def read_train_config(path: str | os.PathLike) -> dict:
-    """The training configuration stored in a checkpoint (or {} for a plain model file)."""
-    _, meta = read_safetensors(path)
-    return json.loads(meta.get(TRAIN_CONFIG_KEY, "{}"))

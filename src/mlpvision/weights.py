@@ -13,7 +13,23 @@ from torch import nn
 
 from .errors import CheckpointError
 
-__all__ = ["load_into", "read_safetensors", "write_safetensors"]
+__all__ = ["load_into", "read_metadata", "read_safetensors", "write_safetensors"]
+
+
+def _read(path: str | os.PathLike, with_tensors: bool) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = dict(f.metadata() or {})
+            # safe_open has no __iter__
+            tensors = {key: f.get_tensor(key) for key in f.keys()} if with_tensors else {}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file ({e}); mlpvision only reads weights saved as safetensors"
+        ) from None
+    return tensors, metadata
 
 
 def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -23,18 +39,12 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
         CheckpointError: when the file is missing or is not a valid safetensors file (a pickle posing as
             weights included: nothing in the file is ever executed).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"weights file not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            metadata = dict(f.metadata() or {})
-            tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(
-            f"{path} is not a readable safetensors file ({e}); mlpvision only reads weights saved as safetensors"
-        ) from None
-    return tensors, metadata
+    return _read(path, with_tensors=True)
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The string metadata of a safetensors file, from its header alone (no tensor is read)."""
+    return _read(path, with_tensors=False)[1]
 
 
 def write_safetensors(
