@@ -116,6 +116,32 @@ def test_batched_crop_flip_matches_per_image_reference():
     assert torch.equal(before, ba.dx)
 
 
+def test_batched_random_erasing():
+    import torch
+
+    from mlpvision.data import AugmentConfig, load_split, training_set
+
+    raw, info = load_split("synthetic", "train")
+    n = 400
+    ds = training_set(raw, torch.arange(n), info, AugmentConfig(random_erasing=0.5), seed=1)
+    assert ds.batch_aug is not None, "erasing alone must stay on the batched path"
+    imgs = torch.full((n, 1, 28, 28), 255, dtype=torch.uint8)  # no pixel is 0 after normalisation
+    idx = torch.arange(n)
+    out = ds.batch_aug(imgs, idx)
+    erased = out == 0
+    frac = erased.flatten(1).float().mean(1)
+    hit = frac > 0
+    assert torch.equal(hit, ds.batch_aug.erase)  # exactly the drawn images, about half of them
+    assert 0.35 < hit.float().mean() < 0.65
+    assert frac[hit].min() >= 1 / 784 and frac[hit].max() <= 0.34
+    for j in torch.nonzero(hit).flatten()[:20]:  # each erased region is one filled rectangle
+        rows, cols = erased[j, 0].any(1), erased[j, 0].any(0)
+        assert erased[j, 0].sum() == rows.sum() * cols.sum()
+    # same erasing for an image whatever batch it is in
+    sub = torch.tensor([7, 3, 250])
+    assert torch.equal(ds.batch_aug(imgs[sub], sub), out[sub])
+
+
 def _write_cifar10(root, layout):
     import pickle
 

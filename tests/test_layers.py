@@ -88,3 +88,19 @@ def test_mixer_cost_is_linear_in_tokens_and_vit_is_not():
 def test_maxpool2x2_equals_torch_max_pool(h, w, c):
     x = torch.randn(2, c, h, w)
     torch.testing.assert_close(MaxPool2x2()(x), torch.nn.functional.max_pool2d(x, 2), rtol=0, atol=0)
+
+
+def test_token_linear_and_token_mlp_equal_the_transposed_form():
+    from mlpvision.layers import Mlp, token_linear, token_mlp
+
+    fc, mlp = torch.nn.Linear(7, 5), Mlp(7, 9)
+    x = torch.randn(3, 7, 4, requires_grad=True)
+    ref = fc(x.transpose(1, 2)).transpose(1, 2)
+    out = token_linear(fc, x)
+    torch.testing.assert_close(out, ref)
+    g = torch.randn_like(ref)
+    grads = torch.autograd.grad(out, (x, fc.weight, fc.bias), g)
+    ref_grads = torch.autograd.grad(ref, (x, fc.weight, fc.bias), g)
+    for a, b in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(token_mlp(mlp, x[:, :, :]), mlp(x.transpose(1, 2)).transpose(1, 2))

@@ -43,7 +43,11 @@ def data_metadata(name: str, classes, mean, std) -> dict[str, str]:
 
 
 def saved_data(path: str | os.PathLike) -> dict:
-    """The data description stored by :func:`data_metadata` in a model file ({} when there is none)."""
+    """The data description stored by :func:`data_metadata` in a model or ONNX file ({} when there is none)."""
+    if str(path).endswith(".onnx"):
+        from .export import read_onnx_metadata
+
+        return json.loads(read_onnx_metadata(path).get(DATA_KEY, "{}"))
     return json.loads(read_metadata(path).get(DATA_KEY, "{}"))
 
 
@@ -126,6 +130,7 @@ def deploy_checkpoint(
     scale = before.abs().max().item()
     if not diff <= rtol * max(scale, 1e-12):
         raise CheckpointError(f"deploy form differs from the train form by {diff:.3g} (output scale {scale:.3g})")
-    out = save_model(deployed, dst)
+    data = read_metadata(src).get(DATA_KEY)
+    out = save_model(deployed, dst, {DATA_KEY: data} if data else None)
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     return DeployReport(model.model_name, count(model), count(deployed), diff, scale, out)

@@ -14,7 +14,7 @@ from rich.table import Table
 from . import __version__
 from .errors import MlpVisionError
 
-console = Console()
+console = Console() if sys.stdout.isatty() else Console(width=160)  # logs keep whole table rows
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -189,7 +189,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
     from .evaluate import evaluate, save_confusion_png
 
-    model = load_checkpoint(args.checkpoint)
+    if args.checkpoint.endswith(".onnx"):
+        from .export import OrtModel
+
+        model = OrtModel(args.checkpoint)
+    else:
+        model = load_checkpoint(args.checkpoint)
     ds, info = _eval_data(args.checkpoint, args.data, args.data_dir, args.split)
     if info.num_classes != model.num_classes:
         raise MlpVisionError(
@@ -213,6 +218,63 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     console.print(f"top-1 {result.top1:.2f}%, top-5 {result.top5:.2f}%, loss {result.loss:.4f}")
     if args.confusion:
         console.print(f"confusion matrix: {out['confusion_png']}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    rows = run_bench(
+        args.model, batch_size=args.batch_size, img_size=args.img_size, threads=args.threads,
+        backends=[b.strip() for b in args.backend.split(",") if b.strip()], train=args.train,
+        compare_timm=args.compare == "timm", deploy=args.deploy, repeats=args.repeats, warmup=args.warmup,
+        device=args.device,
+    )  # fmt: skip
+    if args.json:
+        from pathlib import Path
+
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    r0 = rows[0]
+    title = (
+        f"{args.model}: {r0['mode']}, batch {r0['batch_size']}, {r0['img_size']} px, {r0['threads']} threads, "
+        f"{r0['device']}; median of {r0['repeats']} round-robin repeats"
+    )
+    table = Table(title=title)
+    cols = ["impl", "backend", "ms (p25-p75)", "img/s", "GFLOP/s", "of peak", "peak mem MB"]
+    if "ratio_vs_timm" in r0:
+        cols.append("vs timm")
+    for c in cols:
+        table.add_column(c, justify="left" if c in ("impl", "backend") else "right")
+    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+    for r in rows:
+        cells = [
+            r["impl"], r["backend"], f"{r['median_ms']:.2f} ({r['p25_ms']:.2f}-{r['p75_ms']:.2f})",
+            fmt(r["img_per_s"], ".1f"), fmt(r["gflop_per_s"], ".1f"), fmt(r["frac_of_peak"], ".0%"),
+            fmt(r["peak_mem_mb"], ".1f"),
+        ]  # fmt: skip
+        if "ratio_vs_timm" in r:
+            cells.append(fmt(r["ratio_vs_timm"], ".2f") + ("x" if r["ratio_vs_timm"] else ""))
+        table.add_row(*cells)
+    console.print(table)
+    if args.json:
+        console.print(f"rows written to {args.json}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .checkpoint import DATA_KEY, load_checkpoint
+    from .export import export_onnx
+    from .weights import read_metadata
+
+    model = load_checkpoint(args.checkpoint, device="cpu")
+    data = read_metadata(args.checkpoint).get(DATA_KEY)
+    r = export_onnx(model, args.onnx, int8=args.int8, metadata={DATA_KEY: data} if data else None)
+    form = "deploy form (re-parameterized)" if r.reparameterized else "model"
+    print(f"{model.model_name}: {form} exported to {r.path}")
+    print(f"max |onnxruntime - torch| on random input: {r.max_abs_diff:.3g} (output scale {r.output_scale:.3g})")
+    if r.int8_path is not None:
+        print(f"int8 (dynamic quantization): {r.int8_path}; max |int8 - torch| {r.int8_max_abs_diff:.3g}, "
+              f"same top-1 class on {r.int8_top1_agreement:.0%} of the check batch")  # fmt: skip
     return 0
 
 
@@ -287,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a model file: top-1/top-5, per-class accuracy, confusion matrix")
-    p.add_argument("--checkpoint", required=True, help="model file (.safetensors)")
+    p.add_argument("--checkpoint", required=True, help="model file (.safetensors) or exported ONNX file")
     p.add_argument("--data", default=None, help="data set (default: the one the model was trained on)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--split", choices=("test", "train"), default="test")
@@ -295,6 +357,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--confusion", metavar="PNG", help="write the confusion matrix plot here")
     p.add_argument("--json", action="store_true", help="print a JSON object (top1 in percent)")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("bench", help="time a model side by side with timm and the machine's matmul peak")
+    p.add_argument("--model", required=True, help="registered model name")
+    p.add_argument("--batch-size", type=int, default=16, help="images per call (default: %(default)s)")
+    p.add_argument("--img-size", type=int, default=None, help="input side (default: the model's)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's setting)")
+    p.add_argument("--backend", default="eager", help="comma-separated: eager, compile, onnxruntime, onnxruntime-int8")
+    p.add_argument("--train", action="store_true", help="time an AdamW training step instead of inference")
+    p.add_argument("--compare", choices=("timm",), default=None, help="add timm's model and ratio_vs_timm")
+    p.add_argument("--deploy", action=argparse.BooleanOptionalAction, default=True,
+                   help="time the deploy form of re-parameterizable models (default: yes)")  # fmt: skip
+    p.add_argument("--repeats", type=int, default=20, help="timed calls per candidate (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls per candidate (default: %(default)s)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: CUDA when available")
+    p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("export", help="export a model file to ONNX (re-parameterized), optionally int8")
+    p.add_argument("--checkpoint", required=True, help="model file (.safetensors)")
+    p.add_argument("--onnx", required=True, metavar="OUT", help="ONNX file to write")
+    p.add_argument("--int8", action="store_true", help="also write OUT.int8.onnx (dynamic int8 quantization)")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("predict", help="classify image files with a model file")
     p.add_argument("--checkpoint", required=True)
@@ -307,6 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Runs one subcommand; user errors print one line on stderr and return 2."""
     args = build_parser().parse_args(argv)
+    from .runtime import tune_cpu_allocator
+
+    tune_cpu_allocator()
     try:
         return args.func(args)
     except MlpVisionError as e:

@@ -6,11 +6,36 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from .layers import to_2tuple
 
-__all__ = ["ModelStats", "count"]
+__all__ = ["ModelStats", "count", "flop_counter"]
+
+_aten = torch.ops.aten
+
+
+def _cpu_sdpa_flop(query_shape, key_shape, value_shape, *args, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _cpu_sdpa_backward_flop(grad_out_shape, query_shape, key_shape, value_shape, *args, **kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
+def flop_counter() -> FlopCounterMode:
+    """torch's FlopCounterMode, plus the fused CPU attention kernel it has no formula for.
+
+    On real CPU tensors ``scaled_dot_product_attention`` dispatches to a fused flash kernel that torch's counter
+    would count as zero (on the meta device it decomposes into counted matmuls); both now count the same.
+    """
+    return FlopCounterMode(
+        display=False,
+        custom_mapping={
+            _aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flop,
+            _aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_sdpa_backward_flop,
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -49,7 +74,7 @@ def count(model: nn.Module, img_size: int | tuple[int, int] | None = None) -> Mo
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), flop_counter() as counter:
             model(x)
     finally:
         model.train(was_training)

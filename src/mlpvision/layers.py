@@ -108,6 +108,26 @@ class Mlp(nn.Module):
         return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
 
 
+def token_linear(fc: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``fc`` applied along the token axis of ``x`` (B, S, C) -> (B, S', C): ``W @ x[b] + bias``.
+
+    Equal to ``fc(x.transpose(1, 2)).transpose(1, 2)`` but multiplies from the left, so neither the input
+    nor the output is transposed in memory (one batched matmul, bias added in the same call). Exported to
+    ONNX it keeps the transposed form, whose weight-on-the-right MatMul ONNX Runtime can quantize.
+    """
+    if torch.onnx.is_in_onnx_export():
+        return fc(x.transpose(1, 2)).transpose(1, 2)
+    weight = fc.weight.expand(x.shape[0], -1, -1)  # (B, S', S), no copy
+    if fc.bias is None:
+        return torch.bmm(weight, x)
+    return torch.baddbmm(fc.bias[:, None], weight, x)
+
+
+def token_mlp(mlp: Mlp, x: torch.Tensor) -> torch.Tensor:
+    """``mlp`` applied along the token axis of ``x`` (B, S, C), the token-mixing MLP of Mixer."""
+    return mlp.drop2(token_linear(mlp.fc2, mlp.drop1(mlp.act(token_linear(mlp.fc1, x)))))
+
+
 class PreNormBlock(nn.Module):
     """Transformer-layout block around any token mixer: ``x + mixer(LN(x))`` then ``x + MLP(LN(x))``.
 

@@ -17,7 +17,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from ..layers import Mlp, PatchEmbed, drop_path_or_identity, lecun_normal_
+from ..layers import Mlp, PatchEmbed, drop_path_or_identity, lecun_normal_, token_mlp
 from .base import ImageClassifier, make_head
 from .registry import ModelConfig, register_model
 
@@ -66,8 +66,7 @@ class MixerBlock(nn.Module):
         self.mlp_channels = Mlp(dim, channel_mlp_dim, drop=drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # token mixing acts along the patch axis: (B, S, C) -> (B, C, S) -> MLP over S -> (B, S, C)
-        x = x + self.drop_path(self.mlp_tokens(self.norm1(x).transpose(1, 2)).transpose(1, 2))
+        x = x + self.drop_path(token_mlp(self.mlp_tokens, self.norm1(x)))  # token mixing: MLP over S
         return x + self.drop_path(self.mlp_channels(self.norm2(x)))  # channel mixing: MLP over C
 
 

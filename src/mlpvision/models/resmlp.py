@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..layers import Affine, Mlp, drop_path_or_identity
+from ..layers import Affine, Mlp, drop_path_or_identity, token_linear
 from .mixer import PatchMlpNet, stochastic_depth_rates
 from .registry import ModelConfig, register_model
 
@@ -83,8 +83,7 @@ class ResMLPBlock(nn.Module):
         self.ls2 = nn.Parameter(torch.full((dim,), float(init_values)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # cross-patch linear along the patch axis: (B, N, d) -> (B, d, N) -> (B, N, d)
-        x = x + self.drop_path(self.ls1 * self.linear_tokens(self.norm1(x).transpose(1, 2)).transpose(1, 2))
+        x = x + self.drop_path(self.ls1 * token_linear(self.linear_tokens, self.norm1(x)))  # linear over N
         return x + self.drop_path(self.ls2 * self.mlp_channels(self.norm2(x)))
 
 

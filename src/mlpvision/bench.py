@@ -1,0 +1,332 @@
+"""Side-by-side speed measurement: our models on several backends, timm's reference, and the matmul peak.
+
+Every candidate of one benchmark (each backend of our model, timm's model, and a large fp32 matrix multiply)
+is timed round-robin in the same run, so machine noise hits them alike and ratios between them are fair.
+For each candidate a row records the median latency and its spread, throughput, parameters, MACs, achieved
+GFLOP/s, the fraction of the matmul peak measured in the same run, peak memory, and the thread count, batch
+size and backend the figures belong to. ``--compare timm`` adds ``ratio_vs_timm`` (img/s over timm's eager
+fp32 img/s) to every row.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .complexity import count, flop_counter
+from .errors import ConfigError
+from .models.registry import create_model, get_spec
+from .runtime import default_device
+
+__all__ = ["BACKENDS", "Candidate", "matmul_candidate", "measure", "run_bench", "timm_counterpart"]
+
+BACKENDS = ("eager", "compile", "onnxruntime", "onnxruntime-int8")
+MATMUL = "matmul-peak"
+
+
+@dataclass
+class Candidate:
+    """One thing to time: ``fn()`` runs one step (a forward of a batch, or a training step)."""
+
+    impl: str  # "mlpvision", "timm" or MATMUL
+    backend: str
+    fn: Callable[[], object]
+    flops: float | None  # floating-point operations of one call (2 per multiply-accumulate)
+    params: int | None = None
+    macs_per_image: float | None = None  # forward MACs of one image
+    sync: Callable[[], None] | None = None  # waits for the device (CUDA) before the clock is read
+
+
+# ---- timm's reference models ---------------------------------------------------------------------------------
+
+
+def timm_counterpart(name: str, model: nn.Module | None = None) -> nn.Module:
+    """timm's implementation of registered model ``name`` with the same configuration.
+
+    Models timm registers are built by timm's name; the small Mixer, ResMLP and ViT variants are built from
+    timm's classes with our configuration. Our state dict is loaded into it strictly, which both proves the
+    two architectures are the same and gives both the same weights.
+    """
+    try:
+        import timm
+        from timm.models.mlp_mixer import Affine, MlpMixer, ResBlock
+        from timm.models.vision_transformer import VisionTransformer
+    except ImportError:
+        raise ConfigError("--compare timm needs timm installed (pip install timm)") from None
+    spec = get_spec(name)
+    model = model if model is not None else create_model(name)
+    cfg = model.config
+    common = {"num_classes": cfg.num_classes, "in_chans": cfg.in_chans}
+    if spec.timm_name is not None:
+        extra = {"img_size": cfg.img_size} if spec.family in ("mixer", "resmlp", "vit") else {}
+        ref = timm.create_model(spec.timm_name, pretrained=False, **common, **extra)
+    elif spec.family == "mixer":
+        ratios = (cfg.token_mlp_dim / cfg.embed_dim, cfg.channel_mlp_dim / cfg.embed_dim)
+        ref = MlpMixer(img_size=cfg.img_size, patch_size=cfg.patch_size, num_blocks=cfg.depth,
+                       embed_dim=cfg.embed_dim, mlp_ratio=ratios, **common)  # fmt: skip
+    elif spec.family == "resmlp" and cfg.norm == "affine":
+        ref = MlpMixer(img_size=cfg.img_size, patch_size=cfg.patch_size, num_blocks=cfg.depth,
+                       embed_dim=cfg.embed_dim, mlp_ratio=cfg.mlp_ratio, norm_layer=Affine, stem_norm=False,
+                       block_layer=partial(ResBlock, init_values=cfg.init_values), **common)  # fmt: skip
+    elif spec.family == "vit":
+        shape = {"embed_dim": cfg.embed_dim, "depth": cfg.depth, "num_heads": cfg.num_heads}
+        ref = VisionTransformer(img_size=cfg.img_size, patch_size=cfg.patch_size, mlp_ratio=cfg.mlp_ratio, **shape,
+                                **common)  # fmt: skip
+    else:
+        raise ConfigError(f"timm has no counterpart of {name!r} (family {spec.family})")
+    try:
+        ref.load_state_dict(model.state_dict(), strict=True)
+    except RuntimeError as e:
+        raise ConfigError(f"timm's model for {name!r} differs from ours: {str(e).splitlines()[0]}") from None
+    return ref
+
+
+# ---- measurements --------------------------------------------------------------------------------------------
+
+
+def count_flops(fn: Callable[[], object]) -> float:
+    """Floating-point operations (2 per MAC) of one call of ``fn``, as counted by torch's FlopCounterMode."""
+    with flop_counter() as counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
+def _rss_mb(field: str) -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            line = next(line for line in f if line.startswith(field + ":"))
+    except (OSError, StopIteration):
+        return None
+    return int(line.split()[1]) / 1024  # kB -> MiB
+
+
+def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float | None:
+    """Peak memory one call of ``fn`` adds: CUDA allocator peak, or on Linux the rise of peak resident memory.
+
+    On CPU the process's peak-RSS mark is reset (``/proc/self/clear_refs``) before the call; the figure is the
+    peak resident size during the call minus the resident size before it. Memory a previous call left in the
+    allocator's free lists is reused without showing up, so treat CPU figures as lower bounds; None where the
+    kernel offers no such counter.
+    """
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return None
+    before = _rss_mb("VmRSS")
+    fn()
+    peak = _rss_mb("VmHWM")
+    return None if before is None or peak is None else max(peak - before, 0.0)
+
+
+def matmul_candidate(n: int = 2048, device: torch.device | None = None) -> Candidate:
+    """An ``n x n`` fp32 matrix multiply: its throughput is this machine's practical fp32 matmul peak."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=gen).to(device or "cpu")
+    b = torch.randn(n, n, generator=gen).to(device or "cpu")
+    out = torch.empty(n, n, device=a.device)
+    sync = partial(torch.cuda.synchronize, a.device) if a.device.type == "cuda" else None
+    return Candidate(MATMUL, "eager", lambda: torch.mm(a, b, out=out), 2.0 * n**3, sync=sync)
+
+
+def measure(candidates: list[Candidate], repeats: int, warmup: int) -> list[dict[str, float]]:
+    """Times every candidate ``repeats`` times, round-robin, after ``warmup`` untimed calls of each.
+
+    Returns, per candidate, the median, min, max and quartiles of the seconds per call.
+    """
+    for c in candidates:
+        for _ in range(warmup):
+            c.fn()
+        if c.sync:
+            c.sync()
+    times: list[list[float]] = [[] for _ in candidates]
+    for _ in range(repeats):
+        for c, t in zip(candidates, times, strict=True):
+            t0 = time.perf_counter()
+            c.fn()
+            if c.sync:
+                c.sync()
+            t.append(time.perf_counter() - t0)
+    out = []
+    for t in times:
+        q = statistics.quantiles(t, n=4) if len(t) > 1 else [t[0]] * 3
+        out.append({"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t), "p25_s": q[0], "p75_s": q[2]})
+    return out
+
+
+# ---- candidates for a model ----------------------------------------------------------------------------------
+
+
+def _inference_fn(model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
+    def run() -> object:
+        with torch.inference_mode():
+            return model(x)
+
+    return run
+
+
+def _train_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], object]:
+    """One AdamW training step (forward, cross-entropy, backward, update) on a fixed batch."""
+    model.train()
+    fused = x.device.type in ("cpu", "cuda")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused)
+
+    def step() -> object:
+        opt.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
+def _ort_candidate(model: nn.Module, x: torch.Tensor, int8: bool, threads: int, workdir: Path) -> Callable:
+    from .export import OrtModel, export_onnx
+
+    report = export_onnx(model, workdir / "model.onnx", int8=int8)
+    ort = OrtModel(report.int8_path if int8 else report.path, threads=threads)
+    feed = {"image": x.cpu().numpy()}
+    return lambda: ort.session.run(None, feed)
+
+
+def _model_candidates(
+    impl: str,
+    model: nn.Module,
+    backends: list[str],
+    x: torch.Tensor,
+    train: bool,
+    threads: int,
+    workdir: Path,
+    macs_per_image: float,
+) -> list[Candidate]:
+    device = x.device
+    sync = partial(torch.cuda.synchronize, device) if device.type == "cuda" else None
+    params = sum(p.numel() for p in model.parameters())
+    y = torch.randint(0, model.num_classes, (x.shape[0],), generator=torch.Generator().manual_seed(0)).to(device)
+    eager = _train_fn(model, x, y) if train else _inference_fn(model.eval(), x)
+    flops = count_flops(eager)  # the same arithmetic on every backend
+    out = []
+    for backend in backends:
+        if backend == "eager":
+            fn = eager
+        elif backend == "compile":
+            compiled = torch.compile(model)
+            fn = _train_fn(compiled, x, y) if train else _inference_fn(compiled, x)
+        elif backend in ("onnxruntime", "onnxruntime-int8"):
+            if device.type != "cpu":
+                raise ConfigError(f"backend {backend} is measured on the CPU only")
+            sub = workdir / f"{impl}-{backend}"
+            sub.mkdir(parents=True, exist_ok=True)
+            fn = _ort_candidate(model, x, backend.endswith("int8"), threads, sub)
+        else:
+            raise ConfigError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+        out.append(Candidate(impl, backend, fn, flops, params, macs_per_image, sync))
+    return out
+
+
+def run_bench(
+    model: str,
+    batch_size: int = 16,
+    img_size: int | None = None,
+    threads: int | None = None,
+    backends: tuple[str, ...] | list[str] = ("eager",),
+    train: bool = False,
+    compare_timm: bool = False,
+    deploy: bool = True,
+    repeats: int = 20,
+    warmup: int = 3,
+    device: str | torch.device | None = None,
+    matmul_size: int = 2048,
+    seed: int = 0,
+) -> list[dict]:
+    """Benchmarks ``model`` on each backend (and timm's eager fp32 model) side by side; returns one row each.
+
+    Args:
+        model: registered model name.
+        batch_size: images per call.
+        img_size: input side (for models built for another size, e.g. Mixer at 448 px); default: the model's.
+        threads: intra-op CPU threads (default: torch's current setting).
+        backends: any of :data:`BACKENDS`; ``train`` allows eager and compile only.
+        train: time a training step (AdamW, cross-entropy, fp32) instead of inference.
+        compare_timm: add timm's model (eager fp32, same weights) and ``ratio_vs_timm`` on every row.
+        deploy: for inference, time the deploy form of re-parameterizable models (RepMLP).
+        repeats, warmup: timed and untimed calls per candidate.
+        device: "cpu", "cuda" or None (CUDA when available).
+        matmul_size: side of the square fp32 matmul timed alongside as the machine's peak.
+    """
+    backends = list(dict.fromkeys(backends))
+    for b in backends:
+        if b not in BACKENDS:
+            raise ConfigError(f"unknown backend {b!r}; choose from {', '.join(BACKENDS)}")
+    if train and any(b.startswith("onnxruntime") for b in backends):
+        raise ConfigError("--train times PyTorch training steps: use the eager or compile backend")
+    if batch_size < 1 or repeats < 1 or warmup < 0:
+        raise ConfigError("batch size and repeats must be at least 1, warm-up at least 0")
+    device = torch.device(device) if device else default_device()
+    if threads:
+        torch.set_num_threads(threads)
+    threads = torch.get_num_threads()
+    torch.manual_seed(seed)
+    overrides = {"img_size": img_size} if img_size else {}
+    ours = create_model(model, **overrides)
+    size = ours.img_size
+    # timm's model gets our (train-form) weights: outputs agree, so speed is the only difference
+    ref = timm_counterpart(model, ours) if compare_timm else None
+    if deploy and not train:
+        from .reparam import reparameterize
+
+        ours = reparameterize(ours.eval())
+    macs = count(ours).macs
+    x = torch.randn(batch_size, ours.in_chans, size, size, generator=torch.Generator().manual_seed(seed))
+    x = x.to(device)
+    ours.to(device)
+    with tempfile.TemporaryDirectory() as tmp:
+        cands = _model_candidates("mlpvision", ours, backends, x, train, threads, Path(tmp), macs)
+        if ref is not None:
+            ref.to(device)
+            cands += _model_candidates("timm", ref, ["eager"], x, train, threads, Path(tmp), macs)
+        peak = matmul_candidate(matmul_size, device)
+        cands.append(peak)
+        memory = [peak_memory_mb(c.fn, device) for c in cands]
+        timing = measure(cands, repeats, warmup)
+    peak_gflops = peak.flops / timing[-1]["median_s"] / 1e9
+    rows = []
+    for c, t, mem in zip(cands, timing, memory, strict=True):
+        med = t["median_s"]
+        rows.append({
+            "model": model if c.impl != MATMUL else f"matmul {matmul_size}x{matmul_size} fp32",
+            "impl": c.impl, "backend": c.backend, "mode": "train" if train and c.impl != MATMUL else "inference",
+            "device": device.type, "threads": threads, "batch_size": batch_size if c.impl != MATMUL else None,
+            "img_size": size if c.impl != MATMUL else None, "repeats": repeats,
+            "median_ms": med * 1e3, "min_ms": t["min_s"] * 1e3, "max_ms": t["max_s"] * 1e3,
+            "p25_ms": t["p25_s"] * 1e3, "p75_ms": t["p75_s"] * 1e3,
+            "img_per_s": batch_size / med if c.impl != MATMUL else None,
+            "params": c.params, "macs_per_image": c.macs_per_image,
+            "gflop_per_s": c.flops / med / 1e9 if c.flops else None,
+            "peak_gflop_per_s": peak_gflops,
+            "frac_of_peak": c.flops / med / 1e9 / peak_gflops if c.flops else None,
+            "peak_mem_mb": mem,
+        })  # fmt: skip
+    if ref is not None:
+        timm_ips = next(r["img_per_s"] for r in rows if r["impl"] == "timm")
+        for r in rows:
+            r["ratio_vs_timm"] = r["img_per_s"] / timm_ips if r["img_per_s"] else None
+    return rows

@@ -1,0 +1,149 @@
+"""The benchmark harness: timm counterparts, rows and their arithmetic, error handling, FLOP counting."""
+
+import json
+import platform
+import shutil
+
+import pytest
+import torch
+
+import mlpvision
+from mlpvision.bench import MATMUL, matmul_candidate, measure, run_bench, timm_counterpart
+from mlpvision.cli import main
+from mlpvision.complexity import flop_counter
+from mlpvision.errors import ConfigError
+
+from .conftest import randomize_
+
+timm = pytest.importorskip("timm")
+
+
+@pytest.mark.parametrize("name", ["mixer_t4_28", "resmlp_tiny_12_28", "vit_mini_patch4_28"])
+def test_timm_counterpart_is_the_same_network(name):
+    ours = randomize_(mlpvision.create_model(name)).eval()
+    ref = timm_counterpart(name, ours).eval()
+    assert type(ref).__module__.startswith("timm.")
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(ref(x), ours(x), rtol=0, atol=1e-5)
+
+
+def test_timm_counterpart_errors():
+    with pytest.raises(ConfigError, match="timm has no counterpart"):
+        timm_counterpart("repmlp_fast_28")
+
+
+def test_measure_is_round_robin_and_reports_quantiles():
+    calls = []
+    cands = [
+        matmul_candidate(64),
+        matmul_candidate(32),
+    ]
+    cands[0].fn, cands[1].fn = (lambda: calls.append("a")), (lambda: calls.append("b"))
+    stats = measure(cands, repeats=4, warmup=1)
+    assert calls == ["a", "b"] + ["a", "b"] * 4  # warm-up of each, then alternating
+    for s in stats:
+        assert s["min_s"] <= s["p25_s"] <= s["median_s"] <= s["p75_s"] <= s["max_s"]
+
+
+def _by(rows, impl, backend="eager"):
+    return next(r for r in rows if r["impl"] == impl and r["backend"] == backend)
+
+
+def test_inference_rows_with_onnxruntime_and_timm():
+    rows = run_bench("mixer_t4_28", batch_size=4, backends=["eager", "onnxruntime", "onnxruntime-int8"],
+                     compare_timm=True, repeats=3, warmup=1)  # fmt: skip
+    assert [(r["impl"], r["backend"]) for r in rows] == [
+        ("mlpvision", "eager"), ("mlpvision", "onnxruntime"), ("mlpvision", "onnxruntime-int8"),
+        ("timm", "eager"), (MATMUL, "eager"),
+    ]  # fmt: skip
+    macs = mlpvision.count(mlpvision.create_model("mixer_t4_28")).macs
+    for r in rows:
+        assert r["threads"] == torch.get_num_threads() and r["device"] == "cpu"
+        assert r["min_ms"] <= r["median_ms"] <= r["max_ms"]
+        assert r["frac_of_peak"] == pytest.approx(r["gflop_per_s"] / r["peak_gflop_per_s"])
+        if r["impl"] == MATMUL:
+            assert r["frac_of_peak"] == pytest.approx(1.0) and r["ratio_vs_timm"] is None
+            continue
+        assert (r["batch_size"], r["img_size"], r["mode"]) == (4, 28, "inference")
+        assert r["img_per_s"] == pytest.approx(4 / r["median_ms"] * 1e3)
+        # achieved GFLOP/s is the counted forward FLOPs of the batch over the median time
+        assert r["gflop_per_s"] * r["median_ms"] / 1e3 * 1e9 == pytest.approx(2 * macs * 4, rel=1e-6)
+        assert r["macs_per_image"] == macs
+        assert r["peak_mem_mb"] is None or r["peak_mem_mb"] >= 0
+    assert _by(rows, "timm")["ratio_vs_timm"] == pytest.approx(1.0)
+    ours = _by(rows, "mlpvision")
+    assert ours["ratio_vs_timm"] == pytest.approx(ours["img_per_s"] / _by(rows, "timm")["img_per_s"])
+
+
+def test_train_rows_count_forward_and_backward():
+    rows = run_bench("vit_mini_patch4_28", batch_size=2, train=True, compare_timm=True, repeats=2, warmup=1)
+    ours = _by(rows, "mlpvision")
+    assert ours["mode"] == "train"
+    flops = ours["gflop_per_s"] * ours["median_ms"] / 1e3 * 1e9
+    fwd = 2 * ours["macs_per_image"] * 2
+    assert 2.9 * fwd < flops < 3.1 * fwd  # backward costs about twice the forward
+    # a training step of ours and of timm does the same arithmetic
+    theirs = _by(rows, "timm")
+    assert theirs["gflop_per_s"] * theirs["median_ms"] == pytest.approx(ours["gflop_per_s"] * ours["median_ms"])
+
+
+def test_repmlp_is_timed_in_deploy_form_unless_asked():
+    deploy = run_bench("repmlp_fast_28", batch_size=2, repeats=1, warmup=0)[0]
+    train_form = run_bench("repmlp_fast_28", batch_size=2, repeats=1, warmup=0, deploy=False)[0]
+    assert deploy["params"] < train_form["params"]
+    assert deploy["macs_per_image"] < train_form["macs_per_image"]
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None, reason="inductor needs a compiler")
+def test_compile_backend():
+    rows = run_bench("mixer_t4_28", batch_size=2, backends=["compile"], repeats=2, warmup=1, img_size=None)
+    assert rows[0]["backend"] == "compile" and rows[0]["img_per_s"] > 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"backends": ["tensorrt"]}, "unknown backend 'tensorrt'"),
+        ({"backends": ["onnxruntime"], "train": True}, "use the eager or compile backend"),
+        ({"batch_size": 0}, "at least 1"),
+    ],
+)
+def test_bench_errors(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        run_bench("mixer_t4_28", **kwargs)
+
+
+def test_bench_command_writes_json(tmp_path, capsys):
+    out = tmp_path / "rows.json"
+    argv = ["bench", "--model", "mixer_t4_28", "--batch-size", "2", "--repeats", "2", "--warmup", "0"]
+    assert main([*argv, "--compare", "timm", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert {r["impl"] for r in rows} == {"mlpvision", "timm", MATMUL}
+    assert "vs timm" in capsys.readouterr().out
+    assert main(["bench", "--model", "repmlp_fast_28", "--compare", "timm"]) == 2
+    assert "timm has no counterpart" in capsys.readouterr().err
+
+
+def test_flop_counter_counts_fused_cpu_attention():
+    model = mlpvision.create_model("vit_mini_patch4_28")
+    with torch.device("meta"):
+        meta = mlpvision.create_model("vit_mini_patch4_28")
+    assert mlpvision.count(model).macs == mlpvision.count(meta).macs
+    # by hand: 6 blocks of qkv, proj, MLP (ratio 4) on 50 tokens of width 128, plus QK^T and AV
+    n, d = 50, 128
+    per_block = n * (3 * d * d + d * d + 8 * d * d) + 2 * n * n * d
+    stem, head = 49 * 16 * d, d * 10
+    assert mlpvision.count(model).macs == 6 * per_block + stem + head
+    with flop_counter() as counter:
+        torch.nn.functional.scaled_dot_product_attention(*torch.randn(3, 1, 2, 5, 4))
+    assert counter.get_total_flops() == 2 * (2 * 2 * 5 * 5 * 4)
+
+
+def test_allocator_tuning_is_reported():
+    from mlpvision.runtime import tune_cpu_allocator
+
+    result = tune_cpu_allocator()
+    if platform.libc_ver()[0] == "glibc":
+        assert result is not None and "1024 MiB" in result
+    assert tune_cpu_allocator() == result  # idempotent

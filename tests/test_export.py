@@ -1,0 +1,85 @@
+"""ONNX export: numerical agreement, re-parameterization first, int8, metadata, evaluation of .onnx files."""
+
+import json
+
+import pytest
+import torch
+
+import mlpvision
+from mlpvision.cli import main
+from mlpvision.errors import CheckpointError
+
+from .conftest import randomize_
+
+pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+from mlpvision.export import OrtModel, export_onnx, read_onnx_metadata  # noqa: E402
+
+
+@pytest.mark.parametrize("name", ["mixer_t4_28", "resmlp_tiny_12_28", "vit_mini_patch4_28", "resnet18_28"])
+def test_export_matches_pytorch_and_has_a_dynamic_batch(tmp_path, name):
+    model = randomize_(mlpvision.create_model(name)).eval()
+    r = export_onnx(model, tmp_path / "m.onnx")
+    assert r.output_scale > 1e-3 and r.max_abs_diff <= 1e-4 * r.output_scale and not r.reparameterized
+    ort = OrtModel(r.path)
+    for batch in (1, 5):
+        x = torch.randn(batch, 1, 28, 28)
+        with torch.no_grad():
+            torch.testing.assert_close(ort(x), model(x), rtol=1e-4, atol=1e-4 * r.output_scale)
+    assert (ort.model_name, ort.num_classes, ort.img_size, ort.in_chans) == (name, 10, 28, 1)
+
+
+def test_repmlp_is_exported_in_its_fc_only_deploy_form(tmp_path):
+    model = randomize_(mlpvision.create_model("repmlp_fast_28")).eval()
+    r = export_onnx(model, tmp_path / "m.onnx")
+    assert r.reparameterized and r.max_abs_diff <= 1e-4 * r.output_scale
+    ops = {n.op_type for n in onnx.load(str(r.path)).graph.node}
+    assert "BatchNormalization" not in ops
+    kernels = [
+        [a.ints for a in n.attribute if a.name == "kernel_shape"] for n in onnx.load(str(r.path)).graph.node
+        if n.op_type == "Conv"
+    ]  # fmt: skip
+    assert kernels and all(list(k[0]) in ([1, 1], [2, 2]) for k in kernels)  # 2x2 patch stem, then 1x1 FCs
+
+
+def test_int8_quantizes_every_linear_layer_of_a_mixer(tmp_path):
+    model = randomize_(mlpvision.create_model("mixer_t4_28", depth=2)).eval()
+    r = export_onnx(model, tmp_path / "m.onnx", int8=True)
+    graph = onnx.load(str(r.int8_path)).graph
+    ops = [n.op_type for n in graph.node]
+    # token- and channel-mixing MLPs have two linears each; the head is one more
+    assert ops.count("MatMulInteger") == 2 * 4 + 1 and "MatMul" not in ops
+    assert r.int8_top1_agreement >= 0.75 and r.int8_max_abs_diff < 0.2 * r.output_scale
+
+
+def test_broken_onnx_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a protobuf at all")
+    with pytest.raises(CheckpointError, match="not a valid ONNX model"):
+        OrtModel(bad)
+    with pytest.raises(CheckpointError, match="not a valid ONNX model"):
+        read_onnx_metadata(bad)
+
+
+def test_export_and_eval_commands(tmp_path, capsys):
+    from mlpvision.data import AugmentConfig
+    from mlpvision.train import TrainConfig, train
+
+    args = {"depth": 2, "embed_dim": 32, "token_mlp_dim": 16, "channel_mlp_dim": 64}
+    train(TrainConfig(model="mixer_t4_28", model_args=args, data="synthetic", epochs=2, batch_size=16, val_size=64,
+                      lr=3e-3, out=str(tmp_path), amp=False, aug=AugmentConfig()))  # fmt: skip
+    ckpt, out = tmp_path / "model.safetensors", tmp_path / "m.onnx"
+    assert main(["export", "--checkpoint", str(ckpt), "--onnx", str(out), "--int8"]) == 0
+    printed = capsys.readouterr().out
+    assert "exported to" in printed and "int8" in printed
+    meta = read_onnx_metadata(out)
+    assert json.loads(meta["mlpvision.data"])["name"] == "synthetic"
+    results = {}
+    for path in (ckpt, out, tmp_path / "m.int8.onnx"):
+        assert main(["eval", "--checkpoint", str(path), "--json"]) == 0
+        results[path.name] = json.loads(capsys.readouterr().out)
+    assert results["m.onnx"]["top1"] == pytest.approx(results["model.safetensors"]["top1"], abs=0.5)
+    assert results["m.int8.onnx"]["top1"] > 80
+    assert main(["export", "--checkpoint", str(tmp_path / "missing.safetensors"), "--onnx", str(out)]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
