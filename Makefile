@@ -50,8 +50,12 @@ test: setup lint
 
 # Benchmarks write JSON and Markdown under docs/; run them on an otherwise idle machine.
 bench: setup
-	$(BIN)/python benchmarks/zoo.py
+	$(BIN)/python benchmarks/targets.py
+	$(BIN)/python benchmarks/scaling.py
+	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/deploy_accuracy.py
 	$(BIN)/python benchmarks/repmlp_deploy.py
+	$(BIN)/python benchmarks/zoo.py
 
 # Regenerates the model table in README.md from the registry.
 readme: $(STAMP)

@@ -236,3 +236,16 @@ def test_sizes_match_the_paper(name, form):
     # the paper's FLOPs are multiply-accumulates; its figures have 2-4 significant digits
     assert stats.params / 1e6 == pytest.approx(params, rel=0.02)
     assert stats.macs / 1e6 == pytest.approx(mflops, rel=0.01)
+
+
+def test_non_mlp_layers_tells_all_mlp_models_apart():
+    from mlpvision.reparam import non_mlp_layers
+
+    fast = mlpvision.create_model("repmlp_fast_28").eval()
+    train_form = non_mlp_layers(fast)
+    assert any("BatchNorm" in f for f in train_form) and any("kernel (3, 3)" in f for f in train_form)
+    assert non_mlp_layers(reparameterize(fast)) == []  # deployed: 2x2 patch stem and 1x1 FCs only
+    for name in ("mixer_t4_28", "resmlp_tiny_12_28", "mlp_28"):
+        assert non_mlp_layers(mlpvision.create_model(name)) == []
+    resnet = non_mlp_layers(reparameterize(mlpvision.create_model("resnet18_28").eval()))
+    assert resnet and all("not a patch projection" in f or "BatchNorm" in f for f in resnet)

@@ -101,8 +101,8 @@ _TRAIN_FLAGS = {
     "model": str, "data": str, "data_dir": str, "out": str, "epochs": int, "batch_size": int, "accum_steps": int,
     "optimizer": str, "lr": float, "min_lr": float, "weight_decay": float, "warmup_epochs": float,
     "label_smoothing": float, "grad_clip": float, "ema_decay": float, "val_size": int, "train_subset": int,
-    "workers": int, "seed": int, "save_every_steps": int, "time_limit_min": float, "teacher": str, "distill": str,
-    "distill_alpha": float, "distill_tau": float, "init": str, "img_size": int, "device": str,
+    "test_subset": int, "workers": int, "seed": int, "save_every_steps": int, "time_limit_min": float, "teacher": str,
+    "distill": str, "distill_alpha": float, "distill_tau": float, "init": str, "img_size": int, "device": str,
 }  # fmt: skip
 _AUG_FLAGS = {"crop_padding": int, "hflip": float, "auto_augment": str, "random_erasing": float, "mixup": float,
               "cutmix": float}  # fmt: skip
@@ -278,6 +278,28 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_lab(args: argparse.Namespace) -> int:
+    import logging
+
+    from .lab import Settings, plan, run_lab
+    from .lab_report import write_report
+
+    settings = Settings.tiny() if args.quick else Settings.full()
+    if args.list:
+        for exp in plan(settings):
+            print(f"{exp.key:20s} {len(exp.runs):3d} runs  {exp.title}")
+        return 0
+    if not args.report_only:
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+        run_lab(settings, args.results, args.runs, args.only, args.data_dir, progress=console.print)
+    from pathlib import Path
+
+    headline = Path(args.headline) if args.headline else None
+    out = write_report(args.results, args.docs, headline)
+    console.print(f"report: {out}")
+    return 0
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image, UnidentifiedImageError
@@ -379,6 +401,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", required=True, metavar="OUT", help="ONNX file to write")
     p.add_argument("--int8", action="store_true", help="also write OUT.int8.onnx (dynamic int8 quantization)")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("lab", help="run the inductive-bias experiments (resumable) and write docs/results.md")
+    p.add_argument("--quick", action="store_true", help="tiny budgets: checks the whole pipeline in minutes")
+    p.add_argument("--only", nargs="+", metavar="EXPERIMENT", help="run only these experiments (see --list)")
+    p.add_argument("--list", action="store_true", help="list the experiments and their number of runs")
+    p.add_argument("--report-only", action="store_true", help="only regenerate the report from the results")
+    p.add_argument("--results", default="results/lab", help="result JSON folder (default: %(default)s)")
+    p.add_argument("--runs", default="runs/lab", help="checkpoint folder (default: %(default)s)")
+    p.add_argument("--docs", default="docs", help="where results.md and figures/ go (default: %(default)s)")
+    p.add_argument("--headline", default=None, help="run folder of the headline model, reported first")
+    p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST idx files")
+    p.add_argument("--verbose", action="store_true", help="log each training run")
+    p.set_defaults(func=_cmd_lab)
 
     p = sub.add_parser("predict", help="classify image files with a model file")
     p.add_argument("--checkpoint", required=True)

@@ -144,11 +144,15 @@ class DataInfo:
 # normalisation statistics of the training sets
 _STATS = {
     "fashion-mnist": ((0.2860,), (0.3530,)),
+    "fashion-mnist-permuted": ((0.2860,), (0.3530,)),  # a permutation keeps the pixel statistics
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
     "synthetic": ((0.5,), (0.25,)),
 }
-DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder", "synthetic")
+DATASETS = (
+    "fashion-mnist", "cifar10", "cifar100", "imagefolder", "synthetic",
+    "fashion-mnist-permuted", "position-task", "global-task",  # the lab's probes (mlpvision.tasks)
+)  # fmt: skip
 
 
 class TensorImages(Dataset):
@@ -296,9 +300,17 @@ def load_split(name: str, split: str, data_dir=None, img_size: int | None = None
     if name not in DATASETS:
         raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
     train = split == "train"
-    if name == "fashion-mnist":
+    if name in ("fashion-mnist", "fashion-mnist-permuted"):
         fm = FashionMNIST(data_dir, train=train)
         ds = TensorImages(fm.data.unsqueeze(1), fm.targets, tuple(fm.classes))
+        if name == "fashion-mnist-permuted":
+            from .tasks import load_task
+
+            ds = load_task(name, train, ds)
+    elif name in ("position-task", "global-task"):
+        from .tasks import load_task
+
+        ds = load_task(name, train)
     elif name in ("cifar10", "cifar100"):
         ds = _cifar(name, data_dir, train)
     elif name == "synthetic":

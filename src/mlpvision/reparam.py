@@ -174,3 +174,22 @@ def reparameterize(model: nn.Module, inplace: bool = False) -> nn.Module:
     if dataclasses.is_dataclass(cfg) and any(f.name == "deploy" for f in dataclasses.fields(cfg)):
         model.config = dataclasses.replace(cfg, deploy=True)
     return model
+
+
+def non_mlp_layers(model: nn.Module) -> list[str]:
+    """Names of the layers that keep ``model`` from being all-MLP, each with the reason.
+
+    All-MLP here means: no normalization with batch statistics and no convolution other than a non-overlapping
+    patch projection (kernel = stride, no padding or dilation; 1x1 convolutions are per-pixel FC layers).
+    A deployed RepMLP network passes; its train form and any ResNet do not.
+    """
+    found = []
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            found.append(f"{name}: {type(m).__name__}")
+        elif isinstance(m, nn.modules.conv._ConvNd):
+            padded = m.padding != "valid" if isinstance(m.padding, str) else any(m.padding)
+            if m.kernel_size != m.stride or padded or any(d != 1 for d in m.dilation):
+                found.append(f"{name}: {type(m).__name__} kernel {m.kernel_size}, stride {m.stride}, padding "
+                             f"{m.padding}, dilation {m.dilation} (not a patch projection)")  # fmt: skip
+    return found

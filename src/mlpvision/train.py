@@ -71,6 +71,7 @@ class TrainConfig:
     aug: AugmentConfig = field(default_factory=lambda: AugmentConfig(crop_padding=2, hflip=0.5))
     val_size: int = 5000  # images held out of the training set for validation (0: none)
     train_subset: int = 0  # train on a seeded random subset of this many images (0: all)
+    test_subset: int = 0  # report test figures on a fixed random subset of this many test images (0: all)
     workers: int = 0  # data-loading processes
     seed: int = 0
     save_every_steps: int = 0  # also checkpoint every K optimizer steps (0: only at epoch ends)
@@ -142,7 +143,11 @@ def build_data(cfg: TrainConfig, img_size: int | None, in_chans: int | None) -> 
     plain = build_transform(info, None)
     train = training_set(train_raw, train_idx, info, cfg.aug, cfg.seed)
     val = Augmented(train_raw, val_idx, plain) if len(val_idx) else None
-    return Data(info, train, val, Augmented(test_raw, None, plain))
+    test_idx = None
+    if cfg.test_subset and cfg.test_subset < len(test_raw):
+        test_idx = torch.randperm(len(test_raw), generator=torch.Generator().manual_seed(0))[: cfg.test_subset]
+        test_idx = test_idx.sort().values
+    return Data(info, train, val, Augmented(test_raw, test_idx, plain))
 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:

@@ -1,0 +1,464 @@
+"""The inductive-bias lab: the claims of the MLP papers as small, rerunnable experiments.
+
+``mlpvision lab`` trains every run of every experiment (skipping runs whose result file exists, resuming
+interrupted ones from their checkpoint), measures what each experiment needs (test accuracy, accuracy under
+shifts, train/test gap, deploy-form latency timed side by side), writes one JSON file per run under
+``results/lab/`` and regenerates ``docs/results.md`` and ``docs/figures/lab_*.png`` from those files alone.
+``--quick`` runs the same pipeline on tiny budgets (the tests use it).
+
+Every table shares one budget across its rows and states it; runs with several seeds report mean ± std.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import statistics
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .bench import Candidate, measure
+from .complexity import count
+from .errors import ConfigError, InputShapeError
+from .models.registry import create_model
+from .reparam import reparameterize
+
+__all__ = ["Experiment", "LabRun", "Settings", "plan", "run_lab"]
+
+log = logging.getLogger(__name__)
+
+SHIFTS = (0, 1, 2, 3, 4)  # translation probe: pixels
+FRACTIONS = (0.1, 0.3, 1.0)  # over-fitting study: share of the training images
+# the Wide-ConvNet twin of the fast RepMLP net: the same layout with a 3x3 conv (no groups) as spatial layer
+CONV_TWIN = {"layer": "conv", "conv_kernel": 3, "groups": 1}
+REP, TWIN = "RepMLP (deploy: FC only)", "Wide ConvNet (3x3 conv)"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The budgets of one lab mode."""
+
+    quick: bool = False
+    seeds: tuple[int, ...] = (0, 1)
+    epochs: int = 3  # training budget of the accuracy tables
+    overfit_epochs: int = 2  # images seen in the over-fitting study: this many epochs of the full training set
+    probe_epochs: int = 5  # synthetic probes (12 000 training images)
+    equal_time_min: float = 4.0  # per-model wall-clock budget of the families comparison
+    subset: int = 0  # training images (0: all but validation)
+    val_size: int = 5000
+    test_subset: int = 0
+    batch_size: int = 128
+    latency_batch: int = 64
+    latency_repeats: int = 10
+    shift_images: int = 2000  # test images used by the translation probe
+
+    @classmethod
+    def full(cls) -> Settings:
+        return cls()
+
+    @classmethod
+    def tiny(cls) -> Settings:
+        return cls(quick=True, seeds=(0,), epochs=1, overfit_epochs=1, probe_epochs=1, equal_time_min=0.05,
+                   subset=256, val_size=128, test_subset=256, batch_size=64, latency_batch=8, latency_repeats=2,
+                   shift_images=64)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class LabRun:
+    """One training run: a model with config overrides, trained with the lab recipe plus ``train`` overrides."""
+
+    label: str  # row label in its experiment's table
+    model: str
+    seed: int = 0
+    data: str = "fashion-mnist"
+    model_args: Mapping[str, Any] = field(default_factory=dict)
+    train: Mapping[str, Any] = field(default_factory=dict)  # TrainConfig overrides
+    teacher: LabRun | None = None  # distillation teacher (trained first)
+    init: LabRun | None = None  # fine-tune from this run's model
+    evals: tuple[str, ...] = ()  # extra measurements: "shift", "train_acc"
+    equal_time_min: float = 0.0  # > 0: epochs chosen so training takes about this long
+
+    @property
+    def key(self) -> str:
+        """Identifies the training (not the label): identical runs in two experiments are trained once."""
+        spec = {"model": self.model, "seed": self.seed, "data": self.data, "model_args": dict(self.model_args),
+                "train": dict(self.train), "teacher": self.teacher.key if self.teacher else None,
+                "init": self.init.key if self.init else None, "equal_time_min": self.equal_time_min}  # fmt: skip
+        digest = hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:8]
+        return f"{self.model}-{digest}-s{self.seed}"
+
+
+@dataclass
+class Experiment:
+    key: str
+    title: str
+    claim: str  # what the papers claim, in one or two sentences
+    runs: list[LabRun]
+    budget: str  # the shared budget, in words
+    latency: dict[str, tuple[str, dict]] = field(default_factory=dict)  # label -> (model, model_args)
+    notes: str = ""
+
+
+def _base_train(s: Settings) -> dict:
+    """The lab recipe (the library's default recipe), scaled to the mode's budget."""
+    d = {"epochs": s.epochs, "batch_size": s.batch_size, "val_size": s.val_size, "warmup_epochs": 0.5}
+    if s.subset:
+        d["train_subset"] = s.subset
+    if s.test_subset:
+        d["test_subset"] = s.test_subset
+    return d
+
+
+def plan(s: Settings) -> list[Experiment]:
+    """Every experiment of the lab with its runs, for the budgets in ``s``."""
+    base = _base_train(s)
+    no_crop = {**base, "aug": {"crop_padding": 0, "hflip": 0.5}}  # shifts stay out of training: the probe measures
+    probe = {**base, "epochs": s.probe_epochs, "aug": {"crop_padding": 0, "hflip": 0.0}}
+    if not s.quick:
+        probe["val_size"] = 2000
+    seeds = s.seeds
+
+    def runs(label, model, model_args=None, train=None, **kw) -> list[LabRun]:
+        return [LabRun(label, model, seed, model_args=model_args or {}, train=train or base, **kw) for seed in seeds]
+
+    exps: list[Experiment] = []
+    ablation = {
+        "full RepMLP": {},
+        "w/o Global Perceptron": {"global_perceptron": False},
+        "w/o Partition Perceptron": {"partition_perceptron": False},
+        "w/o Local Perceptron": {"kernels": ()},
+        "FC3 replaced by 9x9 conv": {"fc_as_conv": 9},
+        "RepMLP replaced by 9x9 conv": {"layer": "conv", "conv_kernel": 9},
+    }
+    exps.append(Experiment(
+        "repmlp_ablation", "RepMLP ablation (pure-MLP network)",
+        "Each perceptron matters; the FC layer (global capacity + position) beats a conv of similar cost, and the "
+        "Local Perceptron gives the FC a local prior that survives re-parameterization.",
+        [r for label, a in ablation.items() for r in runs(label, "repmlp_fast_28", a)],
+        f"{s.epochs} epochs, default recipe", {label: ("repmlp_fast_28", a) for label, a in ablation.items()},
+        notes="The network is `repmlp_fast_28` (2x2 patch stem, then the paper's pure-MLP stage layout at 14x14 "
+              "and 7x7): the paper's full-resolution layout (`repmlp_pure_28`) costs 5x more per epoch.",
+    ))  # fmt: skip
+    exps.append(Experiment(
+        "repmlp_vs_convnet", "Pure-MLP RepMLP vs Wide ConvNet",
+        "The pure-MLP RepMLP network beats a Wide ConvNet of the same layout with fewer FLOPs.",
+        runs(REP, "repmlp_fast_28") + runs(TWIN, "repmlp_fast_28", CONV_TWIN),
+        f"{s.epochs} epochs, default recipe", {REP: ("repmlp_fast_28", {}), TWIN: ("repmlp_fast_28", CONV_TWIN)},
+    ))  # fmt: skip
+    small = {**base, "train_subset": s.subset or 10000}
+    exps.append(Experiment(
+        "repmlp_resnet", "RepMLP-ResNet vs ResNet (small images)",
+        "Adding RepMLP blocks to a ResNet raises accuracy at a similar cost.",
+        runs("ResNet-18", "resnet18_28", train=small) + runs("RepMLP-ResNet-18", "repmlp_resnet18_28", train=small),
+        f"{s.epochs} epochs on {small['train_subset']} training images, default recipe",
+        {"ResNet-18": ("resnet18_28", {}), "RepMLP-ResNet-18": ("repmlp_resnet18_28", {})},
+    ))  # fmt: skip
+    families = {
+        "plain MLP": "mlp_28", "MLP-Mixer": "mixer_t4_28", "ResMLP": "resmlp_tiny_12_28", "RepMLP": "repmlp_fast_28",
+        "ViT": "vit_mini_patch4_28", "ResNet-18": "resnet18_28", "External Attention": "eanet_tiny_28",
+    }  # fmt: skip
+    equal = [LabRun(label, m, seeds[0], train=no_crop, evals=("shift",), equal_time_min=s.equal_time_min)
+             for label, m in families.items()]  # fmt: skip
+    exps.append(Experiment(
+        "families", "Families at equal training time",
+        "Given the same compute, which family learns most: priors (conv) vs capacity (MLP/attention).",
+        equal, f"{s.equal_time_min:g} min of training per model (epochs sized to fit), flips only, seed {seeds[0]}",
+    ))  # fmt: skip
+    exps.append(Experiment(
+        "translation", "Translation: accuracy vs test-time shift",
+        "Convolutions and pooling give (approximate) translation invariance; FC-based token mixing does not.",
+        equal, "the models of the families experiment (trained without crop augmentation)",
+    ))  # fmt: skip
+    exps.append(Experiment(
+        "resmlp_norm", "ResMLP: Affine vs LayerNorm",
+        "ResMLP's Affine layer (no statistics) trains as well as LayerNorm and keeps inference a pure linear map.",
+        runs("Affine", "resmlp_tiny_12_28") + runs("LayerNorm", "resmlp_tiny_12_28", {"norm": "layernorm"}),
+        f"{s.epochs} epochs, default recipe",
+    ))  # fmt: skip
+    teacher = LabRun("teacher", "repmlp_fast_28", seeds[0], model_args=CONV_TWIN, train=base)
+    distill = {**base, "distill": "hard", "distill_alpha": 0.5}
+    exps.append(Experiment(
+        "resmlp_distill", "ResMLP with and without distillation",
+        "ResMLP learns better with hard distillation from a convnet teacher (the DeiT recipe).",
+        runs("ResMLP", "resmlp_tiny_12_28") + runs("ResMLP + distillation", "resmlp_tiny_12_28", train=distill,
+                                                   teacher=teacher),
+        f"{s.epochs} epochs, default recipe; teacher: the Wide-ConvNet twin of `repmlp_fast_28` ({s.epochs} epochs)",
+    ))  # fmt: skip
+    n_train = s.subset or 55000
+    over = []
+    for label, m, a in (("plain MLP", "mlp_28", {}), ("MLP-Mixer", "mixer_t4_28", {}),
+                        ("ResMLP", "resmlp_tiny_12_28", {}), ("ConvNet", "repmlp_fast_28", CONV_TWIN)):  # fmt: skip
+        for frac in FRACTIONS:
+            t = {**base, "train_subset": max(int(n_train * frac), 64), "epochs": max(round(s.overfit_epochs / frac), 1)}
+            over += runs(f"{label}|{frac:g}", m, a, t, evals=("train_acc",))
+    exps.append(Experiment(
+        "overfitting", "Over-fitting: train/test gap vs training-set size",
+        "Without a local prior MLPs need more data: their train/test gap grows faster as data shrinks.",
+        over, f"the same number of images seen ({s.overfit_epochs} epochs of {n_train}) at every size, default recipe",
+    ))  # fmt: skip
+    perm_models = {"plain MLP": ("mlp_28", {}), "MLP-Mixer": ("mixer_t4_28", {}), "RepMLP": ("repmlp_fast_28", {}),
+                   "ConvNet": ("repmlp_fast_28", CONV_TWIN)}  # fmt: skip
+    perm = []
+    for label, (m, a) in perm_models.items():
+        for data in ("fashion-mnist", "fashion-mnist-permuted"):
+            perm += [LabRun(f"{label}|{data}", m, seed, data, a, no_crop) for seed in seeds]
+    exps.append(Experiment(
+        "permutation", "Local prior: a fixed pixel permutation",
+        "A plain MLP has no local prior, so a fixed permutation of the pixels costs it nothing; models that "
+        "assume neighbouring pixels are related lose accuracy.",
+        perm, f"{s.epochs} epochs, flips only (a flip is not a symmetry of a permuted image, but it is the same for "
+        "every row)",
+    ))  # fmt: skip
+    probe_models = {"plain MLP": ("mlp_28", {}), "MLP-Mixer": ("mixer_t4_28", {}), "RepMLP": ("repmlp_fast_28", {}),
+                    "local CNN (5x5 field)": ("cnn_local_28", {}), "ResNet-18": ("resnet18_28", {})}  # fmt: skip
+    for key, data, title, claim in (
+        ("position", "position-task", "Positional prior: which quadrant holds the shape",
+         "FC layers know absolute position by construction; a CNN with global pooling must infer it from padding."),
+        ("global", "global-task", "Global capacity: do two far-apart patches match",
+         "One FC layer reaches the whole image; a CNN with a small receptive field and global pooling cannot "
+         "relate regions 20 pixels apart (every image holds the same multiset of patches)."),
+    ):  # fmt: skip
+        exps.append(Experiment(
+            key, title, claim,
+            [LabRun(label, m, seed, data, a, probe) for label, (m, a) in probe_models.items() for seed in seeds],
+            f"{s.probe_epochs} epochs of 12 000 synthetic images, no augmentation",
+        ))  # fmt: skip
+    base28 = {m: LabRun(f"{m} at 28 px", m, seeds[0], train=base) for m in ("mixer_t4_28", "resmlp_tiny_12_28")}
+    transfer = []
+    for m, b in base28.items():
+        short = {**base, "epochs": 1, "img_size": 56}
+        transfer += [b, LabRun(f"{m}: 28 px model fine-tuned at 56 px (1 epoch)", m, seeds[0], train=short, init=b),
+                     LabRun(f"{m}: trained at 56 px from scratch (1 epoch)", m, seeds[0], train=short)]  # fmt: skip
+    exps.append(Experiment(
+        "resolution", "Fixed input size and resolution transfer",
+        "Token-mixing weights are tied to the number of patches, so an MLP takes one input size; the Mixer paper "
+        "fine-tunes at a higher resolution by expanding the token-mixing weights block-diagonally (ResMLP's "
+        "cross-patch linear likewise).",
+        transfer, f"base {s.epochs} epochs at 28 px; Fashion-MNIST upscaled to 56 px; seed {seeds[0]}",
+    ))  # fmt: skip
+    return exps
+
+
+# ---- running ---------------------------------------------------------------------------------------------------
+
+
+def _atomic_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _calibrate_epochs(run: LabRun, cfg_dict: dict, n_train: int) -> int:
+    """Epochs of ``run`` that fit its wall-clock budget, from 6 timed training steps (after 2 warm-up steps)."""
+    import time
+
+    from .train import TrainConfig
+
+    cfg = TrainConfig.from_dict(cfg_dict)
+    model = create_model(run.model, **dict(run.model_args))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    x = torch.randn(cfg.batch_size, model.in_chans, model.img_size, model.img_size)
+    y = torch.randint(0, model.num_classes, (cfg.batch_size,))
+    times = []
+    for i in range(8):
+        t0 = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.amp):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if i >= 2:
+            times.append(time.perf_counter() - t0)
+    step = statistics.median(times) * 1.1  # data, augmentation and validation add about 10%
+    return max(1, int(run.equal_time_min * 60 / (step * math.ceil(n_train / cfg.batch_size))))
+
+
+class Lab:
+    """Runs a plan: trains missing runs, measures, writes results; everything under ``results`` and ``runs``."""
+
+    def __init__(self, settings: Settings, results: Path, runs: Path, data_dir: str | None = None) -> None:
+        self.s, self.results, self.runs, self.data_dir = settings, Path(results), Path(runs), data_dir
+
+    def result_path(self, run: LabRun) -> Path:
+        return self.results / "runs" / f"{run.key}.json"
+
+    def model_path(self, run: LabRun) -> Path:
+        return self.runs / run.key / "model.safetensors"
+
+    def _config(self, run: LabRun) -> dict:
+        d = {"model": run.model, "data": run.data, "seed": run.seed, "model_args": dict(run.model_args),
+             "out": str(self.runs / run.key), "data_dir": self.data_dir, **dict(run.train)}  # fmt: skip
+        return d
+
+    def ensure(self, run: LabRun, need_model: bool = False) -> dict:
+        """The result of ``run``, training it (and its teacher / init run) first when needed.
+
+        A finished run is skipped; an interrupted one resumes from its checkpoint. ``need_model``: the model file
+        must exist too (a teacher or a fine-tuning start), so a run whose files were deleted is redone.
+        """
+        path = self.result_path(run)
+        if path.is_file() and (not need_model or self.model_path(run).is_file()):
+            return json.loads(path.read_text())
+        return self._train(run)
+
+    def _train(self, run: LabRun) -> dict:
+        from .train import TrainConfig, train
+
+        cfg = self._config(run)
+        if run.teacher is not None:
+            self.ensure(run.teacher, need_model=True)
+            cfg["teacher"] = str(self.model_path(run.teacher))
+        if run.init is not None:
+            self.ensure(run.init, need_model=True)
+            cfg["init"] = str(self.model_path(run.init))
+        if run.equal_time_min:
+            n_train = cfg.get("train_subset") or 60000 - cfg["val_size"]
+            cfg["epochs"] = _calibrate_epochs(run, cfg, n_train)
+            cfg["time_limit_min"] = run.equal_time_min * 1.5  # a safety net; the epochs are sized to fit
+        log.info("lab: training %s (%s)", run.key, run.label)
+        summary = train(TrainConfig.from_dict(cfg), resume=True)
+        model_file = self.model_path(run)
+        model = _load(model_file)
+        deploy = reparameterize(model.eval())
+        history = json.loads((self.runs / run.key / "metrics.json").read_text())
+        result = {
+            "key": run.key, "label": run.label, "model": run.model, "seed": run.seed, "data": run.data,
+            "model_args": dict(run.model_args), "train_config": cfg, "summary": summary,
+            "params": count(model).params, "macs": count(model).macs,
+            "deploy_params": count(deploy).params, "deploy_macs": count(deploy).macs,
+            "history": [{k: h[k] for k in ("epoch", "epoch_seconds", "train_top1", "val_top1") if k in h}
+                        for h in history],
+        }  # fmt: skip
+        if "shift" in run.evals:
+            result["shift_top1"] = self._shift_accuracy(model, run)
+        if "train_acc" in run.evals:
+            result["train_top1"] = self._train_accuracy(model, run, cfg)
+        _atomic_json(self.result_path(run), result)
+        return result
+
+    def _eval_set(self, run: LabRun, split: str, indices: torch.Tensor | None = None):
+        from .data import load_split
+
+        raw, info = load_split(run.data, split, self.data_dir)
+        images, labels = raw.images, raw.labels
+        if indices is not None:
+            images, labels = images[indices], labels[indices]
+        return images, labels, info
+
+    def _accuracy(self, model, images: torch.Tensor, labels: torch.Tensor, info) -> float:
+        mean = torch.tensor(info.mean).reshape(1, -1, 1, 1)
+        std = torch.tensor(info.std).reshape(1, -1, 1, 1)
+        hits = 0
+        with torch.inference_mode():
+            for i in range(0, len(images), 500):
+                x = (images[i : i + 500].float() / 255 - mean) / std
+                hits += (model(x).argmax(1) == labels[i : i + 500]).sum().item()
+        return 100.0 * hits / len(images)
+
+    def _shift_accuracy(self, model, run: LabRun) -> dict[str, float]:
+        """Test accuracy when every image moves k pixels (mean over up, down, left, right), k in SHIFTS."""
+        from .tasks import shift_images
+
+        idx = torch.randperm(10000, generator=torch.Generator().manual_seed(0))[: self.s.shift_images]
+        images, labels, info = self._eval_set(run, "test", idx)
+        out = {}
+        for k in SHIFTS:
+            moves = [(0, 0)] if k == 0 else [(k, 0), (-k, 0), (0, k), (0, -k)]
+            accs = [self._accuracy(model, shift_images(images, dy, dx), labels, info) for dy, dx in moves]
+            out[str(k)] = statistics.mean(accs)
+        return out
+
+    def _train_accuracy(self, model, run: LabRun, cfg: dict) -> float:
+        """Accuracy on (up to 5 000 of) the images the model was trained on, without augmentation."""
+        from .train import TrainConfig, build_data
+
+        data = build_data(TrainConfig.from_dict(cfg), None, None)
+        idx = data.train.indices[:5000]
+        images, labels = data.train.base.images[idx], data.train.base.labels[idx]
+        return self._accuracy(model, images, labels, data.info)
+
+    def latency(self, exp: Experiment) -> None:
+        """Deploy-form latency of the experiment's models, timed round-robin in one run."""
+        path = self.results / f"{exp.key}_latency.json"
+        if not exp.latency or path.is_file():
+            return
+        x = torch.randn(self.s.latency_batch, 1, 28, 28)
+        cands, labels = [], []
+        for label, (m, a) in exp.latency.items():
+            model = reparameterize(create_model(m, **a).eval())
+
+            def call(model=model) -> object:
+                with torch.inference_mode():
+                    return model(x)
+
+            cands.append(Candidate("mlpvision", "eager", call, None))
+            labels.append(label)
+        timing = measure(cands, self.s.latency_repeats, warmup=2)
+        rows = {label: {"median_ms": t["median_s"] * 1e3, "p25_ms": t["p25_s"] * 1e3, "p75_ms": t["p75_s"] * 1e3}
+                for label, t in zip(labels, timing, strict=True)}  # fmt: skip
+        _atomic_json(path, {"batch_size": self.s.latency_batch, "threads": torch.get_num_threads(), "rows": rows})
+
+    def resolution_error(self) -> None:
+        """Records the error a fixed-size model gives for another input size (experiment 7's first half)."""
+        model = create_model("mixer_t4_28")
+        try:
+            model(torch.zeros(1, 1, 56, 56))
+            message = None
+        except InputShapeError as e:
+            message = str(e)
+        _atomic_json(self.results / "resolution_error.json", {"input": [1, 1, 56, 56], "error": message})
+
+
+def _load(path: Path):
+    from .checkpoint import load_checkpoint
+
+    return load_checkpoint(path, device="cpu")
+
+
+def run_lab(
+    settings: Settings,
+    results: str | os.PathLike = "results/lab",
+    runs: str | os.PathLike = "runs/lab",
+    only: list[str] | None = None,
+    data_dir: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[Experiment]:
+    """Runs (or resumes) the experiments of ``plan(settings)`` (``only`` selects by key) and returns them."""
+    exps = plan(settings)
+    known = [e.key for e in exps]
+    if only:
+        bad = sorted(set(only) - set(known))
+        if bad:
+            raise ConfigError(f"unknown experiment(s) {', '.join(bad)}; choose from {', '.join(known)}")
+        exps = [e for e in exps if e.key in only]
+    lab = Lab(settings, Path(results), Path(runs), data_dir)
+    for exp in exps:
+        for i, run in enumerate(exp.runs):
+            if progress:
+                progress(f"{exp.key}: run {i + 1}/{len(exp.runs)} {run.label} (seed {run.seed})")
+            lab.ensure(run)
+        lab.latency(exp)
+        if exp.key == "resolution":
+            lab.resolution_error()
+    _atomic_json(Path(results) / "meta.json", {"settings": dataclasses.asdict(settings), "machine": _machine()})
+    return exps
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores; torch {torch.__version__}, {torch.get_num_threads()} threads"

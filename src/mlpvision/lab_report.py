@@ -1,0 +1,318 @@
+"""docs/results.md and docs/figures/lab_*.png, generated from the lab's JSON results alone.
+
+Each experiment gets its claim, its budget (data, epochs or minutes, seeds, hardware), a table with mean ±
+std over seeds, and a verdict computed from the numbers by a stated rule. Runs not done yet show as missing.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+__all__ = ["write_report"]
+
+
+def _ms(values: list[float]) -> str:
+    """'mean ± std' of per-seed values ('mean' alone for one seed, '-' for none)."""
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def _mean(values: list[float]) -> float | None:
+    return statistics.mean(values) if values else None
+
+
+class _Results:
+    def __init__(self, results: Path) -> None:
+        self.by_key: dict[str, dict] = {}
+        for f in sorted((results / "runs").glob("*.json")):
+            r = json.loads(f.read_text())
+            self.by_key[r["key"]] = r
+        self.results = results
+
+    def rows(self, exp) -> dict[str, list[dict]]:
+        """label -> the finished results of its seeds, in plan order."""
+        out: dict[str, list[dict]] = {}
+        for run in exp.runs:
+            out.setdefault(run.label, [])
+            if run.key in self.by_key:
+                out[run.label].append(self.by_key[run.key])
+        return out
+
+    def latency(self, exp) -> dict:
+        path = self.results / f"{exp.key}_latency.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _top1(rs: list[dict]) -> list[float]:
+    return [r["summary"]["test_top1_final"] for r in rs]
+
+
+def _verdict(ok: bool | None, rule: str) -> str:
+    if ok is None:
+        return f"*Verdict: not all runs are done yet (rule: {rule}).*"
+    return f"*Reproduced at this scale: **{'yes' if ok else 'no'}** (rule: {rule}).*"
+
+
+def _cost_table(exp, res: _Results) -> tuple[list[str], dict[str, float | None]]:
+    rows, lat = res.rows(exp), res.latency(exp)
+    lat_rows = lat.get("rows", {})
+    lines = [
+        "| model | test top-1 (%) | params deployed (M) | MMACs deployed | latency, deploy form (ms) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    means = {}
+    for label, rs in rows.items():
+        means[label] = _mean(_top1(rs))
+        params = f"{rs[0]['deploy_params'] / 1e6:.3f}" if rs else "-"
+        macs = f"{rs[0]['deploy_macs'] / 1e6:.1f}" if rs else "-"
+        t = lat_rows.get(label)
+        ms = f"{t['median_ms']:.1f} ({t['p25_ms']:.1f}-{t['p75_ms']:.1f})" if t else "-"
+        lines.append(f"| {label} | {_ms(_top1(rs))} | {params} | {macs} | {ms} |")
+    if lat:
+        lines += ["", f"Latency: batch {lat['batch_size']}, {lat['threads']} threads, eager fp32, all models of the "
+                  "table timed round-robin in one run (median, quartiles)."]  # fmt: skip
+    return lines, means
+
+
+def _plot_families(exp, res: _Results, figures: Path) -> str | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = res.rows(exp)
+    if not any(rows.values()):
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for label, rs in rows.items():
+        for r in rs:
+            t, xs, ys = 0.0, [], []
+            for h in r["history"]:
+                t += h["epoch_seconds"] / 60
+                if h.get("val_top1") is not None:
+                    xs.append(t)
+                    ys.append(h["val_top1"])
+            ax.plot(xs, ys, "o-", label=label)
+    ax.set(xlabel="training time (min)", ylabel="validation top-1 (%)", title="Accuracy vs wall-clock")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = figures / "lab_families.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
+def _plot_lines(xs_by_label: dict[str, tuple[list, list]], xlabel: str, ylabel: str, title: str, path: Path,
+                logx: bool = False) -> str:  # fmt: skip
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for label, (xs, ys) in xs_by_label.items():
+        ax.plot(xs, ys, "o-", label=label)
+    if logx:
+        ax.set_xscale("log")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
+def _header(exp, rows: dict) -> list[str]:
+    seeds = sorted({r["seed"] for rs in rows.values() for r in rs})
+    lines = [f"## {exp.title}", "", f"**Claim.** {exp.claim}", "",
+             f"**Budget.** {exp.budget}; seeds: {', '.join(map(str, seeds)) or 'none yet'}.", ""]  # fmt: skip
+    return lines + ([exp.notes, ""] if exp.notes else [])
+
+
+def _cost_section(exp, res: _Results, rows: dict, done: bool, figures: Path) -> list[str]:
+    table, means = _cost_table(exp, res)
+    labels = list(means)
+    if exp.key == "repmlp_ablation":
+        ok = all(means[labels[0]] >= means[lb] for lb in labels[1:]) if done else None
+        return [*table, "", _verdict(ok, "the full block's mean top-1 is at least every ablated variant's")]
+    ours, other = (labels[1], labels[0]) if exp.key == "repmlp_resnet" else (labels[0], labels[1])
+    ok = means[ours] > means[other] if done else None
+    return [*table, "", _verdict(ok, f"{ours} has the higher mean top-1")]
+
+
+def _families_section(exp, res: _Results, rows: dict, done: bool, figures: Path) -> list[str]:
+    lines = ["| family | model | epochs | training time (min) | test top-1 (%) | params (M) | MMACs |",
+             "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for label, rs in rows.items():
+        for r in rs:
+            s = r["summary"]
+            lines.append(
+                f"| {label} | `{r['model']}` | {s['epochs_done']} | {s['train_seconds'] / 60:.1f} "
+                f"| {s['test_top1_final']:.2f} | {r['params'] / 1e6:.2f} | {r['macs'] / 1e6:.1f} |"
+            )
+    name = _plot_families(exp, res, figures)
+    return lines + (["", f"![accuracy vs wall-clock](figures/{name})"] if name else [])
+
+
+def _translation_section(exp, res: _Results, rows: dict, done: bool, figures: Path) -> list[str]:
+    from .lab import SHIFTS
+
+    lines = ["| family | " + " | ".join(f"shift {k}px" for k in SHIFTS) + " | drop at 4 px |",
+             "|---|" + "---:|" * (len(SHIFTS) + 1)]  # fmt: skip
+    curves = {}
+    for label, rs in rows.items():
+        for r in rs:
+            acc = [r["shift_top1"][str(k)] for k in SHIFTS]
+            curves[label] = (list(SHIFTS), acc)
+            lines.append(f"| {label} | " + " | ".join(f"{a:.1f}" for a in acc) + f" | {acc[0] - acc[-1]:.1f} |")
+    if curves:
+        name = _plot_lines(curves, "shift (pixels)", "test top-1 (%)", "Accuracy under translation",
+                           figures / "lab_translation.png")  # fmt: skip
+        lines += ["", f"![accuracy vs shift](figures/{name})"]
+    drops = {lb: c[1][0] - c[1][-1] for lb, c in curves.items()}
+    ok = drops["ResNet-18"] < min(drops["MLP-Mixer"], drops["plain MLP"]) if done else None
+    return [*lines, "", _verdict(ok, "ResNet-18 loses less at a 4-pixel shift than Mixer and the plain MLP")]
+
+
+def _resmlp_section(exp, res: _Results, rows: dict, done: bool, figures: Path) -> list[str]:
+    lines = ["| variant | test top-1 (%) | last-epoch train top-1 (%) |", "|---|---:|---:|"]
+    means = {}
+    for label, rs in rows.items():
+        means[label] = _mean(_top1(rs))
+        lines.append(f"| {label} | {_ms(_top1(rs))} | {_ms([r['history'][-1]['train_top1'] for r in rs])} |")
+    a, b = list(means)
+    if exp.key == "resmlp_norm":
+        return [*lines, "", _verdict(abs(means[a] - means[b]) <= 0.5 if done else None,
+                                     "Affine within 0.5 points of LayerNorm")]  # fmt: skip
+    return [*lines, "", _verdict(means[b] > means[a] if done else None, "distillation raises the mean top-1")]
+
+
+def _overfitting_section(exp, res: _Results, rows: dict, done: bool, figures: Path) -> list[str]:
+    from .lab import FRACTIONS
+
+    lines = ["| model | training images | train top-1 (%) | test top-1 (%) | gap (points) |",
+             "|---|---:|---:|---:|---:|"]  # fmt: skip
+    gaps: dict[str, dict[float, float]] = defaultdict(dict)
+    for label, rs in rows.items():
+        model, frac = label.split("|")
+        gap = [r["train_top1"] - r["summary"]["test_top1_final"] for r in rs]
+        n = rs[0]["train_config"]["train_subset"] if rs else "-"
+        lines.append(f"| {model} | {n} | {_ms([r['train_top1'] for r in rs])} | {_ms(_top1(rs))} | {_ms(gap)} |")
+        if gap:
+            gaps[model][float(frac)] = statistics.mean(gap)
+    if gaps:
+        curves = {m: (sorted(g), [g[f] for f in sorted(g)]) for m, g in gaps.items()}
+        name = _plot_lines(curves, "share of the training set", "train - test top-1 (points)",
+                           "Over-fitting vs data", figures / "lab_overfitting.png", logx=True)  # fmt: skip
+        lines += ["", f"![gap vs data](figures/{name})"]
+    small = min(FRACTIONS)
+    ok = min(gaps[m][small] for m in ("plain MLP", "MLP-Mixer", "ResMLP")) > gaps["ConvNet"][small] if done else None
+    return [*lines, "", _verdict(ok, f"at {small:.0%} of the data every MLP's gap exceeds the ConvNet's")]
+
+
+def _permutation_section(exp, res: _Results, rows: dict, done: bool, figures: Path) -> list[str]:
+    lines = ["| model | Fashion-MNIST | permuted pixels | change (points) |", "|---|---:|---:|---:|"]
+    change = {}
+    for m in dict.fromkeys(label.split("|")[0] for label in rows):
+        a, b = _top1(rows[f"{m}|fashion-mnist"]), _top1(rows[f"{m}|fashion-mnist-permuted"])
+        d = [y - x for x, y in zip(a, b, strict=False)]
+        change[m] = _mean(d)
+        lines.append(f"| {m} | {_ms(a)} | {_ms(b)} | {_ms(d)} |")
+    ok = abs(change["plain MLP"]) <= 1.0 and change["ConvNet"] < change["plain MLP"] - 1.0 if done else None
+    return [*lines, "", _verdict(ok, "the plain MLP moves by at most 1 point and the ConvNet drops over 1 point more")]
+
+
+def _probe_section(exp, res: _Results, rows: dict, done: bool, figures: Path) -> list[str]:
+    chance = 25.0 if exp.key == "position" else 50.0
+    lines = [f"| model | test top-1 (%) (chance {chance:g}) |", "|---|---:|"]
+    means = {}
+    for label, rs in rows.items():
+        means[label] = _mean(_top1(rs))
+        lines.append(f"| {label} | {_ms(_top1(rs))} |")
+    ok = means["plain MLP"] > 90 and means["local CNN (5x5 field)"] < chance + 10 if done else None
+    return [*lines, "", _verdict(ok, "the plain MLP exceeds 90% while the local CNN stays within 10 points of chance")]
+
+
+def _resolution_section(exp, res: _Results, rows: dict, done: bool, figures: Path) -> list[str]:
+    lines = []
+    err = res.results / "resolution_error.json"
+    if err.is_file():
+        e = json.loads(err.read_text())
+        lines += ["A 28-px Mixer given a 56-px image:", "", "```", f"InputShapeError: {e['error']}", "```", ""]
+    lines += ["| run | test top-1 (%) | training time (min) |", "|---|---:|---:|"]
+    tops = {}
+    for label, rs in rows.items():
+        for r in rs:
+            s = r["summary"]
+            tops[label] = s["test_top1_final"]
+            lines.append(f"| {label} | {s['test_top1_final']:.2f} | {s['train_seconds'] / 60:.1f} |")
+    fine = [v for k, v in tops.items() if "fine-tuned" in k]
+    scratch = [v for k, v in tops.items() if "from scratch" in k]
+    ok = all(f > s for f, s in zip(fine, scratch, strict=True)) if done else None
+    return [*lines, "", _verdict(ok, "each fine-tuned 28-px model beats one epoch from scratch at 56 px")]
+
+
+_SECTIONS = {
+    "repmlp_ablation": _cost_section, "repmlp_vs_convnet": _cost_section, "repmlp_resnet": _cost_section,
+    "families": _families_section, "translation": _translation_section, "resmlp_norm": _resmlp_section,
+    "resmlp_distill": _resmlp_section, "overfitting": _overfitting_section, "permutation": _permutation_section,
+    "position": _probe_section, "global": _probe_section, "resolution": _resolution_section,
+}  # fmt: skip
+
+
+def _section(exp, res: _Results, figures: Path) -> list[str]:
+    rows = res.rows(exp)
+    done = all(rows.values())
+    return [*_header(exp, rows), *_SECTIONS[exp.key](exp, res, rows, done, figures), ""]
+
+
+def write_report(results: str | Path = "results/lab", docs: str | Path = "docs", headline: Path | None = None) -> Path:
+    """Regenerates ``docs/results.md`` and the lab figures from the JSON files under ``results``."""
+    from .lab import Settings, plan
+
+    results, docs = Path(results), Path(docs)
+    figures = docs / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    meta_path = results / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    settings = Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta.get("settings", {}).items()})
+    res = _Results(results)
+    lines = [
+        "# The inductive-bias lab: results",
+        "",
+        "Generated by `mlpvision lab` from the JSON files under `results/lab/` (rerun `mlpvision lab --report-only`"
+        " to rebuild this page). Data: Fashion-MNIST (28x28x1; 5 000 training images held out for validation,"
+        " figures on the 10 000-image test set) unless a section says otherwise; the recipe is the library's default"
+        " (AdamW, warm-up + cosine, label smoothing 0.1, bfloat16 autocast).",
+        f"Hardware: {meta.get('machine', 'unknown')}. Mode: {'quick (tiny budgets)' if settings.quick else 'full'}.",
+        "",
+    ]
+    if headline is not None and (headline / "summary.json").is_file():
+        lines += _headline(headline)
+    for exp in plan(settings):
+        lines += _section(exp, res, figures)
+    lines += ["## Cost scaling", "", "Mixer's cost grows linearly with the number of patches, ViT's attention "
+              "quadratically: see [scaling.md](scaling.md).", ""]  # fmt: skip
+    out = docs / "results.md"
+    out.write_text("\n".join(lines))
+    return out
+
+
+def _headline(run_dir: Path) -> list[str]:
+    s = json.loads((run_dir / "summary.json").read_text())
+    return [
+        "## The headline all-MLP model",
+        "",
+        f"`{s['model']}` selected on the validation split (best epoch {s['best_epoch']}, validation top-1 "
+        f"{s['best_val_top1']:.2f}%): **{s['test_top1_best']:.2f}%** Fashion-MNIST test top-1 "
+        f"after {s['epochs_done']} epochs ({s['train_seconds'] / 3600:.1f} h). Files: `{run_dir}`.",
+        "",
+    ]

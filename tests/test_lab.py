@@ -1,0 +1,84 @@
+"""The lab pipeline in --quick mode: every experiment trains, measures, skips finished runs and reports."""
+
+import json
+
+import pytest
+
+from mlpvision.cli import main
+from mlpvision.errors import ConfigError
+from mlpvision.lab import Settings, plan, run_lab
+from mlpvision.lab_report import write_report
+
+
+@pytest.fixture(scope="module")
+def quick_lab(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lab")
+    results, runs, docs = root / "results", root / "runs", root / "docs"
+    assert main(["lab", "--quick", "--results", str(results), "--runs", str(runs), "--docs", str(docs)]) == 0
+    return results, runs, docs
+
+
+def test_every_run_has_a_result_and_the_report_covers_every_experiment(quick_lab):
+    results, _, docs = quick_lab
+    exps = plan(Settings.tiny())
+    keys = {run.key for exp in exps for run in exp.runs}
+    written = {p.stem for p in (results / "runs").glob("*.json")}
+    assert keys <= written
+    report = (docs / "results.md").read_text()
+    for exp in exps:
+        assert f"## {exp.title}" in report
+        assert "none yet" not in report
+    assert "not all runs are done" not in report  # every table is complete, so every rule was evaluated
+    assert report.count("Reproduced at this scale") >= 9
+    for fig in ("lab_families.png", "lab_translation.png", "lab_overfitting.png"):
+        assert (docs / "figures" / fig).stat().st_size > 1000
+    assert "InputShapeError" in report and "create_model" in report  # the fixed-size error, with its remedy
+
+
+def test_results_carry_what_each_experiment_measures(quick_lab):
+    results, _, _ = quick_lab
+    by_label = {}
+    for p in (results / "runs").glob("*.json"):
+        r = json.loads(p.read_text())
+        by_label.setdefault(r["label"], r)
+    assert set(by_label["MLP-Mixer"]["shift_top1"]) == {"0", "1", "2", "3", "4"}
+    assert 0 <= by_label["plain MLP|0.1"]["train_top1"] <= 100
+    distilled = by_label["ResMLP + distillation"]
+    assert distilled["train_config"]["teacher"].endswith("model.safetensors")
+    full = by_label["full RepMLP"]
+    assert full["deploy_params"] < full["params"]  # reported in the FC-only deploy form
+    latency = json.loads((results / "repmlp_ablation_latency.json").read_text())
+    assert len(latency["rows"]) == 6
+
+
+def test_finished_runs_are_skipped_and_the_report_is_rebuilt_from_json_alone(quick_lab, monkeypatch, tmp_path):
+    results, runs, docs = quick_lab
+    import mlpvision.train
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(mlpvision.train, "train", no_training)
+    run_lab(Settings.tiny(), results, runs)  # everything is done: nothing trains
+    first = (docs / "results.md").read_text()
+    again = write_report(results, tmp_path)
+    assert again.read_text() == first  # the report depends on the JSON files only
+
+
+def test_a_missing_result_retrains_only_that_run(quick_lab, monkeypatch):
+    results, runs, _ = quick_lab
+    import mlpvision.train
+
+    real, trained = mlpvision.train.train, []
+    monkeypatch.setattr(mlpvision.train, "train", lambda cfg, **kw: trained.append(cfg.out) or real(cfg, **kw))
+    exp = next(e for e in plan(Settings.tiny()) if e.key == "position")
+    (results / "runs" / f"{exp.runs[0].key}.json").unlink()
+    run_lab(Settings.tiny(), results, runs, only=["position"])
+    assert trained == [str(runs / exp.runs[0].key)]
+
+
+def test_unknown_experiment_is_a_clear_error(capsys):
+    with pytest.raises(ConfigError, match="unknown experiment"):
+        run_lab(Settings.tiny(), only=["nope"])
+    assert main(["lab", "--quick", "--only", "nope"]) == 2
+    assert "unknown experiment(s) nope" in capsys.readouterr().err
