@@ -97,8 +97,20 @@ def test_repmlp_is_timed_in_deploy_form_unless_asked():
 
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None, reason="inductor needs a compiler")
 def test_compile_backend():
-    rows = run_bench("mixer_t4_28", batch_size=2, backends=["compile"], repeats=2, warmup=1, img_size=None)
-    assert rows[0]["backend"] == "compile" and rows[0]["img_per_s"] > 0
+    rows = run_bench("mixer_t4_28", batch_size=2, backends=["eager", "compile"], repeats=2, warmup=1,
+                     model_args={"depth": 1})  # fmt: skip
+    assert rows[1]["backend"] == "compile" and rows[1]["img_per_s"] > 0
+    assert rows[1]["macs_per_image"] == mlpvision.count(mlpvision.create_model("mixer_t4_28", depth=1)).macs
+
+
+def test_model_args_reach_both_implementations(capsys):
+    rows = run_bench("mixer_s32_224", batch_size=1, compare_timm=True, repeats=1, warmup=0,
+                     model_args={"depth": 1, "img_size": 64})  # fmt: skip
+    ours = _by(rows, "mlpvision")
+    assert ours["img_size"] == 64 and ours["params"] == _by(rows, "timm")["params"]
+    argv = ["bench", "--model", "mixer_t4_28", "--model-arg", "depth=1", "--repeats", "1", "--warmup", "0"]
+    assert main([*argv, "--model-arg", "nonsense"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -267,3 +267,26 @@ def test_cli_keeps_the_default_augmentation_and_refines_it(tmp_path):
     assert main([*base, "--hflip", "0", "--out", str(tmp_path / "b")]) == 0
     aug = json.loads((tmp_path / "b/config.json").read_text())["aug"]
     assert (aug["crop_padding"], aug["hflip"]) == (2, 0.0)
+
+
+def test_ema_warmup_ramps_the_decay(tmp_path):
+    from torch.optim.swa_utils import AveragedModel
+
+    from mlpvision.train import _warmup_ema_fn
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    ema = AveragedModel(model, multi_avg_fn=_warmup_ema_fn(0.99), use_buffers=True)
+    expected = None
+    for n, w in enumerate([3.0, -1.0, 2.0, 5.0, 0.5] + [1.0] * 60):
+        torch.nn.init.constant_(model.weight, w)
+        ema.update_parameters(model)
+        if n == 0:
+            expected = w  # the first update copies the weights
+        else:
+            d = min(0.99, (1 + n) / (10 + n))  # n = updates averaged so far
+            expected = d * expected + (1 - d) * w
+        assert ema.module.weight.item() == pytest.approx(expected, rel=1e-5)
+    # in training: one short epoch, where a fixed 0.999 decay leaves the average near the random start
+    fixed = train(tiny_cfg(tmp_path / "fixed", ema_decay=0.999, epochs=1))
+    ramped = train(tiny_cfg(tmp_path / "ramped", ema_decay=0.999, ema_warmup=True, epochs=1))
+    assert ramped["test_top1_final"] > fixed["test_top1_final"] + 20, (ramped, fixed)

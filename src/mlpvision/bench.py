@@ -10,6 +10,7 @@ fp32 img/s) to every row.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import statistics
 import tempfile
@@ -66,7 +67,7 @@ def timm_counterpart(name: str, model: nn.Module | None = None) -> nn.Module:
     model = model if model is not None else create_model(name)
     cfg = model.config
     common = {"num_classes": cfg.num_classes, "in_chans": cfg.in_chans}
-    if spec.timm_name is not None:
+    if spec.timm_name is not None and cfg == dataclasses.replace(spec.config, **common, img_size=cfg.img_size):
         extra = {"img_size": cfg.img_size} if spec.family in ("mixer", "resmlp", "vit") else {}
         ref = timm.create_model(spec.timm_name, pretrained=False, **common, **extra)
     elif spec.family == "mixer":
@@ -251,6 +252,7 @@ def run_bench(
     train: bool = False,
     compare_timm: bool = False,
     deploy: bool = True,
+    model_args: dict | None = None,
     repeats: int = 20,
     warmup: int = 3,
     device: str | torch.device | None = None,
@@ -268,6 +270,7 @@ def run_bench(
         train: time a training step (AdamW, cross-entropy, fp32) instead of inference.
         compare_timm: add timm's model (eager fp32, same weights) and ``ratio_vs_timm`` on every row.
         deploy: for inference, time the deploy form of re-parameterizable models (RepMLP).
+        model_args: overrides of the model config (e.g. ``{"depth": 4}``); timm's model gets the same.
         repeats, warmup: timed and untimed calls per candidate.
         device: "cpu", "cuda" or None (CUDA when available).
         matmul_size: side of the square fp32 matmul timed alongside as the machine's peak.
@@ -285,7 +288,7 @@ def run_bench(
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
     torch.manual_seed(seed)
-    overrides = {"img_size": img_size} if img_size else {}
+    overrides = {**(model_args or {}), **({"img_size": img_size} if img_size else {})}
     ours = create_model(model, **overrides)
     size = ours.img_size
     # timm's model gets our (train-form) weights: outputs agree, so speed is the only difference

@@ -96,6 +96,19 @@ def _load_recipe(path: str | None) -> dict:
     return recipe
 
 
+def _model_args(items: list[str] | None) -> dict:
+    """``--model-arg KEY=VALUE`` flags -> a dict, each value parsed as YAML (numbers, lists, booleans)."""
+    import yaml
+
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise MlpVisionError(f"--model-arg takes KEY=VALUE, got {item!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
 # command-line flags of `train`, each a TrainConfig field (augmentation fields go into `aug`)
 _TRAIN_FLAGS = {
     "model": str, "data": str, "data_dir": str, "out": str, "epochs": int, "batch_size": int, "accum_steps": int,
@@ -124,19 +137,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     for key in _AUG_FLAGS:
         if getattr(args, key) is not None:
             aug[key] = getattr(args, key)
-    for flag in ("amp", "channels_last", "tensorboard"):
+    for flag in ("amp", "channels_last", "tensorboard", "ema_warmup"):
         if getattr(args, flag) is not None:
             recipe[flag] = getattr(args, flag)
     if args.model_arg:
-        model_args = dict(recipe.get("model_args", {}) or {})
-        for item in args.model_arg:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise MlpVisionError(f"--model-arg takes KEY=VALUE, got {item!r}")
-            import yaml
-
-            model_args[key] = yaml.safe_load(value)
-        recipe["model_args"] = model_args
+        recipe["model_args"] = {**(recipe.get("model_args") or {}), **_model_args(args.model_arg)}
     recipe["aug"] = aug
     cfg = TrainConfig.from_dict(recipe)
     is_main = int(os.environ.get("RANK", "0")) == 0
@@ -228,7 +233,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         args.model, batch_size=args.batch_size, img_size=args.img_size, threads=args.threads,
         backends=[b.strip() for b in args.backend.split(",") if b.strip()], train=args.train,
         compare_timm=args.compare == "timm", deploy=args.deploy, repeats=args.repeats, warmup=args.warmup,
-        device=args.device,
+        device=args.device, model_args=_model_args(args.model_arg),
     )  # fmt: skip
     if args.json:
         from pathlib import Path
@@ -365,6 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model config override (repeatable)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bfloat16 autocast (default on)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None, dest="channels_last")
+    p.add_argument("--ema-warmup", action=argparse.BooleanOptionalAction, default=None, dest="ema_warmup",
+                   help="ramp the EMA decay up from 0 (timm's EMA warm-up)")  # fmt: skip
     p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None, help="log to OUT/tensorboard")
     p.add_argument("--resume", action="store_true", help="continue OUT/last.safetensors when it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -394,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=3, help="untimed calls per candidate (default: %(default)s)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: CUDA when available")
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model config override (repeatable)")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("export", help="export a model file to ONNX (re-parameterized), optionally int8")

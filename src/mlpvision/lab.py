@@ -37,6 +37,7 @@ __all__ = ["Experiment", "LabRun", "Settings", "plan", "run_lab"]
 log = logging.getLogger(__name__)
 
 SHIFTS = (0, 1, 2, 3, 4)  # translation probe: pixels
+_EVAL_KEYS = {"shift": "shift_top1", "train_acc": "train_top1"}  # LabRun.evals -> the result field each adds
 FRACTIONS = (0.1, 0.3, 1.0)  # over-fitting study: share of the training images
 # the Wide-ConvNet twin of the fast RepMLP net: the same layout with a 3x3 conv (no groups) as spatial layer
 CONV_TWIN = {"layer": "conv", "conv_kernel": 3, "groups": 1}
@@ -108,9 +109,15 @@ class Experiment:
     notes: str = ""
 
 
+def _epochs(n: int) -> str:
+    return f"{n} epoch{'s' if n != 1 else ''}"
+
+
 def _base_train(s: Settings) -> dict:
     """The lab recipe (the library's default recipe), scaled to the mode's budget."""
     d = {"epochs": s.epochs, "batch_size": s.batch_size, "val_size": s.val_size, "warmup_epochs": 0.5}
+    if s.quick:
+        d["plots"] = False  # dozens of tiny runs: the lab draws its own figures
     if s.subset:
         d["train_subset"] = s.subset
     if s.test_subset:
@@ -144,7 +151,7 @@ def plan(s: Settings) -> list[Experiment]:
         "Each perceptron matters; the FC layer (global capacity + position) beats a conv of similar cost, and the "
         "Local Perceptron gives the FC a local prior that survives re-parameterization.",
         [r for label, a in ablation.items() for r in runs(label, "repmlp_fast_28", a)],
-        f"{s.epochs} epochs, default recipe", {label: ("repmlp_fast_28", a) for label, a in ablation.items()},
+        f"{_epochs(s.epochs)}, default recipe", {label: ("repmlp_fast_28", a) for label, a in ablation.items()},
         notes="The network is `repmlp_fast_28` (2x2 patch stem, then the paper's pure-MLP stage layout at 14x14 "
               "and 7x7): the paper's full-resolution layout (`repmlp_pure_28`) costs 5x more per epoch.",
     ))  # fmt: skip
@@ -152,14 +159,14 @@ def plan(s: Settings) -> list[Experiment]:
         "repmlp_vs_convnet", "Pure-MLP RepMLP vs Wide ConvNet",
         "The pure-MLP RepMLP network beats a Wide ConvNet of the same layout with fewer FLOPs.",
         runs(REP, "repmlp_fast_28") + runs(TWIN, "repmlp_fast_28", CONV_TWIN),
-        f"{s.epochs} epochs, default recipe", {REP: ("repmlp_fast_28", {}), TWIN: ("repmlp_fast_28", CONV_TWIN)},
+        f"{_epochs(s.epochs)}, default recipe", {REP: ("repmlp_fast_28", {}), TWIN: ("repmlp_fast_28", CONV_TWIN)},
     ))  # fmt: skip
     small = {**base, "train_subset": s.subset or 10000}
     exps.append(Experiment(
         "repmlp_resnet", "RepMLP-ResNet vs ResNet (small images)",
         "Adding RepMLP blocks to a ResNet raises accuracy at a similar cost.",
         runs("ResNet-18", "resnet18_28", train=small) + runs("RepMLP-ResNet-18", "repmlp_resnet18_28", train=small),
-        f"{s.epochs} epochs on {small['train_subset']} training images, default recipe",
+        f"{_epochs(s.epochs)} on {small['train_subset']} training images, default recipe",
         {"ResNet-18": ("resnet18_28", {}), "RepMLP-ResNet-18": ("repmlp_resnet18_28", {})},
     ))  # fmt: skip
     families = {
@@ -182,7 +189,7 @@ def plan(s: Settings) -> list[Experiment]:
         "resmlp_norm", "ResMLP: Affine vs LayerNorm",
         "ResMLP's Affine layer (no statistics) trains as well as LayerNorm and keeps inference a pure linear map.",
         runs("Affine", "resmlp_tiny_12_28") + runs("LayerNorm", "resmlp_tiny_12_28", {"norm": "layernorm"}),
-        f"{s.epochs} epochs, default recipe",
+        f"{_epochs(s.epochs)}, default recipe",
     ))  # fmt: skip
     teacher = LabRun("teacher", "repmlp_fast_28", seeds[0], model_args=CONV_TWIN, train=base)
     distill = {**base, "distill": "hard", "distill_alpha": 0.5}
@@ -191,7 +198,7 @@ def plan(s: Settings) -> list[Experiment]:
         "ResMLP learns better with hard distillation from a convnet teacher (the DeiT recipe).",
         runs("ResMLP", "resmlp_tiny_12_28") + runs("ResMLP + distillation", "resmlp_tiny_12_28", train=distill,
                                                    teacher=teacher),
-        f"{s.epochs} epochs, default recipe; teacher: the Wide-ConvNet twin of `repmlp_fast_28` ({s.epochs} epochs)",
+        f"{_epochs(s.epochs)}, default recipe; teacher: the Wide-ConvNet twin of `repmlp_fast_28` (same budget)",
     ))  # fmt: skip
     n_train = s.subset or 55000
     over = []
@@ -203,7 +210,7 @@ def plan(s: Settings) -> list[Experiment]:
     exps.append(Experiment(
         "overfitting", "Over-fitting: train/test gap vs training-set size",
         "Without a local prior MLPs need more data: their train/test gap grows faster as data shrinks.",
-        over, f"the same number of images seen ({s.overfit_epochs} epochs of {n_train}) at every size, default recipe",
+        over, f"as many images seen at every size ({_epochs(s.overfit_epochs)} of {n_train}), default recipe",
     ))  # fmt: skip
     perm_models = {"plain MLP": ("mlp_28", {}), "MLP-Mixer": ("mixer_t4_28", {}), "RepMLP": ("repmlp_fast_28", {}),
                    "ConvNet": ("repmlp_fast_28", CONV_TWIN)}  # fmt: skip
@@ -215,7 +222,7 @@ def plan(s: Settings) -> list[Experiment]:
         "permutation", "Local prior: a fixed pixel permutation",
         "A plain MLP has no local prior, so a fixed permutation of the pixels costs it nothing; models that "
         "assume neighbouring pixels are related lose accuracy.",
-        perm, f"{s.epochs} epochs, flips only (a flip is not a symmetry of a permuted image, but it is the same for "
+        perm, f"{_epochs(s.epochs)}, flips only (a flip is not a symmetry of a permuted image, but it is the same for "
         "every row)",
     ))  # fmt: skip
     probe_models = {"plain MLP": ("mlp_28", {}), "MLP-Mixer": ("mixer_t4_28", {}), "RepMLP": ("repmlp_fast_28", {}),
@@ -230,7 +237,7 @@ def plan(s: Settings) -> list[Experiment]:
         exps.append(Experiment(
             key, title, claim,
             [LabRun(label, m, seed, data, a, probe) for label, (m, a) in probe_models.items() for seed in seeds],
-            f"{s.probe_epochs} epochs of 12 000 synthetic images, no augmentation",
+            f"{_epochs(s.probe_epochs)} of 12 000 synthetic images, no augmentation",
         ))  # fmt: skip
     base28 = {m: LabRun(f"{m} at 28 px", m, seeds[0], train=base) for m in ("mixer_t4_28", "resmlp_tiny_12_28")}
     transfer = []
@@ -243,7 +250,7 @@ def plan(s: Settings) -> list[Experiment]:
         "Token-mixing weights are tied to the number of patches, so an MLP takes one input size; the Mixer paper "
         "fine-tunes at a higher resolution by expanding the token-mixing weights block-diagonally (ResMLP's "
         "cross-patch linear likewise).",
-        transfer, f"base {s.epochs} epochs at 28 px; Fashion-MNIST upscaled to 56 px; seed {seeds[0]}",
+        transfer, f"base {_epochs(s.epochs)} at 28 px; Fashion-MNIST upscaled to 56 px; seed {seeds[0]}",
     ))  # fmt: skip
     return exps
 
@@ -307,8 +314,16 @@ class Lab:
         must exist too (a teacher or a fine-tuning start), so a run whose files were deleted is redone.
         """
         path = self.result_path(run)
-        if path.is_file() and (not need_model or self.model_path(run).is_file()):
-            return json.loads(path.read_text())
+        has_model = self.model_path(run).is_file()
+        if path.is_file():
+            result = json.loads(path.read_text())
+            missing = [e for e in run.evals if _EVAL_KEYS[e] not in result]
+            if not missing and (has_model or not need_model):
+                return result
+            if has_model:  # trained for another experiment that did not need these measurements
+                self._measure(run, _load(self.model_path(run)), result["train_config"], result)
+                _atomic_json(path, result)
+                return result
         return self._train(run)
 
     def _train(self, run: LabRun) -> dict:
@@ -339,21 +354,22 @@ class Lab:
             "history": [{k: h[k] for k in ("epoch", "epoch_seconds", "train_top1", "val_top1") if k in h}
                         for h in history],
         }  # fmt: skip
+        self._measure(run, model, cfg, result)
+        _atomic_json(self.result_path(run), result)
+        return result
+
+    def _measure(self, run: LabRun, model, cfg: dict, result: dict) -> None:
+        """Adds the run's extra measurements (see ``LabRun.evals``) to ``result``."""
         if "shift" in run.evals:
             result["shift_top1"] = self._shift_accuracy(model, run)
         if "train_acc" in run.evals:
             result["train_top1"] = self._train_accuracy(model, run, cfg)
-        _atomic_json(self.result_path(run), result)
-        return result
 
-    def _eval_set(self, run: LabRun, split: str, indices: torch.Tensor | None = None):
+    def _eval_set(self, run: LabRun, split: str):
         from .data import load_split
 
         raw, info = load_split(run.data, split, self.data_dir)
-        images, labels = raw.images, raw.labels
-        if indices is not None:
-            images, labels = images[indices], labels[indices]
-        return images, labels, info
+        return raw.images, raw.labels, info
 
     def _accuracy(self, model, images: torch.Tensor, labels: torch.Tensor, info) -> float:
         mean = torch.tensor(info.mean).reshape(1, -1, 1, 1)
@@ -369,8 +385,9 @@ class Lab:
         """Test accuracy when every image moves k pixels (mean over up, down, left, right), k in SHIFTS."""
         from .tasks import shift_images
 
-        idx = torch.randperm(10000, generator=torch.Generator().manual_seed(0))[: self.s.shift_images]
-        images, labels, info = self._eval_set(run, "test", idx)
+        images, labels, info = self._eval_set(run, "test")
+        idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[: self.s.shift_images]
+        images, labels = images[idx], labels[idx]
         out = {}
         for k in SHIFTS:
             moves = [(0, 0)] if k == 0 else [(k, 0), (-k, 0), (0, k), (0, -k)]
@@ -442,6 +459,7 @@ def run_lab(
             raise ConfigError(f"unknown experiment(s) {', '.join(bad)}; choose from {', '.join(known)}")
         exps = [e for e in exps if e.key in only]
     lab = Lab(settings, Path(results), Path(runs), data_dir)
+    _atomic_json(Path(results) / "meta.json", {"settings": dataclasses.asdict(settings), "machine": _machine()})
     for exp in exps:
         for i, run in enumerate(exp.runs):
             if progress:
@@ -450,7 +468,6 @@ def run_lab(
         lab.latency(exp)
         if exp.key == "resolution":
             lab.resolution_error()
-    _atomic_json(Path(results) / "meta.json", {"settings": dataclasses.asdict(settings), "machine": _machine()})
     return exps
 
 

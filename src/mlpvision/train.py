@@ -66,6 +66,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     grad_clip: float = 0.0  # max gradient norm (0: off)
     ema_decay: float = 0.0  # decay of the weight EMA (0: off); the final model is the EMA when on
+    ema_warmup: bool = False  # EMA decay min(ema_decay, (1 + n) / (10 + n)) at update n: early averages forget init
     amp: bool = True  # bfloat16 autocast (fast on CPUs with AMX / AVX-512-BF16 and on recent GPUs)
     channels_last: bool = False
     aug: AugmentConfig = field(default_factory=lambda: AugmentConfig(crop_padding=2, hflip=0.5))
@@ -75,6 +76,7 @@ class TrainConfig:
     workers: int = 0  # data-loading processes
     seed: int = 0
     save_every_steps: int = 0  # also checkpoint every K optimizer steps (0: only at epoch ends)
+    plots: bool = True  # write curves.png and confusion.png (off for many small runs, e.g. the lab's quick mode)
     time_limit_min: float = 0.0  # stop after this much training time, then evaluate (0: no limit)
     teacher: str | None = None  # model file of a teacher for distillation
     distill: str = "none"  # none | hard | soft
@@ -329,14 +331,15 @@ def train_one_epoch(run: Run, epoch: int, deadline: float | None) -> dict:
     }
 
 
-def _write_metrics(out: Path, history: list[dict]) -> None:
+def _write_metrics(out: Path, history: list[dict], plots: bool = True) -> None:
     (out / "metrics.json").write_text(json.dumps(history, indent=2) + "\n")
     keys = list(history[0]) if history else []
     with open(out / "metrics.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         w.writerows(history)
-    plot_curves(history, out / "curves.png")
+    if plots:
+        plot_curves(history, out / "curves.png")
 
 
 def plot_curves(history: list[dict], path: Path) -> None:
@@ -364,6 +367,27 @@ def plot_curves(history: list[dict], path: Path) -> None:
 
 def _data_metadata(info: DataInfo) -> dict[str, str]:
     return data_metadata(info.name, info.classes, info.mean, info.std)
+
+
+def _warmup_ema_fn(decay: float):
+    """EMA update whose decay ramps up as (1 + n) / (10 + n) to ``decay``.
+
+    With a fixed decay d the average still holds d^n of the initial weights after n updates, and BatchNorm
+    statistics averaged alongside lag even more: with d = 0.9995 the EMA of a BN network is useless for the first
+    ~20 epochs of Fashion-MNIST. The ramp makes early averages span only the recent updates.
+    """
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        n = float(num_averaged)
+        d = min(decay, (1 + n) / (10 + n))
+        if averaged[0].is_floating_point():
+            torch._foreach_lerp_(averaged, current, 1 - d)
+        else:  # integer buffers (BatchNorm's batch counters)
+            for a, c in zip(averaged, current, strict=True):
+                a.copy_(a * d + c * (1 - d))
+
+    return update
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: Callable[[dict], None] | None = None) -> dict:
@@ -410,7 +434,8 @@ def _train(cfg: TrainConfig, dist: distributed.DistInfo, resume: bool, progress)
     scheduler = build_scheduler(cfg, optimizer, max(steps_per_epoch, 1))
     ema = None
     if cfg.ema_decay > 0:
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+        avg_fn = _warmup_ema_fn(cfg.ema_decay) if cfg.ema_warmup else get_ema_multi_avg_fn(cfg.ema_decay)
+        ema = AveragedModel(model, multi_avg_fn=avg_fn, use_buffers=True)
     teacher = load_checkpoint(cfg.teacher, device=dist.device) if cfg.teacher else None
     run = Run(cfg, dist, data, model, engine, optimizer, scheduler, ema, teacher,
               build_mixing(cfg, info.num_classes), out, LoopState(), progress)  # fmt: skip
@@ -443,7 +468,7 @@ def _train(cfg: TrainConfig, dist: distributed.DistInfo, resume: bool, progress)
         if dist.is_main:
             log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
             run.loop.history.append(row)
-            _write_metrics(out, run.loop.history)
+            _write_metrics(out, run.loop.history, cfg.plots)
             if writer is not None:
                 for k, v in row.items():
                     if k not in ("epoch", "step"):
@@ -480,7 +505,8 @@ def _finish(run: Run, stopped_early: bool) -> dict:
         test: EvalResult = evaluate(final, test_loader, data.info.num_classes, dist.device)
         best = load_checkpoint(out / "best.safetensors", device=dist.device)
         test_best = evaluate(best, test_loader, data.info.num_classes, dist.device)
-        save_confusion_png(test_best.confusion, data.info.classes, out / "confusion.png")
+        if cfg.plots:
+            save_confusion_png(test_best.confusion, data.info.classes, out / "confusion.png")
         deployed = {}
         for name, m in (("model", final), ("best", best)):
             if any(isinstance(x, Reparameterizable) for x in m.modules()):
@@ -504,8 +530,7 @@ def _finish(run: Run, stopped_early: bool) -> dict:
             "files": {
                 "model": str(out / "model.safetensors"),
                 "best": str(out / "best.safetensors"),
-                "curves": str(out / "curves.png"),
-                "confusion": str(out / "confusion.png"),
+                **({"curves": str(out / "curves.png"), "confusion": str(out / "confusion.png")} if cfg.plots else {}),
                 **{f"{k}_deploy": v for k, v in deployed.items()},
             },
         }
