@@ -42,8 +42,8 @@ demo: setup
 	$(BIN)/mlpvision eval --checkpoint $(DEMO_OUT)/model_deploy.safetensors --confusion $(DEMO_OUT)/confusion.png
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests tools benchmarks
-	$(BIN)/ruff format --check src tests tools benchmarks
+	$(BIN)/ruff check src tests tools benchmarks experiments
+	$(BIN)/ruff format --check src tests tools benchmarks experiments
 
 test: setup lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -68,9 +68,9 @@ class Settings:
 
     @classmethod
     def tiny(cls) -> Settings:
-        return cls(quick=True, seeds=(0,), epochs=1, overfit_epochs=1, probe_epochs=1, equal_time_min=0.05,
-                   subset=256, val_size=128, test_subset=256, batch_size=64, latency_batch=8, latency_repeats=2,
-                   shift_images=64)  # fmt: skip
+        return cls(quick=True, seeds=(0,), epochs=1, overfit_epochs=1, probe_epochs=1, equal_time_min=0.01,
+                   subset=128, val_size=64, test_subset=128, batch_size=32, latency_batch=4, latency_repeats=2,
+                   shift_images=32)  # fmt: skip
 
 
 @dataclass(frozen=True)

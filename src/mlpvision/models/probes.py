@@ -65,7 +65,7 @@ class LocalConvNet(ImageClassifier):
         self.num_classes, self.in_chans, self.img_size = cfg.num_classes, cfg.in_chans, cfg.img_size
         layers, c_in = [], cfg.in_chans
         for c in cfg.channels:
-            layers.append(conv_bn_relu(c_in, c, 3))
+            layers.append(conv_bn_relu(c_in, c, 3, deploy=cfg.deploy))
             c_in = c
         self.layers = nn.Sequential(*layers)
         self.num_features = c_in
