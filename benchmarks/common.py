@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import platform
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
@@ -22,22 +20,18 @@ def machine() -> str:
     return f"{cpu}; torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
-@torch.inference_mode()
 def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 2) -> dict[str, dict]:
-    """Times each function ``repeats`` times in round-robin order (all see the same machine state).
+    """Times each function ``repeats`` times round-robin (``mlpvision.bench.measure``), under inference mode.
 
-    Returns, per name, the median, min and max seconds per call.
+    Returns, per name, the median, min and max seconds per call (and the quartiles).
     """
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {n: [] for n in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {n: {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t)} for n, t in times.items()}
+    from mlpvision.bench import Candidate, measure
+
+    def no_grad(fn: Callable[[], object]) -> Callable[[], object]:
+        return lambda: torch.inference_mode()(fn)()
+
+    cands = [Candidate("mlpvision", name, no_grad(fn), None) for name, fn in fns.items()]
+    return dict(zip(fns, measure(cands, repeats, warmup), strict=True))
 
 
 def write_results(stem: str, meta: dict, rows: list[dict], markdown: list[str]) -> None:

@@ -15,6 +15,7 @@ import gc
 import statistics
 import tempfile
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -22,6 +23,9 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+from torch.utils.weak import WeakIdKeyDictionary
 
 from .complexity import count, flop_counter
 from .errors import ConfigError
@@ -101,40 +105,41 @@ def count_flops(fn: Callable[[], object]) -> float:
     return float(counter.get_total_flops())
 
 
-def _rss_mb(field: str) -> float | None:
-    try:
-        with open("/proc/self/status") as f:
-            line = next(line for line in f if line.startswith(field + ":"))
-    except (OSError, StopIteration):
-        return None
-    return int(line.split()[1]) / 1024  # kB -> MiB
+class _TensorMemory(TorchDispatchMode):
+    """Counts the bytes of every storage an op allocates and frees them when the storage dies."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        self.current = self.peak = 0
+
+    def _free(self, nbytes: int) -> None:
+        self.current -= nbytes
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and t.device.type != "meta":
+                storage = t.untyped_storage()
+                if storage not in self.seen:
+                    self.seen[storage] = n = storage.nbytes()
+                    self.current += n
+                    weakref.finalize(storage, self._free, n)
+        self.peak = max(self.peak, self.current)
+        return out
 
 
-def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float | None:
-    """Peak memory one call of ``fn`` adds: CUDA allocator peak, or on Linux the rise of peak resident memory.
+def peak_memory_mb(fn: Callable[[], object]) -> float:
+    """Peak memory of the tensors one call of ``fn`` allocates (activations, outputs, gradients), in MiB.
 
-    On CPU the process's peak-RSS mark is reset (``/proc/self/clear_refs``) before the call; the figure is the
-    peak resident size during the call minus the resident size before it. Memory a previous call left in the
-    allocator's free lists is reused without showing up, so treat CPU figures as lower bounds; None where the
-    kernel offers no such counter.
+    Weights and inputs that exist before the call are not counted. Measured at the operator level, so it does
+    not depend on the allocator (CPU figures from the process's resident size would, and are meaningless once
+    freed memory is kept for reuse).
     """
     gc.collect()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
+    with _TensorMemory() as tracker:
         fn()
-        torch.cuda.synchronize(device)
-        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return None
-    before = _rss_mb("VmRSS")
-    fn()
-    peak = _rss_mb("VmHWM")
-    return None if before is None or peak is None else max(peak - before, 0.0)
+    return tracker.peak / 2**20
 
 
 def matmul_candidate(n: int = 2048, device: torch.device | None = None) -> Candidate:
@@ -150,7 +155,10 @@ def matmul_candidate(n: int = 2048, device: torch.device | None = None) -> Candi
 def measure(candidates: list[Candidate], repeats: int, warmup: int) -> list[dict[str, float]]:
     """Times every candidate ``repeats`` times, round-robin, after ``warmup`` untimed calls of each.
 
-    Returns, per candidate, the median, min, max and quartiles of the seconds per call.
+    The order rotates every round, so each candidate runs equally often right after each other one: whatever
+    the previous call leaves behind (cold caches after the large matmul, a lower AVX-512 clock) is shared
+    fairly instead of always hitting the same candidate. Returns, per candidate, the median, min, max and
+    quartiles of the seconds per call.
     """
     for c in candidates:
         for _ in range(warmup):
@@ -158,13 +166,16 @@ def measure(candidates: list[Candidate], repeats: int, warmup: int) -> list[dict
         if c.sync:
             c.sync()
     times: list[list[float]] = [[] for _ in candidates]
-    for _ in range(repeats):
-        for c, t in zip(candidates, times, strict=True):
+    n = len(candidates)
+    for r in range(repeats):
+        for i in range(n):
+            j = (i + r) % n
+            c = candidates[j]
             t0 = time.perf_counter()
             c.fn()
             if c.sync:
                 c.sync()
-            t.append(time.perf_counter() - t0)
+            times[j].append(time.perf_counter() - t0)
     out = []
     for t in times:
         q = statistics.quantiles(t, n=4) if len(t) > 1 else [t[0]] * 3
@@ -308,7 +319,8 @@ def run_bench(
             cands += _model_candidates("timm", ref, ["eager"], x, train, threads, Path(tmp), macs)
         peak = matmul_candidate(matmul_size, device)
         cands.append(peak)
-        memory = [peak_memory_mb(c.fn, device) for c in cands]
+        # eager calls only: a compiled or ONNX Runtime call cannot be followed operator by operator
+        memory = [peak_memory_mb(c.fn) if c.backend == "eager" and c.impl != MATMUL else None for c in cands]
         timing = measure(cands, repeats, warmup)
     peak_gflops = peak.flops / timing[-1]["median_s"] / 1e9
     rows = []

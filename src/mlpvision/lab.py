@@ -337,8 +337,12 @@ class Lab:
             self.ensure(run.init, need_model=True)
             cfg["init"] = str(self.model_path(run.init))
         if run.equal_time_min:
-            n_train = cfg.get("train_subset") or 60000 - cfg["val_size"]
-            cfg["epochs"] = _calibrate_epochs(run, cfg, n_train)
+            # measured once and kept, so that a resumed run keeps the schedule it started with
+            calibration = self.runs / run.key / "calibration.json"
+            if not calibration.is_file():
+                n_train = cfg.get("train_subset") or 60000 - cfg["val_size"]
+                _atomic_json(calibration, {"epochs": _calibrate_epochs(run, cfg, n_train)})
+            cfg["epochs"] = json.loads(calibration.read_text())["epochs"]
             cfg["time_limit_min"] = run.equal_time_min * 1.5  # a safety net; the epochs are sized to fit
         log.info("lab: training %s (%s)", run.key, run.label)
         summary = train(TrainConfig.from_dict(cfg), resume=True)
