@@ -37,15 +37,20 @@ def test_every_run_has_a_result_and_the_report_covers_every_experiment(quick_lab
 
 def test_results_carry_what_each_experiment_measures(quick_lab):
     results, _, _ = quick_lab
-    by_label = {}
-    for p in (results / "runs").glob("*.json"):
-        r = json.loads(p.read_text())
-        by_label.setdefault(r["label"], r)
-    assert set(by_label["MLP-Mixer"]["shift_top1"]) == {"0", "1", "2", "3", "4"}
-    assert 0 <= by_label["plain MLP|0.1"]["train_top1"] <= 100
-    distilled = by_label["ResMLP + distillation"]
+    exps = {e.key: e for e in plan(Settings.tiny())}
+
+    def result(exp: str, label: str) -> dict:
+        run = next(r for r in exps[exp].runs if r.label == label)
+        return json.loads((results / "runs" / f"{run.key}.json").read_text())
+
+    assert set(result("families", "MLP-Mixer")["shift_top1"]) == {"0", "1", "2", "3", "4"}
+    assert 0 <= result("overfitting", "plain MLP|0.1")["train_top1"] <= 100
+    # the ConvNet at 100% shares its training with another experiment's run and still gets its measurement
+    assert 0 <= result("overfitting", "ConvNet|1")["train_top1"] <= 100
+    distilled = result("resmlp_distill", "ResMLP + distillation")
     assert distilled["train_config"]["teacher"].endswith("model.safetensors")
-    full = by_label["full RepMLP"]
+    assert result("position", "plain MLP")["data"] == "position-task"
+    full = result("repmlp_ablation", "full RepMLP")
     assert full["deploy_params"] < full["params"]  # reported in the FC-only deploy form
     latency = json.loads((results / "repmlp_ablation_latency.json").read_text())
     assert len(latency["rows"]) == 6
