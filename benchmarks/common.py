@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import platform
 from collections.abc import Callable
 
 import torch
@@ -11,13 +10,9 @@ import torch
 
 def machine() -> str:
     """CPU model, core count and torch threads, for every results file."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}; torch {torch.__version__}, {torch.get_num_threads()} threads"
+    from mlpvision.runtime import cpu_model
+
+    return f"{cpu_model()}; torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 2) -> dict[str, dict]:

@@ -17,7 +17,6 @@ import json
 import logging
 import math
 import os
-import platform
 import statistics
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -476,10 +475,6 @@ def run_lab(
 
 
 def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores; torch {torch.__version__}, {torch.get_num_threads()} threads"
+    from .runtime import cpu_model
+
+    return f"{cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__}, {torch.get_num_threads()} threads"
