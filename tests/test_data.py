@@ -7,6 +7,8 @@ import torch
 from mlpvision.data import FashionMNIST, read_idx
 from mlpvision.errors import DataError
 
+from .conftest import write_cifar10
+
 
 def _idx(array: np.ndarray) -> bytes:
     codes = {np.dtype(np.uint8): 0x08, np.dtype(">i4"): 0x0C}
@@ -142,38 +144,11 @@ def test_batched_random_erasing():
     assert torch.equal(ds.batch_aug(imgs[sub], sub), out[sub])
 
 
-def _write_cifar10(root, layout):
-    import pickle
-
-    rng = np.random.default_rng(1)
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    expected = {}
-    if layout == "python":
-        folder = root / "cifar-10-batches-py"
-        folder.mkdir()
-        for n in names:
-            data, labels = rng.integers(0, 256, (3, 3072), dtype=np.uint8), [1, 2, 3]
-            (folder / n).write_bytes(pickle.dumps({"data": data, "labels": labels}, protocol=2))
-            expected[n] = (data, labels)
-        meta = {"label_names": [f"c{i}" for i in range(10)]}
-        (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
-    else:
-        folder = root / "cifar-10-batches-bin"
-        folder.mkdir()
-        for n in names:
-            data, labels = rng.integers(0, 256, (3, 3072), dtype=np.uint8), [4, 5, 6]
-            records = np.concatenate([np.array(labels, dtype=np.uint8)[:, None], data], axis=1)
-            (folder / f"{n}.bin").write_bytes(records.tobytes())
-            expected[n] = (data, labels)
-        (folder / "batches.meta.txt").write_text("\n".join(f"c{i}" for i in range(10)) + "\n")
-    return expected
-
-
 @pytest.mark.parametrize("layout", ["python", "binary"])
 def test_cifar10_layouts(tmp_path, layout):
     from mlpvision.data import load_split
 
-    expected = _write_cifar10(tmp_path, layout)
+    expected = write_cifar10(tmp_path, layout)
     train, info = load_split("cifar10", "train", tmp_path)
     test, _ = load_split("cifar10", "test", tmp_path)
     assert (len(train), len(test), info.num_classes, info.in_chans, info.img_size) == (15, 3, 10, 3, 32)
@@ -188,7 +163,7 @@ def test_cifar_pickle_cannot_run_code(tmp_path):
 
     from mlpvision.data import load_split
 
-    _write_cifar10(tmp_path, "python")
+    write_cifar10(tmp_path, "python")
     ran = tmp_path / "ran"
 
     class Payload:

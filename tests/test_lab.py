@@ -1,13 +1,16 @@
 """The lab pipeline in --quick mode: every experiment trains, measures, skips finished runs and reports."""
 
+import dataclasses
 import json
 
 import pytest
 
 from mlpvision.cli import main
 from mlpvision.errors import ConfigError
-from mlpvision.lab import Settings, plan, run_lab
+from mlpvision.lab import Lab, Settings, plan, run_lab
 from mlpvision.lab_report import write_report
+
+from .conftest import write_cifar10
 
 
 @pytest.fixture(scope="module")
@@ -87,3 +90,39 @@ def test_unknown_experiment_is_a_clear_error(capsys):
         run_lab(Settings.tiny(), only=["nope"])
     assert main(["lab", "--quick", "--only", "nope"]) == 2
     assert "unknown experiment(s) nope" in capsys.readouterr().err
+
+
+def test_the_cifar10_plan_uses_the_32px_twins_and_keeps_the_synthetic_probes():
+    exps = plan(Settings(data="cifar10"))
+    for exp in exps:
+        for run in exp.runs:
+            if exp.key in ("position", "global"):  # synthetic 28x28 data whatever the lab's data set
+                assert run.data.endswith("-task") and run.model.endswith("_28")
+            else:
+                assert run.data in ("cifar10", "cifar10-permuted") and run.model.endswith("_32"), run
+                assert all(m.endswith("_32") for m, _ in exp.latency.values())
+    # identical probe trainings are shared with the Fashion-MNIST lab; nothing else is
+    fm = {r.key for e in plan(Settings()) for r in e.runs}
+    assert {r.key for e in exps for r in e.runs} & fm == {r.key for e in exps if e.key in ("position", "global")
+                                                          for r in e.runs}  # fmt: skip
+
+
+def test_the_lab_runs_on_cifar10(tmp_path):
+    write_cifar10(tmp_path, per_file=60)  # 300 training and 60 test images
+    results, docs = tmp_path / "results", tmp_path / "docs"
+    Lab(dataclasses.replace(Settings.tiny(), data="cifar10"), results, tmp_path / "runs").resolution_error()
+    args = ["lab", "--quick", "--data", "cifar10", "--data-dir", str(tmp_path), "--only", "repmlp_vs_convnet",
+            "--results", str(results), "--runs", str(tmp_path / "runs"), "--docs", str(docs)]  # fmt: skip
+    assert main(args) == 0
+    written = [json.loads(p.read_text()) for p in (results / "runs").glob("*.json")]
+    assert [(r["model"], r["data"]) for r in written] == [("repmlp_fast_32", "cifar10")] * 2
+    assert len(json.loads((results / "repmlp_vs_convnet_latency.json").read_text())["rows"]) == 2
+    assert json.loads((results / "resolution_error.json").read_text())["input"] == [1, 3, 64, 64]
+    report = (docs / "results-cifar10.md").read_text()
+    assert "results on CIFAR-10" in report and "| model | CIFAR-10 | permuted pixels |" in report
+    assert "A 32-px Mixer given a 64-px image" in report and not (docs / "results.md").exists()
+
+
+def test_the_lab_refuses_other_data_sets(capsys):
+    assert main(["lab", "--quick", "--data", "synthetic", "--list"]) == 2
+    assert "the lab runs on fashion-mnist, cifar10, cifar100, not 'synthetic'" in capsys.readouterr().err

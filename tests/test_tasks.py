@@ -6,6 +6,8 @@ import mlpvision
 from mlpvision.data import load_split
 from mlpvision.tasks import MARGIN, global_task, permute_pixels, pixel_permutation, position_task, shift_images
 
+from .conftest import write_cifar10
+
 
 def test_position_task_puts_the_shape_in_the_labelled_quadrant_away_from_the_border():
     ds = position_task(200, seed=3)
@@ -43,6 +45,17 @@ def test_permuted_fashion_mnist_is_a_fixed_permutation_of_every_image():
     perm = pixel_permutation(784)
     assert torch.equal(permute_pixels(plain.images[:50], perm), permuted.images[:50])
     assert torch.equal(plain.images[:50].flatten(1).sort(1).values, permuted.images[:50].flatten(1).sort(1).values)
+
+
+def test_permuted_cifar10_moves_every_channel_alike(tmp_path):
+    write_cifar10(tmp_path, per_file=4)
+    plain, info = load_split("cifar10", "test", tmp_path)
+    permuted, pinfo = load_split("cifar10-permuted", "test", tmp_path)
+    assert pinfo.name == "cifar10-permuted" and (pinfo.mean, pinfo.std) == (info.mean, info.std)
+    assert torch.equal(permuted.images, permute_pixels(plain.images, pixel_permutation(32 * 32)))
+    # a pixel keeps its three colour values together
+    rgb = plain.images.flatten(2).transpose(1, 2).flatten(0, 1).tolist()
+    assert sorted(rgb) == sorted(permuted.images.flatten(2).transpose(1, 2).flatten(0, 1).tolist())
 
 
 def test_a_plain_mlp_is_blind_to_a_pixel_permutation():

@@ -284,23 +284,28 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_lab(args: argparse.Namespace) -> int:
+    import dataclasses
     import logging
 
-    from .lab import Settings, plan, run_lab
+    from .lab import Settings, check_data, data_suffix, plan, run_lab
     from .lab_report import write_report
 
     settings = Settings.tiny() if args.quick else Settings.full()
+    settings = dataclasses.replace(settings, data=args.data)
+    check_data(args.data)
+    suffix = data_suffix(args.data)
+    results = args.results or f"results/lab{suffix}"
     if args.list:
         for exp in plan(settings):
             print(f"{exp.key:20s} {len(exp.runs):3d} runs  {exp.title}")
         return 0
     if not args.report_only:
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
-        run_lab(settings, args.results, args.runs, args.only, args.data_dir, progress=console.print)
+        run_lab(settings, results, args.runs or f"runs/lab{suffix}", args.only, args.data_dir, progress=console.print)
     from pathlib import Path
 
     headline = Path(args.headline) if args.headline else None
-    out = write_report(args.results, args.docs, headline)
+    out = write_report(results, args.docs, headline)
     console.print(f"report: {out}")
     return 0
 
@@ -415,11 +420,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="+", metavar="EXPERIMENT", help="run only these experiments (see --list)")
     p.add_argument("--list", action="store_true", help="list the experiments and their number of runs")
     p.add_argument("--report-only", action="store_true", help="only regenerate the report from the results")
-    p.add_argument("--results", default="results/lab", help="result JSON folder (default: %(default)s)")
-    p.add_argument("--runs", default="runs/lab", help="checkpoint folder (default: %(default)s)")
+    p.add_argument(
+        "--data",
+        default="fashion-mnist",
+        help="fashion-mnist (default), cifar10 or cifar100: "
+        "the image data of every experiment except the synthetic probes; off Fashion-MNIST the "
+        "default folders and page get a -DATA suffix",
+    )
+    p.add_argument("--results", default=None, help="result JSON folder (default: results/lab)")
+    p.add_argument("--runs", default=None, help="checkpoint folder (default: runs/lab)")
     p.add_argument("--docs", default="docs", help="where results.md and figures/ go (default: %(default)s)")
     p.add_argument("--headline", default=None, help="run folder of the headline model, reported first")
-    p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST idx files")
+    p.add_argument("--data-dir", default=None, help="folder with the data set's files")
     p.add_argument("--verbose", action="store_true", help="log each training run")
     p.set_defaults(func=_cmd_lab)
 

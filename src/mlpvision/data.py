@@ -6,7 +6,7 @@ import gzip
 import math
 import os
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -144,14 +144,14 @@ class DataInfo:
 # normalisation statistics of the training sets
 _STATS = {
     "fashion-mnist": ((0.2860,), (0.3530,)),
-    "fashion-mnist-permuted": ((0.2860,), (0.3530,)),  # a permutation keeps the pixel statistics
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
     "synthetic": ((0.5,), (0.25,)),
 }
+PERMUTABLE = ("fashion-mnist", "cifar10", "cifar100")  # each has a "-permuted" twin (mlpvision.tasks)
 DATASETS = (
     "fashion-mnist", "cifar10", "cifar100", "imagefolder", "synthetic",
-    "fashion-mnist-permuted", "position-task", "global-task",  # the lab's probes (mlpvision.tasks)
+    *(f"{name}-permuted" for name in PERMUTABLE), "position-task", "global-task",  # the lab's probes
 )  # fmt: skip
 
 
@@ -300,13 +300,14 @@ def load_split(name: str, split: str, data_dir=None, img_size: int | None = None
     if name not in DATASETS:
         raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
     train = split == "train"
-    if name in ("fashion-mnist", "fashion-mnist-permuted"):
+    if name.endswith("-permuted"):  # a fixed pixel permutation keeps the pixel statistics of its base set
+        from .tasks import permuted
+
+        base, info = load_split(name.removesuffix("-permuted"), split, data_dir, img_size, in_chans)
+        return permuted(base), replace(info, name=name)
+    if name == "fashion-mnist":
         fm = FashionMNIST(data_dir, train=train)
         ds = TensorImages(fm.data.unsqueeze(1), fm.targets, tuple(fm.classes))
-        if name == "fashion-mnist-permuted":
-            from .tasks import load_task
-
-            ds = load_task(name, train, ds)
     elif name in ("position-task", "global-task"):
         from .tasks import load_task
 

@@ -31,12 +31,12 @@ from .errors import ConfigError, InputShapeError
 from .models.registry import create_model
 from .reparam import reparameterize
 
-__all__ = ["Experiment", "LabRun", "Settings", "plan", "run_lab"]
+__all__ = ["LAB_DATA", "Experiment", "LabRun", "Settings", "check_data", "data_suffix", "plan", "run_lab"]
 
 log = logging.getLogger(__name__)
 
 SHIFTS = (0, 1, 2, 3, 4)  # translation probe: pixels
-_EVAL_KEYS = {"shift": "shift_top1", "train_acc": "train_top1"}  # LabRun.evals -> the result field each adds
+EVAL_KEYS = {"shift": "shift_top1", "train_acc": "train_top1"}  # LabRun.evals -> the result field each adds
 FRACTIONS = (0.1, 0.3, 1.0)  # over-fitting study: share of the training images
 # the Wide-ConvNet twin of the fast RepMLP net: the same layout with a 3x3 conv (no groups) as spatial layer
 CONV_TWIN = {"layer": "conv", "conv_kernel": 3, "groups": 1}
@@ -48,6 +48,7 @@ class Settings:
     """The budgets of one lab mode."""
 
     quick: bool = False
+    data: str = "fashion-mnist"  # or "cifar10" / "cifar100" (32x32 models); the synthetic probes stay 28x28
     seeds: tuple[int, ...] = (0, 1)
     epochs: int = 3  # training budget of the accuracy tables
     overfit_epochs: int = 2  # images seen in the over-fitting study: this many epochs of the full training set
@@ -124,8 +125,34 @@ def _base_train(s: Settings) -> dict:
     return d
 
 
+LAB_DATA = {"fashion-mnist": 28, "cifar10": 32, "cifar100": 32}  # data sets the lab runs on -> image size
+DATA_NAMES = {"fashion-mnist": "Fashion-MNIST (28x28x1)", "cifar10": "CIFAR-10 (32x32x3)",
+              "cifar100": "CIFAR-100 (32x32x3)"}  # fmt: skip
+
+
+def data_suffix(data: str) -> str:
+    """Suffix of the lab's default folders, page and figures for ``data`` (none for Fashion-MNIST)."""
+    return "" if data == "fashion-mnist" else f"-{data}"
+
+
+def check_data(name: str) -> int:
+    """The image size of lab data set ``name`` (a clear error for any other)."""
+    if name not in LAB_DATA:
+        raise ConfigError(f"the lab runs on {', '.join(LAB_DATA)}, not {name!r}")
+    return LAB_DATA[name]
+
+
 def plan(s: Settings) -> list[Experiment]:
-    """Every experiment of the lab with its runs, for the budgets in ``s``."""
+    """Every experiment of the lab with its runs, for the budgets in ``s``.
+
+    Written for Fashion-MNIST's 28-px models; on CIFAR the ``_28`` models become their ``_32`` twins and every
+    run trains on ``s.data``, except the synthetic position and global probes, which are the same everywhere.
+    """
+    size = check_data(s.data)
+
+    def sized(model: str) -> str:
+        return model.removesuffix("_28") + f"_{size}" if model.endswith("_28") else model
+
     base = _base_train(s)
     no_crop = {**base, "aug": {"crop_padding": 0, "hflip": 0.5}}  # shifts stay out of training: the probe measures
     probe = {**base, "epochs": s.probe_epochs, "aug": {"crop_padding": 0, "hflip": 0.0}}
@@ -134,7 +161,7 @@ def plan(s: Settings) -> list[Experiment]:
     seeds = s.seeds
 
     def runs(label, model, model_args=None, train=None, **kw) -> list[LabRun]:
-        return [LabRun(label, model, seed, model_args=model_args or {}, train=train or base, **kw) for seed in seeds]
+        return [LabRun(label, sized(model), seed, s.data, model_args or {}, train or base, **kw) for seed in seeds]
 
     exps: list[Experiment] = []
     ablation = {
@@ -150,15 +177,17 @@ def plan(s: Settings) -> list[Experiment]:
         "Each perceptron matters; the FC layer (global capacity + position) beats a conv of similar cost, and the "
         "Local Perceptron gives the FC a local prior that survives re-parameterization.",
         [r for label, a in ablation.items() for r in runs(label, "repmlp_fast_28", a)],
-        f"{_epochs(s.epochs)}, default recipe", {label: ("repmlp_fast_28", a) for label, a in ablation.items()},
-        notes="The network is `repmlp_fast_28` (2x2 patch stem, then the paper's pure-MLP stage layout at 14x14 "
-              "and 7x7): the paper's full-resolution layout (`repmlp_pure_28`) costs 5x more per epoch.",
+        f"{_epochs(s.epochs)}, default recipe", {label: (sized("repmlp_fast_28"), a) for label, a in ablation.items()},
+        notes=f"The network is `{sized('repmlp_fast_28')}` (2x2 patch stem, then the paper's pure-MLP stage layout "
+              f"at {size // 2}x{size // 2} and {size // 4}x{size // 4}): the paper's full-resolution layout "
+              f"(`{sized('repmlp_pure_28')}`) costs 5x more per epoch.",
     ))  # fmt: skip
     exps.append(Experiment(
         "repmlp_vs_convnet", "Pure-MLP RepMLP vs Wide ConvNet",
         "The pure-MLP RepMLP network beats a Wide ConvNet of the same layout with fewer FLOPs.",
         runs(REP, "repmlp_fast_28") + runs(TWIN, "repmlp_fast_28", CONV_TWIN),
-        f"{_epochs(s.epochs)}, default recipe", {REP: ("repmlp_fast_28", {}), TWIN: ("repmlp_fast_28", CONV_TWIN)},
+        f"{_epochs(s.epochs)}, default recipe",
+        {REP: (sized("repmlp_fast_28"), {}), TWIN: (sized("repmlp_fast_28"), CONV_TWIN)},
     ))  # fmt: skip
     small = {**base, "train_subset": s.subset or 10000}
     exps.append(Experiment(
@@ -166,14 +195,14 @@ def plan(s: Settings) -> list[Experiment]:
         "Adding RepMLP blocks to a ResNet raises accuracy at a similar cost.",
         runs("ResNet-18", "resnet18_28", train=small) + runs("RepMLP-ResNet-18", "repmlp_resnet18_28", train=small),
         f"{_epochs(s.epochs)} on {small['train_subset']} training images, default recipe",
-        {"ResNet-18": ("resnet18_28", {}), "RepMLP-ResNet-18": ("repmlp_resnet18_28", {})},
+        {"ResNet-18": (sized("resnet18_28"), {}), "RepMLP-ResNet-18": (sized("repmlp_resnet18_28"), {})},
     ))  # fmt: skip
     families = {
         "plain MLP": "mlp_28", "MLP-Mixer": "mixer_t4_28", "ResMLP": "resmlp_tiny_12_28", "RepMLP": "repmlp_fast_28",
         "ViT": "vit_mini_patch4_28", "ResNet-18": "resnet18_28", "External Attention": "eanet_tiny_28",
     }  # fmt: skip
-    equal = [LabRun(label, m, seeds[0], train=no_crop, evals=("shift",), equal_time_min=s.equal_time_min)
-             for label, m in families.items()]  # fmt: skip
+    equal = [LabRun(label, sized(m), seeds[0], s.data, train=no_crop, evals=("shift",),
+                    equal_time_min=s.equal_time_min) for label, m in families.items()]  # fmt: skip
     exps.append(Experiment(
         "families", "Families at equal training time",
         "Given the same compute, which family learns most: priors (conv) vs capacity (MLP/attention).",
@@ -190,16 +219,17 @@ def plan(s: Settings) -> list[Experiment]:
         runs("Affine", "resmlp_tiny_12_28") + runs("LayerNorm", "resmlp_tiny_12_28", {"norm": "layernorm"}),
         f"{_epochs(s.epochs)}, default recipe",
     ))  # fmt: skip
-    teacher = LabRun("teacher", "repmlp_fast_28", seeds[0], model_args=CONV_TWIN, train=base)
+    teacher = LabRun("teacher", sized("repmlp_fast_28"), seeds[0], s.data, CONV_TWIN, base)
     distill = {**base, "distill": "hard", "distill_alpha": 0.5}
     exps.append(Experiment(
         "resmlp_distill", "ResMLP with and without distillation",
         "ResMLP learns better with hard distillation from a convnet teacher (the DeiT recipe).",
         runs("ResMLP", "resmlp_tiny_12_28") + runs("ResMLP + distillation", "resmlp_tiny_12_28", train=distill,
                                                    teacher=teacher),
-        f"{_epochs(s.epochs)}, default recipe; teacher: the Wide-ConvNet twin of `repmlp_fast_28` (same budget)",
+        f"{_epochs(s.epochs)}, default recipe; teacher: the Wide-ConvNet twin of `{sized('repmlp_fast_28')}` "
+        "(same budget)",
     ))  # fmt: skip
-    n_train = s.subset or 55000
+    n_train = s.subset or {"fashion-mnist": 60000}.get(s.data, 50000) - s.val_size
     over = []
     for label, m, a in (("plain MLP", "mlp_28", {}), ("MLP-Mixer", "mixer_t4_28", {}),
                         ("ResMLP", "resmlp_tiny_12_28", {}), ("ConvNet", "repmlp_fast_28", CONV_TWIN)):  # fmt: skip
@@ -215,8 +245,8 @@ def plan(s: Settings) -> list[Experiment]:
                    "ConvNet": ("repmlp_fast_28", CONV_TWIN)}  # fmt: skip
     perm = []
     for label, (m, a) in perm_models.items():
-        for data in ("fashion-mnist", "fashion-mnist-permuted"):
-            perm += [LabRun(f"{label}|{data}", m, seed, data, a, no_crop) for seed in seeds]
+        for data in (s.data, f"{s.data}-permuted"):
+            perm += [LabRun(f"{label}|{data}", sized(m), seed, data, a, no_crop) for seed in seeds]
     exps.append(Experiment(
         "permutation", "Local prior: a fixed pixel permutation",
         "A plain MLP has no local prior, so a fixed permutation of the pixels costs it nothing; models that "
@@ -238,18 +268,21 @@ def plan(s: Settings) -> list[Experiment]:
             [LabRun(label, m, seed, data, a, probe) for label, (m, a) in probe_models.items() for seed in seeds],
             f"{_epochs(s.probe_epochs)} of 12 000 synthetic images, no augmentation",
         ))  # fmt: skip
-    base28 = {m: LabRun(f"{m} at 28 px", m, seeds[0], train=base) for m in ("mixer_t4_28", "resmlp_tiny_12_28")}
+    native = {m: LabRun(f"{m} at {size} px", m, seeds[0], s.data, train=base)
+              for m in (sized("mixer_t4_28"), sized("resmlp_tiny_12_28"))}  # fmt: skip
     transfer = []
-    for m, b in base28.items():
-        short = {**base, "epochs": 1, "img_size": 56}
-        transfer += [b, LabRun(f"{m}: 28 px model fine-tuned at 56 px (1 epoch)", m, seeds[0], train=short, init=b),
-                     LabRun(f"{m}: trained at 56 px from scratch (1 epoch)", m, seeds[0], train=short)]  # fmt: skip
+    for m, b in native.items():
+        short = {**base, "epochs": 1, "img_size": 2 * size}
+        transfer += [b, LabRun(f"{m}: {size} px model fine-tuned at {2 * size} px (1 epoch)", m, seeds[0], s.data,
+                               train=short, init=b),
+                     LabRun(f"{m}: trained at {2 * size} px from scratch (1 epoch)", m, seeds[0], s.data,
+                            train=short)]  # fmt: skip
     exps.append(Experiment(
         "resolution", "Fixed input size and resolution transfer",
         "Token-mixing weights are tied to the number of patches, so an MLP takes one input size; the Mixer paper "
         "fine-tunes at a higher resolution by expanding the token-mixing weights block-diagonally (ResMLP's "
         "cross-patch linear likewise).",
-        transfer, f"base {_epochs(s.epochs)} at 28 px; Fashion-MNIST upscaled to 56 px; seed {seeds[0]}",
+        transfer, f"base {_epochs(s.epochs)} at {size} px; images upscaled to {2 * size} px; seed {seeds[0]}",
     ))  # fmt: skip
     return exps
 
@@ -316,7 +349,7 @@ class Lab:
         has_model = self.model_path(run).is_file()
         if path.is_file():
             result = json.loads(path.read_text())
-            missing = [e for e in run.evals if _EVAL_KEYS[e] not in result]
+            missing = [e for e in run.evals if EVAL_KEYS[e] not in result]
             if not missing and (has_model or not need_model):
                 return result
             if has_model:  # trained for another experiment that did not need these measurements
@@ -339,7 +372,7 @@ class Lab:
             # measured once and kept, so that a resumed run keeps the schedule it started with
             calibration = self.runs / run.key / "calibration.json"
             if not calibration.is_file():
-                n_train = cfg.get("train_subset") or 60000 - cfg["val_size"]
+                n_train = cfg.get("train_subset") or len(self._eval_set(run, "train")[1]) - cfg["val_size"]
                 _atomic_json(calibration, {"epochs": _calibrate_epochs(run, cfg, n_train)})
             cfg["epochs"] = json.loads(calibration.read_text())["epochs"]
             cfg["time_limit_min"] = run.equal_time_min * 1.5  # a safety net; the epochs are sized to fit
@@ -412,12 +445,12 @@ class Lab:
         path = self.results / f"{exp.key}_latency.json"
         if not exp.latency or path.is_file():
             return
-        x = torch.randn(self.s.latency_batch, 1, 28, 28)
         cands, labels = [], []
         for label, (m, a) in exp.latency.items():
             model = reparameterize(create_model(m, **a).eval())
+            x = torch.randn(self.s.latency_batch, model.in_chans, model.img_size, model.img_size)
 
-            def call(model=model) -> object:
+            def call(model=model, x=x) -> object:
                 with torch.inference_mode():
                     return model(x)
 
@@ -430,13 +463,16 @@ class Lab:
 
     def resolution_error(self) -> None:
         """Records the error a fixed-size model gives for another input size (experiment 7's first half)."""
-        model = create_model("mixer_t4_28")
+        size = check_data(self.s.data)
+        model = create_model(f"mixer_t4_{size}")
+        shape = [1, model.in_chans, 2 * size, 2 * size]
         try:
-            model(torch.zeros(1, 1, 56, 56))
+            model(torch.zeros(shape))
             message = None
         except InputShapeError as e:
             message = str(e)
-        _atomic_json(self.results / "resolution_error.json", {"input": [1, 1, 56, 56], "error": message})
+        _atomic_json(self.results / "resolution_error.json",
+                     {"model": f"mixer_t4_{size}", "input": shape, "error": message})  # fmt: skip
 
 
 def _load(path: Path):

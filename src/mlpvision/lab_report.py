@@ -1,4 +1,5 @@
-"""docs/results.md and docs/figures/lab_*.png, generated from the lab's JSON results alone.
+"""docs/results.md and docs/figures/lab_*.png (results-cifar10.md, lab-cifar10_*.png for CIFAR-10, ...),
+generated from the lab's JSON results alone.
 
 Each experiment gets its claim, its budget (data, epochs or minutes, seeds, hardware), a table with mean ±
 std over seeds, and a verdict computed from the numbers by a stated rule. Runs not done yet show as missing.
@@ -28,7 +29,10 @@ def _mean(values: list[float]) -> float | None:
 
 
 class _Results:
-    def __init__(self, results: Path) -> None:
+    def __init__(self, results: Path, data: str) -> None:
+        from .lab import DATA_NAMES, data_suffix
+
+        self.data, self.data_name, self.suffix = data, DATA_NAMES[data].split(" ")[0], data_suffix(data)
         self.by_key: dict[str, dict] = {}
         for f in sorted((results / "runs").glob("*.json")):
             r = json.loads(f.read_text())
@@ -36,12 +40,19 @@ class _Results:
         self.results = results
 
     def rows(self, exp) -> dict[str, list[dict]]:
-        """label -> the finished results of its seeds, in plan order."""
+        """label -> the finished results of its seeds, in plan order.
+
+        A result counts once it holds every measurement the run asks for: a training shared with another
+        experiment may exist before this experiment has added its own measurements to it.
+        """
+        from .lab import EVAL_KEYS
+
         out: dict[str, list[dict]] = {}
         for run in exp.runs:
             out.setdefault(run.label, [])
-            if run.key in self.by_key:
-                out[run.label].append(self.by_key[run.key])
+            r = self.by_key.get(run.key)
+            if r is not None and all(EVAL_KEYS[e] in r for e in run.evals):
+                out[run.label].append(r)
         return out
 
     def latency(self, exp) -> dict:
@@ -103,7 +114,7 @@ def _plot_families(exp, res: _Results, figures: Path) -> str | None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = figures / "lab_families.png"
+    path = figures / f"lab{res.suffix}_families.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path.name
@@ -175,7 +186,7 @@ def _translation_section(exp, res: _Results, rows: dict, done: bool, figures: Pa
             lines.append(f"| {label} | " + " | ".join(f"{a:.1f}" for a in acc) + f" | {acc[0] - acc[-1]:.1f} |")
     if curves:
         name = _plot_lines(curves, "shift (pixels)", "test top-1 (%)", "Accuracy under translation",
-                           figures / "lab_translation.png")  # fmt: skip
+                           figures / f"lab{res.suffix}_translation.png")  # fmt: skip
         lines += ["", f"![accuracy vs shift](figures/{name})"]
     drops = {lb: c[1][0] - c[1][-1] for lb, c in curves.items()}
     ok = drops["ResNet-18"] < min(drops["MLP-Mixer"], drops["plain MLP"]) if done else None
@@ -211,7 +222,7 @@ def _overfitting_section(exp, res: _Results, rows: dict, done: bool, figures: Pa
     if gaps:
         curves = {m: (sorted(g), [g[f] for f in sorted(g)]) for m, g in gaps.items()}
         name = _plot_lines(curves, "share of the training set", "train - test top-1 (points)",
-                           "Over-fitting vs data", figures / "lab_overfitting.png", logx=True)  # fmt: skip
+                           "Over-fitting vs data", figures / f"lab{res.suffix}_overfitting.png", logx=True)  # fmt: skip
         lines += ["", f"![gap vs data](figures/{name})"]
     small = min(FRACTIONS)
     ok = min(gaps[m][small] for m in ("plain MLP", "MLP-Mixer", "ResMLP")) > gaps["ConvNet"][small] if done else None
@@ -219,10 +230,10 @@ def _overfitting_section(exp, res: _Results, rows: dict, done: bool, figures: Pa
 
 
 def _permutation_section(exp, res: _Results, rows: dict, done: bool, figures: Path) -> list[str]:
-    lines = ["| model | Fashion-MNIST | permuted pixels | change (points) |", "|---|---:|---:|---:|"]
+    lines = [f"| model | {res.data_name} | permuted pixels | change (points) |", "|---|---:|---:|---:|"]
     change = {}
     for m in dict.fromkeys(label.split("|")[0] for label in rows):
-        a, b = _top1(rows[f"{m}|fashion-mnist"]), _top1(rows[f"{m}|fashion-mnist-permuted"])
+        a, b = _top1(rows[f"{m}|{res.data}"]), _top1(rows[f"{m}|{res.data}-permuted"])
         d = [y - x for x, y in zip(a, b, strict=False)]
         change[m] = _mean(d)
         lines.append(f"| {m} | {_ms(a)} | {_ms(b)} | {_ms(d)} |")
@@ -244,9 +255,11 @@ def _probe_section(exp, res: _Results, rows: dict, done: bool, figures: Path) ->
 def _resolution_section(exp, res: _Results, rows: dict, done: bool, figures: Path) -> list[str]:
     lines = []
     err = res.results / "resolution_error.json"
+    size = int(exp.runs[0].model.rsplit("_", 1)[1])
     if err.is_file():
         e = json.loads(err.read_text())
-        lines += ["A 28-px Mixer given a 56-px image:", "", "```", f"InputShapeError: {e['error']}", "```", ""]
+        lines += [f"A {size}-px Mixer given a {2 * size}-px image:", "", "```", f"InputShapeError: {e['error']}",
+                  "```", ""]  # fmt: skip
     lines += ["| run | test top-1 (%) | training time (min) |", "|---|---:|---:|"]
     tops = {}
     for label, rs in rows.items():
@@ -257,7 +270,7 @@ def _resolution_section(exp, res: _Results, rows: dict, done: bool, figures: Pat
     fine = [v for k, v in tops.items() if "fine-tuned" in k]
     scratch = [v for k, v in tops.items() if "from scratch" in k]
     ok = all(f > s for f, s in zip(fine, scratch, strict=True)) if done else None
-    return [*lines, "", _verdict(ok, "each fine-tuned 28-px model beats one epoch from scratch at 56 px")]
+    return [*lines, "", _verdict(ok, f"each fine-tuned {size}-px model beats one epoch from scratch at {2 * size} px")]
 
 
 _SECTIONS = {
@@ -275,8 +288,9 @@ def _section(exp, res: _Results, figures: Path) -> list[str]:
 
 
 def write_report(results: str | Path = "results/lab", docs: str | Path = "docs", headline: Path | None = None) -> Path:
-    """Regenerates ``docs/results.md`` and the lab figures from the JSON files under ``results``."""
-    from .lab import Settings, plan
+    """Regenerates ``docs/results.md`` (``results-<data>.md`` off Fashion-MNIST) and the lab figures from the
+    JSON files under ``results``; returns the page's path."""
+    from .lab import DATA_NAMES, Settings, plan
 
     results, docs = Path(results), Path(docs)
     figures = docs / "figures"
@@ -284,14 +298,17 @@ def write_report(results: str | Path = "results/lab", docs: str | Path = "docs",
     meta_path = results / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     settings = Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta.get("settings", {}).items()})
-    res = _Results(results)
+    res = _Results(results, settings.data)
+    flag = "" if not res.suffix else f" --data {settings.data}"
     lines = [
-        "# The inductive-bias lab: results",
+        f"# The inductive-bias lab: results on {res.data_name}",
         "",
-        "Generated by `mlpvision lab` from the JSON files under `results/lab/` (rerun `mlpvision lab --report-only`"
-        " to rebuild this page). Data: Fashion-MNIST (28x28x1; 5 000 training images held out for validation,"
-        " figures on the 10 000-image test set) unless a section says otherwise; the recipe is the library's default"
-        " (AdamW, warm-up + cosine, label smoothing 0.1, bfloat16 autocast).",
+        f"Generated by `mlpvision lab{flag}` from the JSON files under `{results.as_posix()}/` (rerun "
+        f"`mlpvision lab{flag} --report-only` to rebuild this page). Data: {DATA_NAMES[settings.data]}; "
+        f"{settings.val_size} training images held out for validation, figures on the test set"
+        f"{f' (first {settings.test_subset} images)' if settings.test_subset else ''}, unless a section says "
+        "otherwise; the recipe is the library's default (AdamW, warm-up + cosine, label smoothing 0.1, bfloat16 "
+        "autocast).",
         f"Hardware: {meta.get('machine', 'unknown')}. Mode: {'quick (tiny budgets)' if settings.quick else 'full'}.",
         "",
     ]
@@ -301,7 +318,7 @@ def write_report(results: str | Path = "results/lab", docs: str | Path = "docs",
         lines += _section(exp, res, figures)
     lines += ["## Cost scaling", "", "Mixer's cost grows linearly with the number of patches, ViT's attention "
               "quadratically: see [scaling.md](scaling.md).", ""]  # fmt: skip
-    out = docs / "results.md"
+    out = docs / f"results{res.suffix}.md"
     out.write_text("\n".join(lines))
     return out
 
@@ -312,7 +329,7 @@ def _headline(run_dir: Path) -> list[str]:
         "## The headline all-MLP model",
         "",
         f"`{s['model']}` selected on the validation split (best epoch {s['best_epoch']}, validation top-1 "
-        f"{s['best_val_top1']:.2f}%): **{s['test_top1_best']:.2f}%** Fashion-MNIST test top-1 "
+        f"{s['best_val_top1']:.2f}%): **{s['test_top1_best']:.2f}%** test top-1 "
         f"after {s['epochs_done']} epochs ({s['train_seconds'] / 3600:.1f} h). Files: `{run_dir}`.",
         "",
     ]

@@ -1,8 +1,9 @@
 """Controlled data sets that isolate one inductive bias each (the lab's probes).
 
-- ``fashion-mnist-permuted``: Fashion-MNIST with one fixed random pixel permutation applied to every image of
-  both splits. Neighbouring pixels are no longer related, so a local prior stops helping; a plain MLP, which
-  never had one, learns exactly as well as before.
+- ``fashion-mnist-permuted`` (likewise ``cifar10-permuted``, ``cifar100-permuted``): the data set with one fixed
+  random permutation of the pixel positions applied to every image of both splits (all channels alike).
+  Neighbouring pixels are no longer related, so a local prior stops helping; a plain MLP, which never had one,
+  learns exactly as well as before.
 - ``position-task``: one shape on a noisy background; the label is the quadrant that holds it. The shape keeps
   3 pixels away from the border, so nothing local reveals where it is: only a model that knows absolute
   position (FC layers do by construction) can solve it.
@@ -10,7 +11,7 @@
   the label is whether the top-left and bottom-right patches match. Every image holds the same multiset of
   patches, so features pooled over the image carry no information: the model must relate two regions ~20
   pixels apart.
-All are deterministic given the split (seeded), uint8 28x28x1.
+All are deterministic given the split (seeded); the synthetic two are uint8 28x28x1.
 """
 
 from __future__ import annotations
@@ -19,15 +20,15 @@ import torch
 
 from .data import TensorImages
 
-__all__ = ["TASKS", "global_task", "permute_pixels", "pixel_permutation", "position_task", "shift_images"]
+__all__ = ["TASKS", "global_task", "permute_pixels", "permuted", "pixel_permutation", "position_task", "shift_images"]
 
-TASKS = ("fashion-mnist-permuted", "position-task", "global-task")
+TASKS = ("position-task", "global-task")  # synthetic; the "-permuted" data sets are built by ``permuted``
 TASK_SIZES = {"train": 12000, "test": 2000}
 MARGIN = 3  # pixels between a shape and the image border
 
 
 def pixel_permutation(num_pixels: int, seed: int = 0) -> torch.Tensor:
-    """The fixed permutation of ``num_pixels`` pixel positions used by ``fashion-mnist-permuted``."""
+    """The fixed permutation of ``num_pixels`` pixel positions used by the ``-permuted`` data sets."""
     return torch.randperm(num_pixels, generator=torch.Generator().manual_seed(seed))
 
 
@@ -111,12 +112,15 @@ def global_task(n: int, seed: int, size: int = 28, side: int = 7) -> TensorImage
     return TensorImages(images, labels, ("different", "same"))
 
 
-def load_task(name: str, train: bool, base: TensorImages | None = None) -> TensorImages:
-    """One of :data:`TASKS`; ``fashion-mnist-permuted`` permutes ``base`` (the Fashion-MNIST split)."""
+def permuted(base: TensorImages) -> TensorImages:
+    """``base`` with the fixed pixel permutation of its image size applied to every image."""
+    perm = pixel_permutation(base.images.shape[-2] * base.images.shape[-1])
+    return TensorImages(permute_pixels(base.images, perm), base.labels, base.classes)
+
+
+def load_task(name: str, train: bool) -> TensorImages:
+    """The ``train`` or test split of one of the synthetic :data:`TASKS`."""
     split = "train" if train else "test"
-    if name == "fashion-mnist-permuted":
-        perm = pixel_permutation(base.images.shape[-2] * base.images.shape[-1])
-        return TensorImages(permute_pixels(base.images, perm), base.labels, base.classes)
     seed = {"train": 0, "test": 1}[split] + (100 if name == "global-task" else 0)
     make = position_task if name == "position-task" else global_task
     return make(TASK_SIZES[split], seed)

@@ -122,7 +122,8 @@ class RepMLPBlock(Reparameterizable):
 
     @torch.no_grad()
     def init_weights(self) -> None:
-        if isinstance(getattr(self, "fc3", None), nn.Conv2d) and not self.fc_as_conv:
+        # a deploy-form block gets its weights from a train-form block or a file: the QR would be wasted
+        if isinstance(getattr(self, "fc3", None), nn.Conv2d) and not self.fc_as_conv and not self.deploy:
             # orthogonal per group, as for an FC layer; the default conv init assumes a small fan-in
             w = self.fc3.weight.view(self.groups, -1, self.fc3.weight.shape[1])
             for i in range(self.groups):
