@@ -6,7 +6,7 @@
 Publishing takes the model selected on the validation split (best.safetensors), converts it to its deploy form,
 checks that it is all-MLP (no BatchNorm, no convolution other than non-overlapping patch projections), saves it
 under results/<run>/model.safetensors (in float16 when float32 would exceed the size limit) with the recipe,
-metrics, curves and summary, and evaluates the saved file on the test set with the same code as
+metrics, curves, training log and summary, and evaluates the saved file on the test set with the same code as
 `mlpvision eval`, writing the figure to results/<run>/eval.json.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -52,7 +53,8 @@ def publish(run: Path, dest: Path) -> dict:
         model = model.half()
         out = save_model(model, dest / "model.safetensors", data_meta)
         dtype = "float16"
-    for name in ("metrics.csv", "metrics.json", "curves.png", "confusion.png", "summary.json", "config.json"):
+    kept = ("metrics.csv", "metrics.json", "curves.png", "confusion.png", "summary.json", "config.json", "train.log")
+    for name in kept:
         if (run / name).is_file():
             shutil.copy(run / name, dest / name)
     shutil.copy(RECIPE, dest / "recipe.yaml")
@@ -80,6 +82,9 @@ def main() -> None:
     parser.add_argument("--publish-only", action="store_true")
     args = parser.parse_args()
     if not args.publish_only:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        handlers = [logging.StreamHandler(), logging.FileHandler(Path(args.out) / "train.log")]  # appends on resume
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", handlers=handlers)
         recipe = yaml.safe_load(RECIPE.read_text())
         train(TrainConfig.from_dict({**recipe, "out": args.out}), resume=True)
     report = publish(Path(args.out), Path(args.dest))
