@@ -24,6 +24,18 @@ def test_save_and_load_rebuilds_the_same_model(tmp_path):
         assert torch.equal(loaded(x), model(x))
 
 
+def test_a_half_precision_file_loads_into_a_float32_model(tmp_path):
+    """How a model over the size limit is published: float16 weights, evaluated in float32."""
+    model = mlpvision.create_model("mixer_t4_28").eval()
+    path = save_model(model.half(), tmp_path / "m.safetensors")
+    assert all(t.dtype == torch.float16 for t in read_safetensors(path)[0].values())
+    again = load_checkpoint(path)
+    assert all(p.dtype == torch.float32 for p in again.parameters())
+    for (name, a), b in zip(model.state_dict().items(), again.state_dict().values(), strict=True):
+        assert torch.equal(a.float(), b), name
+    assert again(torch.randn(2, 1, 28, 28)).dtype == torch.float32
+
+
 def test_plain_weights_have_no_model_name(tmp_path):
     path = write_safetensors(mlpvision.create_model("mixer_t4_28").state_dict(), tmp_path / "w.safetensors")
     with pytest.raises(CheckpointError, match="no model name"):
