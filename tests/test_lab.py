@@ -126,3 +126,20 @@ def test_the_lab_runs_on_cifar10(tmp_path):
 def test_the_lab_refuses_other_data_sets(capsys):
     assert main(["lab", "--quick", "--data", "synthetic", "--list"]) == 2
     assert "the lab runs on fashion-mnist, cifar10, cifar100, not 'synthetic'" in capsys.readouterr().err
+
+
+def test_the_report_shows_the_published_headline_model(tmp_path):
+    folder = tmp_path / "results" / "allmlp_headline"
+    folder.mkdir(parents=True)
+    summary = {"model": "repmlp_fast_28", "epochs_done": 80, "train_seconds": 9000.0, "best_epoch": 77,
+               "best_val_top1": 95.2, "test_top1_best": 94.9}  # fmt: skip
+    report = {"file": "results/allmlp_headline/model.safetensors", "params": 12_690_000, "dtype": "float16",
+              "all_mlp": True, "best_epoch": 77, "best_val_top1": 95.2, "test_top1": 94.87, "test_top5": 99.9,
+              "target_top1": 95.0, "met": False, "command": "mlpvision eval --checkpoint m.safetensors"}  # fmt: skip
+    (folder / "summary.json").write_text(json.dumps(summary))
+    (folder / "eval.json").write_text(json.dumps(report))
+    (folder / "curves.png").write_bytes(b"png")
+    page = write_report(tmp_path / "lab", tmp_path / "docs", folder).read_text()
+    assert "test top-1 of the published file: **94.87%**" in page and "**not met**" in page
+    assert "12.69 M parameters, float16, all-MLP: yes" in page and report["command"] in page
+    assert "![training curves](../results/allmlp_headline/curves.png)" in page

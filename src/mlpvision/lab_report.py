@@ -8,6 +8,7 @@ std over seeds, and a verdict computed from the numbers by a stated rule. Runs n
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -313,7 +314,7 @@ def write_report(results: str | Path = "results/lab", docs: str | Path = "docs",
         "",
     ]
     if headline is not None and (headline / "summary.json").is_file():
-        lines += _headline(headline)
+        lines += _headline(headline, docs)
     for exp in plan(settings):
         lines += _section(exp, res, figures)
     lines += ["## Cost scaling", "", "Mixer's cost grows linearly with the number of patches, ViT's attention "
@@ -323,13 +324,31 @@ def write_report(results: str | Path = "results/lab", docs: str | Path = "docs",
     return out
 
 
-def _headline(run_dir: Path) -> list[str]:
-    s = json.loads((run_dir / "summary.json").read_text())
-    return [
-        "## The headline all-MLP model",
-        "",
-        f"`{s['model']}` selected on the validation split (best epoch {s['best_epoch']}, validation top-1 "
-        f"{s['best_val_top1']:.2f}%): **{s['test_top1_best']:.2f}%** test top-1 "
-        f"after {s['epochs_done']} epochs ({s['train_seconds'] / 3600:.1f} h). Files: `{run_dir}`.",
-        "",
-    ]
+def _headline(folder: Path, docs: Path) -> list[str]:
+    """The headline model's section, from its published folder (eval.json, summary.json) or a run folder."""
+    s = json.loads((folder / "summary.json").read_text())
+    lines = ["## The headline all-MLP model", ""]
+    published = folder / "eval.json"
+    if published.is_file():
+        e = json.loads(published.read_text())
+        lines += [
+            f"`{s['model']}` trained by `python experiments/headline.py` ({s['epochs_done']} epochs, "
+            f"{s['train_seconds'] / 3600:.1f} h of wall-clock), selected on the validation split (best epoch "
+            f"{e['best_epoch']}, validation top-1 {e['best_val_top1']:.2f}%) and published in its deploy form "
+            f"(`{e['file']}`, {e['params'] / 1e6:.2f} M parameters, {e['dtype']}, all-MLP: "
+            f"{'yes' if e['all_mlp'] else 'no'}).",
+            "",
+            f"Fashion-MNIST test top-1 of the published file: **{e['test_top1']:.2f}%** (top-5 {e['test_top5']:.2f}%)"
+            f"; target {e['target_top1']:.1f}%: **{'met' if e['met'] else 'not met'}**. Reproduce with "
+            f"`{e['command']}`.",
+        ]  # fmt: skip
+        curves = folder / "curves.png"
+        if curves.is_file():
+            lines += ["", f"![training curves]({Path(os.path.relpath(curves, docs)).as_posix()})"]
+    else:  # a run folder that has not been published yet
+        lines += [
+            f"`{s['model']}` selected on the validation split (best epoch {s['best_epoch']}, validation top-1 "
+            f"{s['best_val_top1']:.2f}%): **{s['test_top1_best']:.2f}%** test top-1 after {s['epochs_done']} epochs "
+            f"({s['train_seconds'] / 3600:.1f} h). Files: `{folder}` (not published yet).",
+        ]  # fmt: skip
+    return [*lines, ""]
