@@ -115,8 +115,8 @@ def test_the_lab_runs_on_cifar10(tmp_path):
             "--results", str(results), "--runs", str(tmp_path / "runs"), "--docs", str(docs)]  # fmt: skip
     assert main(args) == 0
     written = [json.loads(p.read_text()) for p in (results / "runs").glob("*.json")]
-    assert [(r["model"], r["data"]) for r in written] == [("repmlp_fast_32", "cifar10")] * 2
-    assert len(json.loads((results / "repmlp_vs_convnet_latency.json").read_text())["rows"]) == 2
+    assert [(r["model"], r["data"]) for r in written] == [("repmlp_fast_32", "cifar10")] * 3
+    assert len(json.loads((results / "repmlp_vs_convnet_latency.json").read_text())["rows"]) == 3
     assert json.loads((results / "resolution_error.json").read_text())["input"] == [1, 3, 64, 64]
     report = (docs / "results-cifar10.md").read_text()
     assert "results on CIFAR-10" in report and "| model | CIFAR-10 | permuted pixels |" in report

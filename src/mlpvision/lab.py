@@ -38,9 +38,14 @@ log = logging.getLogger(__name__)
 SHIFTS = (0, 1, 2, 3, 4)  # translation probe: pixels
 EVAL_KEYS = {"shift": "shift_top1", "train_acc": "train_top1"}  # LabRun.evals -> the result field each adds
 FRACTIONS = (0.1, 0.3, 1.0)  # over-fitting study: share of the training images
-# the Wide-ConvNet twin of the fast RepMLP net: the same layout with a 3x3 conv (no groups) as spatial layer
+# the ConvNet twin of the fast RepMLP net: the same layout and width with a 3x3 conv (no groups) as spatial layer
 CONV_TWIN = {"layer": "conv", "conv_kernel": 3, "groups": 1}
-REP, TWIN = "RepMLP (deploy: FC only)", "Wide ConvNet (3x3 conv)"
+WIDE = {**CONV_TWIN, "channels": (64, 128)}  # the paper's Wide ConvNet: the twin with twice the channels
+REP, TWIN, WIDE_LABEL = (
+    "RepMLP (deploy: FC only)",
+    "ConvNet twin (3x3 conv, same width)",
+    "Wide ConvNet (3x3, 2x width)",
+)
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,7 @@ class Experiment:
     budget: str  # the shared budget, in words
     latency: dict[str, tuple[str, dict]] = field(default_factory=dict)  # label -> (model, model_args)
     notes: str = ""
+    caveat: str = ""  # likely reasons, shown when the claim does not reproduce
 
 
 def _epochs(n: int) -> str:
@@ -181,13 +187,22 @@ def plan(s: Settings) -> list[Experiment]:
         notes=f"The network is `{sized('repmlp_fast_28')}` (2x2 patch stem, then the paper's pure-MLP stage layout "
               f"at {size // 2}x{size // 2} and {size // 4}x{size // 4}): the paper's full-resolution layout "
               f"(`{sized('repmlp_pure_28')}`) costs 5x more per epoch.",
+        caveat=f"Likely causes: the paper trains 100 epochs on CIFAR-10, this table {_epochs(s.epochs)}, and the "
+               "Global Perceptron's extra FC layers have little time to pay off; in this network the GP acts only in "
+               f"the {size // 2}x{size // 2} stage (a 2x2 grid of partitions): at {size // 4}x{size // 4} the "
+               "partition is the whole map and there is no GP.",
     ))  # fmt: skip
     exps.append(Experiment(
         "repmlp_vs_convnet", "Pure-MLP RepMLP vs Wide ConvNet",
-        "The pure-MLP RepMLP network beats a Wide ConvNet of the same layout with fewer FLOPs.",
-        runs(REP, "repmlp_fast_28") + runs(TWIN, "repmlp_fast_28", CONV_TWIN),
+        "The pure-MLP RepMLP network comes close to a Wide ConvNet (its layout with 3x3 convs and twice the "
+        "channels) at fewer FLOPs: 91.11% vs 91.99% CIFAR-10 top-1 at 52.8 vs 65.1 MFLOPs in the paper.",
+        [*runs(REP, "repmlp_fast_28"), *runs(WIDE_LABEL, "repmlp_fast_28", WIDE),
+         *runs(TWIN, "repmlp_fast_28", CONV_TWIN)],
         f"{_epochs(s.epochs)}, default recipe",
-        {REP: (sized("repmlp_fast_28"), {}), TWIN: (sized("repmlp_fast_28"), CONV_TWIN)},
+        {REP: (sized("repmlp_fast_28"), {}), WIDE_LABEL: (sized("repmlp_fast_28"), WIDE),
+         TWIN: (sized("repmlp_fast_28"), CONV_TWIN)},
+        caveat=f"Likely cause: {_epochs(s.epochs)} against the paper's 100; the conv nets, with far fewer "
+               "parameters, converge faster.",
     ))  # fmt: skip
     small = {**base, "train_subset": s.subset or 10000}
     exps.append(Experiment(
