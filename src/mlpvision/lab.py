@@ -241,7 +241,7 @@ def plan(s: Settings) -> list[Experiment]:
         "ResMLP learns better with hard distillation from a convnet teacher (the DeiT recipe).",
         runs("ResMLP", "resmlp_tiny_12_28") + runs("ResMLP + distillation", "resmlp_tiny_12_28", train=distill,
                                                    teacher=teacher),
-        f"{_epochs(s.epochs)}, default recipe; teacher: the Wide-ConvNet twin of `{sized('repmlp_fast_28')}` "
+        f"{_epochs(s.epochs)}, default recipe; teacher: the same-width ConvNet twin of `{sized('repmlp_fast_28')}` "
         "(same budget)",
     ))  # fmt: skip
     n_train = s.subset or {"fashion-mnist": 60000}.get(s.data, 50000) - s.val_size
