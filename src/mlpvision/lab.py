@@ -258,16 +258,26 @@ def plan(s: Settings) -> list[Experiment]:
     ))  # fmt: skip
     perm_models = {"plain MLP": ("mlp_28", {}), "MLP-Mixer": ("mixer_t4_28", {}), "RepMLP": ("repmlp_fast_28", {}),
                    "ConvNet": ("repmlp_fast_28", CONV_TWIN)}  # fmt: skip
+    # no augmentation: a flip or a shift of a permuted image is a second, unrelated pixel arrangement, which would
+    # handicap every model on the permuted data, the plain MLP included
+    no_aug = {**base, "aug": {"crop_padding": 0, "hflip": 0.0}}
     perm = []
     for label, (m, a) in perm_models.items():
         for data in (s.data, f"{s.data}-permuted"):
-            perm += [LabRun(f"{label}|{data}", sized(m), seed, data, a, no_crop) for seed in seeds]
+            perm += [LabRun(f"{label}|{data}", sized(m), seed, data, a, no_aug) for seed in seeds]
     exps.append(Experiment(
         "permutation", "Local prior: a fixed pixel permutation",
         "A plain MLP has no local prior, so a fixed permutation of the pixels costs it nothing; models that "
         "assume neighbouring pixels are related lose accuracy.",
-        perm, f"{_epochs(s.epochs)}, flips only (a flip is not a symmetry of a permuted image, but it is the same for "
-        "every row)",
+        perm, f"{_epochs(s.epochs)}, no augmentation (a flipped permuted image is another, unrelated arrangement)",
+        notes="What each model assumes: the plain MLP's first layer is dense over all pixels, so a permutation of "
+              "the input is undone exactly by the same permutation of its weight columns (tests/test_tasks.py "
+              "proves it): the same function class, the same accuracy up to training noise. Mixer (4x4 patches) "
+              "and the RepMLP net (2x2 patch stem) first apply one shared linear map to each non-overlapping "
+              "patch: after the permutation a patch holds pixels from anywhere, so only this step loses its "
+              "meaning; Mixer's token mixing is a dense map over all patches and does not care where they are, "
+              f"while RepMLP's Local Perceptron convolutions and {size // 4}x{size // 4} partitions still assume "
+              "that neighbouring patches relate. The ConvNet's 3x3 kernels assume it at every layer.",
     ))  # fmt: skip
     probe_models = {"plain MLP": ("mlp_28", {}), "MLP-Mixer": ("mixer_t4_28", {}), "RepMLP": ("repmlp_fast_28", {}),
                     "local CNN (5x5 field)": ("cnn_local_28", {}), "ResNet-18": ("resnet18_28", {})}  # fmt: skip
