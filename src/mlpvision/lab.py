@@ -154,6 +154,8 @@ def plan(s: Settings) -> list[Experiment]:
     Written for Fashion-MNIST's 28-px models; on CIFAR the ``_28`` models become their ``_32`` twins and every
     run trains on ``s.data``, except the synthetic position and global probes, which are the same everywhere.
     """
+    from .train import TrainConfig
+
     size = check_data(s.data)
 
     def sized(model: str) -> str:
@@ -228,11 +230,15 @@ def plan(s: Settings) -> list[Experiment]:
         "Convolutions and pooling give (approximate) translation invariance; FC-based token mixing does not.",
         equal, "the models of the families experiment (trained without crop augmentation)",
     ))  # fmt: skip
+    hot = {**base, "lr": 4 * TrainConfig.lr}  # stability: the same recipe at 4x the peak learning rate
     exps.append(Experiment(
         "resmlp_norm", "ResMLP: Affine vs LayerNorm",
-        "ResMLP's Affine layer (no statistics) trains as well as LayerNorm and keeps inference a pure linear map.",
-        runs("Affine", "resmlp_tiny_12_28") + runs("LayerNorm", "resmlp_tiny_12_28", {"norm": "layernorm"}),
-        f"{_epochs(s.epochs)}, default recipe",
+        "ResMLP's Affine layer (no statistics) trains as well and as stably as LayerNorm and keeps inference a pure "
+        "linear map.",
+        [*runs("Affine", "resmlp_tiny_12_28"), *runs("LayerNorm", "resmlp_tiny_12_28", {"norm": "layernorm"}),
+         *runs("Affine, peak lr x4", "resmlp_tiny_12_28", train=hot),
+         *runs("LayerNorm, peak lr x4", "resmlp_tiny_12_28", {"norm": "layernorm"}, hot)],
+        f"{_epochs(s.epochs)}, default recipe (peak learning rate {TrainConfig.lr:g}, and 4x that to probe stability)",
     ))  # fmt: skip
     teacher = LabRun("teacher", sized("repmlp_fast_28"), seeds[0], s.data, CONV_TWIN, base)
     distill = {**base, "distill": "hard", "distill_alpha": 0.5}
