@@ -13,6 +13,8 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from .lab_plan import DATA_NAMES, EVAL_KEYS, FRACTIONS, SHIFTS, Settings, data_suffix, plan
+
 __all__ = ["write_report"]
 
 
@@ -31,8 +33,6 @@ def _mean(values: list[float]) -> float | None:
 
 class _Results:
     def __init__(self, results: Path, data: str) -> None:
-        from .lab import DATA_NAMES, data_suffix
-
         self.data, self.data_name, self.suffix = data, DATA_NAMES[data].split(" ")[0], data_suffix(data)
         self.by_key: dict[str, dict] = {}
         for f in sorted((results / "runs").glob("*.json")):
@@ -46,8 +46,6 @@ class _Results:
         A result counts once it holds every measurement the run asks for: a training shared with another
         experiment may exist before this experiment has added its own measurements to it.
         """
-        from .lab import EVAL_KEYS
-
         out: dict[str, list[dict]] = {}
         for run in exp.runs:
             out.setdefault(run.label, [])
@@ -183,8 +181,6 @@ def _families_section(exp, res: _Results, rows: dict, done: bool, figures: Path)
 
 
 def _translation_section(exp, res: _Results, rows: dict, done: bool, figures: Path) -> list[str]:
-    from .lab import SHIFTS
-
     lines = ["| family | " + " | ".join(f"shift {k}px" for k in SHIFTS) + " | drop at 4 px |",
              "|---|" + "---:|" * (len(SHIFTS) + 1)]  # fmt: skip
     curves = {}
@@ -218,8 +214,6 @@ def _resmlp_section(exp, res: _Results, rows: dict, done: bool, figures: Path) -
 
 
 def _overfitting_section(exp, res: _Results, rows: dict, done: bool, figures: Path) -> list[str]:
-    from .lab import FRACTIONS
-
     lines = ["| model | training images | train top-1 (%) | test top-1 (%) | gap (points) |",
              "|---|---:|---:|---:|---:|"]  # fmt: skip
     gaps: dict[str, dict[float, float]] = defaultdict(dict)
@@ -304,8 +298,6 @@ def _section(exp, res: _Results, figures: Path) -> list[str]:
 def write_report(results: str | Path = "results/lab", docs: str | Path = "docs", headline: Path | None = None) -> Path:
     """Regenerates ``docs/results.md`` (``results-<data>.md`` off Fashion-MNIST) and the lab figures from the
     JSON files under ``results``; returns the page's path."""
-    from .lab import DATA_NAMES, Settings, plan
-
     results, docs = Path(results), Path(docs)
     figures = docs / "figures"
     figures.mkdir(parents=True, exist_ok=True)
