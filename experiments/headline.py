@@ -25,6 +25,7 @@ from mlpvision.checkpoint import DATA_KEY, load_checkpoint, save_model
 from mlpvision.data import Augmented, build_transform, load_split
 from mlpvision.evaluate import evaluate
 from mlpvision.reparam import non_mlp_layers, reparameterize
+from mlpvision.runtime import tune_cpu_allocator
 from mlpvision.train import TrainConfig, train
 from mlpvision.weights import read_metadata
 
@@ -81,6 +82,7 @@ def main() -> None:
     parser.add_argument("--dest", default=str(ROOT / "results" / "allmlp_headline"), help="where to publish")
     parser.add_argument("--publish-only", action="store_true")
     args = parser.parse_args()
+    tune_cpu_allocator()  # as the command line does: large activations reuse heap memory
     if not args.publish_only:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         handlers = [logging.StreamHandler(), logging.FileHandler(Path(args.out) / "train.log")]  # appends on resume
