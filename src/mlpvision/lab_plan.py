@@ -11,15 +11,15 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import ConfigError
 
 __all__ = [
-    "DATA_NAMES",
     "EVAL_KEYS",
     "LAB_DATA",
     "Experiment",
+    "LabData",
     "LabRun",
     "Settings",
     "check_data",
@@ -123,9 +123,17 @@ def _base_train(s: Settings) -> dict:
     return d
 
 
-LAB_DATA = {"fashion-mnist": 28, "cifar10": 32, "cifar100": 32}  # data sets the lab runs on -> image size
-DATA_NAMES = {"fashion-mnist": "Fashion-MNIST (28x28x1)", "cifar10": "CIFAR-10 (32x32x3)",
-              "cifar100": "CIFAR-100 (32x32x3)"}  # fmt: skip
+class LabData(NamedTuple):
+    title: str
+    size: int  # image side in pixels: picks the `_28` or `_32` twin of every model
+    chans: int
+
+
+LAB_DATA = {  # the data sets the lab runs on
+    "fashion-mnist": LabData("Fashion-MNIST", 28, 1),
+    "cifar10": LabData("CIFAR-10", 32, 3),
+    "cifar100": LabData("CIFAR-100", 32, 3),
+}
 
 
 def data_suffix(data: str) -> str:
@@ -137,7 +145,7 @@ def check_data(name: str) -> int:
     """The image size of lab data set ``name`` (a clear error for any other)."""
     if name not in LAB_DATA:
         raise ConfigError(f"the lab runs on {', '.join(LAB_DATA)}, not {name!r}")
-    return LAB_DATA[name]
+    return LAB_DATA[name].size
 
 
 def plan(s: Settings) -> list[Experiment]:
