@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -54,8 +55,10 @@ def publish(run: Path, dest: Path) -> dict:
         model = model.half()
         out = save_model(model, dest / "model.safetensors", data_meta)
         dtype = "float16"
-    kept = ("metrics.csv", "metrics.json", "curves.png", "confusion.png", "summary.json", "config.json", "train.log")
-    for name in kept:
+    for name in ("metrics.csv", "metrics.json", "summary.json", "config.json", "train.log"):
+        if (run / name).is_file():  # paths in the text shown relative to the repository
+            (dest / name).write_text((run / name).read_text().replace(f"{ROOT}/", ""))
+    for name in ("curves.png", "confusion.png"):
         if (run / name).is_file():
             shutil.copy(run / name, dest / name)
     shutil.copy(RECIPE, dest / "recipe.yaml")
@@ -78,10 +81,11 @@ def publish(run: Path, dest: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(ROOT / "runs" / "allmlp_headline"), help="training run folder")
-    parser.add_argument("--dest", default=str(ROOT / "results" / "allmlp_headline"), help="where to publish")
+    parser.add_argument("--out", default="runs/allmlp_headline", help="training run folder (from the repository)")
+    parser.add_argument("--dest", default="results/allmlp_headline", help="where to publish (from the repository)")
     parser.add_argument("--publish-only", action="store_true")
     args = parser.parse_args()
+    os.chdir(ROOT)  # run and publish folders are named from the repository root, in logs and files alike
     tune_cpu_allocator()  # as the command line does: large activations reuse heap memory
     if not args.publish_only:
         Path(args.out).mkdir(parents=True, exist_ok=True)

@@ -64,13 +64,13 @@ def _top1(rs: list[dict]) -> list[float]:
     return [r["summary"]["test_top1_final"] for r in rs]
 
 
-_NOT_REPRODUCED = "Reproduced at this scale: **no**"
+Verdict = tuple[bool | None, str] | None  # (reproduced, None while runs are missing; the rule), or no claim
 
 
 def _verdict(ok: bool | None, rule: str) -> str:
     if ok is None:
         return f"*Verdict: not all runs are done yet (rule: {rule}).*"
-    return f"*{_NOT_REPRODUCED if not ok else 'Reproduced at this scale: **yes**'} (rule: {rule}).*"
+    return f"*Reproduced at this scale: **{'yes' if ok else 'no'}** (rule: {rule}).*"
 
 
 def _cost_table(exp, res: _Results) -> tuple[list[str], dict[str, float | None]]:
@@ -151,23 +151,23 @@ def _header(exp, rows: dict) -> list[str]:
     return lines + ([exp.notes, ""] if exp.notes else [])
 
 
-def _cost_section(exp, res: _Results, rows: dict, done: bool, figures: Path) -> list[str]:
+def _cost_section(exp, res: _Results, rows: dict, done: bool, figures: Path) -> tuple[list[str], Verdict]:
     table, means = _cost_table(exp, res)
     labels = list(means)
     if exp.key == "repmlp_ablation":
         ok = all(means[labels[0]] >= means[lb] for lb in labels[1:]) if done else None
-        return [*table, "", _verdict(ok, "the full block's mean top-1 is at least every ablated variant's")]
+        return table, (ok, "the full block's mean top-1 is at least every ablated variant's")
     if exp.key == "repmlp_vs_convnet":  # the MLP against the Wide ConvNet: close in accuracy, cheaper
         ours, wide = labels[0], labels[1]
         macs = {label: rs[0]["deploy_macs"] for label, rs in rows.items() if rs}
         ok = means[ours] >= means[wide] - 1.0 and macs[ours] < macs[wide] if done else None
-        return [*table, "", _verdict(ok, f"{ours} within 1 point of the {wide}'s mean top-1, with fewer MACs")]
+        return table, (ok, f"{ours} within 1 point of the {wide}'s mean top-1, with fewer MACs")
     ours, other = labels[1], labels[0]
     ok = means[ours] > means[other] if done else None
-    return [*table, "", _verdict(ok, f"{ours} has the higher mean top-1")]
+    return table, (ok, f"{ours} has the higher mean top-1")
 
 
-def _families_section(exp, res: _Results, rows: dict, done: bool, figures: Path) -> list[str]:
+def _families_section(exp, res: _Results, rows: dict, done: bool, figures: Path) -> tuple[list[str], Verdict]:
     lines = ["| family | model | epochs | training time (min) | test top-1 (%) | params (M) | MMACs |",
              "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
     for label, rs in rows.items():
@@ -178,10 +178,10 @@ def _families_section(exp, res: _Results, rows: dict, done: bool, figures: Path)
                 f"| {s['test_top1_final']:.2f} | {r['params'] / 1e6:.2f} | {r['macs'] / 1e6:.1f} |"
             )
     name = _plot_families(exp, res, figures)
-    return lines + (["", f"![accuracy vs wall-clock](figures/{name})"] if name else [])
+    return lines + (["", f"![accuracy vs wall-clock](figures/{name})"] if name else []), None
 
 
-def _translation_section(exp, res: _Results, rows: dict, done: bool, figures: Path) -> list[str]:
+def _translation_section(exp, res: _Results, rows: dict, done: bool, figures: Path) -> tuple[list[str], Verdict]:
     lines = ["| family | " + " | ".join(f"shift {k}px" for k in SHIFTS) + " | drop at 4 px |",
              "|---|" + "---:|" * (len(SHIFTS) + 1)]  # fmt: skip
     curves = {}
@@ -196,10 +196,10 @@ def _translation_section(exp, res: _Results, rows: dict, done: bool, figures: Pa
         lines += ["", f"![accuracy vs shift](figures/{name})"]
     drops = {lb: c[1][0] - c[1][-1] for lb, c in curves.items()}
     ok = drops["ResNet-18"] < min(drops["MLP-Mixer"], drops["plain MLP"]) if done else None
-    return [*lines, "", _verdict(ok, "ResNet-18 loses less at a 4-pixel shift than Mixer and the plain MLP")]
+    return lines, (ok, "ResNet-18 loses less at a 4-pixel shift than Mixer and the plain MLP")
 
 
-def _resmlp_section(exp, res: _Results, rows: dict, done: bool, figures: Path) -> list[str]:
+def _resmlp_section(exp, res: _Results, rows: dict, done: bool, figures: Path) -> tuple[list[str], Verdict]:
     lines = ["| variant | test top-1 (%) | last-epoch train top-1 (%) |", "|---|---:|---:|"]
     means = {}
     for label, rs in rows.items():
@@ -208,13 +208,13 @@ def _resmlp_section(exp, res: _Results, rows: dict, done: bool, figures: Path) -
     labels = list(means)
     if exp.key == "resmlp_norm":  # rows: (Affine, LayerNorm) at each learning rate
         ok = all(means[a] >= means[b] - 0.5 for a, b in zip(labels[::2], labels[1::2], strict=True)) if done else None
-        return [*lines, "", _verdict(ok, "at each learning rate Affine's mean top-1 is at most 0.5 points below "
-                                         "LayerNorm's")]  # fmt: skip
+        return lines, (ok, "at each learning rate Affine's mean top-1 is at most 0.5 points below "
+                                         "LayerNorm's")  # fmt: skip
     a, b = labels
-    return [*lines, "", _verdict(means[b] > means[a] if done else None, "distillation raises the mean top-1")]
+    return lines, (means[b] > means[a] if done else None, "distillation raises the mean top-1")
 
 
-def _overfitting_section(exp, res: _Results, rows: dict, done: bool, figures: Path) -> list[str]:
+def _overfitting_section(exp, res: _Results, rows: dict, done: bool, figures: Path) -> tuple[list[str], Verdict]:
     lines = ["| model | training images | train top-1 (%) | test top-1 (%) | gap (points) |",
              "|---|---:|---:|---:|---:|"]  # fmt: skip
     gaps: dict[str, dict[float, float]] = defaultdict(dict)
@@ -232,10 +232,10 @@ def _overfitting_section(exp, res: _Results, rows: dict, done: bool, figures: Pa
         lines += ["", f"![gap vs data](figures/{name})"]
     small = min(FRACTIONS)
     ok = min(gaps[m][small] for m in ("plain MLP", "MLP-Mixer", "ResMLP")) > gaps["ConvNet"][small] if done else None
-    return [*lines, "", _verdict(ok, f"at {small:.0%} of the data every MLP's gap exceeds the ConvNet's")]
+    return lines, (ok, f"at {small:.0%} of the data every MLP's gap exceeds the ConvNet's")
 
 
-def _permutation_section(exp, res: _Results, rows: dict, done: bool, figures: Path) -> list[str]:
+def _permutation_section(exp, res: _Results, rows: dict, done: bool, figures: Path) -> tuple[list[str], Verdict]:
     lines = [f"| model | {res.data_name} | permuted pixels | change (points) |", "|---|---:|---:|---:|"]
     change = {}
     for m in dict.fromkeys(label.split("|")[0] for label in rows):
@@ -244,10 +244,10 @@ def _permutation_section(exp, res: _Results, rows: dict, done: bool, figures: Pa
         change[m] = _mean(d)
         lines.append(f"| {m} | {_ms(a)} | {_ms(b)} | {_ms(d)} |")
     ok = abs(change["plain MLP"]) <= 1.0 and change["ConvNet"] < change["plain MLP"] - 1.0 if done else None
-    return [*lines, "", _verdict(ok, "the plain MLP moves by at most 1 point and the ConvNet drops over 1 point more")]
+    return lines, (ok, "the plain MLP moves by at most 1 point and the ConvNet drops over 1 point more")
 
 
-def _probe_section(exp, res: _Results, rows: dict, done: bool, figures: Path) -> list[str]:
+def _probe_section(exp, res: _Results, rows: dict, done: bool, figures: Path) -> tuple[list[str], Verdict]:
     chance = 25.0 if exp.key == "position" else 50.0
     lines = [f"| model | test top-1 (%) (chance {chance:g}) |", "|---|---:|"]
     means = {}
@@ -255,10 +255,10 @@ def _probe_section(exp, res: _Results, rows: dict, done: bool, figures: Path) ->
         means[label] = _mean(_top1(rs))
         lines.append(f"| {label} | {_ms(_top1(rs))} |")
     ok = means["plain MLP"] > 90 and means["local CNN (5x5 field)"] < chance + 10 if done else None
-    return [*lines, "", _verdict(ok, "the plain MLP exceeds 90% while the local CNN stays within 10 points of chance")]
+    return lines, (ok, "the plain MLP exceeds 90% while the local CNN stays within 10 points of chance")
 
 
-def _resolution_section(exp, res: _Results, rows: dict, done: bool, figures: Path) -> list[str]:
+def _resolution_section(exp, res: _Results, rows: dict, done: bool, figures: Path) -> tuple[list[str], Verdict]:
     lines = []
     err = res.results / "resolution_error.json"
     size = res.info.size
@@ -276,7 +276,7 @@ def _resolution_section(exp, res: _Results, rows: dict, done: bool, figures: Pat
     fine = [v for k, v in tops.items() if "fine-tuned" in k]
     scratch = [v for k, v in tops.items() if "from scratch" in k]
     ok = all(f > s for f, s in zip(fine, scratch, strict=True)) if done else None
-    return [*lines, "", _verdict(ok, f"each fine-tuned {size}-px model beats one epoch from scratch at {2 * size} px")]
+    return lines, (ok, f"each fine-tuned {size}-px model beats one epoch from scratch at {2 * size} px")
 
 
 _SECTIONS = {
@@ -290,9 +290,10 @@ _SECTIONS = {
 def _section(exp, res: _Results, figures: Path) -> list[str]:
     rows = res.rows(exp)
     done = all(rows.values())
-    body = _SECTIONS[exp.key](exp, res, rows, done, figures)
-    if exp.caveat and any(_NOT_REPRODUCED in line for line in body):
-        body += ["", exp.caveat]
+    body, verdict = _SECTIONS[exp.key](exp, res, rows, done, figures)
+    if verdict is not None:
+        ok, rule = verdict
+        body = [*body, "", _verdict(ok, rule)] + (["", exp.caveat] if exp.caveat and ok is False else [])
     return [*_header(exp, rows), *body, ""]
 
 
