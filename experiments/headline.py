@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -41,7 +42,7 @@ def _shown(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
-def publish(run: Path, dest: Path) -> dict:
+def publish(run: Path, dest: Path, recipe: Path = RECIPE) -> dict:
     best = run / "best.safetensors"
     model = reparameterize(load_checkpoint(best, device="cpu").eval())
     offending = non_mlp_layers(model)
@@ -61,7 +62,7 @@ def publish(run: Path, dest: Path) -> dict:
     for name in ("curves.png", "confusion.png"):
         if (run / name).is_file():
             shutil.copy(run / name, dest / name)
-    shutil.copy(RECIPE, dest / "recipe.yaml")
+    shutil.copy(recipe, dest / "recipe.yaml")
     # the published file, evaluated as `mlpvision eval --checkpoint results/<run>/model.safetensors` does
     saved = load_checkpoint(out, device="cpu").float()
     raw, info = load_split("fashion-mnist", "test")
@@ -81,19 +82,22 @@ def publish(run: Path, dest: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="runs/allmlp_headline", help="training run folder (from the repository)")
-    parser.add_argument("--dest", default="results/allmlp_headline", help="where to publish (from the repository)")
+    parser.add_argument("--recipe", help=f"recipe file (default: {RECIPE.relative_to(ROOT)})")
+    parser.add_argument("--out", help="training run folder (default: runs/NAME, NAME the recipe's minus its size)")
+    parser.add_argument("--dest", help="where to publish (default: results/NAME)")
     parser.add_argument("--publish-only", action="store_true")
     args = parser.parse_args()
+    recipe = Path(args.recipe).resolve() if args.recipe else RECIPE
+    name = re.sub(r"_\d+$", "", recipe.stem)  # allmlp_headline_28.yaml -> allmlp_headline
     os.chdir(ROOT)  # run and publish folders are named from the repository root, in logs and files alike
+    args.out, args.dest = args.out or f"runs/{name}", args.dest or f"results/{name}"
     tune_cpu_allocator()  # as the command line does: large activations reuse heap memory
     if not args.publish_only:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         handlers = [logging.StreamHandler(), logging.FileHandler(Path(args.out) / "train.log")]  # appends on resume
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", handlers=handlers)
-        recipe = yaml.safe_load(RECIPE.read_text())
-        train(TrainConfig.from_dict({**recipe, "out": args.out}), resume=True)
-    report = publish(Path(args.out), Path(args.dest))
+        train(TrainConfig.from_dict({**yaml.safe_load(recipe.read_text()), "out": args.out}), resume=True)
+    report = publish(Path(args.out), Path(args.dest), recipe)
     print(json.dumps(report, indent=2))
 
 

@@ -1,0 +1,38 @@
+"""experiments/headline.py end to end on a tiny recipe: train, deploy, check all-MLP, publish, evaluate the file."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlpvision.checkpoint import load_checkpoint
+from mlpvision.cli import main
+from mlpvision.reparam import non_mlp_layers
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_headline_publishes_an_all_mlp_model_whose_figure_eval_reproduces(tmp_path, capsys):
+    recipe = yaml.safe_load((ROOT / "recipes" / "allmlp_headline_28.yaml").read_text())
+    recipe.update(model_args={"channels": [8, 16], "groups": 2}, epochs=6, train_subset=1024, val_size=256,
+                  warmup_epochs=0, ema_decay=0.9,
+                  save_every_steps=0, plots=False, amp=False)  # fmt: skip
+    path = tmp_path / "tiny_headline_28.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    out, dest = tmp_path / "run", tmp_path / "published"
+    cmd = [sys.executable, str(ROOT / "experiments" / "headline.py"), "--recipe", str(path), "--out", str(out),
+           "--dest", str(dest)]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    report = json.loads((dest / "eval.json").read_text())
+    assert report["all_mlp"] and report["selected_on"] == "validation split" and report["dtype"] == "float32"
+    assert report["met"] == (report["test_top1"] >= 95.0) and 30 < report["test_top1"] < 100
+    model = load_checkpoint(dest / "model.safetensors", device="cpu")
+    assert non_mlp_layers(model) == [] and not any("bn" in k for k in model.state_dict())
+    assert {"recipe.yaml", "train.log", "metrics.csv", "config.json"} <= {p.name for p in dest.iterdir()}
+    assert yaml.safe_load((dest / "recipe.yaml").read_text()) == recipe
+    assert "epoch 6:" in (dest / "train.log").read_text()
+    assert main(["eval", "--checkpoint", str(dest / "model.safetensors"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["top1"] == pytest.approx(report["test_top1"], abs=1e-6)
