@@ -69,7 +69,7 @@ def publish(run: Path, dest: Path, recipe: Path = RECIPE) -> dict:
     result = evaluate(saved, DataLoader(Augmented(raw, None, build_transform(info, None)), batch_size=256), 10)
     summary = json.loads((run / "summary.json").read_text())
     report = {
-        "file": _shown(out), "bytes": out.stat().st_size, "dtype": dtype,
+        "recipe": _shown(dest / "recipe.yaml"), "file": _shown(out), "bytes": out.stat().st_size, "dtype": dtype,
         "params": sum(p.numel() for p in saved.parameters()), "all_mlp": True,
         "selected_on": "validation split", "best_epoch": summary["best_epoch"],
         "best_val_top1": summary["best_val_top1"], "test_top1": result.top1, "test_top5": result.top5,

@@ -32,7 +32,7 @@ def test_headline_publishes_an_all_mlp_model_whose_figure_eval_reproduces(tmp_pa
     model = load_checkpoint(dest / "model.safetensors", device="cpu")
     assert non_mlp_layers(model) == [] and not any("bn" in k for k in model.state_dict())
     assert {"recipe.yaml", "train.log", "metrics.csv", "config.json"} <= {p.name for p in dest.iterdir()}
-    assert yaml.safe_load((dest / "recipe.yaml").read_text()) == recipe
+    assert yaml.safe_load((dest / "recipe.yaml").read_text()) == recipe and report["recipe"].endswith("recipe.yaml")
     assert "epoch 6:" in (dest / "train.log").read_text()
     assert main(["eval", "--checkpoint", str(dest / "model.safetensors"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["top1"] == pytest.approx(report["test_top1"], abs=1e-6)

@@ -128,18 +128,42 @@ def test_the_lab_refuses_other_data_sets(capsys):
     assert "the lab runs on fashion-mnist, cifar10, cifar100, not 'synthetic'" in capsys.readouterr().err
 
 
-def test_the_report_shows_the_published_headline_model(tmp_path):
-    folder = tmp_path / "results" / "allmlp_headline"
+def _published(folder, **changes):
+    """A published headline folder as experiments/headline.py writes it (summary, eval.json, curves)."""
     folder.mkdir(parents=True)
     summary = {"model": "repmlp_fast_28", "epochs_done": 80, "train_seconds": 9000.0, "best_epoch": 77,
                "best_val_top1": 95.2, "test_top1_best": 94.9}  # fmt: skip
-    report = {"file": "results/allmlp_headline/model.safetensors", "params": 12_690_000, "dtype": "float16",
-              "all_mlp": True, "best_epoch": 77, "best_val_top1": 95.2, "test_top1": 94.87, "test_top5": 99.9,
-              "target_top1": 95.0, "met": False, "command": "mlpvision eval --checkpoint m.safetensors"}  # fmt: skip
+    report = {"recipe": "results/allmlp_headline/recipe.yaml", "file": "results/allmlp_headline/model.safetensors",
+              "params": 12_690_000, "dtype": "float16", "all_mlp": True, "best_epoch": 77, "best_val_top1": 95.2,
+              "test_top1": 94.87, "test_top5": 99.9, "target_top1": 95.0, "met": False,
+              "command": "mlpvision eval --checkpoint m.safetensors", **changes}  # fmt: skip
     (folder / "summary.json").write_text(json.dumps(summary))
     (folder / "eval.json").write_text(json.dumps(report))
     (folder / "curves.png").write_bytes(b"png")
+    return report
+
+
+def test_the_report_shows_the_published_headline_model(tmp_path):
+    folder = tmp_path / "results" / "allmlp_headline"
+    report = _published(folder)
     page = write_report(tmp_path / "lab", tmp_path / "docs", folder).read_text()
     assert "test top-1 of the published file: **94.87%**" in page and "**not met**" in page
     assert "12.69 M parameters, float16, all-MLP: yes" in page and report["command"] in page
     assert "![training curves](../results/allmlp_headline/curves.png)" in page
+    assert "recipe: `results/allmlp_headline/recipe.yaml`" in page and "### " not in page
+    second = tmp_path / "results" / "allmlp_headline_kd"  # a second published attempt: one subsection each
+    _published(second, test_top1=95.31, met=True)
+    page = write_report(tmp_path / "lab", tmp_path / "docs", [folder, second]).read_text()
+    assert page.count("## The headline all-MLP model") == 1 and "**94.87%**" in page and "**95.31%**" in page
+    assert page.index(f"### `{folder.as_posix()}`") < page.index(f"### `{second.as_posix()}`")
+
+
+def test_the_default_report_lists_every_published_headline_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    _published(tmp_path / "results" / "allmlp_headline_kd", test_top1=95.31, met=True)
+    _published(tmp_path / "results" / "allmlp_headline")
+    (tmp_path / "results" / "allmlp_headline_old").mkdir()  # no eval.json: not published, not listed
+    assert main(["lab", "--report-only"]) == 0
+    page = (tmp_path / "docs" / "results.md").read_text()
+    assert page.index("### `results/allmlp_headline`") < page.index("### `results/allmlp_headline_kd`")
+    assert "allmlp_headline_old" not in page

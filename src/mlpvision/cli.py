@@ -304,10 +304,9 @@ def _cmd_lab(args: argparse.Namespace) -> int:
         run_lab(settings, results, args.runs or f"runs/lab{suffix}", args.only, args.data_dir, progress=console.print)
     from pathlib import Path
 
-    headline = Path(args.headline) if args.headline else None
-    published = Path("results/allmlp_headline")  # where experiments/headline.py publishes
-    if headline is None and args.results is None and not suffix and published.is_dir():
-        headline = published  # the default Fashion-MNIST report shows it
+    headline = [Path(h) for h in args.headline or []]
+    if not headline and args.results is None and not suffix:  # the default Fashion-MNIST report shows every
+        headline = sorted(p.parent for p in Path("results").glob("allmlp_headline*/eval.json"))  # published one
     out = write_report(results, args.docs, headline)
     console.print(f"report: {out}")
     return 0
@@ -435,9 +434,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--docs", default="docs", help="where results.md and figures/ go (default: %(default)s)")
     p.add_argument(
         "--headline",
-        default=None,
-        help="published (or run) folder of the headline model, reported first (default: "
-        "results/allmlp_headline when it exists)",
+        action="append",
+        help="published (or run) folder of a headline model, reported first; repeat for several (default: every "
+        "results/allmlp_headline*/ that holds an eval.json)",
     )
     p.add_argument("--data-dir", default=None, help="folder with the data set's files")
     p.add_argument("--verbose", action="store_true", help="log each training run")

@@ -297,9 +297,12 @@ def _section(exp, res: _Results, figures: Path) -> list[str]:
     return [*_header(exp, rows), *body, ""]
 
 
-def write_report(results: str | Path = "results/lab", docs: str | Path = "docs", headline: Path | None = None) -> Path:
+def write_report(
+    results: str | Path = "results/lab", docs: str | Path = "docs", headline: Path | list[Path] | None = None
+) -> Path:
     """Regenerates ``docs/results.md`` (``results-<data>.md`` off Fashion-MNIST) and the lab figures from the
-    JSON files under ``results``; returns the page's path."""
+    JSON files under ``results``, with the headline model's published (or run) folder(s) first; returns the page's
+    path."""
     results, docs = Path(results), Path(docs)
     figures = docs / "figures"
     figures.mkdir(parents=True, exist_ok=True)
@@ -321,8 +324,13 @@ def write_report(results: str | Path = "results/lab", docs: str | Path = "docs",
         f"Hardware: {meta.get('machine', 'unknown')}. Mode: {'quick (tiny budgets)' if settings.quick else 'full'}.",
         "",
     ]
-    if headline is not None and (headline / "summary.json").is_file():
-        lines += _headline(headline, docs)
+    folders = [
+        f for f in ([headline] if isinstance(headline, Path) else headline or []) if (f / "summary.json").is_file()
+    ]
+    if folders:
+        lines += ["## The headline all-MLP model", ""]
+        for folder in folders:
+            lines += ([f"### `{folder.as_posix()}`", ""] if len(folders) > 1 else []) + _headline(folder, docs)
     for exp in plan(settings):
         lines += _section(exp, res, figures)
     lines += ["## Cost scaling", "", "Mixer's cost grows linearly with the number of patches, ViT's attention "
@@ -335,12 +343,13 @@ def write_report(results: str | Path = "results/lab", docs: str | Path = "docs",
 def _headline(folder: Path, docs: Path) -> list[str]:
     """The headline model's section, from its published folder (eval.json, summary.json) or a run folder."""
     s = json.loads((folder / "summary.json").read_text())
-    lines = ["## The headline all-MLP model", ""]
+    lines = []
     published = folder / "eval.json"
     if published.is_file():
         e = json.loads(published.read_text())
         lines += [
-            f"`{s['model']}` trained by `python experiments/headline.py` ({s['epochs_done']} epochs, "
+            f"`{s['model']}` trained by `python experiments/headline.py` (recipe: `{e['recipe']}`; "
+            f"{s['epochs_done']} epochs, "
             f"{s['train_seconds'] / 3600:.1f} h of wall-clock), selected on the validation split (best epoch "
             f"{e['best_epoch']}, validation top-1 {e['best_val_top1']:.2f}%) and published in its deploy form "
             f"(`{e['file']}`, {e['params'] / 1e6:.2f} M parameters, {e['dtype']}, all-MLP: "
