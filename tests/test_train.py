@@ -7,13 +7,16 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import mlpvision
 from mlpvision.cli import main
 from mlpvision.data import AugmentConfig
+from mlpvision.models import create_model
 from mlpvision.train import TrainConfig, TrainingError, train
 from mlpvision.weights import read_safetensors
 
@@ -290,3 +293,13 @@ def test_ema_warmup_ramps_the_decay(tmp_path):
     fixed = train(tiny_cfg(tmp_path / "fixed", ema_decay=0.999, epochs=1))
     ramped = train(tiny_cfg(tmp_path / "ramped", ema_decay=0.999, ema_warmup=True, epochs=1))
     assert ramped["test_top1_final"] > fixed["test_top1_final"] + 20, (ramped, fixed)
+
+
+@pytest.mark.parametrize("recipe", sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_recipe_is_valid_and_builds_its_model(recipe):
+    cfg = TrainConfig.from_dict(yaml.safe_load(recipe.read_text()))
+    cfg.validate()
+    model = create_model(cfg.model, device="meta", **cfg.model_args)
+    assert sum(p.numel() for p in model.parameters()) > 0
+    if cfg.teacher:  # a teacher is a file of this repository, named from its root
+        assert not Path(cfg.teacher).is_absolute() and cfg.teacher.startswith("results/")
