@@ -349,8 +349,8 @@ def _headline(folder: Path, docs: Path) -> list[str]:
         e = json.loads(published.read_text())
         lines += [
             f"`{s['model']}` trained by `python experiments/headline.py` (recipe: `{e['recipe']}`; "
-            f"{s['epochs_done']} epochs, "
-            f"{s['train_seconds'] / 3600:.1f} h of wall-clock), selected on the validation split (best epoch "
+            f"{s['epochs_done']} epochs, {s['train_seconds'] / 3600:.1f} h of training clock, time paused for other "
+            "jobs included), selected on the validation split (best epoch "
             f"{e['best_epoch']}, validation top-1 {e['best_val_top1']:.2f}%) and published in its deploy form "
             f"(`{e['file']}`, {e['params'] / 1e6:.2f} M parameters, {e['dtype']}, all-MLP: "
             f"{'yes' if e['all_mlp'] else 'no'}).",
