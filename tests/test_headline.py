@@ -18,8 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_headline_publishes_an_all_mlp_model_whose_figure_eval_reproduces(tmp_path, capsys):
     recipe = yaml.safe_load((ROOT / "recipes" / "allmlp_headline_28.yaml").read_text())
     recipe.update(model_args={"channels": [8, 16], "groups": 2}, epochs=6, train_subset=1024, val_size=256,
-                  warmup_epochs=0, ema_decay=0.9,
-                  save_every_steps=0, plots=False, amp=False)  # fmt: skip
+                  warmup_epochs=0, ema_decay=0.9, save_every_steps=0, plots=False, amp=False)  # fmt: skip
     path = tmp_path / "tiny_headline_28.yaml"
     path.write_text(yaml.safe_dump(recipe))
     out, dest = tmp_path / "run", tmp_path / "published"

@@ -208,8 +208,7 @@ def _resmlp_section(exp, res: _Results, rows: dict, done: bool, figures: Path) -
     labels = list(means)
     if exp.key == "resmlp_norm":  # rows: (Affine, LayerNorm) at each learning rate
         ok = all(means[a] >= means[b] - 0.5 for a, b in zip(labels[::2], labels[1::2], strict=True)) if done else None
-        return lines, (ok, "at each learning rate Affine's mean top-1 is at most 0.5 points below "
-                                         "LayerNorm's")  # fmt: skip
+        return lines, (ok, "at each learning rate Affine's mean top-1 is at most 0.5 points below LayerNorm's")
     a, b = labels
     return lines, (means[b] > means[a] if done else None, "distillation raises the mean top-1")
 
