@@ -16,8 +16,9 @@ import yaml
 import mlpvision
 from mlpvision.cli import main
 from mlpvision.data import AugmentConfig
+from mlpvision.errors import ConfigError
 from mlpvision.models import create_model
-from mlpvision.train import TrainConfig, TrainingError, train
+from mlpvision.train import TrainConfig, TrainingError, load_teacher, train
 from mlpvision.weights import read_safetensors
 
 TINY = {"model": "mixer_t4_28", "model_args": {"depth": 2, "embed_dim": 32, "token_mlp_dim": 16, "channel_mlp_dim": 64}}
@@ -123,6 +124,31 @@ def test_distillation_from_a_convnet_teacher(tmp_path):
     for mode in ("hard", "soft"):
         summary = train(tiny_cfg(tmp_path / mode, epochs=1, teacher=teacher, distill=mode))
         assert summary["steps"] > 0
+
+
+def test_an_ensemble_teacher_is_the_mean_of_its_members_logits(tmp_path):
+    files = []
+    for seed in (0, 1):
+        train(tiny_cfg(tmp_path / f"t{seed}", epochs=1, seed=seed))
+        files.append(str(tmp_path / f"t{seed}/model.safetensors"))
+    ensemble = load_teacher(files, torch.device("cpu"))
+    x = torch.randn(5, 1, 28, 28)
+    members = [mlpvision.load_checkpoint(f)(x) for f in files]
+    assert not torch.allclose(members[0], members[1])  # two different teachers
+    torch.testing.assert_close(ensemble(x), (members[0] + members[1]) / 2)
+    assert not any(p.requires_grad for p in ensemble.parameters())
+    # the recipe key takes a list, the command line a repeated flag
+    summary = train(tiny_cfg(tmp_path / "student", epochs=1, teacher=files, distill="soft"))
+    assert summary["steps"] > 0
+    argv = ["train", "--quiet", "--no-amp", "--data", "synthetic", "--model", "mixer_t4_28", "--epochs", "1",
+            "--batch-size", "16", "--val-size", "64", "--distill", "soft", "--teacher", files[0], "--teacher", files[1],
+            "--out", str(tmp_path / "cli")]  # fmt: skip
+    for key, value in TINY["model_args"].items():
+        argv += ["--model-arg", f"{key}={value}"]
+    assert main(argv) == 0
+    assert json.loads((tmp_path / "cli/config.json").read_text())["teacher"] == files
+    with pytest.raises(ConfigError, match="needs --teacher"):
+        tiny_cfg(tmp_path / "none", teacher=[], distill="soft").validate()
 
 
 def test_finetune_resets_head_and_transfers_resolution(tmp_path):
@@ -301,5 +327,5 @@ def test_every_shipped_recipe_is_valid_and_builds_its_model(recipe):
     cfg.validate()
     model = create_model(cfg.model, device="meta", **cfg.model_args)
     assert sum(p.numel() for p in model.parameters()) > 0
-    if cfg.teacher:  # a teacher is a file of this repository, named from its root
-        assert not Path(cfg.teacher).is_absolute() and cfg.teacher.startswith("results/")
+    for teacher in [cfg.teacher] if isinstance(cfg.teacher, str) else cfg.teacher or []:
+        assert not Path(teacher).is_absolute() and teacher.startswith("results/")  # a file of this repository

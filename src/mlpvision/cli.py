@@ -114,8 +114,8 @@ _TRAIN_FLAGS = {
     "model": str, "data": str, "data_dir": str, "out": str, "epochs": int, "batch_size": int, "accum_steps": int,
     "optimizer": str, "lr": float, "min_lr": float, "weight_decay": float, "warmup_epochs": float,
     "label_smoothing": float, "grad_clip": float, "ema_decay": float, "val_size": int, "train_subset": int,
-    "test_subset": int, "workers": int, "seed": int, "save_every_steps": int, "time_limit_min": float, "teacher": str,
-    "distill": str, "distill_alpha": float, "distill_tau": float, "init": str, "img_size": int, "device": str,
+    "test_subset": int, "workers": int, "seed": int, "save_every_steps": int, "time_limit_min": float, "distill": str,
+    "distill_alpha": float, "distill_tau": float, "init": str, "img_size": int, "device": str,
 }  # fmt: skip
 _AUG_FLAGS = {"crop_padding": int, "hflip": float, "auto_augment": str, "random_erasing": float, "mixup": float,
               "cutmix": float}  # fmt: skip
@@ -137,6 +137,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     for key in _AUG_FLAGS:
         if getattr(args, key) is not None:
             aug[key] = getattr(args, key)
+    if args.teacher:
+        recipe["teacher"] = args.teacher[0] if len(args.teacher) == 1 else args.teacher
     for flag in ("amp", "channels_last", "tensorboard", "ema_warmup"):
         if getattr(args, flag) is not None:
             recipe[flag] = getattr(args, flag)
@@ -375,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     for key, typ in _AUG_FLAGS.items():
         p.add_argument("--" + key.replace("_", "-"), dest=key, type=typ, default=None)
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model config override (repeatable)")
+    p.add_argument("--teacher", action="append", metavar="MODEL_FILE",
+                   help="distillation teacher; repeat for an ensemble (mean logits)")  # fmt: skip
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bfloat16 autocast (default on)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None, dest="channels_last")
     p.add_argument("--ema-warmup", action=argparse.BooleanOptionalAction, default=None, dest="ema_warmup",

@@ -78,7 +78,7 @@ class TrainConfig:
     save_every_steps: int = 0  # also checkpoint every K optimizer steps (0: only at epoch ends)
     plots: bool = True  # write curves.png and confusion.png (off for many small runs, e.g. the lab's quick mode)
     time_limit_min: float = 0.0  # stop after this much training time, then evaluate (0: no limit)
-    teacher: str | None = None  # model file of a teacher for distillation
+    teacher: str | list[str] | None = None  # model file of a distillation teacher; a list: an ensemble (mean logits)
     distill: str = "none"  # none | hard | soft
     distill_alpha: float = 0.5  # weight of the distillation loss
     distill_tau: float = 1.0  # soft distillation temperature
@@ -208,6 +208,28 @@ def distillation_loss(cfg: TrainConfig, logits: torch.Tensor, teacher_logits: to
         )
         * tau**2
     )
+
+
+class TeacherEnsemble(nn.Module):
+    """Several teachers as one: the mean of their logits (a stronger teacher than any of its members)."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x).float() for m in self.members]).mean(0)  # (K, B, classes) -> (B, classes)
+
+
+def load_teacher(files: str | list[str] | None, device: torch.device) -> nn.Module | None:
+    """The frozen distillation teacher: one model file, or an ensemble of several."""
+    if not files:
+        return None
+    if isinstance(files, str):
+        files = [files]
+    members = [load_checkpoint(f, device=device) for f in files]
+    teacher = members[0] if len(members) == 1 else TeacherEnsemble(members)
+    return teacher.eval().requires_grad_(False)
 
 
 # ---- the loop --------------------------------------------------------------------------------------------------
@@ -436,7 +458,7 @@ def _train(cfg: TrainConfig, dist: distributed.DistInfo, resume: bool, progress)
     if cfg.ema_decay > 0:
         avg_fn = _warmup_ema_fn(cfg.ema_decay) if cfg.ema_warmup else get_ema_multi_avg_fn(cfg.ema_decay)
         ema = AveragedModel(model, multi_avg_fn=avg_fn, use_buffers=True)
-    teacher = load_checkpoint(cfg.teacher, device=dist.device) if cfg.teacher else None
+    teacher = load_teacher(cfg.teacher, dist.device)
     run = Run(cfg, dist, data, model, engine, optimizer, scheduler, ema, teacher,
               build_mixing(cfg, info.num_classes), out, LoopState(), progress)  # fmt: skip
 
