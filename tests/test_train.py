@@ -140,12 +140,9 @@ def test_an_ensemble_teacher_is_the_mean_of_its_members_logits(tmp_path):
     # the recipe key takes a list, the command line a repeated flag
     summary = train(tiny_cfg(tmp_path / "student", epochs=1, teacher=files, distill="soft"))
     assert summary["steps"] > 0
-    argv = ["train", "--quiet", "--no-amp", "--data", "synthetic", "--model", "mixer_t4_28", "--epochs", "1",
-            "--batch-size", "16", "--val-size", "64", "--distill", "soft", "--teacher", files[0], "--teacher", files[1],
-            "--out", str(tmp_path / "cli")]  # fmt: skip
-    for key, value in TINY["model_args"].items():
-        argv += ["--model-arg", f"{key}={value}"]
-    assert main(argv) == 0
+    teachers = ["--teacher", files[0], "--teacher", files[1]]
+    cmd = _cli_train(tmp_path / "cli", "--epochs", "1", "--distill", "soft", *teachers)
+    assert main(cmd[cmd.index("train") :]) == 0
     assert json.loads((tmp_path / "cli/config.json").read_text())["teacher"] == files
     with pytest.raises(ConfigError, match="needs --teacher"):
         tiny_cfg(tmp_path / "none", teacher=[], distill="soft").validate()

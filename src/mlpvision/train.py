@@ -211,7 +211,7 @@ def distillation_loss(cfg: TrainConfig, logits: torch.Tensor, teacher_logits: to
 
 
 class TeacherEnsemble(nn.Module):
-    """Several teachers as one: the mean of their logits (a stronger teacher than any of its members)."""
+    """Several teachers as one: the mean of their logits (usually more accurate than any one member)."""
 
     def __init__(self, members: list[nn.Module]):
         super().__init__()
