@@ -249,3 +249,17 @@ def test_non_mlp_layers_tells_all_mlp_models_apart():
         assert non_mlp_layers(mlpvision.create_model(name)) == []
     resnet = non_mlp_layers(reparameterize(mlpvision.create_model("resnet18_28").eval()))
     assert resnet and all("not a patch projection" in f or "BatchNorm" in f for f in resnet)
+
+
+def test_a_deeper_stage_net_keeps_the_layout_and_deploys_all_mlp():
+    from mlpvision.reparam import non_mlp_layers
+
+    base = mlpvision.create_model("repmlp_fast_28")
+    assert set(base.state_dict()) == set(mlpvision.create_model("repmlp_fast_28", depth=2).state_dict())
+    deeper = mlpvision.create_model("repmlp_fast_28", depth=3)
+    blocks = [sum(isinstance(m, RepMLPBlock) for m in stage.modules()) for stage in deeper.stages]
+    assert blocks == [3, 3]  # three [RepMLP -> FC] pairs in each of the two stages
+    deployed = _check_equivalent(randomize_bn_(deeper), torch.randn(2, 1, 28, 28), rtol=1e-4)
+    assert non_mlp_layers(deployed) == []
+    with pytest.raises(ConfigError, match="depth"):
+        mlpvision.create_model("repmlp_fast_28", depth=0)

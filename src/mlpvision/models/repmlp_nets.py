@@ -28,6 +28,7 @@ PAPER = "RepMLP, arXiv 2105.01883"
 @dataclass(frozen=True, kw_only=True)
 class StageNetConfig(ModelConfig):
     channels: tuple[int, ...] = (16, 32, 64)  # width of each stage; 2x2 max-pool between stages
+    depth: int = 2  # [spatial -> FC] pairs per stage (the paper: 2)
     layer: str = "repmlp"  # the spatial layer: "repmlp" or "conv" (conv-BN, for the baselines)
     conv_kernel: int = 3  # kernel of the spatial layer when layer="conv"
     groups: int = 2  # groups of FC3 and the LP convs (or of the spatial conv)
@@ -44,7 +45,7 @@ class StageNetConfig(ModelConfig):
 class StageNet(ImageClassifier):
     """The RepMLP paper's CIFAR layout (Fig. 2), with RepMLP or a conv as its spatial layer.
 
-    stem FC (1x1, or p x p patches with ``stem_patch``) -> per stage of width C:
+    stem FC (1x1, or p x p patches with ``stem_patch``) -> per stage of width C, with ``depth`` = 2:
     [spatial(C) -> ReLU -> FC(C, C) -> spatial(C) -> ReLU -> FC(C, C')],
     with BN after every FC and conv and ReLU after every FC; a 2x2 max-pool between stages; then global average
     pool -> FC(C_last, hidden) -> BN -> ReLU -> classifier. Stage s sees maps of side img_size / 2^s.
@@ -59,16 +60,18 @@ class StageNet(ImageClassifier):
         chans, deploy, p = list(cfg.channels), cfg.deploy, cfg.stem_patch
         if cfg.img_size % p:
             raise ConfigError(f"stem_patch {p} does not divide img_size {cfg.img_size}")
+        if cfg.depth < 1:
+            raise ConfigError(f"depth must be >= 1, got {cfg.depth}")
         self.stem = conv_bn_relu(cfg.in_chans, chans[0], p, stride=p, padding=0, deploy=deploy)
         stages, size = [], cfg.img_size // p
         for i, c in enumerate(chans):
             c_next = chans[min(i + 1, len(chans) - 1)]
-            layers = [
-                self._spatial(cfg, c, size),
-                conv_bn_relu(c, c, 1, deploy=deploy),
-                self._spatial(cfg, c, size),
-                conv_bn_relu(c, c_next, 1, deploy=deploy),
-            ]
+            layers = []
+            for j in range(cfg.depth):  # the last FC of a stage widens to the next stage
+                layers += [
+                    self._spatial(cfg, c, size),
+                    conv_bn_relu(c, c_next if j == cfg.depth - 1 else c, 1, deploy=deploy),
+                ]
             if i + 1 < len(chans):
                 layers.append(MaxPool2x2())
                 size //= 2
