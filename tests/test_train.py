@@ -324,5 +324,5 @@ def test_every_shipped_recipe_is_valid_and_builds_its_model(recipe):
     cfg.validate()
     model = create_model(cfg.model, device="meta", **cfg.model_args)
     assert sum(p.numel() for p in model.parameters()) > 0
-    for teacher in [cfg.teacher] if isinstance(cfg.teacher, str) else cfg.teacher or []:
+    for teacher in cfg.teacher_files:
         assert not Path(teacher).is_absolute() and teacher.startswith("results/")  # a file of this repository

@@ -108,6 +108,13 @@ class TrainConfig:
             d["aug"] = AugmentConfig(**d["aug"])
         return cls(**d)
 
+    @property
+    def teacher_files(self) -> list[str]:
+        """The teacher's model files: none, one, or the members of an ensemble."""
+        if not self.teacher:
+            return []
+        return [self.teacher] if isinstance(self.teacher, str) else list(self.teacher)
+
     def validate(self) -> None:
         checks = [
             (self.epochs >= 1, "epochs must be >= 1"),
@@ -221,12 +228,10 @@ class TeacherEnsemble(nn.Module):
         return torch.stack([m(x).float() for m in self.members]).mean(0)  # (K, B, classes) -> (B, classes)
 
 
-def load_teacher(files: str | list[str] | None, device: torch.device) -> nn.Module | None:
-    """The frozen distillation teacher: one model file, or an ensemble of several."""
+def load_teacher(files: list[str], device: torch.device) -> nn.Module | None:
+    """The frozen distillation teacher: one model file, or an ensemble of several (None for no file)."""
     if not files:
         return None
-    if isinstance(files, str):
-        files = [files]
     members = [load_checkpoint(f, device=device) for f in files]
     teacher = members[0] if len(members) == 1 else TeacherEnsemble(members)
     return teacher.eval().requires_grad_(False)
@@ -458,7 +463,7 @@ def _train(cfg: TrainConfig, dist: distributed.DistInfo, resume: bool, progress)
     if cfg.ema_decay > 0:
         avg_fn = _warmup_ema_fn(cfg.ema_decay) if cfg.ema_warmup else get_ema_multi_avg_fn(cfg.ema_decay)
         ema = AveragedModel(model, multi_avg_fn=avg_fn, use_buffers=True)
-    teacher = load_teacher(cfg.teacher, dist.device)
+    teacher = load_teacher(cfg.teacher_files, dist.device)
     run = Run(cfg, dist, data, model, engine, optimizer, scheduler, ema, teacher,
               build_mixing(cfg, info.num_classes), out, LoopState(), progress)  # fmt: skip
 
