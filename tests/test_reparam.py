@@ -226,6 +226,8 @@ PAPER_SIZES = {
     ("wide_convnet_32", "deploy"): (0.50, 65.1),
     ("repmlp_resnet50_224", "deploy"): (40.87, 3890),
     ("repmlp_resnet50_light_224", "deploy"): (57.86, 2919),
+    ("repmlpnet_t224", "deploy"): (38.3, 2800),  # RepMLPNet Table: 2.8B FLOPs, 6.7B for B224
+    ("repmlpnet_b224", "deploy"): (68.2, 6700),
 }
 
 

@@ -153,7 +153,8 @@ def reparameterize(model: nn.Module, inplace: bool = False) -> nn.Module:
     """Converts every re-parameterizable part of ``model`` to its deploy form.
 
     The model must be in eval mode: fusion uses BatchNorm's running statistics, and the converted model equals
-    the original only in eval mode. Converting an already converted model changes nothing. A model config with
+    the original only in eval mode. Converting an already converted model changes nothing. A model with a
+    ``fold_into_deploy_form()`` method (a fusion across its parts) has it called last. A model config with
     a ``deploy`` field is updated, so that a converted checkpoint records its form.
 
     Args:
@@ -170,6 +171,9 @@ def reparameterize(model: nn.Module, inplace: bool = False) -> nn.Module:
     if isinstance(model, Reparameterizable):
         raise ConfigError("reparameterize() converts the modules inside a model; call .fuse() on a single block")
     _fuse_children(model)
+    fold = getattr(model, "fold_into_deploy_form", None)  # a model's own fusions across its parts
+    if callable(fold):
+        fold()
     cfg = getattr(model, "config", None)
     if dataclasses.is_dataclass(cfg) and any(f.name == "deploy" for f in dataclasses.fields(cfg)):
         model.config = dataclasses.replace(cfg, deploy=True)
