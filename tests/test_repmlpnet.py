@@ -28,7 +28,7 @@ def test_shared_sets_keep_a_per_channel_affine_and_no_batchnorm():
     deployed = _check_equivalent(model, torch.randn(3, 1, 28, 28), rtol=1e-5)
     assert non_mlp_layers(deployed) == []
     affines = [m for m in deployed.modules() if isinstance(m, Affine2d)]
-    assert len(affines) == 6  # one per unit: a set's channels share FC3's matrix but not the norm's scale
+    assert len(affines) == 4  # one per unit: a set's channels share FC3's matrix but not the norm's scale
 
 
 def test_channels_of_a_set_share_one_fc3_matrix():
