@@ -65,6 +65,8 @@ def test_the_head_norm_folds_into_the_classifier_and_pre_logits_agree():
         torch.testing.assert_close(model.forward_head(model.forward_features(x), pre_logits=True),
                                    deployed.forward_head(deployed.forward_features(x), pre_logits=True))  # fmt: skip
     assert not torch.equal(model.head.weight, deployed.head.weight)  # the norm went into the weights
+    headless = randomize_bn_(mlpvision.create_model("repmlpnet_28", num_classes=0)).eval()
+    _check_equivalent(headless, x, rtol=1e-5)  # the pooled features, in both forms
 
 
 @pytest.mark.parametrize(

@@ -295,8 +295,9 @@ class RepMLPNet(ImageClassifier):
         return x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x.mean(dim=(2, 3))  # (B, C, h, w) -> (B, C); the head norm belongs to the classifier
-        return x if pre_logits else self.head(self.head_norm(x))
+        x = x.mean(dim=(2, 3))  # (B, C, h, w) -> (B, C)
+        # the head norm belongs to the classifier: without one (num_classes 0) the pooled features come out as they are
+        return x if pre_logits or self.num_classes <= 0 else self.head(self.head_norm(x))
 
 
 # ---- registry ------------------------------------------------------------------------------------------------
