@@ -216,7 +216,8 @@ def plan(s: Settings) -> list[Experiment]:
     ))  # fmt: skip
     families = {
         "plain MLP": "mlp_28", "MLP-Mixer": "mixer_t4_28", "ResMLP": "resmlp_tiny_12_28", "RepMLP": "repmlp_fast_28",
-        "ViT": "vit_mini_patch4_28", "ResNet-18": "resnet18_28", "External Attention": "eanet_tiny_28",
+        "RepMLPNet": "repmlpnet_28", "ViT": "vit_mini_patch4_28", "ResNet-18": "resnet18_28",
+        "External Attention": "eanet_tiny_28",
     }  # fmt: skip
     equal = [LabRun(label, sized(m), seeds[0], s.data, train=no_crop, evals=("shift",),
                     equal_time_min=s.equal_time_min) for label, m in families.items()]  # fmt: skip

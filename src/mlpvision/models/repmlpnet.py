@@ -311,5 +311,6 @@ for _name, _over, _desc in [
     ("repmlpnet_t224", {}, "RepMLPNet-T224: 64-512 wide, 2/2/6/2 units, S 1/4/16/128"),
     ("repmlpnet_b224", _b, "RepMLPNet-B224: 96-768 wide, 2/2/12/2 units, S 1/4/32/128"),
     ("repmlpnet_28", _small, "small RepMLPNet for 28x28x1, one FC3 per channel on 7x7 partitions"),
+    ("repmlpnet_32", {**_small, "img_size": 32, "in_chans": 3, "partitions": (8, 8)}, "small RepMLPNet, 32x32x3"),
 ]:
     register_model(_name, RepMLPNet, RepMLPNetConfig(**_over), family="repmlp", paper=PAPER, description=_desc)
