@@ -35,3 +35,21 @@ def test_headline_publishes_an_all_mlp_model_whose_figure_eval_reproduces(tmp_pa
     assert "epoch 6:" in (dest / "train.log").read_text()
     assert main(["eval", "--checkpoint", str(dest / "model.safetensors"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["top1"] == pytest.approx(report["test_top1"], abs=1e-6)
+
+
+def test_a_teacher_publishes_with_any_layers_and_a_headline_refuses_them(tmp_path):
+    recipe = yaml.safe_load((ROOT / "recipes" / "convnet_teacher_28.yaml").read_text())
+    recipe["model_args"].update(channels=[8, 16], depth=1)
+    recipe.update(epochs=2, train_subset=512, val_size=256, warmup_epochs=0, save_every_steps=0, plots=False, amp=False)
+    path = tmp_path / "tiny_teacher_28.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    out, dest = tmp_path / "run", tmp_path / "published"
+    cmd = [sys.executable, str(ROOT / "experiments" / "headline.py"), "--recipe", str(path), "--out", str(out),
+           "--dest", str(dest)]  # fmt: skip
+    refused = subprocess.run(cmd, capture_output=True, text=True)  # trains, then refuses to publish a convnet
+    assert refused.returncode != 0 and "not all-MLP after deployment" in refused.stderr
+    assert not (dest / "eval.json").exists()
+    subprocess.run([*cmd, "--publish-only", "--teacher"], check=True, capture_output=True, text=True)
+    report = json.loads((dest / "eval.json").read_text())
+    assert report["role"] == "distillation teacher" and not report["all_mlp"] and "met" not in report
+    assert non_mlp_layers(load_checkpoint(dest / "model.safetensors", device="cpu"))  # the 3x3 convs stay
