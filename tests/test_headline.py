@@ -15,15 +15,21 @@ from mlpvision.reparam import non_mlp_layers
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_headline_publishes_an_all_mlp_model_whose_figure_eval_reproduces(tmp_path, capsys):
-    recipe = yaml.safe_load((ROOT / "recipes" / "allmlp_headline_28.yaml").read_text())
-    recipe.update(model_args={"channels": [8, 16], "groups": 2}, epochs=6, train_subset=1024, val_size=256,
-                  warmup_epochs=0, ema_decay=0.9, save_every_steps=0, plots=False, amp=False)  # fmt: skip
-    path = tmp_path / "tiny_headline_28.yaml"
+def _headline_command(tmp_path: Path, recipe: dict, name: str) -> tuple[list[str], Path]:
+    """experiments/headline.py on ``recipe`` (written to tmp_path/NAME), and the folder it publishes to."""
+    path = tmp_path / name
     path.write_text(yaml.safe_dump(recipe))
     out, dest = tmp_path / "run", tmp_path / "published"
     cmd = [sys.executable, str(ROOT / "experiments" / "headline.py"), "--recipe", str(path), "--out", str(out),
            "--dest", str(dest)]  # fmt: skip
+    return cmd, dest
+
+
+def test_headline_publishes_an_all_mlp_model_whose_figure_eval_reproduces(tmp_path, capsys):
+    recipe = yaml.safe_load((ROOT / "recipes" / "allmlp_headline_28.yaml").read_text())
+    recipe.update(model_args={"channels": [8, 16], "groups": 2}, epochs=6, train_subset=1024, val_size=256,
+                  warmup_epochs=0, ema_decay=0.9, save_every_steps=0, plots=False, amp=False)  # fmt: skip
+    cmd, dest = _headline_command(tmp_path, recipe, "tiny_headline_28.yaml")
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     report = json.loads((dest / "eval.json").read_text())
     assert report["all_mlp"] and report["selected_on"] == "validation split" and report["dtype"] == "float32"
@@ -41,11 +47,7 @@ def test_a_teacher_publishes_with_any_layers_and_a_headline_refuses_them(tmp_pat
     recipe = yaml.safe_load((ROOT / "recipes" / "convnet_teacher_28.yaml").read_text())
     recipe["model_args"].update(channels=[8, 16], depth=1)
     recipe.update(epochs=2, train_subset=512, val_size=256, warmup_epochs=0, save_every_steps=0, plots=False, amp=False)
-    path = tmp_path / "tiny_teacher_28.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    out, dest = tmp_path / "run", tmp_path / "published"
-    cmd = [sys.executable, str(ROOT / "experiments" / "headline.py"), "--recipe", str(path), "--out", str(out),
-           "--dest", str(dest)]  # fmt: skip
+    cmd, dest = _headline_command(tmp_path, recipe, "tiny_teacher_28.yaml")
     refused = subprocess.run(cmd, capture_output=True, text=True)  # trains, then refuses to publish a convnet
     assert refused.returncode != 0 and "not all-MLP after deployment" in refused.stderr
     assert not (dest / "eval.json").exists()
