@@ -3,8 +3,10 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 import mlpvision
+from mlpvision.reparam import reparameterize
 
 # models small enough to run real forward and backward passes in tests
 SMALL_MODELS = [n for n in mlpvision.list_models() if n.endswith(("_28", "_32"))]
@@ -50,3 +52,29 @@ def write_cifar10(root, layout: str = "binary", per_file: int = 3) -> dict:
     else:
         (folder / "batches.meta.txt").write_text("\n".join(f"c{i}" for i in range(10)) + "\n")
     return expected
+
+
+def randomize_bn_(model: nn.Module) -> nn.Module:
+    """Random weights and BN statistics/affines, so identity BNs cannot hide a wrong fusion."""
+    randomize_(model, std=0.1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.2)
+                m.running_mean.normal_(0, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+def assert_reparam_equivalent(model: nn.Module, x: torch.Tensor, rtol: float) -> nn.Module:
+    """Re-parameterizes ``model`` (eval mode) and asserts the deploy form gives the same output on ``x``, within
+    ``rtol`` of the output's largest magnitude. Returns the deploy form."""
+    model.eval()
+    deployed = reparameterize(model)
+    with torch.no_grad():
+        before, after = model(x), deployed(x)
+    scale = before.abs().max()
+    assert scale > 1e-3, "randomized model gives a trivially small output"
+    assert (before - after).abs().max() <= rtol * scale
+    return deployed

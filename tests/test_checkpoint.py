@@ -11,7 +11,7 @@ from mlpvision.cli import main
 from mlpvision.errors import CheckpointError
 from mlpvision.weights import read_safetensors, write_safetensors
 
-from .test_reparam import randomize_bn_
+from .conftest import randomize_bn_
 
 
 def test_save_and_load_rebuilds_the_same_model(tmp_path):

@@ -13,7 +13,7 @@ from mlpvision.layers import ConvBN, LinearBN
 from mlpvision.models.repmlp import RepMLPBlock
 from mlpvision.reparam import Reparameterizable, absorb_bn_into_next_linear, conv_to_fc, fuse_bn, reparameterize
 
-from .conftest import randomize_
+from .conftest import assert_reparam_equivalent, randomize_bn_
 
 REPARAM_MODELS = [
     n
@@ -24,30 +24,6 @@ SMALL_REPARAM = [n for n in REPARAM_MODELS if n.endswith(("_28", "_32"))]
 PURE_MLP = ["repmlp_pure_28", "repmlp_pure_32", "repmlp_pure_nogp_32", "repmlp_pure_nopp_32", "repmlp_pure_nolp_32"]
 
 
-def randomize_bn_(model: nn.Module) -> nn.Module:
-    """Random weights and BN statistics/affines, so identity BNs cannot hide a wrong fusion."""
-    randomize_(model, std=0.1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.2)
-                m.running_mean.normal_(0, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-    return model
-
-
-def _check_equivalent(model: nn.Module, x: torch.Tensor, rtol: float) -> nn.Module:
-    model.eval()
-    deployed = reparameterize(model)
-    with torch.no_grad():
-        before, after = model(x), deployed(x)
-    scale = before.abs().max()
-    assert scale > 1e-3, "randomized model gives a trivially small output"
-    assert (before - after).abs().max() <= rtol * scale
-    return deployed
-
-
 def test_every_repmlp_and_stage_model_is_reparameterizable():
     assert set(PURE_MLP) | {"repmlp_resnet50_224", "repmlp_resnet18_28", "wide_convnet_32"} <= set(REPARAM_MODELS)
 
@@ -56,7 +32,7 @@ def test_every_repmlp_and_stage_model_is_reparameterizable():
 def test_deploy_form_equals_train_form_float32(name):
     model = randomize_bn_(mlpvision.create_model(name))
     x = torch.randn(2, model.in_chans, model.img_size, model.img_size)
-    deployed = _check_equivalent(model, x, rtol=1e-5)
+    deployed = assert_reparam_equivalent(model, x, rtol=1e-5)
     assert deployed.config.deploy
     assert not any(isinstance(m, Reparameterizable) and not m.deploy for m in deployed.modules())
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in deployed.modules()), "BN left"
@@ -66,7 +42,7 @@ def test_deploy_form_equals_train_form_float32(name):
 def test_deploy_form_equals_train_form_float64(name):
     model = randomize_bn_(mlpvision.create_model(name)).double()
     x = torch.randn(2, model.in_chans, model.img_size, model.img_size, dtype=torch.float64)
-    _check_equivalent(model, x, rtol=1e-10)
+    assert_reparam_equivalent(model, x, rtol=1e-10)
 
 
 @pytest.mark.parametrize("name", PURE_MLP)
@@ -261,7 +237,7 @@ def test_a_deeper_stage_net_keeps_the_layout_and_deploys_all_mlp():
     deeper = mlpvision.create_model("repmlp_fast_28", depth=3)
     blocks = [sum(isinstance(m, RepMLPBlock) for m in stage.modules()) for stage in deeper.stages]
     assert blocks == [3, 3]  # three [RepMLP -> FC] pairs in each of the two stages
-    deployed = _check_equivalent(randomize_bn_(deeper), torch.randn(2, 1, 28, 28), rtol=1e-4)
+    deployed = assert_reparam_equivalent(randomize_bn_(deeper), torch.randn(2, 1, 28, 28), rtol=1e-4)
     assert non_mlp_layers(deployed) == []
     with pytest.raises(ConfigError, match="depth"):
         mlpvision.create_model("repmlp_fast_28", depth=0)

@@ -9,14 +9,14 @@ from mlpvision.errors import ConfigError
 from mlpvision.models.repmlpnet import Affine2d, ShareSetMixer
 from mlpvision.reparam import non_mlp_layers, reparameterize
 
-from .test_reparam import _check_equivalent, randomize_bn_
+from .conftest import assert_reparam_equivalent, randomize_bn_
 
 SHARED = {"sets": (8, 16), "partitions": (14, 7), "kernels": (1, 3)}  # S < C, whole-map FC3 in the first stage
 
 
 def test_one_fc3_per_channel_deploys_to_linear_layers_only():
     model = randomize_bn_(mlpvision.create_model("repmlpnet_28"))
-    deployed = _check_equivalent(model, torch.randn(3, 1, 28, 28), rtol=1e-5)
+    deployed = assert_reparam_equivalent(model, torch.randn(3, 1, 28, 28), rtol=1e-5)
     assert non_mlp_layers(deployed) == []
     # S = C: the token mixer's pre-norm folds into FC3 and the gate, so not even an affine is left
     assert not any(isinstance(m, Affine2d) for m in deployed.modules())
@@ -25,7 +25,7 @@ def test_one_fc3_per_channel_deploys_to_linear_layers_only():
 
 def test_shared_sets_keep_a_per_channel_affine_and_no_batchnorm():
     model = randomize_bn_(mlpvision.create_model("repmlpnet_28", **SHARED))
-    deployed = _check_equivalent(model, torch.randn(3, 1, 28, 28), rtol=1e-5)
+    deployed = assert_reparam_equivalent(model, torch.randn(3, 1, 28, 28), rtol=1e-5)
     assert non_mlp_layers(deployed) == []
     affines = [m for m in deployed.modules() if isinstance(m, Affine2d)]
     assert len(affines) == 4  # one per unit: a set's channels share FC3's matrix but not the norm's scale
@@ -66,7 +66,7 @@ def test_the_head_norm_folds_into_the_classifier_and_pre_logits_agree():
                                    deployed.forward_head(deployed.forward_features(x), pre_logits=True))  # fmt: skip
     assert not torch.equal(model.head.weight, deployed.head.weight)  # the norm went into the weights
     headless = randomize_bn_(mlpvision.create_model("repmlpnet_28", num_classes=0)).eval()
-    _check_equivalent(headless, x, rtol=1e-5)  # the pooled features, in both forms
+    assert_reparam_equivalent(headless, x, rtol=1e-5)  # the pooled features, in both forms
 
 
 @pytest.mark.parametrize(
