@@ -163,7 +163,14 @@ def test_the_default_report_lists_every_published_headline_folder(tmp_path, monk
     _published(tmp_path / "results" / "allmlp_headline_kd", test_top1=95.31, met=True)
     _published(tmp_path / "results" / "allmlp_headline")
     (tmp_path / "results" / "allmlp_headline_old").mkdir()  # no eval.json: not published, not listed
+    teacher = tmp_path / "results" / "a_convnet_teacher"
+    report = _published(teacher, role="distillation teacher", all_mlp=False, test_top1=94.81)
+    del report["target_top1"], report["met"]  # as experiments/headline.py --teacher writes it: no target
+    (teacher / "eval.json").write_text(json.dumps(report))
     assert main(["lab", "--report-only"]) == 0
     page = (tmp_path / "docs" / "results.md").read_text()
-    assert page.index("### `results/allmlp_headline`") < page.index("### `results/allmlp_headline_kd`")
+    teacher_at = page.index("### `results/a_convnet_teacher` (distillation teacher)")
+    assert page.index("### `results/allmlp_headline`") < page.index("### `results/allmlp_headline_kd`") < teacher_at
     assert "allmlp_headline_old" not in page
+    assert "`python experiments/headline.py --teacher`" in page[teacher_at:] and "all-MLP: no" in page[teacher_at:]
+    assert "**94.81%**" in page[teacher_at:] and "no target" in page[teacher_at:] and "not met" not in page[teacher_at:]

@@ -308,7 +308,8 @@ def _cmd_lab(args: argparse.Namespace) -> int:
 
     headline = [Path(h) for h in args.headline or []]
     if not headline and args.results is None and not suffix:  # the default Fashion-MNIST report shows every
-        headline = sorted(p.parent for p in Path("results").glob("allmlp_headline*/eval.json"))  # published one
+        headline = sorted(p.parent for p in Path("results").glob("*/eval.json"))  # published headline, then teacher
+        headline.sort(key=lambda f: json.loads((f / "eval.json").read_text()).get("role") == "distillation teacher")
     out = write_report(results, args.docs, headline)
     console.print(f"report: {out}")
     return 0
@@ -439,8 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--headline",
         action="append",
-        help="published (or run) folder of a headline model, reported first; repeat for several (default: every "
-        "results/allmlp_headline*/ that holds an eval.json)",
+        help="published (or run) folder of a headline model or teacher, reported first; repeat for several "
+        "(default: every results/*/ that holds an eval.json, headline models before teachers)",
     )
     p.add_argument("--data-dir", default=None, help="folder with the data set's files")
     p.add_argument("--verbose", action="store_true", help="log each training run")

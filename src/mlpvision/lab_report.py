@@ -329,7 +329,8 @@ def write_report(
     if folders:
         lines += ["## The headline all-MLP model", ""]
         for folder in folders:
-            lines += ([f"### `{folder.as_posix()}`", ""] if len(folders) > 1 else []) + _headline(folder, docs)
+            role = " (distillation teacher)" if _is_teacher(folder) else ""
+            lines += ([f"### `{folder.as_posix()}`{role}", ""] if len(folders) > 1 else []) + _headline(folder, docs)
     for exp in plan(settings):
         lines += _section(exp, res, figures)
     lines += ["## Cost scaling", "", "Mixer's cost grows linearly with the number of patches, ViT's attention "
@@ -339,15 +340,29 @@ def write_report(
     return out
 
 
+def _is_teacher(folder: Path) -> bool:
+    """Whether ``folder`` holds a published distillation teacher (``experiments/headline.py --teacher``)."""
+    published = folder / "eval.json"
+    return published.is_file() and json.loads(published.read_text()).get("role") == "distillation teacher"
+
+
 def _headline(folder: Path, docs: Path) -> list[str]:
-    """The headline model's section, from its published folder (eval.json, summary.json) or a run folder."""
+    """The section of a headline model or of a teacher, from its published folder (eval.json, summary.json) or a
+    run folder."""
     s = json.loads((folder / "summary.json").read_text())
     lines = []
     published = folder / "eval.json"
     if published.is_file():
         e = json.loads(published.read_text())
+        teacher = e.get("role") == "distillation teacher"
+        verdict = (
+            "a distillation teacher of the headline recipes: it need not be all-MLP and has no target"
+            if teacher
+            else f"target {e['target_top1']:.1f}%: **{'met' if e['met'] else 'not met'}**"
+        )
         lines += [
-            f"`{s['model']}` trained by `python experiments/headline.py` (recipe: `{e['recipe']}`; "
+            f"`{s['model']}` trained by `python experiments/headline.py{' --teacher' if teacher else ''}` "
+            f"(recipe: `{e['recipe']}`; "
             f"{s['epochs_done']} epochs, {s['train_seconds'] / 3600:.1f} h of training clock, time paused for other "
             "jobs included), selected on the validation split (best epoch "
             f"{e['best_epoch']}, validation top-1 {e['best_val_top1']:.2f}%) and published in its deploy form "
@@ -355,7 +370,7 @@ def _headline(folder: Path, docs: Path) -> list[str]:
             f"{'yes' if e['all_mlp'] else 'no'}).",
             "",
             f"Fashion-MNIST test top-1 of the published file: **{e['test_top1']:.2f}%** (top-5 {e['test_top5']:.2f}%)"
-            f"; target {e['target_top1']:.1f}%: **{'met' if e['met'] else 'not met'}**. Reproduce with "
+            f"; {verdict}. Reproduce with "
             f"`{e['command']}`.",
         ]  # fmt: skip
         curves = folder / "curves.png"
