@@ -16,9 +16,10 @@ import yaml
 import mlpvision
 from mlpvision.cli import main
 from mlpvision.data import AugmentConfig
+from mlpvision.distill import load_teacher
 from mlpvision.errors import ConfigError
 from mlpvision.models import create_model
-from mlpvision.train import TrainConfig, TrainingError, load_teacher, train
+from mlpvision.train import TrainConfig, TrainingError, train
 from mlpvision.weights import read_safetensors
 
 TINY = {"model": "mixer_t4_28", "model_args": {"depth": 2, "embed_dim": 32, "token_mlp_dim": 16, "channel_mlp_dim": 64}}

@@ -29,6 +29,7 @@ from torchvision.transforms import v2
 from . import distributed
 from .checkpoint import data_metadata, load_checkpoint, save_model
 from .data import AugmentConfig, Augmented, DataInfo, build_transform, load_split, split_train_val, training_set
+from .distill import distillation_loss, load_teacher
 from .errors import ConfigError, MlpVisionError
 from .evaluate import EvalResult, evaluate, save_confusion_png
 from .models import create_model, get_spec
@@ -123,6 +124,8 @@ class TrainConfig:
             (self.optimizer in ("adamw", "sgd"), f"optimizer must be adamw or sgd, got {self.optimizer!r}"),
             (self.distill in ("none", "hard", "soft"), f"distill must be none, hard or soft, got {self.distill!r}"),
             (self.distill == "none" or self.teacher, "distillation needs --teacher MODEL_FILE"),
+            (0 <= self.distill_alpha <= 1, f"distill_alpha must be in [0, 1], got {self.distill_alpha}"),
+            (self.distill_tau > 0, f"distill_tau must be > 0, got {self.distill_tau}"),
             (0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)"),
         ]
         for ok, message in checks:
@@ -200,41 +203,6 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.
 
 def step_seed(seed: int, step: int, rank: int = 0) -> int:
     return (seed * 1_000_003 + step) * 1009 + rank
-
-
-def distillation_loss(cfg: TrainConfig, logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
-    if cfg.distill == "hard":  # DeiT: cross-entropy with the teacher's decision
-        return F.cross_entropy(logits, teacher_logits.argmax(dim=1))
-    tau = cfg.distill_tau  # soft: KL between temperature-softened distributions
-    return (
-        F.kl_div(
-            F.log_softmax(logits / tau, 1),
-            F.log_softmax(teacher_logits / tau, 1),
-            reduction="batchmean",
-            log_target=True,
-        )
-        * tau**2
-    )
-
-
-class TeacherEnsemble(nn.Module):
-    """Several teachers as one: the mean of their logits (usually more accurate than any one member)."""
-
-    def __init__(self, members: list[nn.Module]):
-        super().__init__()
-        self.members = nn.ModuleList(members)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([m(x).float() for m in self.members]).mean(0)  # (K, B, classes) -> (B, classes)
-
-
-def load_teacher(files: list[str], device: torch.device) -> nn.Module | None:
-    """The frozen distillation teacher: one model file, or an ensemble of several (None for no file)."""
-    if not files:
-        return None
-    members = [load_checkpoint(f, device=device) for f in files]
-    teacher = members[0] if len(members) == 1 else TeacherEnsemble(members)
-    return teacher.eval().requires_grad_(False)
 
 
 # ---- the loop --------------------------------------------------------------------------------------------------
@@ -319,7 +287,7 @@ def train_one_epoch(run: Run, epoch: int, deadline: float | None) -> dict:
                 if run.teacher is not None:
                     with torch.no_grad():
                         t_logits = run.teacher(images).float()
-                    kd = distillation_loss(cfg, logits.float(), t_logits)
+                    kd = distillation_loss(logits.float(), t_logits, cfg.distill, cfg.distill_tau)
                     loss = (1 - cfg.distill_alpha) * loss + cfg.distill_alpha * kd
             if not torch.isfinite(loss):
                 raise TrainingError(
