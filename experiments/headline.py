@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 from mlpvision.checkpoint import DATA_KEY, load_checkpoint, save_model
 from mlpvision.data import Augmented, build_transform, load_split
 from mlpvision.evaluate import evaluate
+from mlpvision.lab_report import TEACHER_ROLE
 from mlpvision.reparam import non_mlp_layers, reparameterize
 from mlpvision.runtime import tune_cpu_allocator
 from mlpvision.train import TrainConfig, train
@@ -79,7 +80,7 @@ def publish(run: Path, dest: Path, recipe: Path = RECIPE, teacher: bool = False)
         "params": sum(p.numel() for p in saved.parameters()), "all_mlp": not offending,
         "selected_on": "validation split", "best_epoch": summary["best_epoch"],
         "best_val_top1": summary["best_val_top1"], "test_top1": result.top1, "test_top5": result.top5,
-        **({"role": "distillation teacher"} if teacher else {"target_top1": TARGET, "met": result.top1 >= TARGET}),
+        **({"role": TEACHER_ROLE} if teacher else {"target_top1": TARGET, "met": result.top1 >= TARGET}),
         "command": f"mlpvision eval --checkpoint {_shown(out)} --data fashion-mnist",
     }  # fmt: skip
     (dest / "eval.json").write_text(json.dumps(report, indent=2) + "\n")

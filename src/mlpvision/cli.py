@@ -290,7 +290,7 @@ def _cmd_lab(args: argparse.Namespace) -> int:
     import logging
 
     from .lab import Settings, check_data, data_suffix, plan, run_lab
-    from .lab_report import write_report
+    from .lab_report import published_models, write_report
 
     settings = Settings.tiny() if args.quick else Settings.full()
     settings = dataclasses.replace(settings, data=args.data)
@@ -308,8 +308,7 @@ def _cmd_lab(args: argparse.Namespace) -> int:
 
     headline = [Path(h) for h in args.headline or []]
     if not headline and args.results is None and not suffix:  # the default Fashion-MNIST report shows every
-        headline = sorted(p.parent for p in Path("results").glob("*/eval.json"))  # published headline, then teacher
-        headline.sort(key=lambda f: json.loads((f / "eval.json").read_text()).get("role") == "distillation teacher")
+        headline = published_models("results")  # published one, headline models before teachers
     out = write_report(results, args.docs, headline)
     console.print(f"report: {out}")
     return 0

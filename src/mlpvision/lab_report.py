@@ -15,7 +15,9 @@ from pathlib import Path
 
 from .lab_plan import EVAL_KEYS, FRACTIONS, LAB_DATA, SHIFTS, Settings, data_suffix, plan
 
-__all__ = ["write_report"]
+__all__ = ["TEACHER_ROLE", "published_models", "write_report"]
+
+TEACHER_ROLE = "distillation teacher"  # the "role" in eval.json of a model published with headline.py --teacher
 
 
 def _ms(values: list[float]) -> str:
@@ -343,7 +345,13 @@ def write_report(
 def _is_teacher(folder: Path) -> bool:
     """Whether ``folder`` holds a published distillation teacher (``experiments/headline.py --teacher``)."""
     published = folder / "eval.json"
-    return published.is_file() and json.loads(published.read_text()).get("role") == "distillation teacher"
+    return published.is_file() and json.loads(published.read_text()).get("role") == TEACHER_ROLE
+
+
+def published_models(root: str | Path = "results") -> list[Path]:
+    """The published folders under ``root`` (those holding an eval.json): headline models, then teachers, each
+    group by name."""
+    return sorted((p.parent for p in Path(root).glob("*/eval.json")), key=lambda f: (_is_teacher(f), f.name))
 
 
 def _headline(folder: Path, docs: Path) -> list[str]:
@@ -354,7 +362,7 @@ def _headline(folder: Path, docs: Path) -> list[str]:
     published = folder / "eval.json"
     if published.is_file():
         e = json.loads(published.read_text())
-        teacher = e.get("role") == "distillation teacher"
+        teacher = e.get("role") == TEACHER_ROLE
         verdict = (
             "a distillation teacher of the headline recipes: it need not be all-MLP and has no target"
             if teacher
