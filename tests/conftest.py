@@ -6,7 +6,9 @@ import torch
 from torch import nn
 
 import mlpvision
+from mlpvision.data import AugmentConfig
 from mlpvision.reparam import reparameterize
+from mlpvision.train import TrainConfig
 
 # models small enough to run real forward and backward passes in tests
 SMALL_MODELS = [n for n in mlpvision.list_models() if n.endswith(("_28", "_32"))]
@@ -78,3 +80,14 @@ def assert_reparam_equivalent(model: nn.Module, x: torch.Tensor, rtol: float) ->
     assert scale > 1e-3, "randomized model gives a trivially small output"
     assert (before - after).abs().max() <= rtol * scale
     return deployed
+
+
+TINY = {"model": "mixer_t4_28", "model_args": {"depth": 2, "embed_dim": 32, "token_mlp_dim": 16, "channel_mlp_dim": 64}}
+
+
+def tiny_cfg(out, **kw) -> TrainConfig:
+    """A two-epoch training config of a tiny Mixer on synthetic data, writing to ``out``; ``kw`` overrides."""
+    base = dict(TINY, data="synthetic", epochs=2, batch_size=16, val_size=64, lr=3e-3, out=str(out), seed=3, amp=False,
+                aug=AugmentConfig())  # fmt: skip
+    base.update(kw)
+    return TrainConfig(**base)

@@ -14,7 +14,7 @@ from mlpvision.evaluate import predict_images
 from mlpvision.models import create_model
 from mlpvision.train import train
 
-from .test_train import TINY, tiny_cfg
+from .conftest import TINY, tiny_cfg
 
 
 def test_hard_distillation_is_cross_entropy_with_the_teachers_decision():

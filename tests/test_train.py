@@ -22,14 +22,7 @@ from mlpvision.models import create_model
 from mlpvision.train import TrainConfig, TrainingError, train
 from mlpvision.weights import read_safetensors
 
-TINY = {"model": "mixer_t4_28", "model_args": {"depth": 2, "embed_dim": 32, "token_mlp_dim": 16, "channel_mlp_dim": 64}}
-
-
-def tiny_cfg(out, **kw):
-    base = dict(TINY, data="synthetic", epochs=2, batch_size=16, val_size=64, lr=3e-3, out=str(out), seed=3, amp=False,
-                aug=AugmentConfig())  # fmt: skip
-    base.update(kw)
-    return TrainConfig(**base)
+from .conftest import tiny_cfg
 
 
 def _weights(path):
