@@ -156,6 +156,9 @@ def test_the_report_shows_the_published_headline_model(tmp_path):
     page = write_report(tmp_path / "lab", tmp_path / "docs", [folder, second]).read_text()
     assert page.count("## The headline all-MLP model") == 1 and "**94.87%**" in page and "**95.31%**" in page
     assert page.index(f"### `{folder.as_posix()}`") < page.index(f"### `{second.as_posix()}`")
+    table = page[page.index("| published model |") : page.index("### ")]  # the attempts side by side, in order
+    assert f"| `{folder.as_posix()}` | 12.69 M | - | 77 | 95.20% | 94.87% | 95.0%: not met |" in table
+    assert table.index("94.87%") < table.index("| 95.31% | 95.0%: met |")
 
 
 def test_the_default_report_lists_every_published_headline_folder(tmp_path, monkeypatch, capsys):
@@ -174,3 +177,4 @@ def test_the_default_report_lists_every_published_headline_folder(tmp_path, monk
     assert "allmlp_headline_old" not in page
     assert "`python experiments/headline.py --teacher`" in page[teacher_at:] and "all-MLP: no" in page[teacher_at:]
     assert "**94.81%**" in page[teacher_at:] and "no target" in page[teacher_at:] and "not met" not in page[teacher_at:]
+    assert "| 94.81% | none (teacher) |" in page[: page.index("### ")]

@@ -329,7 +329,7 @@ def write_report(
         f for f in ([headline] if isinstance(headline, Path) else headline or []) if (f / "summary.json").is_file()
     ]
     if folders:
-        lines += ["## The headline all-MLP model", ""]
+        lines += ["## The headline all-MLP model", "", *_attempts_table(folders)]
         for folder in folders:
             role = " (distillation teacher)" if _is_teacher(folder) else ""
             lines += ([f"### `{folder.as_posix()}`{role}", ""] if len(folders) > 1 else []) + _headline(folder, docs)
@@ -352,6 +352,29 @@ def published_models(root: str | Path = "results") -> list[Path]:
     """The published folders under ``root`` (those holding an eval.json): headline models, then teachers, each
     group by name."""
     return sorted((p.parent for p in Path(root).glob("*/eval.json")), key=lambda f: (_is_teacher(f), f.name))
+
+
+def _attempts_table(folders: list[Path]) -> list[str]:
+    """One row per published folder (validation-selected figures side by side); empty for fewer than two."""
+    published = [(f, json.loads((f / "eval.json").read_text())) for f in folders if (f / "eval.json").is_file()]
+    if len(published) < 2:
+        return []
+    lines = [
+        "| published model | parameters | file | best epoch | validation top-1 | test top-1 | target |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for folder, e in published:
+        size = f"{e['bytes'] / 1e6:.1f} MB" if "bytes" in e else "-"
+        target = (
+            "none (teacher)"
+            if e.get("role") == TEACHER_ROLE
+            else f"{e['target_top1']:.1f}%: {'met' if e['met'] else 'not met'}"
+        )
+        lines.append(
+            f"| `{folder.as_posix()}` | {e['params'] / 1e6:.2f} M | {size} | {e['best_epoch']} | "
+            f"{e['best_val_top1']:.2f}% | {e['test_top1']:.2f}% | {target} |"
+        )
+    return [*lines, ""]
 
 
 def _headline(folder: Path, docs: Path) -> list[str]:
