@@ -46,7 +46,10 @@ def test_results_carry_what_each_experiment_measures(quick_lab):
         run = next(r for r in exps[exp].runs if r.label == label)
         return json.loads((results / "runs" / f"{run.key}.json").read_text())
 
-    assert set(result("families", "MLP-Mixer")["shift_top1"]) == {"0", "1", "2", "3", "4"}
+    mixer = result("families", "MLP-Mixer")
+    assert set(mixer["shift_top1"]) == {"0", "1", "2", "3", "4"}
+    # an equal-time run trains the steps its timed probe found to fit, its schedule ending at the last one
+    assert mixer["summary"]["steps"] == mixer["train_config"]["max_steps"] >= 1
     assert 0 <= result("overfitting", "plain MLP|0.1")["train_top1"] <= 100
     # the ConvNet at 100% shares its training with another experiment's run and still gets its measurement
     assert 0 <= result("overfitting", "ConvNet|1")["train_top1"] <= 100

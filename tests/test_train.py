@@ -19,7 +19,7 @@ from mlpvision.data import AugmentConfig
 from mlpvision.distill import load_teacher
 from mlpvision.errors import ConfigError
 from mlpvision.models import create_model
-from mlpvision.train import TrainConfig, TrainingError, train
+from mlpvision.train import TrainConfig, TrainingError, build_data, train
 from mlpvision.weights import read_safetensors
 
 from .conftest import tiny_cfg
@@ -89,6 +89,21 @@ def test_resume_after_kill_9_is_bit_identical(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed run differs from the uninterrupted one"
 
 
+def test_max_steps_ends_the_schedule_mid_epoch_and_a_resume_keeps_it(tmp_path):
+    per_epoch = len(build_data(tiny_cfg(tmp_path), None, 1).train) // 16
+    cfg = tiny_cfg(tmp_path, epochs=3, max_steps=per_epoch + per_epoch // 2, min_lr=1e-5, warmup_epochs=0.2)
+    summary = train(cfg)
+    assert summary["steps"] == cfg.max_steps and summary["epochs_done"] == 2
+    history = json.loads((tmp_path / "metrics.json").read_text())
+    assert [h["step"] for h in history] == [per_epoch, cfg.max_steps]
+    assert history[-1]["lr"] == pytest.approx(1e-5)  # the cosine reached its end at the last step, not at epoch 3
+    weights = _weights(tmp_path / "model.safetensors")
+    again = train(cfg, resume=True)  # finished: nothing more is trained
+    assert again["steps"] == cfg.max_steps
+    assert all(torch.equal(weights[k], v) for k, v in _weights(tmp_path / "model.safetensors").items())
+    assert train(tiny_cfg(tmp_path / "epochs", epochs=1, max_steps=10**6))["steps"] == per_epoch  # epochs first
+
+
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path, monkeypatch):
     import mlpvision.train as engine
 
@@ -156,6 +171,7 @@ def test_finetune_resets_head_and_transfers_resolution(tmp_path):
         (["train", "--model", "nope_28", "--data", "synthetic"], "unknown model 'nope_28'"),
         (["train", "--data", "mnist-ish"], "unknown data set"),
         (["train", "--epochs", "0", "--data", "synthetic"], "epochs must be >= 1"),
+        (["train", "--max-steps", "-1", "--data", "synthetic"], "max_steps must be >= 0"),
         (["train", "--distill", "hard", "--data", "synthetic"], "needs --teacher"),
         (["eval", "--checkpoint", "/nonexistent.safetensors"], "not found"),
     ],

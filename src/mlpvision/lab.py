@@ -42,8 +42,9 @@ def _atomic_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def _calibrate_epochs(run: LabRun, cfg_dict: dict, n_train: int) -> int:
-    """Epochs of ``run`` that fit its wall-clock budget, from 6 timed training steps (after 2 warm-up steps)."""
+def _calibrate_steps(run: LabRun, cfg_dict: dict) -> int:
+    """Optimizer steps of ``run`` that fit its wall-clock budget, from 10 timed training steps (after 5 warm-up
+    steps: the first ones pay for kernel selection and memory allocation)."""
     import time
 
     from .train import TrainConfig
@@ -54,17 +55,17 @@ def _calibrate_epochs(run: LabRun, cfg_dict: dict, n_train: int) -> int:
     x = torch.randn(cfg.batch_size, model.in_chans, model.img_size, model.img_size)
     y = torch.randint(0, model.num_classes, (cfg.batch_size,))
     times = []
-    for i in range(8):
+    for i in range(15):
         t0 = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.amp):
             loss = torch.nn.functional.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if i >= 2:
+        if i >= 5:
             times.append(time.perf_counter() - t0)
     step = statistics.median(times) * 1.1  # data, augmentation and validation add about 10%
-    return max(1, int(run.equal_time_min * 60 / (step * math.ceil(n_train / cfg.batch_size))))
+    return max(1, round(run.equal_time_min * 60 / step))
 
 
 class Lab:
@@ -114,13 +115,16 @@ class Lab:
             self.ensure(run.init, need_model=True)
             cfg["init"] = str(self.model_path(run.init))
         if run.equal_time_min:
-            # measured once and kept, so that a resumed run keeps the schedule it started with
+            # measured once and kept, so that a resumed run keeps the schedule it started with; the schedule
+            # (warm-up on a fifth of the steps, then cosine) ends at the last step that fits, mid-epoch or not
             calibration = self.runs / run.key / "calibration.json"
             if not calibration.is_file():
-                n_train = cfg.get("train_subset") or len(self._eval_set(run, "train")[1]) - cfg["val_size"]
-                _atomic_json(calibration, {"epochs": _calibrate_epochs(run, cfg, n_train)})
-            cfg["epochs"] = json.loads(calibration.read_text())["epochs"]
-            cfg["time_limit_min"] = run.equal_time_min * 1.5  # a safety net; the epochs are sized to fit
+                _atomic_json(calibration, {"steps": _calibrate_steps(run, cfg)})
+            steps = json.loads(calibration.read_text())["steps"]
+            n_train = cfg.get("train_subset") or len(self._eval_set(run, "train")[1]) - cfg["val_size"]
+            per_epoch = max(n_train // cfg["batch_size"], 1)
+            cfg.update(max_steps=steps, epochs=math.ceil(steps / per_epoch), warmup_epochs=0.2 * steps / per_epoch)
+            cfg["time_limit_min"] = run.equal_time_min * 1.5  # a safety net; the steps are sized to fit
         log.info("lab: training %s (%s)", run.key, run.label)
         summary = train(TrainConfig.from_dict(cfg), resume=True)
         model_file = self.model_path(run)

@@ -224,7 +224,8 @@ def plan(s: Settings) -> list[Experiment]:
     exps.append(Experiment(
         "families", "Families at equal training time",
         "Given the same compute, which family learns most: priors (conv) vs capacity (MLP/attention).",
-        equal, f"{s.equal_time_min:g} min of training per model (epochs sized to fit), flips only, seed {seeds[0]}",
+        equal, f"{s.equal_time_min:g} min of training per model (the optimizer steps that fit, from a timed probe; "
+        f"warm-up on the first fifth, then cosine), flips only, seed {seeds[0]}",
     ))  # fmt: skip
     exps.append(Experiment(
         "translation", "Translation: accuracy vs test-time shift",

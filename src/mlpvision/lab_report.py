@@ -170,13 +170,13 @@ def _cost_section(exp, res: _Results, rows: dict, done: bool, figures: Path) -> 
 
 
 def _families_section(exp, res: _Results, rows: dict, done: bool, figures: Path) -> tuple[list[str], Verdict]:
-    lines = ["| family | model | epochs | training time (min) | test top-1 (%) | params (M) | MMACs |",
+    lines = ["| family | model | optimizer steps | training time (min) | test top-1 (%) | params (M) | MMACs |",
              "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
     for label, rs in rows.items():
         for r in rs:
             s = r["summary"]
             lines.append(
-                f"| {label} | `{r['model']}` | {s['epochs_done']} | {s['train_seconds'] / 60:.1f} "
+                f"| {label} | `{r['model']}` | {s['steps']} | {s['train_seconds'] / 60:.1f} "
                 f"| {s['test_top1_final']:.2f} | {r['params'] / 1e6:.2f} | {r['macs'] / 1e6:.1f} |"
             )
     name = _plot_families(exp, res, figures)

@@ -56,6 +56,7 @@ class TrainConfig:
     data_dir: str | None = None  # folder of the data set (Fashion-MNIST: Debian's location by default)
     out: str = "runs/train"  # output folder
     epochs: int = 10
+    max_steps: int = 0  # stop after this many optimizer steps, the schedule ending there (0: epochs x steps/epoch)
     batch_size: int = 128  # global batch per optimizer step (split over processes and accumulation steps)
     accum_steps: int = 1  # micro-batches per optimizer step
     optimizer: str = "adamw"  # adamw | sgd
@@ -119,6 +120,7 @@ class TrainConfig:
     def validate(self) -> None:
         checks = [
             (self.epochs >= 1, "epochs must be >= 1"),
+            (self.max_steps >= 0, f"max_steps must be >= 0 (0: no limit), got {self.max_steps}"),
             (self.batch_size >= 1 and self.accum_steps >= 1, "batch size and accumulation steps must be >= 1"),
             (self.lr > 0, "lr must be > 0"),
             (self.optimizer in ("adamw", "sgd"), f"optimizer must be adamw or sgd, got {self.optimizer!r}"),
@@ -173,14 +175,20 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer
 
 
 def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
-    """Linear warm-up then cosine decay to ``min_lr``, stepped once per optimizer step."""
-    total = cfg.epochs * steps_per_epoch
+    """Linear warm-up then cosine decay to ``min_lr`` at the last step, stepped once per optimizer step."""
+    total = total_steps(cfg, steps_per_epoch)
     warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total - 1)
     cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total - warmup, 1), eta_min=cfg.min_lr)
     if warmup <= 0:
         return cosine
     warm = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.01, end_factor=1.0, total_iters=warmup)
     return torch.optim.lr_scheduler.SequentialLR(optimizer, [warm, cosine], milestones=[warmup])
+
+
+def total_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    """Optimizer steps of the whole run: the epochs', or ``max_steps`` when that comes first."""
+    total = cfg.epochs * steps_per_epoch
+    return min(total, cfg.max_steps) if cfg.max_steps > 0 else total
 
 
 def build_mixing(cfg: TrainConfig, num_classes: int) -> Callable | None:
@@ -245,8 +253,9 @@ class Run:
         distributed.barrier(self.dist)
 
 
-def train_one_epoch(run: Run, epoch: int, deadline: float | None) -> dict:
-    """Trains one epoch from ``run.loop.step_in_epoch``; returns the epoch's training metrics."""
+def train_one_epoch(run: Run, epoch: int, deadline: float | None, last_step: int | None = None) -> dict:
+    """Trains one epoch from ``run.loop.step_in_epoch``, or up to global step ``last_step``; returns the epoch's
+    training metrics."""
     cfg, dist, model = run.cfg, run.dist, run.engine
     model.train()
     run.data.train.set_epoch(epoch)
@@ -315,6 +324,8 @@ def train_one_epoch(run: Run, epoch: int, deadline: float | None) -> dict:
             run.save()
             banked_t0 = time.perf_counter()  # writing checkpoints does not count as training time
         if deadline is not None and run.loop.elapsed_s + (time.perf_counter() - banked_t0) >= deadline:
+            break
+        if last_step is not None and run.loop.global_step >= last_step:
             break
     run.loop.elapsed_s += time.perf_counter() - banked_t0
     seconds = time.perf_counter() - epoch_t0
@@ -427,6 +438,7 @@ def _train(cfg: TrainConfig, dist: distributed.DistInfo, resume: bool, progress)
     optimizer = build_optimizer(cfg, model)
     steps_per_epoch = len(data.train) // cfg.batch_size
     scheduler = build_scheduler(cfg, optimizer, max(steps_per_epoch, 1))
+    last_step = total_steps(cfg, max(steps_per_epoch, 1)) if cfg.max_steps > 0 else None
     ema = None
     if cfg.ema_decay > 0:
         avg_fn = _warmup_ema_fn(cfg.ema_decay) if cfg.ema_warmup else get_ema_multi_avg_fn(cfg.ema_decay)
@@ -449,9 +461,9 @@ def _train(cfg: TrainConfig, dist: distributed.DistInfo, resume: bool, progress)
     deadline = cfg.time_limit_min * 60 if cfg.time_limit_min > 0 else None
     writer = _tensorboard_writer(out) if cfg.tensorboard and dist.is_main else None
     stopped_early = False
-    while run.loop.epoch < cfg.epochs:
+    while run.loop.epoch < cfg.epochs and (last_step is None or run.loop.global_step < last_step):
         epoch = run.loop.epoch
-        metrics = train_one_epoch(run, epoch, deadline)
+        metrics = train_one_epoch(run, epoch, deadline, last_step)
         finished_epoch = run.loop.step_in_epoch >= steps_per_epoch
         row = {"epoch": epoch + 1, "step": run.loop.global_step, "lr": optimizer.param_groups[0]["lr"], **metrics}
         if data.val is not None and dist.is_main:
