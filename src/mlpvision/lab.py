@@ -43,20 +43,26 @@ def _atomic_json(path: Path, obj: Any) -> None:
 
 
 def _calibrate_steps(run: LabRun, cfg_dict: dict) -> int:
-    """Optimizer steps of ``run`` that fit its wall-clock budget, from 10 timed training steps (after 5 warm-up
-    steps: the first ones pay for kernel selection and memory allocation)."""
+    """Optimizer steps of ``run`` that fit its wall-clock budget, from 10 timed training steps on its own data
+    pipeline (augmentation included) after 5 warm-up steps, which pay for kernel selection and memory allocation."""
     import time
 
-    from .train import TrainConfig
+    from torch.utils.data import default_collate
+
+    from .train import TrainConfig, build_data
 
     cfg = TrainConfig.from_dict(cfg_dict)
     model = create_model(run.model, **dict(run.model_args))
+    train_set = build_data(cfg, model.img_size, model.in_chans).train
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    x = torch.randn(cfg.batch_size, model.in_chans, model.img_size, model.img_size)
-    y = torch.randint(0, model.num_classes, (cfg.batch_size,))
+    order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(0))
     times = []
     for i in range(15):
         t0 = time.perf_counter()
+        idx = order[(i * cfg.batch_size) % len(order) :][: cfg.batch_size]
+        x, y = default_collate([train_set[j] for j in idx.tolist()])
+        if train_set.batch_aug is not None:
+            x = train_set.batch_aug(x, idx)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.amp):
             loss = torch.nn.functional.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
@@ -64,7 +70,7 @@ def _calibrate_steps(run: LabRun, cfg_dict: dict) -> int:
         opt.step()
         if i >= 5:
             times.append(time.perf_counter() - t0)
-    step = statistics.median(times) * 1.1  # data, augmentation and validation add about 10%
+    step = statistics.median(times) * 1.05  # the schedule, metrics and checkpoints add a little
     return max(1, round(run.equal_time_min * 60 / step))
 
 
