@@ -329,10 +329,12 @@ def write_report(
         f for f in ([headline] if isinstance(headline, Path) else headline or []) if (f / "summary.json").is_file()
     ]
     if folders:
-        lines += ["## The headline all-MLP model", "", *_attempts_table(folders)]
+        published = {f: json.loads((f / "eval.json").read_text()) for f in folders if (f / "eval.json").is_file()}
+        lines += ["## The headline all-MLP model", "", *_attempts_table(published)]
         for folder in folders:
-            role = " (distillation teacher)" if _is_teacher(folder) else ""
-            lines += ([f"### `{folder.as_posix()}`{role}", ""] if len(folders) > 1 else []) + _headline(folder, docs)
+            role = " (distillation teacher)" if published.get(folder, {}).get("role") == TEACHER_ROLE else ""
+            head = [f"### `{folder.as_posix()}`{role}", ""] if len(folders) > 1 else []
+            lines += head + _headline(folder, published.get(folder), docs)
     for exp in plan(settings):
         lines += _section(exp, res, figures)
     lines += ["## Cost scaling", "", "Mixer's cost grows linearly with the number of patches, ViT's attention "
@@ -354,16 +356,16 @@ def published_models(root: str | Path = "results") -> list[Path]:
     return sorted((p.parent for p in Path(root).glob("*/eval.json")), key=lambda f: (_is_teacher(f), f.name))
 
 
-def _attempts_table(folders: list[Path]) -> list[str]:
-    """One row per published folder (validation-selected figures side by side); empty for fewer than two."""
-    published = [(f, json.loads((f / "eval.json").read_text())) for f in folders if (f / "eval.json").is_file()]
+def _attempts_table(published: dict[Path, dict]) -> list[str]:
+    """One row per published folder and its eval.json (validation-selected figures side by side); empty for fewer
+    than two."""
     if len(published) < 2:
         return []
     lines = [
         "| published model | parameters | file | best epoch | validation top-1 | test top-1 | target |",
         "|---|---:|---:|---:|---:|---:|---|",
     ]
-    for folder, e in published:
+    for folder, e in published.items():
         size = f"{e['bytes'] / 1e6:.1f} MB" if "bytes" in e else "-"
         target = (
             "none (teacher)"
@@ -377,14 +379,12 @@ def _attempts_table(folders: list[Path]) -> list[str]:
     return [*lines, ""]
 
 
-def _headline(folder: Path, docs: Path) -> list[str]:
-    """The section of a headline model or of a teacher, from its published folder (eval.json, summary.json) or a
-    run folder."""
+def _headline(folder: Path, e: dict | None, docs: Path) -> list[str]:
+    """The section of a headline model or of a teacher, from its published folder (summary.json and its eval.json
+    ``e``) or a run folder (``e`` None)."""
     s = json.loads((folder / "summary.json").read_text())
     lines = []
-    published = folder / "eval.json"
-    if published.is_file():
-        e = json.loads(published.read_text())
+    if e is not None:  # published: its eval.json
         teacher = e.get("role") == TEACHER_ROLE
         verdict = (
             "a distillation teacher of the headline recipes: it need not be all-MLP and has no target"
