@@ -336,3 +336,20 @@ def test_every_shipped_recipe_is_valid_and_builds_its_model(recipe):
     assert sum(p.numel() for p in model.parameters()) > 0
     for teacher in cfg.teacher_files:
         assert not Path(teacher).is_absolute() and teacher.startswith("results/")  # a file of this repository
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_amp_by_default_only_where_bfloat16_is_native(tmp_path, monkeypatch, native):
+    monkeypatch.setattr("mlpvision.train.native_bf16", lambda device: native)
+    train(tiny_cfg(tmp_path, amp=None, epochs=1))
+    assert json.loads((tmp_path / "config.json").read_text())["amp"] is native
+    monkeypatch.setattr("mlpvision.train.native_bf16", lambda device: pytest.fail("an explicit setting is kept"))
+    train(tiny_cfg(tmp_path / "forced", amp=not native, epochs=1))
+    assert json.loads((tmp_path / "forced" / "config.json").read_text())["amp"] is (not native)
+
+
+def test_native_bf16_answers_for_each_device_kind():
+    from mlpvision.runtime import native_bf16
+
+    assert isinstance(native_bf16("cpu"), bool)
+    assert native_bf16("meta") is False

@@ -379,7 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model config override (repeatable)")
     p.add_argument("--teacher", action="append", metavar="MODEL_FILE",
                    help="distillation teacher; repeat for an ensemble (mean logits)")  # fmt: skip
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bfloat16 autocast (default on)")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="bfloat16 autocast (default: on where the device runs it natively)")  # fmt: skip
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None, dest="channels_last")
     p.add_argument("--ema-warmup", action=argparse.BooleanOptionalAction, default=None, dest="ema_warmup",
                    help="ramp the EMA decay up from 0 (timm's EMA warm-up)")  # fmt: skip

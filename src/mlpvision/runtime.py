@@ -9,7 +9,7 @@ import platform
 
 import torch
 
-__all__ = ["cpu_model", "default_device", "tune_cpu_allocator"]
+__all__ = ["cpu_model", "default_device", "native_bf16", "tune_cpu_allocator"]
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 
@@ -37,6 +37,18 @@ def tune_cpu_allocator(threshold: int = 1 << 30) -> str | None:
 def default_device() -> torch.device:
     """CUDA when available, else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether bfloat16 autocast pays off on ``device``: a CUDA GPU with bfloat16, or a CPU with AMX or
+    AVX-512-BF16 instructions. Elsewhere the CPU emulates bfloat16 and autocast is slower than float32
+    (1.7x on repmlp_fast_28 training steps on an AVX-512 Xeon without BF16)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
 
 
 def cpu_model() -> str:

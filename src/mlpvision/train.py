@@ -34,6 +34,7 @@ from .errors import ConfigError, MlpVisionError
 from .evaluate import EvalResult, evaluate, save_confusion_png
 from .models import create_model, get_spec
 from .reparam import Reparameterizable, reparameterize
+from .runtime import native_bf16
 from .train_state import LoopState, load_training_checkpoint, save_training_checkpoint
 from .transfer import load_for_finetuning
 
@@ -69,7 +70,7 @@ class TrainConfig:
     grad_clip: float = 0.0  # max gradient norm (0: off)
     ema_decay: float = 0.0  # decay of the weight EMA (0: off); the final model is the EMA when on
     ema_warmup: bool = False  # EMA decay min(ema_decay, (1 + n) / (10 + n)) at update n: early averages forget init
-    amp: bool = True  # bfloat16 autocast (fast on CPUs with AMX / AVX-512-BF16 and on recent GPUs)
+    amp: bool | None = None  # bfloat16 autocast; None: where the device runs it natively (runtime.native_bf16)
     channels_last: bool = False
     aug: AugmentConfig = field(default_factory=lambda: AugmentConfig(crop_padding=2, hflip=0.5))
     val_size: int = 5000  # images held out of the training set for validation (0: none)
@@ -406,6 +407,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Callable[[dict], Non
     cfg.validate()
     get_spec(cfg.model)  # an unknown name fails before any data is read
     dist = distributed.setup(cfg.device)
+    if cfg.amp is None:  # config.json then records the precision the run used
+        cfg = dataclasses.replace(cfg, amp=native_bf16(dist.device))
     try:
         return _train(cfg, dist, resume, progress)
     finally:
