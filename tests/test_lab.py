@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import shutil
 
 import pytest
 
@@ -60,6 +61,31 @@ def test_results_carry_what_each_experiment_measures(quick_lab):
     assert full["deploy_params"] < full["params"]  # reported in the FC-only deploy form
     latency = json.loads((results / "repmlp_ablation_latency.json").read_text())
     assert len(latency["rows"]) == 6
+
+
+def test_each_section_states_the_machine_and_precision_its_runs_recorded(quick_lab, tmp_path):
+    results, _, _ = quick_lab
+    machine = json.loads((results / "meta.json").read_text())["machine"]
+    exp = next(e for e in plan(Settings.tiny()) if e.key == "repmlp_ablation")
+    assert len(exp.runs) > 2
+    copy = tmp_path / "results"
+    shutil.copytree(results, copy)
+    for i, run in enumerate(exp.runs):
+        path = copy / "runs" / f"{run.key}.json"
+        r = json.loads(path.read_text())
+        assert r["machine"] == machine and r["precision"] in ("float32", "bfloat16 autocast")
+        if i == 0:  # as if this run had been trained elsewhere
+            path.write_text(json.dumps({**r, "machine": "another CPU", "precision": "float32"}))
+
+    def section() -> str:
+        return write_report(copy, tmp_path / "docs").read_text().split(f"## {exp.title}")[1].split("\n## ")[0]
+
+    text = section()
+    assert "another CPU: 1 run in float32" in text and f"{machine}: {len(exp.runs) - 1} runs in " in text
+    assert f"Latency timed on {machine}." in text
+    shutil.copy(results / "runs" / f"{exp.runs[0].key}.json", copy / "runs")  # all on one machine again
+    text = section()
+    assert f"Trained on {machine}: {len(exp.runs)} runs in " in text and "Latency timed on the same machine." in text
 
 
 def test_finished_runs_are_skipped_and_the_report_is_rebuilt_from_json_alone(quick_lab, monkeypatch, tmp_path):

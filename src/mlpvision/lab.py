@@ -139,6 +139,7 @@ class Lab:
         model = _load(model_file)
         deploy = reparameterize(model.eval())
         history = json.loads((self.runs / run.key / "metrics.json").read_text())
+        amp = json.loads((self.runs / run.key / "config.json").read_text())["amp"]  # as train() resolved it
         result = {
             "key": run.key, "label": run.label, "model": run.model, "seed": run.seed, "data": run.data,
             "model_args": dict(run.model_args), "train_config": cfg, "summary": summary,
@@ -146,6 +147,7 @@ class Lab:
             "deploy_params": count(deploy).params, "deploy_macs": count(deploy).macs,
             "history": [{k: h[k] for k in ("epoch", "epoch_seconds", "train_top1", "val_top1") if k in h}
                         for h in history],
+            "machine": _machine(), "precision": "bfloat16 autocast" if amp else "float32",
         }  # fmt: skip
         self._measure(run, model, cfg, result)
         _atomic_json(self.result_path(run), result)
@@ -216,7 +218,8 @@ class Lab:
         timing = measure(cands, self.s.latency_repeats, warmup=2)
         rows = {label: {"median_ms": t["median_s"] * 1e3, "p25_ms": t["p25_s"] * 1e3, "p75_ms": t["p75_s"] * 1e3}
                 for label, t in zip(labels, timing, strict=True)}  # fmt: skip
-        _atomic_json(path, {"batch_size": self.s.latency_batch, "threads": torch.get_num_threads(), "rows": rows})
+        _atomic_json(path, {"batch_size": self.s.latency_batch, "threads": torch.get_num_threads(),
+                            "machine": _machine(), "rows": rows})  # fmt: skip
 
     def resolution_error(self) -> None:
         """Records the error a fixed-size model gives for another input size (experiment 7's first half)."""

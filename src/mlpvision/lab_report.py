@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from .lab_plan import EVAL_KEYS, FRACTIONS, LAB_DATA, SHIFTS, Settings, data_suffix, plan
@@ -146,10 +146,30 @@ def _plot_lines(xs_by_label: dict[str, tuple[list, list]], xlabel: str, ylabel: 
     return path.name
 
 
-def _header(exp, rows: dict) -> list[str]:
+def _machines(exp, res: _Results, rows: dict) -> str:
+    """Where the section's runs were trained and in what precision, and where its latency was timed, as
+    recorded by each result file."""
+    counts = Counter(
+        (r.get("machine", "a machine not recorded"), r.get("precision", "a precision not recorded"))
+        for rs in rows.values()
+        for r in rs
+    )
+    trained = "; ".join(f"{m}: {n} run{'s' if n > 1 else ''} in {p}" for (m, p), n in counts.items())
+    timed = res.latency(exp).get("machine")
+    if timed is None:
+        where = ""
+    elif {m for m, _ in counts} == {timed}:
+        where = " Latency timed on the same machine."
+    else:
+        where = f" Latency timed on {timed}."
+    return f"**Machine.** Trained on {trained or 'nothing yet'}.{where}"
+
+
+def _header(exp, res: _Results, rows: dict) -> list[str]:
     seeds = sorted({r["seed"] for rs in rows.values() for r in rs})
     lines = [f"## {exp.title}", "", f"**Claim.** {exp.claim}", "",
-             f"**Budget.** {exp.budget}; seeds: {', '.join(map(str, seeds)) or 'none yet'}.", ""]  # fmt: skip
+             f"**Budget.** {exp.budget}; seeds: {', '.join(map(str, seeds)) or 'none yet'}.", "",
+             _machines(exp, res, rows), ""]  # fmt: skip
     return lines + ([exp.notes, ""] if exp.notes else [])
 
 
@@ -295,7 +315,7 @@ def _section(exp, res: _Results, figures: Path) -> list[str]:
     if verdict is not None:
         ok, rule = verdict
         body = [*body, "", _verdict(ok, rule)] + (["", exp.caveat] if exp.caveat and ok is False else [])
-    return [*_header(exp, rows), *body, ""]
+    return [*_header(exp, res, rows), *body, ""]
 
 
 def write_report(
@@ -320,9 +340,10 @@ def write_report(
         f"({res.info.size}x{res.info.size}x{res.info.chans}); "
         f"{settings.val_size} training images held out for validation, figures on the test set"
         f"{f' (first {settings.test_subset} images)' if settings.test_subset else ''}, unless a section says "
-        "otherwise; the recipe is the library's default (AdamW, warm-up + cosine, label smoothing 0.1, bfloat16 "
-        "autocast).",
-        f"Hardware: {meta.get('machine', 'unknown')}. Mode: {'quick (tiny budgets)' if settings.quick else 'full'}.",
+        "otherwise; the recipe is the library's default (AdamW, warm-up + cosine, label smoothing 0.1). Each section "
+        "states the machine and numeric precision its runs recorded; the last `mlpvision lab` ran on "
+        f"{meta.get('machine', 'an unrecorded machine')}. "
+        f"Mode: {'quick (tiny budgets)' if settings.quick else 'full'}.",
         "",
     ]
     folders = [
