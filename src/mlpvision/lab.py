@@ -43,9 +43,10 @@ def _atomic_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def _calibrate_steps(run: LabRun, cfg_dict: dict) -> int:
-    """Optimizer steps of ``run`` that fit its wall-clock budget, from 10 timed training steps on its own data
-    pipeline (augmentation included) after 5 warm-up steps, which pay for kernel selection and memory allocation."""
+def _calibrate_steps(run: LabRun, cfg_dict: dict) -> dict[str, int]:
+    """Optimizer steps of ``run`` that fit its wall-clock budget (``steps``), from 10 timed training steps on its
+    own data pipeline (augmentation included) after 5 warm-up steps, which pay for kernel selection and memory
+    allocation; and the optimizer steps of one epoch of that pipeline (``steps_per_epoch``)."""
     import time
 
     from torch.utils.data import default_collate
@@ -73,7 +74,8 @@ def _calibrate_steps(run: LabRun, cfg_dict: dict) -> int:
         if i >= 5:
             times.append(time.perf_counter() - t0)
     step = statistics.median(times) * 1.05  # the schedule, metrics and checkpoints add a little
-    return max(1, round(run.equal_time_min * 60 / step))
+    per_epoch = max(len(train_set) // cfg.batch_size, 1)
+    return {"steps": max(1, round(run.equal_time_min * 60 / step)), "steps_per_epoch": per_epoch}
 
 
 class Lab:
@@ -127,10 +129,9 @@ class Lab:
             # (warm-up on a fifth of the steps, then cosine) ends at the last step that fits, mid-epoch or not
             calibration = self.runs / run.key / "calibration.json"
             if not calibration.is_file():
-                _atomic_json(calibration, {"steps": _calibrate_steps(run, cfg)})
-            steps = json.loads(calibration.read_text())["steps"]
-            n_train = cfg.get("train_subset") or len(self._eval_set(run, "train")[1]) - cfg["val_size"]
-            per_epoch = max(n_train // cfg["batch_size"], 1)
+                _atomic_json(calibration, _calibrate_steps(run, cfg))
+            fit = json.loads(calibration.read_text())
+            steps, per_epoch = fit["steps"], fit["steps_per_epoch"]
             cfg.update(max_steps=steps, epochs=math.ceil(steps / per_epoch), warmup_epochs=0.2 * steps / per_epoch)
             cfg["time_limit_min"] = run.equal_time_min * 1.5  # a safety net; the steps are sized to fit
         log.info("lab: training %s (%s)", run.key, run.label)
