@@ -6,7 +6,8 @@ from torch import nn
 
 import mlpvision
 from mlpvision.errors import ConfigError
-from mlpvision.models.repmlpnet import Affine2d, ShareSetMixer
+from mlpvision.layers import Affine
+from mlpvision.models.repmlpnet import ShareSetMixer
 from mlpvision.reparam import non_mlp_layers, reparameterize
 
 from .conftest import assert_reparam_equivalent, randomize_bn_
@@ -19,7 +20,7 @@ def test_one_fc3_per_channel_deploys_to_linear_layers_only():
     deployed = assert_reparam_equivalent(model, torch.randn(3, 1, 28, 28), rtol=1e-5)
     assert non_mlp_layers(deployed) == []
     # S = C: the token mixer's pre-norm folds into FC3 and the gate, so not even an affine is left
-    assert not any(isinstance(m, Affine2d) for m in deployed.modules())
+    assert not any(isinstance(m, Affine) for m in deployed.modules())
     assert isinstance(deployed.head, nn.Linear) and isinstance(deployed.head_norm, nn.Identity)
 
 
@@ -27,7 +28,7 @@ def test_shared_sets_keep_a_per_channel_affine_and_no_batchnorm():
     model = randomize_bn_(mlpvision.create_model("repmlpnet_28", **SHARED))
     deployed = assert_reparam_equivalent(model, torch.randn(3, 1, 28, 28), rtol=1e-5)
     assert non_mlp_layers(deployed) == []
-    affines = [m for m in deployed.modules() if isinstance(m, Affine2d)]
+    affines = [m for m in deployed.modules() if isinstance(m, Affine)]
     assert len(affines) == 4  # one per unit: a set's channels share FC3's matrix but not the norm's scale
 
 

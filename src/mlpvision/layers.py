@@ -157,16 +157,19 @@ class PreNormBlock(nn.Module):
 
 
 class Affine(nn.Module):
-    """ResMLP's Affine layer: ``alpha * x + beta`` per channel on the last axis.
+    """ResMLP's Affine layer: ``alpha * x + beta`` per channel.
 
     It replaces LayerNorm: no statistics are computed, so it can be folded into the next linear layer.
-    Parameters are shaped (1, 1, dim) as in timm so that weights interchange.
+    Channels are on the last axis of (N, L, dim) tokens, parameters shaped (1, 1, dim) as in timm so that
+    weights interchange; ``channels_first``: on axis 1 of an (N, dim, H, W) map, shaped (1, dim, 1, 1) (an
+    eval-mode BatchNorm without statistics).
     """
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, channels_first: bool = False) -> None:
         super().__init__()
-        self.alpha = nn.Parameter(torch.ones(1, 1, dim))
-        self.beta = nn.Parameter(torch.zeros(1, 1, dim))
+        shape = (1, dim, 1, 1) if channels_first else (1, 1, dim)
+        self.alpha = nn.Parameter(torch.ones(shape))
+        self.beta = nn.Parameter(torch.zeros(shape))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.addcmul(self.beta, self.alpha, x)

@@ -9,7 +9,7 @@ training (Locality Injection); its Global Perceptron is a squeeze-excitation gat
 Deployed (``reparameterize`` or ``deploy=True``) every conv other than the non-overlapping patch projections and
 every BatchNorm is gone: the FFN's pre-norm folds into its first FC, the head's norm into the classifier, and the
 token mixer's pre-norm into FC3 and the gate when each channel has its own FC3 (S = C). With shared sets (S < C) a
-per-channel affine (``Affine2d``, like ResMLP's Affine) stays, as the channels of a set share one matrix but not
+per-channel affine (ResMLP's ``Affine``, on channels first) stays, as the channels of a set share one matrix but not
 one scale.
 """
 
@@ -22,27 +22,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, InputShapeError
-from ..layers import ConvBN, check_input, conv_bn_relu, drop_path_or_identity
+from ..layers import Affine, ConvBN, check_input, conv_bn_relu, drop_path_or_identity
 from ..reparam import Reparameterizable, absorb_bn_into_next_linear, bn_scale_shift, conv_to_fc, fuse_bn, pad_kernel
 from .base import ImageClassifier, make_head
 from .mixer import stochastic_depth_rates
 from .registry import ModelConfig, register_model
 
-__all__ = ["Affine2d", "RepMLPNet", "RepMLPNetConfig", "ShareSetMixer"]
+__all__ = ["RepMLPNet", "RepMLPNetConfig", "ShareSetMixer"]
 
 PAPER = "RepMLPNet, arXiv 2112.11081"
-
-
-class Affine2d(nn.Module):
-    """``alpha * x + beta`` per channel of an (N, C, H, W) map: an eval-mode BatchNorm without statistics."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.alpha = nn.Parameter(torch.ones(1, channels, 1, 1))
-        self.beta = nn.Parameter(torch.zeros(1, channels, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.addcmul(self.beta, self.alpha, x)
 
 
 class ShareSetMixer(Reparameterizable):
@@ -83,7 +71,7 @@ class ShareSetMixer(Reparameterizable):
         self.channels, self.img_size, self.partition, self.sets = channels, (H, W), (h, w), sets
         self.kernels, self.gp_reduction, self.deploy = tuple(kernels), gp_reduction, deploy
         if deploy:
-            self.norm = nn.Identity() if sets == channels else Affine2d(channels)
+            self.norm = nn.Identity() if sets == channels else Affine(channels, channels_first=True)
         else:
             self.norm = nn.BatchNorm2d(channels)
         hidden = max(channels // gp_reduction, 1)
