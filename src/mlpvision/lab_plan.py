@@ -241,6 +241,11 @@ def plan(s: Settings) -> list[Experiment]:
          *runs("Affine, peak lr x4", "resmlp_tiny_12_28", train=hot),
          *runs("LayerNorm, peak lr x4", "resmlp_tiny_12_28", {"norm": "layernorm"}, hot)],
         f"{_epochs(s.epochs)}, default recipe (peak learning rate {TrainConfig.lr:g}, and 4x that to probe stability)",
+        caveat=f"Likely cause: {_epochs(s.epochs)} against the paper's 400 leave both variants under-trained (compare "
+        "each with its 4x-learning-rate row). LayerNorm rescales every token to unit variance before each linear "
+        "layer, whichever the step size; Affine starts as the identity and has to learn that scale, which is slow "
+        "at a small learning rate and so costs most on a short schedule. The rows at 4x the learning rate show "
+        "whether the gap is one of speed or of stability.",
     ))  # fmt: skip
     teacher = LabRun("teacher", sized("repmlp_fast_28"), seeds[0], s.data, CONV_TWIN, base)
     distill = {**base, "distill": "hard", "distill_alpha": 0.5}
