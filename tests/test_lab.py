@@ -88,6 +88,18 @@ def test_each_section_states_the_machine_and_precision_its_runs_recorded(quick_l
     assert f"Trained on {machine}: {len(exp.runs)} runs in " in text and "Latency timed on the same machine." in text
 
 
+def test_a_table_missing_one_seed_of_a_row_gives_no_verdict(quick_lab, tmp_path):
+    results, _, _ = quick_lab
+    copy = tmp_path / "results"
+    shutil.copytree(results, copy)
+    meta = json.loads((copy / "meta.json").read_text())
+    meta["settings"]["seeds"] = [0, 1]  # every row now has seed 0 done and seed 1 missing
+    (copy / "meta.json").write_text(json.dumps(meta))
+    title = next(e.title for e in plan(Settings.tiny()) if e.key == "repmlp_ablation")
+    section = write_report(copy, tmp_path / "docs").read_text().split(f"## {title}")[1].split("\n## ")[0]
+    assert "Reproduced at this scale" not in section and "not all runs are done yet" in section
+
+
 def test_finished_runs_are_skipped_and_the_report_is_rebuilt_from_json_alone(quick_lab, monkeypatch, tmp_path):
     results, runs, docs = quick_lab
     import mlpvision.train
