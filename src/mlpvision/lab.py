@@ -29,7 +29,6 @@ from .errors import ConfigError, InputShapeError
 from .lab_plan import EVAL_KEYS, LAB_DATA, SHIFTS, Experiment, LabRun, Settings, check_data, data_suffix, plan
 from .models.registry import create_model
 from .reparam import reparameterize
-from .runtime import native_bf16
 
 __all__ = ["LAB_DATA", "Experiment", "Lab", "LabRun", "Settings", "check_data", "data_suffix", "plan", "run_lab"]
 
@@ -54,7 +53,7 @@ def _calibrate_steps(run: LabRun, cfg_dict: dict) -> dict[str, int]:
     from .train import TrainConfig, build_data
 
     cfg = TrainConfig.from_dict(cfg_dict)
-    amp = cfg.amp if cfg.amp is not None else native_bf16("cpu")
+    amp = cfg.amp_on("cpu")
     model = create_model(run.model, **dict(run.model_args))
     train_set = build_data(cfg, model.img_size, model.in_chans).train
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)

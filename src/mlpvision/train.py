@@ -118,6 +118,10 @@ class TrainConfig:
             return []
         return [self.teacher] if isinstance(self.teacher, str) else list(self.teacher)
 
+    def amp_on(self, device: torch.device | str) -> bool:
+        """Whether this run autocasts to bfloat16 on ``device``: ``amp`` when set, else where it is native."""
+        return self.amp if self.amp is not None else native_bf16(device)
+
     def validate(self) -> None:
         checks = [
             (self.epochs >= 1, "epochs must be >= 1"),
@@ -408,7 +412,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Callable[[dict], Non
     get_spec(cfg.model)  # an unknown name fails before any data is read
     dist = distributed.setup(cfg.device)
     if cfg.amp is None:  # config.json then records the precision the run used
-        cfg = dataclasses.replace(cfg, amp=native_bf16(dist.device))
+        cfg = dataclasses.replace(cfg, amp=cfg.amp_on(dist.device))
     try:
         return _train(cfg, dist, resume, progress)
     finally:
