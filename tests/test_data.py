@@ -47,6 +47,18 @@ def test_read_idx_multibyte_big_endian(tmp_path):
     assert np.array_equal(read_idx(tmp_path / "x"), arr)
 
 
+def test_read_idx_decodes_a_file_once_and_sees_it_change(tmp_path):
+    path = tmp_path / "x.gz"
+    path.write_bytes(gzip.compress(_idx(np.arange(6, dtype=np.uint8).reshape(2, 3))))
+    first = read_idx(path)
+    assert read_idx(path) is first and not first.flags.writeable  # shared, so nobody may write to it
+    path.write_bytes(gzip.compress(_idx(np.arange(8, dtype=np.uint8).reshape(2, 4))))  # new size: read again
+    assert read_idx(path).shape == (2, 4)
+    path.write_bytes(gzip.compress(_idx(np.arange(8, dtype=np.uint8).reshape(2, 4)))[:-5])
+    with pytest.raises(DataError):  # and a broken file is an error every time, never a cached array
+        read_idx(path)
+
+
 def test_missing_folder_says_how_to_install(tmp_path):
     with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist"):
         FashionMNIST(tmp_path / "nope")

@@ -86,3 +86,12 @@ def test_shift_images_moves_content_and_fills_the_border():
     up = shift_images(x, -2, 0)
     assert torch.equal(up[0, 0, :2], x[0, 0, 2:]) and (up[0, 0, 2:] == 0).all()
     assert torch.equal(shift_images(x, 0, 0), x)
+
+
+def test_a_task_split_is_made_once_and_every_caller_gets_its_own_copy():
+    first, _ = load_split("position-task", "test")
+    first.images[0].zero_()  # a caller that writes to its images
+    first.images = first.images[:1]  # or replaces them (as resizing does)
+    again, _ = load_split("position-task", "test")
+    assert len(again) == 2000 and torch.equal(again.images, position_task(2000, seed=1).images)
+    assert torch.equal(again.labels, position_task(2000, seed=1).labels)

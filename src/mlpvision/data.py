@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import math
 import os
@@ -49,10 +50,22 @@ _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Reads an idx file (the MNIST format), gzipped or not, validating its header against its size.
 
+    The decoded array is kept for the life of the process (keyed by path, size and modification time), so the
+    many trainings of one process (the lab, the tests) decompress each file once; it is read-only.
+
     Raises:
         DataError: when the file is unreadable, truncated or not an idx file.
     """
     path = Path(path)
+    try:
+        stat = path.stat()
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e}") from None
+    return _decode_idx(path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)  # Fashion-MNIST's four files, ~55 MB decoded
+def _decode_idx(path: Path, size: int, mtime_ns: int) -> np.ndarray:
     try:
         raw = path.read_bytes()
         if raw[:2] == b"\x1f\x8b":
@@ -68,7 +81,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     expected = header + int(np.prod(shape)) * dtype.itemsize
     if len(raw) != expected:
         raise DataError(f"{path} is truncated or corrupt: {len(raw)} bytes, its header promises {expected}")
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    array = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    array.flags.writeable = False
+    return array
 
 
 def find_fashion_mnist(data_dir: str | os.PathLike | None = None) -> Path:

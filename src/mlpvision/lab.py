@@ -42,10 +42,10 @@ def _atomic_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def _calibrate_steps(run: LabRun, cfg_dict: dict) -> dict[str, int]:
-    """Optimizer steps of ``run`` that fit its wall-clock budget (``steps``), from 10 timed training steps on its
-    own data pipeline (augmentation included) after 5 warm-up steps, which pay for kernel selection and memory
-    allocation; and the optimizer steps of one epoch of that pipeline (``steps_per_epoch``)."""
+def _calibrate_steps(run: LabRun, cfg_dict: dict, warmup: int, timed: int) -> dict[str, int]:
+    """Optimizer steps of ``run`` that fit its wall-clock budget (``steps``), from the median of ``timed`` training
+    steps on its own data pipeline (augmentation included) after ``warmup`` steps, which pay for kernel selection
+    and memory allocation; and the optimizer steps of one epoch of that pipeline (``steps_per_epoch``)."""
     import time
 
     from torch.utils.data import default_collate
@@ -59,7 +59,7 @@ def _calibrate_steps(run: LabRun, cfg_dict: dict) -> dict[str, int]:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(0))
     times = []
-    for i in range(15):
+    for i in range(warmup + timed):
         t0 = time.perf_counter()
         idx = order[(i * cfg.batch_size) % len(order) :][: cfg.batch_size]
         x, y = default_collate([train_set[j] for j in idx.tolist()])
@@ -70,7 +70,7 @@ def _calibrate_steps(run: LabRun, cfg_dict: dict) -> dict[str, int]:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if i >= 5:
+        if i >= warmup:
             times.append(time.perf_counter() - t0)
     step = statistics.median(times) * 1.05  # the schedule, metrics and checkpoints add a little
     per_epoch = max(len(train_set) // cfg.batch_size, 1)
@@ -128,7 +128,7 @@ class Lab:
             # (warm-up on a fifth of the steps, then cosine) ends at the last step that fits, mid-epoch or not
             calibration = self.runs / run.key / "calibration.json"
             if not calibration.is_file():
-                _atomic_json(calibration, _calibrate_steps(run, cfg))
+                _atomic_json(calibration, _calibrate_steps(run, cfg, *self.s.timing_steps))
             fit = json.loads(calibration.read_text())
             steps, per_epoch = fit["steps"], fit["steps_per_epoch"]
             cfg.update(max_steps=steps, epochs=math.ceil(steps / per_epoch), warmup_epochs=0.2 * steps / per_epoch)

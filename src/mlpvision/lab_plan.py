@@ -51,6 +51,7 @@ class Settings:
     overfit_epochs: int = 2  # images seen in the over-fitting study: this many epochs of the full training set
     probe_epochs: int = 5  # synthetic probes (12 000 training images)
     equal_time_min: float = 4.0  # per-model wall-clock budget of the families comparison
+    timing_steps: tuple[int, int] = (5, 10)  # warm-up and timed training steps that size an equal-time run
     subset: int = 0  # training images (0: all but validation)
     val_size: int = 5000
     test_subset: int = 0
@@ -66,8 +67,8 @@ class Settings:
     @classmethod
     def tiny(cls) -> Settings:
         return cls(quick=True, seeds=(0,), epochs=1, overfit_epochs=1, probe_epochs=1, equal_time_min=0.01,
-                   subset=128, val_size=64, test_subset=128, batch_size=32, latency_batch=4, latency_repeats=2,
-                   shift_images=32)  # fmt: skip
+                   timing_steps=(1, 2), subset=128, val_size=64, test_subset=128, batch_size=32, latency_batch=4,
+                   latency_repeats=2, shift_images=32)  # fmt: skip
 
 
 @dataclass(frozen=True)
