@@ -226,7 +226,10 @@ def plan(s: Settings) -> list[Experiment]:
         "families", "Families at equal training time",
         "Given the same compute, which family learns most: priors (conv) vs capacity (MLP/attention).",
         equal, f"{s.equal_time_min:g} min of training per model (the optimizer steps that fit, from a timed probe; "
-        f"warm-up on the first fifth, then cosine), flips only, seed {seeds[0]}",
+        f"warm-up on the first fifth, then cosine), flips only",
+        notes="One seed per family: a wall-clock budget ties a run to the machine and precision it ran in, so a "
+              "second seed belongs on the same machine as the first. Read differences no larger than the seed "
+              "spreads of the other tables on this page as ties.",
     ))  # fmt: skip
     exps.append(Experiment(
         "translation", "Translation: accuracy vs test-time shift",
@@ -321,6 +324,6 @@ def plan(s: Settings) -> list[Experiment]:
         "Token-mixing weights are tied to the number of patches, so an MLP takes one input size; the Mixer paper "
         "fine-tunes at a higher resolution by expanding the token-mixing weights block-diagonally (ResMLP's "
         "cross-patch linear likewise).",
-        transfer, f"base {_epochs(s.epochs)} at {size} px; images upscaled to {2 * size} px; seed {seeds[0]}",
+        transfer, f"base {_epochs(s.epochs)} at {size} px; images upscaled to {2 * size} px",
     ))  # fmt: skip
     return exps
