@@ -106,6 +106,24 @@ def test_compile_backend():
     assert rows[1]["macs_per_image"] == mlpvision.count(mlpvision.create_model("mixer_t4_28", depth=1)).macs
 
 
+@pytest.mark.parametrize("train", [False, True])
+def test_autocast_backend_runs_the_model_in_bfloat16(monkeypatch, train):
+    dtypes = set()
+
+    def traced(name, **kwargs):
+        model = mlpvision.create_model(name, **kwargs)
+        model.head.register_forward_hook(lambda module, args, out: dtypes.add((torch.is_grad_enabled(), out.dtype)))
+        return model
+
+    monkeypatch.setattr("mlpvision.bench.create_model", traced)
+    args = {"batch_size": 2, "train": train, "repeats": 1, "warmup": 0, "model_args": {"depth": 1}}
+    run_bench("mixer_t4_28", backends=["eager"], **args)
+    assert (train, torch.bfloat16) not in dtypes  # (MACs are counted in a float32 forward without gradients)
+    rows = run_bench("mixer_t4_28", backends=["eager", "autocast"], **args)
+    assert [r["backend"] for r in rows[:2]] == ["eager", "autocast"] and all(r["peak_mem_mb"] for r in rows[:2])
+    assert {(train, torch.float32), (train, torch.bfloat16)} <= dtypes
+
+
 def test_model_args_reach_both_implementations(capsys):
     rows = run_bench("mixer_s32_224", batch_size=1, compare_timm=True, repeats=1, warmup=0,
                      model_args={"depth": 1, "img_size": 64})  # fmt: skip
@@ -120,7 +138,7 @@ def test_model_args_reach_both_implementations(capsys):
     "kwargs, message",
     [
         ({"backends": ["tensorrt"]}, "unknown backend 'tensorrt'"),
-        ({"backends": ["onnxruntime"], "train": True}, "use the eager or compile backend"),
+        ({"backends": ["onnxruntime"], "train": True}, "use the eager, autocast or compile backend"),
         ({"batch_size": 0}, "at least 1"),
     ],
 )

@@ -34,7 +34,7 @@ from .runtime import default_device
 
 __all__ = ["BACKENDS", "Candidate", "matmul_candidate", "measure", "run_bench", "timm_counterpart"]
 
-BACKENDS = ("eager", "compile", "onnxruntime", "onnxruntime-int8")
+BACKENDS = ("eager", "autocast", "compile", "onnxruntime", "onnxruntime-int8")  # autocast: eager in bfloat16 autocast
 MATMUL = "matmul-peak"
 
 
@@ -186,23 +186,29 @@ def measure(candidates: list[Candidate], repeats: int, warmup: int) -> list[dict
 # ---- candidates for a model ----------------------------------------------------------------------------------
 
 
-def _inference_fn(model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
+def _bf16(device: torch.device, on: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=on)
+
+
+def _inference_fn(model: nn.Module, x: torch.Tensor, autocast: bool = False) -> Callable[[], object]:
     def run() -> object:
-        with torch.inference_mode():
+        with torch.inference_mode(), _bf16(x.device, autocast):
             return model(x)
 
     return run
 
 
-def _train_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], object]:
-    """One AdamW training step (forward, cross-entropy, backward, update) on a fixed batch."""
+def _train_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, autocast: bool = False) -> Callable[[], object]:
+    """One AdamW training step (forward, cross-entropy, backward, update) on a fixed batch; ``autocast`` runs the
+    forward and the loss in bfloat16 autocast, as ``mlpvision train --amp`` does."""
     model.train()
     fused = x.device.type in ("cpu", "cuda")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused)
 
     def step() -> object:
         opt.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(model(x), y)
+        with _bf16(x.device, autocast):
+            loss = nn.functional.cross_entropy(model(x), y)
         loss.backward()
         opt.step()
         return loss
@@ -239,6 +245,8 @@ def _model_candidates(
     for backend in backends:
         if backend == "eager":
             fn = eager
+        elif backend == "autocast":
+            fn = _train_fn(model, x, y, autocast=True) if train else _inference_fn(model, x, autocast=True)
         elif backend == "compile":
             compiled = torch.compile(model)
             fn = _train_fn(compiled, x, y) if train else _inference_fn(compiled, x)
@@ -277,7 +285,7 @@ def run_bench(
         batch_size: images per call.
         img_size: input side (for models built for another size, e.g. Mixer at 448 px); default: the model's.
         threads: intra-op CPU threads (default: torch's current setting).
-        backends: any of :data:`BACKENDS`; ``train`` allows eager and compile only.
+        backends: any of :data:`BACKENDS`; ``train`` allows eager, autocast and compile.
         train: time a training step (AdamW, cross-entropy, fp32) instead of inference.
         compare_timm: add timm's model (eager fp32, same weights) and ``ratio_vs_timm`` on every row.
         deploy: for inference, time the deploy form of re-parameterizable models (RepMLP).
@@ -291,7 +299,7 @@ def run_bench(
         if b not in BACKENDS:
             raise ConfigError(f"unknown backend {b!r}; choose from {', '.join(BACKENDS)}")
     if train and any(b.startswith("onnxruntime") for b in backends):
-        raise ConfigError("--train times PyTorch training steps: use the eager or compile backend")
+        raise ConfigError("--train times PyTorch training steps: use the eager, autocast or compile backend")
     if batch_size < 1 or repeats < 1 or warmup < 0:
         raise ConfigError("batch size and repeats must be at least 1, warm-up at least 0")
     device = torch.device(device) if device else default_device()
@@ -320,7 +328,8 @@ def run_bench(
         peak = matmul_candidate(matmul_size, device)
         cands.append(peak)
         # eager calls only: a compiled or ONNX Runtime call cannot be followed operator by operator
-        memory = [peak_memory_mb(c.fn) if c.backend == "eager" and c.impl != MATMUL else None for c in cands]
+        traced = ("eager", "autocast")
+        memory = [peak_memory_mb(c.fn) if c.backend in traced and c.impl != MATMUL else None for c in cands]
         timing = measure(cands, repeats, warmup)
     peak_gflops = peak.flops / timing[-1]["median_s"] / 1e9
     rows = []

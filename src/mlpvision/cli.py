@@ -404,7 +404,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="images per call (default: %(default)s)")
     p.add_argument("--img-size", type=int, default=None, help="input side (default: the model's)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's setting)")
-    p.add_argument("--backend", default="eager", help="comma-separated: eager, compile, onnxruntime, onnxruntime-int8")
+    p.add_argument(
+        "--backend",
+        default="eager",
+        help="comma-separated: eager, autocast (bfloat16), compile, onnxruntime, onnxruntime-int8",
+    )
     p.add_argument("--train", action="store_true", help="time an AdamW training step instead of inference")
     p.add_argument("--compare", choices=("timm",), default=None, help="add timm's model and ratio_vs_timm")
     p.add_argument("--deploy", action=argparse.BooleanOptionalAction, default=True,
