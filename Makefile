@@ -34,7 +34,7 @@ data:
 	  exit 1; \
 	fi
 
-# The main job: train the default all-MLP model (repmlp_fast_28) on Fashion-MNIST for 5 epochs (about five
+# The main job: train the default all-MLP model (repmlp_fast_28) on Fashion-MNIST for 5 epochs (six to eight
 # minutes on 2 CPU cores), evaluate it on the test set, and convert it to its FC-only deploy form.
 DEMO_OUT ?= runs/demo
 demo: setup
