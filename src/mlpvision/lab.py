@@ -44,20 +44,24 @@ def _atomic_json(path: Path, obj: Any) -> None:
 
 def _calibrate_steps(run: LabRun, cfg_dict: dict, warmup: int, timed: int) -> dict[str, int]:
     """Optimizer steps of ``run`` that fit its wall-clock budget (``steps``), from the median of ``timed`` training
-    steps on its own data pipeline (augmentation included) after ``warmup`` steps, which pay for kernel selection
-    and memory allocation; and the optimizer steps of one epoch of that pipeline (``steps_per_epoch``)."""
+    steps on its own data pipeline (augmentation included) and on the device it will train on, after ``warmup``
+    steps, which pay for kernel selection and memory allocation; and the optimizer steps of one epoch of that
+    pipeline (``steps_per_epoch``)."""
     import time
 
     from torch.utils.data import default_collate
 
+    from .runtime import default_device
     from .train import TrainConfig, build_data
 
     cfg = TrainConfig.from_dict(cfg_dict)
-    amp = cfg.amp_on("cpu")
-    model = create_model(run.model, **dict(run.model_args))
+    device = torch.device(cfg.device) if cfg.device else default_device()
+    amp = cfg.amp_on(device)
+    model = create_model(run.model, **dict(run.model_args)).to(device)
     train_set = build_data(cfg, model.img_size, model.in_chans).train
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(0))
+    wait = torch.cuda.synchronize if device.type == "cuda" else lambda: None  # the clock waits for the GPU
     times = []
     for i in range(warmup + timed):
         t0 = time.perf_counter()
@@ -65,11 +69,13 @@ def _calibrate_steps(run: LabRun, cfg_dict: dict, warmup: int, timed: int) -> di
         x, y = default_collate([train_set[j] for j in idx.tolist()])
         if train_set.batch_aug is not None:
             x = train_set.batch_aug(x, idx)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        x, y = x.to(device), y.to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             loss = torch.nn.functional.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        wait()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     step = statistics.median(times) * 1.05  # the schedule, metrics and checkpoints add a little
