@@ -286,7 +286,8 @@ def run_bench(
         img_size: input side (for models built for another size, e.g. Mixer at 448 px); default: the model's.
         threads: intra-op CPU threads (default: torch's current setting).
         backends: any of :data:`BACKENDS`; ``train`` allows eager, autocast and compile.
-        train: time a training step (AdamW, cross-entropy, fp32) instead of inference.
+        train: time a training step (AdamW, cross-entropy; float32 but for the autocast backend) instead of
+            inference.
         compare_timm: add timm's model (eager fp32, same weights) and ``ratio_vs_timm`` on every row.
         deploy: for inference, time the deploy form of re-parameterizable models (RepMLP).
         model_args: overrides of the model config (e.g. ``{"depth": 4}``); timm's model gets the same.

@@ -226,7 +226,7 @@ def plan(s: Settings) -> list[Experiment]:
         "families", "Families at equal training time",
         "Given the same compute, which family learns most: priors (conv) vs capacity (MLP/attention).",
         equal, f"{s.equal_time_min:g} min of training per model (the optimizer steps that fit, from a timed probe; "
-        f"warm-up on the first fifth, then cosine), flips only",
+        "warm-up on the first fifth, then cosine), flips only",
         notes="One seed per family: a wall-clock budget ties a run to the machine and precision it ran in, so a "
               "second seed belongs on the same machine as the first. Read differences no larger than the seed "
               "spreads of the other tables on this page as ties.",
