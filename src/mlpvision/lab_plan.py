@@ -273,10 +273,10 @@ def plan(s: Settings) -> list[Experiment]:
         "Without a local prior MLPs need more data: their train/test gap grows faster as data shrinks.",
         over, f"as many images seen at every size ({_epochs(s.overfit_epochs)} of {n_train}), default recipe",
         caveat="Likely cause: a gap measures over-fitting only in a model that fits its training images. At this "
-               "budget the token-mixing MLPs are still learning their small training sets (compare the train top-1 "
-               "column across models), so their gap is small because they under-fit, while the ConvNet, which fits "
-               "fastest, shows the largest. The papers' claim is about models trained to convergence; a fair test "
-               "trains every model until its train top-1 levels off, which this budget does not buy.",
+               "budget a model that learns slowly is still under-fitting even a small training set (compare the "
+               "train top-1 column across models), and its gap stays small for that reason, not because it "
+               "generalizes. The papers' claim is about models trained to convergence; a fair test trains every "
+               "model until its train top-1 levels off, which this budget does not buy.",
     ))  # fmt: skip
     perm_models = {"plain MLP": ("mlp_28", {}), "MLP-Mixer": ("mixer_t4_28", {}), "RepMLP": ("repmlp_fast_28", {}),
                    "ConvNet": ("repmlp_fast_28", CONV_TWIN)}  # fmt: skip
