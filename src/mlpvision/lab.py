@@ -51,11 +51,11 @@ def _calibrate_steps(run: LabRun, cfg_dict: dict, warmup: int, timed: int) -> di
 
     from torch.utils.data import default_collate
 
-    from .runtime import default_device
+    from .distributed import pick_device
     from .train import TrainConfig, build_data
 
     cfg = TrainConfig.from_dict(cfg_dict)
-    device = torch.device(cfg.device) if cfg.device else default_device()
+    device = pick_device(device=cfg.device)  # the rule train() follows
     amp = cfg.amp_on(device)
     model = create_model(run.model, **dict(run.model_args)).to(device)
     train_set = build_data(cfg, model.img_size, model.in_chans).train
