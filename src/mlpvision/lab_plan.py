@@ -155,7 +155,7 @@ def plan(s: Settings) -> list[Experiment]:
     Written for Fashion-MNIST's 28-px models; on CIFAR the ``_28`` models become their ``_32`` twins and every
     run trains on ``s.data``, except the synthetic position and global probes, which are the same everywhere.
     """
-    from .train import TrainConfig
+    from .train_config import TrainConfig
 
     size = check_data(s.data)
 

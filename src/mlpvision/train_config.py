@@ -1,0 +1,109 @@
+"""The configuration of a training run: every field is a command-line flag of ``mlpvision train`` and a key of a
+recipe file; unknown keys and impossible values are clear errors before anything is built."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .data import AugmentConfig
+from .errors import ConfigError
+from .runtime import native_bf16
+
+__all__ = ["TrainConfig"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training run. Every field is a command-line flag (``--batch-size``) and a key of a recipe file."""
+
+    model: str = "repmlp_fast_28"  # registered model name
+    model_args: dict = field(default_factory=dict)  # overrides of the model config, e.g. {"drop_path_rate": 0.1}
+    data: str = "fashion-mnist"  # fashion-mnist | cifar10 | cifar100 | imagefolder | synthetic
+    data_dir: str | None = None  # folder of the data set (Fashion-MNIST: Debian's location by default)
+    out: str = "runs/train"  # output folder
+    epochs: int = 10
+    max_steps: int = 0  # stop after this many optimizer steps, the schedule ending there (0: epochs x steps/epoch)
+    batch_size: int = 128  # global batch per optimizer step (split over processes and accumulation steps)
+    accum_steps: int = 1  # micro-batches per optimizer step
+    optimizer: str = "adamw"  # adamw | sgd
+    lr: float = 2e-3  # peak learning rate
+    min_lr: float = 1e-5  # learning rate at the end of the cosine decay
+    weight_decay: float = 0.05
+    momentum: float = 0.9  # SGD only
+    warmup_epochs: float = 1.0  # linear warm-up from lr / 100
+    label_smoothing: float = 0.1
+    grad_clip: float = 0.0  # max gradient norm (0: off)
+    ema_decay: float = 0.0  # decay of the weight EMA (0: off); the final model is the EMA when on
+    ema_warmup: bool = False  # EMA decay min(ema_decay, (1 + n) / (10 + n)) at update n: early averages forget init
+    amp: bool | None = None  # bfloat16 autocast; None: where the device runs it natively (runtime.native_bf16)
+    channels_last: bool = False
+    aug: AugmentConfig = field(default_factory=lambda: AugmentConfig(crop_padding=2, hflip=0.5))
+    val_size: int = 5000  # images held out of the training set for validation (0: none)
+    train_subset: int = 0  # train on a seeded random subset of this many images (0: all)
+    test_subset: int = 0  # report test figures on a fixed random subset of this many test images (0: all)
+    workers: int = 0  # data-loading processes
+    seed: int = 0
+    save_every_steps: int = 0  # also checkpoint every K optimizer steps (0: only at epoch ends)
+    plots: bool = True  # write curves.png and confusion.png (off for many small runs, e.g. the lab's quick mode)
+    time_limit_min: float = 0.0  # stop after this much training time, then evaluate (0: no limit)
+    teacher: str | list[str] | None = None  # model file of a distillation teacher; a list: an ensemble (mean logits)
+    distill: str = "none"  # none | hard | soft
+    distill_alpha: float = 0.5  # weight of the distillation loss
+    distill_tau: float = 1.0  # soft distillation temperature
+    init: str | None = None  # model file to fine-tune from (head reset when classes differ)
+    img_size: int | None = None  # train at this input size (from --init: resolution transfer)
+    device: str | None = None  # cpu | cuda | cuda:1; auto-detected when None
+    tensorboard: bool = False  # also log metrics to OUT/tensorboard (needs the tensorboard package)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Builds a config from a (recipe) dict; an unknown key is an error naming the valid ones."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown training option(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+        d = dict(d)
+        if isinstance(d.get("aug"), dict):
+            aug_names = {f.name for f in dataclasses.fields(AugmentConfig)}
+            bad = sorted(set(d["aug"]) - aug_names)
+            if bad:
+                raise ConfigError(
+                    f"unknown augmentation option(s) {', '.join(bad)}; valid: {', '.join(sorted(aug_names))}"
+                )
+            d["aug"] = AugmentConfig(**d["aug"])
+        return cls(**d)
+
+    @property
+    def teacher_files(self) -> list[str]:
+        """The teacher's model files: none, one, or the members of an ensemble."""
+        if not self.teacher:
+            return []
+        return [self.teacher] if isinstance(self.teacher, str) else list(self.teacher)
+
+    def amp_on(self, device: torch.device | str) -> bool:
+        """Whether this run autocasts to bfloat16 on ``device``: ``amp`` when set, else where it is native."""
+        return self.amp if self.amp is not None else native_bf16(device)
+
+    def validate(self) -> None:
+        checks = [
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.max_steps >= 0, f"max_steps must be >= 0 (0: no limit), got {self.max_steps}"),
+            (self.batch_size >= 1 and self.accum_steps >= 1, "batch size and accumulation steps must be >= 1"),
+            (self.lr > 0, "lr must be > 0"),
+            (self.optimizer in ("adamw", "sgd"), f"optimizer must be adamw or sgd, got {self.optimizer!r}"),
+            (self.distill in ("none", "hard", "soft"), f"distill must be none, hard or soft, got {self.distill!r}"),
+            (self.distill == "none" or self.teacher, "distillation needs --teacher MODEL_FILE"),
+            (0 <= self.distill_alpha <= 1, f"distill_alpha must be in [0, 1], got {self.distill_alpha}"),
+            (self.distill_tau > 0, f"distill_tau must be > 0, got {self.distill_tau}"),
+            (0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)

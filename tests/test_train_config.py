@@ -1,0 +1,78 @@
+"""TrainConfig: recipe keys, validation and the shipped recipes."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+import mlpvision
+from mlpvision.data import AugmentConfig
+from mlpvision.errors import ConfigError
+from mlpvision.models import create_model
+from mlpvision.train_config import TrainConfig
+
+RECIPES = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
+
+
+def test_the_default_config_is_valid_and_trains_a_repmlp_model():
+    cfg = TrainConfig()
+    cfg.validate()
+    assert mlpvision.get_spec(cfg.model).family == "repmlp"
+
+
+def test_from_dict_builds_the_augmentation_and_round_trips():
+    cfg = TrainConfig.from_dict({"epochs": 3, "aug": {"crop_padding": 4, "mixup": 0.2}})
+    assert cfg.aug == AugmentConfig(crop_padding=4, mixup=0.2)
+    assert TrainConfig.from_dict(cfg.as_dict()) == cfg
+
+
+@pytest.mark.parametrize(
+    ("recipe", "message"),
+    [
+        ({"learning_rate": 0.1}, "unknown training option(s) learning_rate"),
+        ({"aug": {"cutout": 0.5}}, "unknown augmentation option(s) cutout"),
+    ],
+)
+def test_from_dict_names_an_unknown_key(recipe, message):
+    with pytest.raises(ConfigError, match=r"valid: ") as info:
+        TrainConfig.from_dict(recipe)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"epochs": 0}, "epochs must be >= 1"),
+        ({"accum_steps": 0}, "accumulation steps must be >= 1"),
+        ({"optimizer": "lamb"}, "optimizer must be adamw or sgd"),
+        ({"distill": "soft"}, "needs --teacher"),
+        ({"teacher": "t.safetensors", "distill": "soft", "distill_tau": 0.0}, "distill_tau must be > 0"),
+        ({"ema_decay": 1.0}, "ema_decay must be in [0, 1)"),
+    ],
+)
+def test_validate_refuses_an_impossible_value(override, message):
+    with pytest.raises(ConfigError) as info:
+        TrainConfig(**override).validate()
+    assert message in str(info.value)
+
+
+def test_teacher_files_lists_one_file_or_the_members_of_an_ensemble():
+    assert TrainConfig().teacher_files == []
+    assert TrainConfig(teacher="a.safetensors").teacher_files == ["a.safetensors"]
+    assert TrainConfig(teacher=["a.safetensors", "b.safetensors"]).teacher_files == ["a.safetensors", "b.safetensors"]
+
+
+def test_amp_is_kept_when_set_and_follows_the_device_when_not():
+    assert TrainConfig(amp=True).amp_on("meta") is True
+    assert TrainConfig(amp=False).amp_on("meta") is False
+    assert TrainConfig(amp=None).amp_on("meta") is False  # no device runs bfloat16 natively on "meta"
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def test_every_shipped_recipe_is_valid_and_builds_its_model(recipe):
+    cfg = TrainConfig.from_dict(yaml.safe_load(recipe.read_text()))
+    cfg.validate()
+    model = create_model(cfg.model, device="meta", **cfg.model_args)
+    assert sum(p.numel() for p in model.parameters()) > 0
+    for teacher in cfg.teacher_files:
+        assert not Path(teacher).is_absolute() and teacher.startswith("results/")  # a file of this repository
