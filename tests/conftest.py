@@ -1,3 +1,4 @@
+import os
 import pickle
 
 import numpy as np
@@ -12,6 +13,24 @@ from mlpvision.train import TrainConfig
 
 # models small enough to run real forward and backward passes in tests
 SMALL_MODELS = [n for n in mlpvision.list_models() if n.endswith(("_28", "_32"))]
+
+
+def pytest_configure(config):
+    # pytest-xdist runs the tests in several processes: each takes its share of the cores (torch's default, a thread
+    # per core in every worker, would put several threads on each core)
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
+# the longest test files, longest first: pytest-xdist (``--dist loadfile``, each file on one worker, so the quick lab
+# runs once) starts them while the other workers share the short files, instead of ending the run waiting for them
+SLOW_FILES = ("test_lab.py", "test_train.py", "test_headline.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOW_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FILES)))
 
 
 @pytest.fixture(autouse=True)
