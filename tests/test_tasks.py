@@ -79,6 +79,16 @@ def test_local_convnet_sees_only_its_receptive_field():
     assert ys.min() >= 12 and ys.max() <= 16 and xs.min() >= 12 and xs.max() <= 16
 
 
+def test_each_cell_of_the_resnet18_last_map_sees_the_whole_image():
+    """The lab's probe notes rest on it: ResNet-18's pooled features can see every pixel and the border."""
+    model = mlpvision.create_model("resnet18_28").eval()
+    x = torch.randn(1, 1, 28, 28, requires_grad=True)
+    features = model.forward_features(x)
+    assert features.shape[-2:] == (4, 4)
+    features[0, :, 0, 0].sum().backward()  # the top-left cell: the farthest from the opposite corner
+    assert (x.grad[0, 0] != 0).all()
+
+
 def test_shift_images_moves_content_and_fills_the_border():
     x = torch.arange(16.0).reshape(1, 1, 4, 4)
     right = shift_images(x, 0, 1)

@@ -303,17 +303,27 @@ def plan(s: Settings) -> list[Experiment]:
     ))  # fmt: skip
     probe_models = {"plain MLP": ("mlp_28", {}), "MLP-Mixer": ("mixer_t4_28", {}), "RepMLP": ("repmlp_fast_28", {}),
                     "local CNN (5x5 field)": ("cnn_local_28", {}), "ResNet-18": ("resnet18_28", {})}  # fmt: skip
-    for key, data, title, claim in (
+    fields = (
+        "Both CNNs end in global average pooling. Each output of the local CNN's two 3x3 layers sees a 5x5 "
+        "window; each cell of ResNet-18's last 4x4 map (CIFAR stem, no max-pool) sees the whole 28x28 "
+        "image and its zero-padded border, so what it pools already knows where things are. "
+    )
+    for key, data, title, claim, note in (
         ("position", "position-task", "Positional prior: which quadrant holds the shape",
-         "FC layers know absolute position by construction; a CNN with global pooling must infer it from padding."),
+         "FC layers know absolute position by construction; a CNN with global pooling must infer it from padding.",
+         "The shape keeps 3 pixels from the border, so the local CNN's windows that hold it look alike in every "
+         "quadrant; ResNet-18 can place it against the border, the route the claim leaves open. The probe "
+         "separates a small receptive field from a wide one; FC layers need neither."),
         ("global", "global-task", "Global capacity: do two far-apart patches match",
          "One FC layer reaches the whole image; a CNN with a small receptive field and global pooling cannot "
-         "relate regions 20 pixels apart (every image holds the same multiset of patches)."),
+         "relate regions 20 pixels apart (every image holds the same multiset of patches).",
+         "No window of the local CNN spans the two corner patches it must compare; ResNet-18's last cells span "
+         "both."),
     ):  # fmt: skip
         exps.append(Experiment(
             key, title, claim,
             [LabRun(label, m, seed, data, a, probe) for label, (m, a) in probe_models.items() for seed in seeds],
-            f"{_epochs(s.probe_epochs)} of 12 000 synthetic images, no augmentation",
+            f"{_epochs(s.probe_epochs)} of 12 000 synthetic images, no augmentation", notes=fields + note,
         ))  # fmt: skip
     native = {m: LabRun(f"{m} at {size} px", m, seeds[0], s.data, train=base)
               for m in (sized("mixer_t4_28"), sized("resmlp_tiny_12_28"))}  # fmt: skip
