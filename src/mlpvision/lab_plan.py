@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from .errors import ConfigError
+from .tasks import MARGIN
 
 __all__ = [
     "EVAL_KEYS",
@@ -311,8 +312,8 @@ def plan(s: Settings) -> list[Experiment]:
     for key, data, title, claim, note in (
         ("position", "position-task", "Positional prior: which quadrant holds the shape",
          "FC layers know absolute position by construction; a CNN with global pooling must infer it from padding.",
-         "The shape keeps 3 pixels from the border, so the local CNN's windows that hold it look alike in every "
-         "quadrant; ResNet-18 can place it against the border, the route the claim leaves open. The probe "
+         f"The shape keeps {MARGIN} pixels from the border, so the local CNN's windows that hold it look alike in "
+         "every quadrant; ResNet-18 can place it against the border, the route the claim leaves open. The probe "
          "separates a small receptive field from a wide one; FC layers need neither."),
         ("global", "global-task", "Global capacity: do two far-apart patches match",
          "One FC layer reaches the whole image; a CNN with a small receptive field and global pooling cannot "
