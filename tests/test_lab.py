@@ -63,6 +63,17 @@ def test_results_carry_what_each_experiment_measures(quick_lab):
     assert len(latency["rows"]) == 6
 
 
+def test_results_name_files_relative_to_the_runs_folder(quick_lab):
+    results, runs, _ = quick_lab
+    for path in (results / "runs").glob("*.json"):
+        assert str(runs) not in path.read_text(), path.name  # the committed results name no machine's folders
+    exp = next(e for e in plan(Settings.tiny()) if e.key == "resmlp_distill")
+    run = next(r for r in exp.runs if r.teacher is not None)
+    result = json.loads((results / "runs" / f"{run.key}.json").read_text())
+    assert (runs / result["train_config"]["teacher"]).is_file()
+    assert (runs / result["summary"]["files"]["model"]).is_file()
+
+
 def test_each_section_states_the_machine_and_precision_its_runs_recorded(quick_lab, tmp_path):
     results, _, _ = quick_lab
     machine = json.loads((results / "meta.json").read_text())["machine"]

@@ -114,7 +114,7 @@ class Lab:
             if not missing and (has_model or not need_model):
                 return result
             if has_model:  # trained for another experiment that did not need these measurements
-                self._measure(run, _load(self.model_path(run)), result["train_config"], result)
+                self._measure(run, _load(self.model_path(run)), self._config(run), result)
                 _atomic_json(path, result)
                 return result
         return self._train(run)
@@ -148,7 +148,8 @@ class Lab:
         amp = json.loads((self.runs / run.key / "config.json").read_text())["amp"]  # as train() resolved it
         result = {
             "key": run.key, "label": run.label, "model": run.model, "seed": run.seed, "data": run.data,
-            "model_args": dict(run.model_args), "train_config": cfg, "summary": summary,
+            "model_args": dict(run.model_args), "summary": self._portable(summary),
+            "train_config": self._portable({k: v for k, v in cfg.items() if k != "data_dir"}),
             "params": count(model).params, "macs": count(model).macs,
             "deploy_params": count(deploy).params, "deploy_macs": count(deploy).macs,
             "history": [{k: h[k] for k in ("epoch", "epoch_seconds", "train_top1", "val_top1") if k in h}
@@ -158,6 +159,16 @@ class Lab:
         self._measure(run, model, cfg, result)
         _atomic_json(self.result_path(run), result)
         return result
+
+    def _portable(self, obj: Any) -> Any:
+        """``obj`` with every path inside the runs folder made relative to it: results name no machine's folders."""
+        if isinstance(obj, dict):
+            return {k: self._portable(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [self._portable(v) for v in obj]
+        if isinstance(obj, str) and Path(obj).is_relative_to(self.runs):
+            return Path(obj).relative_to(self.runs).as_posix()
+        return obj
 
     def _measure(self, run: LabRun, model, cfg: dict, result: dict) -> None:
         """Adds the run's extra measurements (see ``LabRun.evals``) to ``result``."""
