@@ -114,7 +114,7 @@ class Lab:
             if not missing and (has_model or not need_model):
                 return result
             if has_model:  # trained for another experiment that did not need these measurements
-                self._measure(run, _load(self.model_path(run)), self._config(run), result)
+                self._measure(run, _load(self.model_path(run)), result)
                 _atomic_json(path, result)
                 return result
         return self._train(run)
@@ -156,7 +156,7 @@ class Lab:
                         for h in history],
             "machine": _machine(), "precision": "bfloat16 autocast" if amp else "float32",
         }  # fmt: skip
-        self._measure(run, model, cfg, result)
+        self._measure(run, model, result)
         _atomic_json(self.result_path(run), result)
         return result
 
@@ -170,12 +170,12 @@ class Lab:
             return Path(obj).relative_to(self.runs).as_posix()
         return obj
 
-    def _measure(self, run: LabRun, model, cfg: dict, result: dict) -> None:
+    def _measure(self, run: LabRun, model, result: dict) -> None:
         """Adds the run's extra measurements (see ``LabRun.evals``) to ``result``."""
         if "shift" in run.evals:
             result["shift_top1"] = self._shift_accuracy(model, run)
         if "train_acc" in run.evals:
-            result["train_top1"] = self._train_accuracy(model, run, cfg)
+            result["train_top1"] = self._train_accuracy(model, run)
 
     def _eval_set(self, run: LabRun, split: str):
         from .data import load_split
@@ -207,11 +207,11 @@ class Lab:
             out[str(k)] = statistics.mean(accs)
         return out
 
-    def _train_accuracy(self, model, run: LabRun, cfg: dict) -> float:
+    def _train_accuracy(self, model, run: LabRun) -> float:
         """Accuracy on (up to 5 000 of) the images the model was trained on, without augmentation."""
         from .train import TrainConfig, build_data
 
-        data = build_data(TrainConfig.from_dict(cfg), None, None)
+        data = build_data(TrainConfig.from_dict(self._config(run)), None, None)
         idx = data.train.indices[:5000]
         images, labels = data.train.base.images[idx], data.train.base.labels[idx]
         return self._accuracy(model, images, labels, data.info)
