@@ -334,3 +334,56 @@ def test_native_bf16_answers_for_each_device_kind():
 
     assert isinstance(native_bf16("cpu"), bool)
     assert native_bf16("meta") is False
+
+
+def test_recompute_bn_stats_averages_batch_statistics_with_dropout_off():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from mlpvision.train import recompute_bn_stats
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4, momentum=0.3),
+                                torch.nn.Dropout(0.5), torch.nn.Conv2d(4, 3, 1), torch.nn.BatchNorm2d(3))  # fmt: skip
+    x = torch.randn(64, 1, 8, 8) * 3 + 1
+    loader = DataLoader(TensorDataset(x, torch.zeros(64)), batch_size=16)
+    recompute_bn_stats(model, loader)
+    with torch.no_grad():
+        h = model[0](x)
+        batch_vars = [h[i : i + 16].var((0, 2, 3)) for i in range(0, 64, 16)]
+    torch.testing.assert_close(model[1].running_mean, h.mean((0, 2, 3)), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(model[1].running_var, torch.stack(batch_vars).mean(0), rtol=1e-5, atol=1e-5)
+    assert not model.training and model[1].momentum == 0.3 and model[4].momentum == 0.1
+    second = model[4].running_var.clone()
+    recompute_bn_stats(model, loader)  # dropout stays off: the same statistics again
+    torch.testing.assert_close(model[4].running_var, second, rtol=0, atol=0)
+
+
+def test_ema_bn_images_recompute_the_saved_statistics_and_leave_training_alone(tmp_path):
+    from torch.utils.data import DataLoader
+
+    from mlpvision.checkpoint import load_checkpoint
+    from mlpvision.data import Augmented, build_transform
+    from mlpvision.models import create_model
+    from mlpvision.train import recompute_bn_stats
+
+    # 256 training images: one evaluation batch, so the recomputed statistics are those of the whole set
+    kw = dict(model="repmlp_fast_28", model_args={"channels": [8, 16], "groups": 2}, ema_decay=0.99, epochs=1,
+              train_subset=256, plots=False)  # fmt: skip
+    train(tiny_cfg(tmp_path / "plain", **kw))
+    cfg = tiny_cfg(tmp_path / "recomputed", ema_bn_images=1000, **kw)
+    train(cfg)
+    plain, _ = read_safetensors(tmp_path / "plain" / "last.safetensors")
+    recomputed, _ = read_safetensors(tmp_path / "recomputed" / "last.safetensors")
+    assert plain.keys() == recomputed.keys()
+    assert all(torch.equal(plain[k], recomputed[k]) for k in plain), "evaluation changed the training state"
+    ema = create_model(cfg.model, num_classes=4, in_chans=1, **cfg.model_args)
+    ema.load_state_dict({k[len("ema.module.") :]: v for k, v in plain.items() if k.startswith("ema.module.")})
+    data = build_data(cfg, None, None)
+    images = Augmented(data.train.base, data.train.indices, build_transform(data.info, None))
+    expected = recompute_bn_stats(ema, DataLoader(images, batch_size=256)).state_dict()
+    saved = load_checkpoint(tmp_path / "recomputed" / "model.safetensors", device="cpu").state_dict()
+    averaged = load_checkpoint(tmp_path / "plain" / "model.safetensors", device="cpu").state_dict()
+    stats = [k for k in saved if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(saved[k], averaged[k]) for k in saved if k not in stats and "num_batches" not in k)
+    for k in stats:
+        torch.testing.assert_close(saved[k], expected[k], rtol=1e-4, atol=1e-5)
+    assert any(not torch.allclose(saved[k], averaged[k], rtol=1e-3) for k in stats)

@@ -48,6 +48,7 @@ def test_from_dict_names_an_unknown_key(recipe, message):
         ({"distill": "soft"}, "needs --teacher"),
         ({"teacher": "t.safetensors", "distill": "soft", "distill_tau": 0.0}, "distill_tau must be > 0"),
         ({"ema_decay": 1.0}, "ema_decay must be in [0, 1)"),
+        ({"ema_bn_images": -1}, "ema_bn_images must be >= 0"),
     ],
 )
 def test_validate_refuses_an_impossible_value(override, message):

@@ -113,9 +113,10 @@ def _model_args(items: list[str] | None) -> dict:
 _TRAIN_FLAGS = {
     "model": str, "data": str, "data_dir": str, "out": str, "epochs": int, "max_steps": int, "batch_size": int,
     "accum_steps": int, "optimizer": str, "lr": float, "min_lr": float, "weight_decay": float, "warmup_epochs": float,
-    "label_smoothing": float, "grad_clip": float, "ema_decay": float, "val_size": int, "train_subset": int,
-    "test_subset": int, "workers": int, "seed": int, "save_every_steps": int, "time_limit_min": float, "distill": str,
-    "distill_alpha": float, "distill_tau": float, "init": str, "img_size": int, "device": str,
+    "label_smoothing": float, "grad_clip": float, "ema_decay": float, "ema_bn_images": int, "val_size": int,
+    "train_subset": int, "test_subset": int, "workers": int, "seed": int, "save_every_steps": int,
+    "time_limit_min": float, "distill": str, "distill_alpha": float, "distill_tau": float, "init": str, "img_size": int,
+    "device": str,
 }  # fmt: skip
 _AUG_FLAGS = {"crop_padding": int, "hflip": float, "auto_augment": str, "random_erasing": float, "mixup": float,
               "cutmix": float}  # fmt: skip

@@ -9,6 +9,7 @@ batches as a single process with the same global batch.
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import dataclasses
 import json
@@ -146,9 +147,22 @@ class Run:
     loop: LoopState
     progress: Callable[[dict], None] | None = None
 
+    bn_images: Augmented | None = None  # unaugmented training images for the EMA's BatchNorm statistics
+    _recomputed: tuple[int, nn.Module] | None = None  # (global step, EMA copy with recomputed statistics)
+
     @property
     def eval_model(self) -> nn.Module:
-        return self.ema.module if self.ema is not None else self.model
+        """The model that is evaluated and saved: the EMA when on (with recomputed BatchNorm statistics when
+        asked), else the trained model."""
+        if self.ema is None:
+            return self.model
+        if self.bn_images is None:
+            return self.ema.module
+        if self._recomputed is None or self._recomputed[0] != self.loop.global_step:
+            with torch.random.fork_rng(devices=[]):  # iterating a DataLoader draws from the global generator
+                model = recompute_bn_stats(copy.deepcopy(self.ema.module), self.eval_loader(self.bn_images))
+            self._recomputed = (self.loop.global_step, model)
+        return self._recomputed[1]
 
     def loader(self, dataset, batches: list[torch.Tensor]) -> DataLoader:
         return DataLoader(dataset, batch_sampler=[b.tolist() for b in batches], num_workers=self.cfg.workers)
@@ -308,6 +322,32 @@ def _warmup_ema_fn(decay: float):
     return update
 
 
+@torch.no_grad()
+def recompute_bn_stats(model: nn.Module, loader: DataLoader) -> nn.Module:
+    """Sets the running statistics of every BatchNorm in ``model`` to the mean of its batch statistics over
+    ``loader``; returns ``model`` in eval mode.
+
+    An EMA of a BatchNorm network averages the running statistics too, and they describe activations of weights
+    from further back than the averaged weights do. Only the BatchNorms run in training mode here (torch's
+    ``update_bn`` also switches on dropout and drop path, which would make the statistics random).
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    model.eval()
+    if not norms:
+        return model
+    momenta = [bn.momentum for bn in norms]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the batches
+        bn.train()
+    device = next(model.parameters()).device
+    for images, _ in loader:
+        model(images.to(device))
+    for bn, momentum in zip(norms, momenta, strict=True):
+        bn.momentum = momentum
+    return model.eval()
+
+
 def train(cfg: TrainConfig, resume: bool = False, progress: Callable[[dict], None] | None = None) -> dict:
     """Runs (or resumes) a training run and returns its summary; files go to ``cfg.out``.
 
@@ -360,6 +400,10 @@ def _train(cfg: TrainConfig, dist: distributed.DistInfo, resume: bool, progress)
     teacher = load_teacher(cfg.teacher_files, dist.device)
     run = Run(cfg, dist, data, model, engine, optimizer, scheduler, ema, teacher,
               build_mixing(cfg, info.num_classes), out, LoopState(), progress)  # fmt: skip
+    if ema is not None and cfg.ema_bn_images:
+        g = torch.Generator().manual_seed(cfg.seed + 2)
+        chosen = torch.randperm(len(data.train.indices), generator=g)[: cfg.ema_bn_images]
+        run.bn_images = Augmented(data.train.base, data.train.indices[chosen], build_transform(info, None))
 
     last = out / "last.safetensors"
     if resume and last.is_file():

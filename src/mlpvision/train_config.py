@@ -39,6 +39,8 @@ class TrainConfig:
     grad_clip: float = 0.0  # max gradient norm (0: off)
     ema_decay: float = 0.0  # decay of the weight EMA (0: off); the final model is the EMA when on
     ema_warmup: bool = False  # EMA decay min(ema_decay, (1 + n) / (10 + n)) at update n: early averages forget init
+    ema_bn_images: int = 0  # recompute the EMA's BatchNorm statistics on this many training images before each
+    # evaluation and for the saved models (0: keep the averaged statistics, which lag the averaged weights)
     amp: bool | None = None  # bfloat16 autocast; None: where the device runs it natively (runtime.native_bf16)
     channels_last: bool = False
     aug: AugmentConfig = field(default_factory=lambda: AugmentConfig(crop_padding=2, hflip=0.5))
@@ -103,6 +105,7 @@ class TrainConfig:
             (0 <= self.distill_alpha <= 1, f"distill_alpha must be in [0, 1], got {self.distill_alpha}"),
             (self.distill_tau > 0, f"distill_tau must be > 0, got {self.distill_tau}"),
             (0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)"),
+            (self.ema_bn_images >= 0, f"ema_bn_images must be >= 0 (0: off), got {self.ema_bn_images}"),
         ]
         for ok, message in checks:
             if not ok:
