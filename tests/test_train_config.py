@@ -49,6 +49,7 @@ def test_from_dict_names_an_unknown_key(recipe, message):
         ({"teacher": "t.safetensors", "distill": "soft", "distill_tau": 0.0}, "distill_tau must be > 0"),
         ({"ema_decay": 1.0}, "ema_decay must be in [0, 1)"),
         ({"ema_bn_images": -1}, "ema_bn_images must be >= 0"),
+        ({"ema_bn_images": 100}, "ema_bn_images acts on the weight EMA"),
     ],
 )
 def test_validate_refuses_an_impossible_value(override, message):

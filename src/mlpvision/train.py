@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -146,9 +146,9 @@ class Run:
     out: Path
     loop: LoopState
     progress: Callable[[dict], None] | None = None
-
     bn_images: Augmented | None = None  # unaugmented training images for the EMA's BatchNorm statistics
-    _recomputed: tuple[int, nn.Module] | None = None  # (global step, EMA copy with recomputed statistics)
+    # (global step, EMA copy with recomputed statistics): evaluation and saving at one step share the copy
+    _recomputed: tuple[int, nn.Module] | None = field(default=None, init=False, repr=False)
 
     @property
     def eval_model(self) -> nn.Module:

@@ -106,6 +106,7 @@ class TrainConfig:
             (self.distill_tau > 0, f"distill_tau must be > 0, got {self.distill_tau}"),
             (0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)"),
             (self.ema_bn_images >= 0, f"ema_bn_images must be >= 0 (0: off), got {self.ema_bn_images}"),
+            (self.ema_bn_images == 0 or self.ema_decay > 0, "ema_bn_images acts on the weight EMA: set ema_decay too"),
         ]
         for ok, message in checks:
             if not ok:
