@@ -57,6 +57,12 @@ class Data:
     train: Augmented
     val: Augmented | None
     test: Augmented
+    bn_images: Augmented | None = None  # unaugmented training images for the EMA's BatchNorm statistics
+
+
+def _seeded_subset(indices: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """``n`` of ``indices`` drawn at random from ``seed``, in the drawn order."""
+    return indices[torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed))[:n]]
 
 
 def build_data(cfg: TrainConfig, img_size: int | None, in_chans: int | None) -> Data:
@@ -65,16 +71,17 @@ def build_data(cfg: TrainConfig, img_size: int | None, in_chans: int | None) -> 
     val_size = min(cfg.val_size, len(train_raw) // 5)
     train_idx, val_idx = split_train_val(len(train_raw), val_size, cfg.seed)
     if cfg.train_subset:
-        g = torch.Generator().manual_seed(cfg.seed + 1)
-        train_idx = train_idx[torch.randperm(len(train_idx), generator=g)[: cfg.train_subset]].sort().values
+        train_idx = _seeded_subset(train_idx, cfg.train_subset, cfg.seed + 1).sort().values
     plain = build_transform(info, None)
     train = training_set(train_raw, train_idx, info, cfg.aug, cfg.seed)
     val = Augmented(train_raw, val_idx, plain) if len(val_idx) else None
     test_idx = None
     if cfg.test_subset and cfg.test_subset < len(test_raw):
-        test_idx = torch.randperm(len(test_raw), generator=torch.Generator().manual_seed(0))[: cfg.test_subset]
-        test_idx = test_idx.sort().values
-    return Data(info, train, val, Augmented(test_raw, test_idx, plain))
+        test_idx = _seeded_subset(torch.arange(len(test_raw)), cfg.test_subset, 0).sort().values
+    bn_images = None
+    if cfg.ema_bn_images:
+        bn_images = Augmented(train_raw, _seeded_subset(train_idx, cfg.ema_bn_images, cfg.seed + 2), plain)
+    return Data(info, train, val, Augmented(test_raw, test_idx, plain), bn_images)
 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -146,7 +153,6 @@ class Run:
     out: Path
     loop: LoopState
     progress: Callable[[dict], None] | None = None
-    bn_images: Augmented | None = None  # unaugmented training images for the EMA's BatchNorm statistics
     # (global step, EMA copy with recomputed statistics): evaluation and saving at one step share the copy
     _recomputed: tuple[int, nn.Module] | None = field(default=None, init=False, repr=False)
 
@@ -156,11 +162,11 @@ class Run:
         asked), else the trained model."""
         if self.ema is None:
             return self.model
-        if self.bn_images is None:
+        if self.data.bn_images is None:
             return self.ema.module
         if self._recomputed is None or self._recomputed[0] != self.loop.global_step:
             with torch.random.fork_rng(devices=[]):  # iterating a DataLoader draws from the global generator
-                model = recompute_bn_stats(copy.deepcopy(self.ema.module), self.eval_loader(self.bn_images))
+                model = recompute_bn_stats(copy.deepcopy(self.ema.module), self.eval_loader(self.data.bn_images))
             self._recomputed = (self.loop.global_step, model)
         return self._recomputed[1]
 
@@ -400,10 +406,6 @@ def _train(cfg: TrainConfig, dist: distributed.DistInfo, resume: bool, progress)
     teacher = load_teacher(cfg.teacher_files, dist.device)
     run = Run(cfg, dist, data, model, engine, optimizer, scheduler, ema, teacher,
               build_mixing(cfg, info.num_classes), out, LoopState(), progress)  # fmt: skip
-    if ema is not None and cfg.ema_bn_images:
-        g = torch.Generator().manual_seed(cfg.seed + 2)
-        chosen = torch.randperm(len(data.train.indices), generator=g)[: cfg.ema_bn_images]
-        run.bn_images = Augmented(data.train.base, data.train.indices[chosen], build_transform(info, None))
 
     last = out / "last.safetensors"
     if resume and last.is_file():
