@@ -39,6 +39,9 @@ def test_headline_publishes_an_all_mlp_model_whose_figure_eval_reproduces(tmp_pa
     assert {"recipe.yaml", "train.log", "metrics.csv", "config.json"} <= {p.name for p in dest.iterdir()}
     assert yaml.safe_load((dest / "recipe.yaml").read_text()) == recipe and report["recipe"].endswith("recipe.yaml")
     assert "epoch 6:" in (dest / "train.log").read_text()
+    texts = {p.name: p.read_text() for p in dest.iterdir() if p.suffix in (".json", ".log", ".csv", ".yaml")}
+    assert not [name for name, text in texts.items() if str(tmp_path) in text]  # run and result outside the repo
+    assert json.loads(texts["config.json"])["out"] == "run" and report["file"] == "published/model.safetensors"
     assert main(["eval", "--checkpoint", str(dest / "model.safetensors"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["top1"] == pytest.approx(report["test_top1"], abs=1e-6)
 
