@@ -25,6 +25,7 @@ from mlpvision.checkpoint import DATA_KEY, load_checkpoint, saved_data
 from mlpvision.data import Augmented, build_transform, load_split
 from mlpvision.evaluate import evaluate
 from mlpvision.export import OrtModel, export_onnx
+from mlpvision.lab_report import shown_path
 from mlpvision.runtime import tune_cpu_allocator
 from mlpvision.train import TrainConfig, train
 from mlpvision.weights import read_metadata
@@ -59,7 +60,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     paths = [Path(p) for p in args.checkpoint] if args.checkpoint else trained_models(args.epochs)
     command = "python benchmarks/deploy_accuracy.py " + (
-        " ".join(f"--checkpoint {p}" for p in args.checkpoint) if args.checkpoint else f"--epochs {args.epochs}"
+        " ".join(f"--checkpoint {shown_path(p, ROOT)}" for p in args.checkpoint)
+        if args.checkpoint
+        else f"--epochs {args.epochs}"
     )
     rows = []
     for path in paths:
@@ -83,7 +86,7 @@ def main() -> None:
 
         timing = measure([Candidate("mlpvision", k, lambda m=m: call(m), None) for k, m in forms.items()],
                          args.repeats, warmup=2)  # fmt: skip
-        base, shown = None, str(path.resolve().relative_to(ROOT) if path.resolve().is_relative_to(ROOT) else path)
+        base, shown = None, shown_path(path, ROOT)
         for (form, m), t in zip(forms.items(), timing, strict=True):
             result = evaluate(m, loader, info.num_classes)
             base = result.top1 if base is None else base

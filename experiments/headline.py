@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from mlpvision.checkpoint import DATA_KEY, load_checkpoint, save_model
 from mlpvision.data import Augmented, build_transform, load_split
 from mlpvision.evaluate import evaluate
-from mlpvision.lab_report import TEACHER_ROLE
+from mlpvision.lab_report import TEACHER_ROLE, shown_path
 from mlpvision.reparam import non_mlp_layers, reparameterize
 from mlpvision.runtime import tune_cpu_allocator
 from mlpvision.train import TrainConfig, train
@@ -41,13 +41,6 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "allmlp_headline_28.yaml"
 MAX_BYTES = 50 * 10**6  # the committed file stays within 50 MB
 TARGET = 95.0
-
-
-def _shown(path: Path, folder: Path) -> str:
-    """``path`` as published: relative to the repository, or, outside it, to the parent of its run or result
-    ``folder`` (no machine's paths in committed files)."""
-    path, folder = path.resolve(), folder.resolve()
-    return str(path.relative_to(ROOT if path.is_relative_to(ROOT) else folder.parent))
 
 
 def publish(run: Path, dest: Path, recipe: Path = RECIPE, teacher: bool = False) -> dict:
@@ -66,8 +59,8 @@ def publish(run: Path, dest: Path, recipe: Path = RECIPE, teacher: bool = False)
         out = save_model(model, dest / "model.safetensors", data_meta)
         dtype = "float16"
     for name in ("metrics.csv", "metrics.json", "summary.json", "config.json", "train.log"):
-        if (run / name).is_file():  # paths in the text shown as _shown does
-            text = (run / name).read_text().replace(str(run.resolve()), _shown(run, run))
+        if (run / name).is_file():  # paths in the text shown as in eval.json
+            text = (run / name).read_text().replace(str(run.resolve()), shown_path(run, ROOT, run))
             (dest / name).write_text(text.replace(f"{ROOT}/", ""))
     for name in ("curves.png", "confusion.png"):
         if (run / name).is_file():
@@ -78,13 +71,14 @@ def publish(run: Path, dest: Path, recipe: Path = RECIPE, teacher: bool = False)
     raw, info = load_split("fashion-mnist", "test")
     result = evaluate(saved, DataLoader(Augmented(raw, None, build_transform(info, None)), batch_size=256), 10)
     summary = json.loads((run / "summary.json").read_text())
+    shown = shown_path(out, ROOT, dest)
     report = {
-        "recipe": _shown(dest / "recipe.yaml", dest), "file": _shown(out, dest), "bytes": out.stat().st_size,
+        "recipe": shown_path(dest / "recipe.yaml", ROOT, dest), "file": shown, "bytes": out.stat().st_size,
         "dtype": dtype, "params": sum(p.numel() for p in saved.parameters()), "all_mlp": not offending,
         "selected_on": "validation split", "best_epoch": summary["best_epoch"],
         "best_val_top1": summary["best_val_top1"], "test_top1": result.top1, "test_top5": result.top5,
         **({"role": TEACHER_ROLE} if teacher else {"target_top1": TARGET, "met": result.top1 >= TARGET}),
-        "command": f"mlpvision eval --checkpoint {_shown(out, dest)} --data fashion-mnist",
+        "command": f"mlpvision eval --checkpoint {shown} --data fashion-mnist",
     }  # fmt: skip
     (dest / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
     return report

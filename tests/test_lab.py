@@ -9,7 +9,7 @@ import pytest
 from mlpvision.cli import main
 from mlpvision.errors import ConfigError
 from mlpvision.lab import Lab, Settings, plan, run_lab
-from mlpvision.lab_report import write_report
+from mlpvision.lab_report import shown_path, write_report
 
 from .conftest import write_cifar10
 
@@ -230,3 +230,12 @@ def test_the_default_report_lists_every_published_headline_folder(tmp_path, monk
     assert "`python experiments/headline.py --teacher`" in page[teacher_at:] and "all-MLP: no" in page[teacher_at:]
     assert "**94.81%**" in page[teacher_at:] and "no target" in page[teacher_at:] and "not met" not in page[teacher_at:]
     assert "| 94.81% | none (teacher) |" in page[: page.index("### ")]
+
+
+def test_committed_files_name_paths_relative_to_the_repository_or_to_their_run_folder(tmp_path):
+    repo, elsewhere = tmp_path / "repo", tmp_path / "disk" / "runs"
+    assert shown_path(repo / "results" / "m" / "model.safetensors", repo) == "results/m/model.safetensors"
+    assert shown_path(elsewhere / "m" / "model.safetensors", repo) == "m/model.safetensors"
+    dest = elsewhere / "m"  # a file below its result folder keeps the folder's name in front
+    assert shown_path(dest / "published" / "model.safetensors", repo, dest) == "m/published/model.safetensors"
+    assert shown_path(repo / ".." / "disk" / "runs" / "m", repo, dest) == "m"  # resolved, not copied as written

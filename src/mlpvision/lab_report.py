@@ -15,9 +15,17 @@ from pathlib import Path
 
 from .lab_plan import EVAL_KEYS, FRACTIONS, LAB_DATA, SHIFTS, Settings, data_suffix, plan
 
-__all__ = ["TEACHER_ROLE", "published_models", "write_report"]
+__all__ = ["TEACHER_ROLE", "published_models", "shown_path", "write_report"]
 
 TEACHER_ROLE = "distillation teacher"  # the "role" in eval.json of a model published with headline.py --teacher
+
+
+def shown_path(path: str | Path, root: Path, folder: str | Path | None = None) -> str:
+    """``path`` as a committed file shows it: relative to the repository ``root``, or, outside it, to the parent of
+    its run or result ``folder`` (the path's own folder by default), so that no machine's folders are published."""
+    path = Path(path).resolve()
+    folder = Path(folder).resolve() if folder is not None else path.parent
+    return path.relative_to(root.resolve() if path.is_relative_to(root.resolve()) else folder.parent).as_posix()
 
 
 def _ms(values: list[float]) -> str:
