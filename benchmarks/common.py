@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
+from mlpvision.deploy import Candidate, measure
+from mlpvision.io import write_json, write_text
+from mlpvision.runtime import machine_description as machine
 
-def machine() -> str:
-    """CPU model, core count and torch threads, for every results file."""
-    from mlpvision.runtime import cpu_model
-
-    return f"{cpu_model()}; torch {torch.__version__}, {torch.get_num_threads()} threads"
+__all__ = ["interleaved_medians", "machine", "write_results"]
 
 
 def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 2) -> dict[str, dict]:
-    """Times each function ``repeats`` times round-robin (``mlpvision.bench.measure``), under inference mode.
+    """Times each function ``repeats`` times round-robin (``mlpvision.deploy.measure``), under inference mode.
 
     Returns, per name, the median, min and max seconds per call (and the quartiles).
     """
-    from mlpvision.bench import Candidate, measure
 
     def no_grad(fn: Callable[[], object]) -> Callable[[], object]:
         return lambda: torch.inference_mode()(fn)()
@@ -31,10 +29,8 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int, warm
 
 def write_results(stem: str, meta: dict, rows: list[dict], markdown: list[str]) -> None:
     """Writes docs/<stem>.json (meta + rows) and docs/<stem>.md, and prints the Markdown."""
-    from pathlib import Path
-
     docs = Path(__file__).resolve().parents[1] / "docs"
     docs.mkdir(exist_ok=True)
-    (docs / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    (docs / f"{stem}.md").write_text("\n".join(markdown) + "\n")
+    write_json(docs / f"{stem}.json", {"meta": meta, "rows": rows})
+    write_text(docs / f"{stem}.md", "\n".join(markdown) + "\n")
     print("\n".join(markdown))

@@ -15,20 +15,17 @@ import sys
 from pathlib import Path
 
 import torch
+import yaml
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, write_results
 
-from mlpvision.bench import Candidate, measure
-from mlpvision.checkpoint import DATA_KEY, load_checkpoint, saved_data
-from mlpvision.data import Augmented, build_transform, load_split
-from mlpvision.evaluate import evaluate
-from mlpvision.export import OrtModel, export_onnx
-from mlpvision.lab_report import shown_path
+from mlpvision.data import evaluation_set
+from mlpvision.deploy import Candidate, OrtModel, export_onnx, measure
+from mlpvision.io import DATA_KEY, load_checkpoint, read_metadata, shown_path
 from mlpvision.runtime import tune_cpu_allocator
-from mlpvision.train import TrainConfig, train
-from mlpvision.weights import read_metadata
+from mlpvision.train import TrainConfig, evaluate, train
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = {"mixer_t4_28": "recipes/mixer_t4_28.yaml", "repmlp_fast_28": "recipes/repmlp_fast_28.yaml"}
@@ -36,8 +33,6 @@ DROP_TARGET = 0.5  # percentage points
 
 
 def trained_models(epochs: int) -> list[Path]:
-    import yaml
-
     paths = []
     for name, recipe in RECIPES.items():
         out = ROOT / "runs" / "deploy_accuracy" / name
@@ -67,12 +62,11 @@ def main() -> None:
     rows = []
     for path in paths:
         model = load_checkpoint(path, device="cpu").eval()
-        data = saved_data(path)
-        raw, info = load_split(data.get("name", "fashion-mnist"), "test")
-        loader = DataLoader(Augmented(raw, None, build_transform(info, None)), batch_size=args.batch_size)
+        test, info = evaluation_set(path)
+        loader = DataLoader(test, batch_size=args.batch_size)
         onnx_dir = path.parent / "onnx"
-        report = export_onnx(model, onnx_dir / "model.onnx", int8=True,
-                             metadata={DATA_KEY: read_metadata(path)[DATA_KEY]})  # fmt: skip
+        meta = {DATA_KEY: read_metadata(path)[DATA_KEY]}
+        report = export_onnx(model, onnx_dir / "model.onnx", int8=True, metadata=meta)
         forms = {
             "PyTorch eager fp32": model,
             "ONNX Runtime fp32": OrtModel(report.path, args.threads),
@@ -84,19 +78,28 @@ def main() -> None:
             with torch.inference_mode():
                 return m(x)
 
-        timing = measure([Candidate("mlpvision", k, lambda m=m: call(m), None) for k, m in forms.items()],
-                         args.repeats, warmup=2)  # fmt: skip
+        timing = measure(
+            [Candidate("mlpvision", k, lambda m=m: call(m), None) for k, m in forms.items()], args.repeats, warmup=2
+        )
         base, shown = None, shown_path(path, ROOT)
         for (form, m), t in zip(forms.items(), timing, strict=True):
             result = evaluate(m, loader, info.num_classes)
             base = result.top1 if base is None else base
-            rows.append({
-                "model": model.model_name, "checkpoint": shown,
-                "form": form, "top1": result.top1, "drop": base - result.top1, "batch_size": len(x),
-                "img_per_s": len(x) / t["median_s"], "threads": args.threads,
-                "onnx_mb": (report.int8_path if "int8" in form else report.path).stat().st_size / 2**20
-                if "ONNX" in form else None,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "model": model.model_name,
+                    "checkpoint": shown,
+                    "form": form,
+                    "top1": result.top1,
+                    "drop": base - result.top1,
+                    "batch_size": len(x),
+                    "img_per_s": len(x) / t["median_s"],
+                    "threads": args.threads,
+                    "onnx_mb": (report.int8_path if "int8" in form else report.path).stat().st_size / 2**20
+                    if "ONNX" in form
+                    else None,
+                }
+            )
         print(f"{model.model_name} done", flush=True)
     meta = {"command": command, "machine": machine(), "allocator": allocator, "drop_target_points": DROP_TARGET}
     lines = [
@@ -118,8 +121,11 @@ def main() -> None:
             f"| {r['img_per_s'] / ref['img_per_s']:.2f}x | {size} |"
         )
     worst = max(r["drop"] for r in rows)
-    lines += ["", f"Largest drop: {worst:.2f} points (target: at most {DROP_TARGET} points): "
-              f"{'met' if worst <= DROP_TARGET else 'missed'}."]  # fmt: skip
+    lines += [
+        "",
+        f"Largest drop: {worst:.2f} points (target: at most {DROP_TARGET} points): "
+        f"{'met' if worst <= DROP_TARGET else 'missed'}.",
+    ]
     write_results("deploy_accuracy", meta, rows, lines)
 
 

@@ -36,15 +36,25 @@ def main() -> None:
     subprocess.run(cmd, check=True, cwd=ROOT)
     wall = time.perf_counter() - t0
     model_file = Path(ROOT, args.out, "model.safetensors")
-    ev = subprocess.run([sys.executable, "-m", "mlpvision", "eval", "--checkpoint", str(model_file), "--json"],
-                        check=True, cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    ev = subprocess.run(
+        [sys.executable, "-m", "mlpvision", "eval", "--checkpoint", str(model_file), "--json"],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     result = json.loads(ev.stdout)
     summary = json.loads(Path(ROOT, args.out, "summary.json").read_text())
     deploy_file = summary["files"].get("model_deploy")
     deploy_top1 = None
     if deploy_file:
-        ev2 = subprocess.run([sys.executable, "-m", "mlpvision", "eval", "--checkpoint", deploy_file, "--json"],
-                             check=True, cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+        ev2 = subprocess.run(
+            [sys.executable, "-m", "mlpvision", "eval", "--checkpoint", deploy_file, "--json"],
+            check=True,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
         deploy_top1 = json.loads(ev2.stdout)["top1"]
     row = {
         "recipe": args.recipe,

@@ -84,8 +84,11 @@ def main() -> None:
             "max_abs_diff": diff,
         }
         rows.append(row)
-        print(f"{name}: train {row['latency_train_ms']:.1f} ms, deploy {row['latency_deploy_ms']:.1f} ms, "
-              f"speed-up {row['speedup']:.2f}x, max diff {diff:.2g}", flush=True)  # fmt: skip
+        print(
+            f"{name}: train {row['latency_train_ms']:.1f} ms, deploy {row['latency_deploy_ms']:.1f} ms, "
+            f"speed-up {row['speedup']:.2f}x, max diff {diff:.2g}",
+            flush=True,
+        )
 
     command = f"python benchmarks/repmlp_deploy.py --repeats {args.repeats} --threads {args.threads}"
     meta = {"command": command, "machine": machine()}

@@ -22,17 +22,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, write_results
 
 import mlpvision
-from mlpvision.bench import Candidate, measure
-from mlpvision.complexity import flop_counter
+from mlpvision.deploy import Candidate, measure
+from mlpvision.models import flop_counter
 from mlpvision.runtime import tune_cpu_allocator
 
 SIZES = [64, 96, 128, 160, 224, 288, 352, 448]
 WIDTH, DEPTH = 256, 4
 FAMILIES = {
-    "Mixer": ("mixer_s16_224", {"embed_dim": WIDTH, "depth": DEPTH, "token_mlp_dim": WIDTH // 2,
-                                "channel_mlp_dim": 4 * WIDTH}),
+    "Mixer": (
+        "mixer_s16_224",
+        {"embed_dim": WIDTH, "depth": DEPTH, "token_mlp_dim": WIDTH // 2, "channel_mlp_dim": 4 * WIDTH},
+    ),
     "ViT": ("vit_small_patch16_224", {"embed_dim": WIDTH, "depth": DEPTH, "num_heads": 4}),
-}  # fmt: skip
+}
 # ops that mix tokens: Mixer's token MLPs run as batched matmuls (everything else is per token); ViT's attention
 TOKEN_OPS = {"Mixer": ("aten.baddbmm", "aten.bmm"), "ViT": ("aten._scaled_dot_product_flash_attention_for_cpu",)}
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -79,12 +81,21 @@ def main() -> None:
 
             cands.append(Candidate("mlpvision", "eager", run, 2 * total * args.batch_size))
         for (family, model, total, token), t in zip(info, measure(cands, args.repeats, warmup=2), strict=True):
-            rows.append({
-                "family": family, "img_size": size, "patches": (size // 16) ** 2,
-                "params": sum(p.numel() for p in model.parameters()),
-                "macs": total, "token_mixing_macs": token, "batch_size": args.batch_size, "threads": args.threads,
-                "median_ms": t["median_s"] * 1e3, "p25_ms": t["p25_s"] * 1e3, "p75_ms": t["p75_s"] * 1e3,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "family": family,
+                    "img_size": size,
+                    "patches": (size // 16) ** 2,
+                    "params": sum(p.numel() for p in model.parameters()),
+                    "macs": total,
+                    "token_mixing_macs": token,
+                    "batch_size": args.batch_size,
+                    "threads": args.threads,
+                    "median_ms": t["median_s"] * 1e3,
+                    "p25_ms": t["p25_s"] * 1e3,
+                    "p75_ms": t["p75_s"] * 1e3,
+                }
+            )
         print(f"{size} px done", flush=True)
 
     fits = {}
@@ -100,8 +111,14 @@ def main() -> None:
             "latency_upper_half": slope(n[upper], [r["median_ms"] for r in rs][upper]),
         }
     plot(rows, fits)
-    meta = {"command": command, "machine": machine(), "allocator": allocator, "slopes": fits,
-            "width": WIDTH, "depth": DEPTH}  # fmt: skip
+    meta = {
+        "command": command,
+        "machine": machine(),
+        "allocator": allocator,
+        "slopes": fits,
+        "width": WIDTH,
+        "depth": DEPTH,
+    }
     lines = [
         "# Cost vs number of patches: MLP-Mixer vs ViT",
         "",
@@ -151,12 +168,24 @@ def plot(rows: list[dict], fits: dict) -> None:
     for family, color in (("Mixer", "tab:blue"), ("ViT", "tab:red")):
         rs = [r for r in rows if r["family"] == family]
         n = [r["patches"] for r in rs]
-        axes[0].loglog(n, [r["macs"] / 1e9 for r in rs], "o-", color=color,
-                       label=f"{family} total (slope {fits[family]['macs']:.2f})")  # fmt: skip
-        axes[0].loglog(n, [r["token_mixing_macs"] / 1e9 for r in rs], "s--", color=color, alpha=0.6,
-                       label=f"{family} token mixing (slope {fits[family]['token_mixing_macs']:.2f})")  # fmt: skip
-        axes[1].loglog(n, [r["median_ms"] for r in rs], "o-", color=color,
-                       label=f"{family} (slope {fits[family]['latency']:.2f})")  # fmt: skip
+        axes[0].loglog(
+            n,
+            [r["macs"] / 1e9 for r in rs],
+            "o-",
+            color=color,
+            label=f"{family} total (slope {fits[family]['macs']:.2f})",
+        )
+        axes[0].loglog(
+            n,
+            [r["token_mixing_macs"] / 1e9 for r in rs],
+            "s--",
+            color=color,
+            alpha=0.6,
+            label=f"{family} token mixing (slope {fits[family]['token_mixing_macs']:.2f})",
+        )
+        axes[1].loglog(
+            n, [r["median_ms"] for r in rs], "o-", color=color, label=f"{family} (slope {fits[family]['latency']:.2f})"
+        )
     axes[0].set(xlabel="patches", ylabel="GMACs per image", title="MACs")
     axes[1].set(xlabel="patches", ylabel="ms per batch", title="measured latency (eager fp32)")
     for ax in axes:

@@ -1,7 +1,7 @@
 """The speed targets: Mixer-S/16 and ResMLP-S12 at batch 16 against timm, on every backend, in one run each.
 
 For each model, our eager / compiled / ONNX Runtime fp32 / ONNX Runtime int8 forms, timm's eager fp32 model
-(same weights) and a 2048^3 fp32 matmul are timed round-robin (``mlpvision.bench.run_bench``). Then an op
+(same weights) and a 2048^3 fp32 matmul are timed round-robin (``mlpvision.deploy.run_bench``). Then an op
 profile of our eager forward shows where the time goes that is not matrix multiplication. Writes
 docs/bench_targets.json and docs/bench_targets.md.
 
@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, write_results
 
 import mlpvision
-from mlpvision.bench import MATMUL, run_bench
+from mlpvision.deploy import MATMUL, run_bench
 from mlpvision.runtime import tune_cpu_allocator
 
 MODELS = ["mixer_s16_224", "resmlp_12_224"]
@@ -66,8 +66,9 @@ def main() -> None:
     )
     rows, profiles = [], {}
     for name in MODELS:
-        rows += run_bench(name, batch_size=args.batch_size, backends=BACKENDS, compare_timm=True,
-                          repeats=args.repeats, warmup=3)  # fmt: skip
+        rows += run_bench(
+            name, batch_size=args.batch_size, backends=BACKENDS, compare_timm=True, repeats=args.repeats, warmup=3
+        )
         profiles[name] = op_profile(name, args.batch_size)
     meta = {"command": command, "machine": machine(), "allocator": allocator, "batch_size": args.batch_size}
     lines = [
@@ -98,11 +99,19 @@ def main() -> None:
         best_deploy = max(("onnxruntime", "onnxruntime-int8", "compile"), key=lambda b: ours[b]["ratio_vs_timm"])
         checks = [
             (f"eager >= {EAGER_TARGET:.1f}x timm", ours["eager"]["ratio_vs_timm"], EAGER_TARGET, "x"),
-            (f"deployment >= {DEPLOY_TARGET:.1f}x timm eager ({best_deploy})", ours[best_deploy]["ratio_vs_timm"],
-             DEPLOY_TARGET, "x"),
-            (f"eager forward >= {PEAK_TARGET:.0%} of fp32 matmul peak", ours["eager"]["frac_of_peak"],
-             PEAK_TARGET, "%"),
-        ]  # fmt: skip
+            (
+                f"deployment >= {DEPLOY_TARGET:.1f}x timm eager ({best_deploy})",
+                ours[best_deploy]["ratio_vs_timm"],
+                DEPLOY_TARGET,
+                "x",
+            ),
+            (
+                f"eager forward >= {PEAK_TARGET:.0%} of fp32 matmul peak",
+                ours["eager"]["frac_of_peak"],
+                PEAK_TARGET,
+                "%",
+            ),
+        ]
         for label, value, goal, unit in checks:
             shown = f"{value:.2f}x" if unit == "x" else f"{value:.0%}"
             met = value >= goal
@@ -119,8 +128,12 @@ def main() -> None:
     ]
     for name, ops in profiles.items():
         mm = sum(o["share"] for o in ops if o["matmul"])
-        lines += [f"`{name}` (matrix multiplies: {mm:.0%} of the time):", "", "| op | share | calls per forward |",
-                  "|---|---:|---:|"]  # fmt: skip
+        lines += [
+            f"`{name}` (matrix multiplies: {mm:.0%} of the time):",
+            "",
+            "| op | share | calls per forward |",
+            "|---|---:|---:|",
+        ]
         lines += [f"| `{o['op']}` | {o['share']:.1%} | {o['calls']} |" for o in ops]
         lines.append("")
     meta["targets"] = verdicts

@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, write_results
 
-from mlpvision.bench import run_bench
+from mlpvision.deploy import run_bench
 from mlpvision.runtime import tune_cpu_allocator
 
 WITH_TIMM = ["mixer_t4_28", "resmlp_tiny_12_28", "vit_mini_patch4_28"]
@@ -39,8 +39,15 @@ def main() -> None:
     )
     rows = []
     for name in WITH_TIMM + OURS_ONLY:
-        out = run_bench(name, batch_size=args.batch_size, train=True, compare_timm=name in WITH_TIMM,
-                        backends=("eager", "autocast"), repeats=args.repeats, warmup=2)  # fmt: skip
+        out = run_bench(
+            name,
+            batch_size=args.batch_size,
+            train=True,
+            compare_timm=name in WITH_TIMM,
+            backends=("eager", "autocast"),
+            repeats=args.repeats,
+            warmup=2,
+        )
         fp32 = next(r["img_per_s"] for r in out if r["impl"] == "mlpvision" and r["backend"] == "eager")
         for r in out:
             r["ratio_vs_fp32"] = r["img_per_s"] / fp32 if r["backend"] == "autocast" else None

@@ -2,7 +2,7 @@
 ours next to timm's where timm has the same network.
 
 Each model is timed round-robin with timm's counterpart (same weights) and a 2048^3 fp32 matmul in one run
-(``mlpvision.bench.run_bench``); re-parameterizable models are timed in their deploy form. Writes
+(``mlpvision.deploy.run_bench``); re-parameterizable models are timed in their deploy form. Writes
 docs/zoo_bench.json and docs/zoo_bench.md.
 
     python benchmarks/zoo.py [--repeats 5] [--threads N] [--pattern '*'] [--batch-large 4] [--batch-small 64]
@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, write_results
 
 import mlpvision
-from mlpvision.bench import MATMUL, run_bench
+from mlpvision.deploy import MATMUL, run_bench
 from mlpvision.models import get_spec
 from mlpvision.runtime import tune_cpu_allocator
 
@@ -52,14 +52,22 @@ def main() -> None:
         ours = next(r for r in out if r["impl"] == "mlpvision")
         timm_row = next((r for r in out if r["impl"] == "timm"), None)
         peak = next(r for r in out if r["impl"] == MATMUL)
-        rows.append({
-            "model": name, "family": get_spec(name).family, "params": ours["params"],
-            "macs": ours["macs_per_image"], "batch_size": batch, "threads": ours["threads"],
-            "img_per_s": ours["img_per_s"], "frac_of_peak": ours["frac_of_peak"],
-            "timm_img_per_s": timm_row["img_per_s"] if timm_row else None,
-            "ratio_vs_timm": ours.get("ratio_vs_timm"), "peak_gflop_per_s": peak["gflop_per_s"],
-            "peak_mem_mb": ours["peak_mem_mb"],
-        })  # fmt: skip
+        rows.append(
+            {
+                "model": name,
+                "family": get_spec(name).family,
+                "params": ours["params"],
+                "macs": ours["macs_per_image"],
+                "batch_size": batch,
+                "threads": ours["threads"],
+                "img_per_s": ours["img_per_s"],
+                "frac_of_peak": ours["frac_of_peak"],
+                "timm_img_per_s": timm_row["img_per_s"] if timm_row else None,
+                "ratio_vs_timm": ours.get("ratio_vs_timm"),
+                "peak_gflop_per_s": peak["gflop_per_s"],
+                "peak_mem_mb": ours["peak_mem_mb"],
+            }
+        )
         print(f"{name}: {ours['img_per_s']:.1f} img/s", flush=True)
     meta = {"command": command, "machine": machine(), "allocator": allocator}
     lines = [

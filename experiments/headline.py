@@ -22,69 +22,21 @@ import json
 import logging
 import os
 import re
-import shutil
+import sys
 from pathlib import Path
 
 import yaml
-from torch.utils.data import DataLoader
 
-from mlpvision.checkpoint import DATA_KEY, load_checkpoint, save_model
-from mlpvision.data import Augmented, build_transform, load_split
-from mlpvision.evaluate import evaluate
-from mlpvision.lab_report import TEACHER_ROLE, shown_path
-from mlpvision.reparam import non_mlp_layers, reparameterize
+from mlpvision.errors import MlpVisionError
+from mlpvision.lab.publish import publish
 from mlpvision.runtime import tune_cpu_allocator
 from mlpvision.train import TrainConfig, train
-from mlpvision.weights import read_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "allmlp_headline_28.yaml"
-MAX_BYTES = 50 * 10**6  # the committed file stays within 50 MB
-TARGET = 95.0
 
 
-def publish(run: Path, dest: Path, recipe: Path = RECIPE, teacher: bool = False) -> dict:
-    """Publishes the run's validation-selected model; a ``teacher`` may hold any layers and has no target."""
-    best = run / "best.safetensors"
-    model = reparameterize(load_checkpoint(best, device="cpu").eval())
-    offending = non_mlp_layers(model)
-    if offending and not teacher:
-        raise SystemExit("not all-MLP after deployment:\n" + "\n".join(offending))
-    dest.mkdir(parents=True, exist_ok=True)
-    data_meta = {DATA_KEY: read_metadata(best)[DATA_KEY]}
-    out = save_model(model, dest / "model.safetensors", data_meta)
-    dtype = "float32"
-    if out.stat().st_size > MAX_BYTES:  # half the bytes; evaluation upcasts to float32
-        model = model.half()
-        out = save_model(model, dest / "model.safetensors", data_meta)
-        dtype = "float16"
-    for name in ("metrics.csv", "metrics.json", "summary.json", "config.json", "train.log"):
-        if (run / name).is_file():  # paths in the text shown as in eval.json
-            text = (run / name).read_text().replace(str(run.resolve()), shown_path(run, ROOT, run))
-            (dest / name).write_text(text.replace(f"{ROOT}/", ""))
-    for name in ("curves.png", "confusion.png"):
-        if (run / name).is_file():
-            shutil.copy(run / name, dest / name)
-    shutil.copy(recipe, dest / "recipe.yaml")
-    # the published file, evaluated as `mlpvision eval --checkpoint results/<run>/model.safetensors` does
-    saved = load_checkpoint(out, device="cpu").float()
-    raw, info = load_split("fashion-mnist", "test")
-    result = evaluate(saved, DataLoader(Augmented(raw, None, build_transform(info, None)), batch_size=256), 10)
-    summary = json.loads((run / "summary.json").read_text())
-    shown = shown_path(out, ROOT, dest)
-    report = {
-        "recipe": shown_path(dest / "recipe.yaml", ROOT, dest), "file": shown, "bytes": out.stat().st_size,
-        "dtype": dtype, "params": sum(p.numel() for p in saved.parameters()), "all_mlp": not offending,
-        "selected_on": "validation split", "best_epoch": summary["best_epoch"],
-        "best_val_top1": summary["best_val_top1"], "test_top1": result.top1, "test_top5": result.top5,
-        **({"role": TEACHER_ROLE} if teacher else {"target_top1": TARGET, "met": result.top1 >= TARGET}),
-        "command": f"mlpvision eval --checkpoint {shown} --data fashion-mnist",
-    }  # fmt: skip
-    (dest / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report
-
-
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", help=f"recipe file (default: {RECIPE.relative_to(ROOT)})")
     parser.add_argument("--out", help="training run folder (default: runs/NAME, NAME the recipe's minus its size)")
@@ -97,14 +49,19 @@ def main() -> None:
     os.chdir(ROOT)  # run and publish folders are named from the repository root, in logs and files alike
     args.out, args.dest = args.out or f"runs/{name}", args.dest or f"results/{name}"
     tune_cpu_allocator()  # as the command line does: large activations reuse heap memory
-    if not args.publish_only:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        handlers = [logging.StreamHandler(), logging.FileHandler(Path(args.out) / "train.log")]  # appends on resume
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", handlers=handlers)
-        train(TrainConfig.from_dict({**yaml.safe_load(recipe.read_text()), "out": args.out}), resume=True)
-    report = publish(Path(args.out), Path(args.dest), recipe, teacher=args.teacher)
+    try:
+        if not args.publish_only:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            handlers = [logging.StreamHandler(), logging.FileHandler(Path(args.out) / "train.log")]  # appends
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", handlers=handlers)
+            train(TrainConfig.from_dict({**yaml.safe_load(recipe.read_text()), "out": args.out}), resume=True)
+        report = publish(Path(args.out), Path(args.dest), recipe, ROOT, teacher=args.teacher)
+    except MlpVisionError as e:
+        print(f"headline: error: {e}", file=sys.stderr)
+        return 2
     print(json.dumps(report, indent=2))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -106,7 +106,17 @@ TINY = {"model": "mixer_t4_28", "model_args": {"depth": 2, "embed_dim": 32, "tok
 
 def tiny_cfg(out, **kw) -> TrainConfig:
     """A two-epoch training config of a tiny Mixer on synthetic data, writing to ``out``; ``kw`` overrides."""
-    base = dict(TINY, data="synthetic", epochs=2, batch_size=16, val_size=64, lr=3e-3, out=str(out), seed=3, amp=False,
-                aug=AugmentConfig())  # fmt: skip
+    base = dict(
+        TINY,
+        data="synthetic",
+        epochs=2,
+        batch_size=16,
+        val_size=64,
+        lr=3e-3,
+        out=str(out),
+        seed=3,
+        amp=False,
+        aug=AugmentConfig(),
+    )
     base.update(kw)
     return TrainConfig(**base)

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import mlpvision
-from mlpvision.bench import MATMUL, matmul_candidate, measure, run_bench, timm_counterpart
 from mlpvision.cli import main
-from mlpvision.complexity import flop_counter
+from mlpvision.deploy import MATMUL, matmul_candidate, measure, run_bench, timm_counterpart
 from mlpvision.errors import ConfigError
+from mlpvision.models import flop_counter
 
 from .conftest import randomize_
 
@@ -51,12 +51,21 @@ def _by(rows, impl, backend="eager"):
 
 
 def test_inference_rows_with_onnxruntime_and_timm():
-    rows = run_bench("mixer_t4_28", batch_size=4, backends=["eager", "onnxruntime", "onnxruntime-int8"],
-                     compare_timm=True, repeats=3, warmup=1)  # fmt: skip
+    rows = run_bench(
+        "mixer_t4_28",
+        batch_size=4,
+        backends=["eager", "onnxruntime", "onnxruntime-int8"],
+        compare_timm=True,
+        repeats=3,
+        warmup=1,
+    )
     assert [(r["impl"], r["backend"]) for r in rows] == [
-        ("mlpvision", "eager"), ("mlpvision", "onnxruntime"), ("mlpvision", "onnxruntime-int8"),
-        ("timm", "eager"), (MATMUL, "eager"),
-    ]  # fmt: skip
+        ("mlpvision", "eager"),
+        ("mlpvision", "onnxruntime"),
+        ("mlpvision", "onnxruntime-int8"),
+        ("timm", "eager"),
+        (MATMUL, "eager"),
+    ]
     macs = mlpvision.count(mlpvision.create_model("mixer_t4_28")).macs
     for r in rows:
         assert r["threads"] == torch.get_num_threads() and r["device"] == "cpu"
@@ -100,8 +109,9 @@ def test_repmlp_is_timed_in_deploy_form_unless_asked():
 
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None, reason="inductor needs a compiler")
 def test_compile_backend():
-    rows = run_bench("mixer_t4_28", batch_size=2, backends=["eager", "compile"], repeats=2, warmup=1,
-                     model_args={"depth": 1})  # fmt: skip
+    rows = run_bench(
+        "mixer_t4_28", batch_size=2, backends=["eager", "compile"], repeats=2, warmup=1, model_args={"depth": 1}
+    )
     assert rows[1]["backend"] == "compile" and rows[1]["img_per_s"] > 0
     assert rows[1]["macs_per_image"] == mlpvision.count(mlpvision.create_model("mixer_t4_28", depth=1)).macs
 
@@ -115,7 +125,7 @@ def test_autocast_backend_runs_the_model_in_bfloat16(monkeypatch, train):
         model.head.register_forward_hook(lambda module, args, out: dtypes.add((torch.is_grad_enabled(), out.dtype)))
         return model
 
-    monkeypatch.setattr("mlpvision.bench.create_model", traced)
+    monkeypatch.setattr("mlpvision.deploy.bench.create_model", traced)
     args = {"batch_size": 2, "train": train, "repeats": 1, "warmup": 0, "model_args": {"depth": 1}}
     run_bench("mixer_t4_28", backends=["eager"], **args)
     assert (train, torch.bfloat16) not in dtypes  # (MACs are counted in a float32 forward without gradients)
@@ -125,8 +135,9 @@ def test_autocast_backend_runs_the_model_in_bfloat16(monkeypatch, train):
 
 
 def test_model_args_reach_both_implementations(capsys):
-    rows = run_bench("mixer_s32_224", batch_size=1, compare_timm=True, repeats=1, warmup=0,
-                     model_args={"depth": 1, "img_size": 64})  # fmt: skip
+    rows = run_bench(
+        "mixer_s32_224", batch_size=1, compare_timm=True, repeats=1, warmup=0, model_args={"depth": 1, "img_size": 64}
+    )
     ours = _by(rows, "mlpvision")
     assert ours["img_size"] == 64 and ours["params"] == _by(rows, "timm")["params"]
     argv = ["bench", "--model", "mixer_t4_28", "--model-arg", "depth=1", "--repeats", "1", "--warmup", "0"]
@@ -183,7 +194,7 @@ def test_allocator_tuning_is_reported():
 
 
 def test_peak_memory_counts_live_tensors_only():
-    from mlpvision.bench import peak_memory_mb
+    from mlpvision.deploy.bench import peak_memory_mb
 
     def fn():
         a = torch.empty(2**18)  # 1 MiB of float32

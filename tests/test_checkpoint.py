@@ -6,10 +6,10 @@ import pytest
 import torch
 
 import mlpvision
-from mlpvision.checkpoint import deploy_checkpoint, load_checkpoint, save_model
 from mlpvision.cli import main
+from mlpvision.deploy import deploy_checkpoint
 from mlpvision.errors import CheckpointError
-from mlpvision.weights import read_safetensors, write_safetensors
+from mlpvision.io import load_checkpoint, read_safetensors, save_model, write_safetensors
 
 from .conftest import randomize_bn_
 

@@ -9,7 +9,7 @@ import pytest
 
 import mlpvision
 from mlpvision.cli import main
-from mlpvision.zoo import describe_models, markdown_table
+from mlpvision.models.zoo import describe_models, markdown_table
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -7,12 +7,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mlpvision
-from mlpvision.checkpoint import save_model
-from mlpvision.distill import distillation_loss
+from mlpvision.deploy import predict_images
 from mlpvision.errors import ConfigError
-from mlpvision.evaluate import predict_images
+from mlpvision.io import save_model
 from mlpvision.models import create_model
-from mlpvision.train import train
+from mlpvision.train import distillation_loss, train
 
 from .conftest import TINY, tiny_cfg
 

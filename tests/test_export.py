@@ -14,7 +14,8 @@ from .conftest import randomize_
 pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
-from mlpvision.export import OrtModel, export_onnx, read_onnx_metadata  # noqa: E402
+from mlpvision.deploy import OrtModel, export_onnx  # noqa: E402
+from mlpvision.io import read_onnx_metadata  # noqa: E402
 
 
 @pytest.mark.parametrize("name", ["mixer_t4_28", "resmlp_tiny_12_28", "vit_mini_patch4_28", "resnet18_28"])
@@ -37,9 +38,10 @@ def test_repmlp_is_exported_in_its_fc_only_deploy_form(tmp_path):
     ops = {n.op_type for n in onnx.load(str(r.path)).graph.node}
     assert "BatchNormalization" not in ops
     kernels = [
-        [a.ints for a in n.attribute if a.name == "kernel_shape"] for n in onnx.load(str(r.path)).graph.node
+        [a.ints for a in n.attribute if a.name == "kernel_shape"]
+        for n in onnx.load(str(r.path)).graph.node
         if n.op_type == "Conv"
-    ]  # fmt: skip
+    ]
     assert kernels and all(list(k[0]) in ([1, 1], [2, 2]) for k in kernels)  # 2x2 patch stem, then 1x1 FCs
 
 
@@ -67,8 +69,20 @@ def test_export_and_eval_commands(tmp_path, capsys):
     from mlpvision.train import TrainConfig, train
 
     args = {"depth": 2, "embed_dim": 32, "token_mlp_dim": 16, "channel_mlp_dim": 64}
-    train(TrainConfig(model="mixer_t4_28", model_args=args, data="synthetic", epochs=2, batch_size=16, val_size=64,
-                      lr=3e-3, out=str(tmp_path), amp=False, aug=AugmentConfig()))  # fmt: skip
+    train(
+        TrainConfig(
+            model="mixer_t4_28",
+            model_args=args,
+            data="synthetic",
+            epochs=2,
+            batch_size=16,
+            val_size=64,
+            lr=3e-3,
+            out=str(tmp_path),
+            amp=False,
+            aug=AugmentConfig(),
+        )
+    )
     ckpt, out = tmp_path / "model.safetensors", tmp_path / "m.onnx"
     assert main(["export", "--checkpoint", str(ckpt), "--onnx", str(out), "--int8"]) == 0
     printed = capsys.readouterr().out

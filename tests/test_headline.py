@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlpvision.checkpoint import load_checkpoint
 from mlpvision.cli import main
+from mlpvision.io import load_checkpoint
 from mlpvision.reparam import non_mlp_layers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,15 +20,32 @@ def _headline_command(tmp_path: Path, recipe: dict, name: str) -> tuple[list[str
     path = tmp_path / name
     path.write_text(yaml.safe_dump(recipe))
     out, dest = tmp_path / "run", tmp_path / "published"
-    cmd = [sys.executable, str(ROOT / "experiments" / "headline.py"), "--recipe", str(path), "--out", str(out),
-           "--dest", str(dest)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(ROOT / "experiments" / "headline.py"),
+        "--recipe",
+        str(path),
+        "--out",
+        str(out),
+        "--dest",
+        str(dest),
+    ]
     return cmd, dest
 
 
 def test_headline_publishes_an_all_mlp_model_whose_figure_eval_reproduces(tmp_path, capsys):
     recipe = yaml.safe_load((ROOT / "recipes" / "allmlp_headline_28.yaml").read_text())
-    recipe.update(model_args={"channels": [8, 16], "groups": 2}, epochs=6, train_subset=1024, val_size=256,
-                  warmup_epochs=0, ema_decay=0.9, save_every_steps=0, plots=False, amp=False)  # fmt: skip
+    recipe.update(
+        model_args={"channels": [8, 16], "groups": 2},
+        epochs=6,
+        train_subset=1024,
+        val_size=256,
+        warmup_epochs=0,
+        ema_decay=0.9,
+        save_every_steps=0,
+        plots=False,
+        amp=False,
+    )
     cmd, dest = _headline_command(tmp_path, recipe, "tiny_headline_28.yaml")
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     report = json.loads((dest / "eval.json").read_text())

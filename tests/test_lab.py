@@ -8,8 +8,8 @@ import pytest
 
 from mlpvision.cli import main
 from mlpvision.errors import ConfigError
-from mlpvision.lab import Lab, Settings, plan, run_lab
-from mlpvision.lab_report import shown_path, write_report
+from mlpvision.io import shown_path
+from mlpvision.lab import Lab, Settings, plan, run_lab, write_report
 
 from .conftest import write_cifar10
 
@@ -113,12 +113,12 @@ def test_a_table_missing_one_seed_of_a_row_gives_no_verdict(quick_lab, tmp_path)
 
 def test_finished_runs_are_skipped_and_the_report_is_rebuilt_from_json_alone(quick_lab, monkeypatch, tmp_path):
     results, runs, docs = quick_lab
-    import mlpvision.train
+    import mlpvision.lab.runner
 
     def no_training(*a, **k):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr(mlpvision.train, "train", no_training)
+    monkeypatch.setattr(mlpvision.lab.runner, "train", no_training)
     run_lab(Settings.tiny(), results, runs)  # everything is done: nothing trains
     first = (docs / "results.md").read_text()
     again = write_report(results, tmp_path)
@@ -127,10 +127,10 @@ def test_finished_runs_are_skipped_and_the_report_is_rebuilt_from_json_alone(qui
 
 def test_a_missing_result_retrains_only_that_run(quick_lab, monkeypatch):
     results, runs, _ = quick_lab
-    import mlpvision.train
+    import mlpvision.lab.runner
 
-    real, trained = mlpvision.train.train, []
-    monkeypatch.setattr(mlpvision.train, "train", lambda cfg, **kw: trained.append(cfg.out) or real(cfg, **kw))
+    real, trained = mlpvision.lab.runner.train, []
+    monkeypatch.setattr(mlpvision.lab.runner, "train", lambda cfg, **kw: trained.append(cfg.out) or real(cfg, **kw))
     exp = next(e for e in plan(Settings.tiny()) if e.key == "position")
     (results / "runs" / f"{exp.runs[0].key}.json").unlink()
     run_lab(Settings.tiny(), results, runs, only=["position"])
@@ -155,16 +155,31 @@ def test_the_cifar10_plan_uses_the_32px_twins_and_keeps_the_synthetic_probes():
                 assert all(m.endswith("_32") for m, _ in exp.latency.values())
     # identical probe trainings are shared with the Fashion-MNIST lab; nothing else is
     fm = {r.key for e in plan(Settings()) for r in e.runs}
-    assert {r.key for e in exps for r in e.runs} & fm == {r.key for e in exps if e.key in ("position", "global")
-                                                          for r in e.runs}  # fmt: skip
+    assert {r.key for e in exps for r in e.runs} & fm == {
+        r.key for e in exps if e.key in ("position", "global") for r in e.runs
+    }
 
 
 def test_the_lab_runs_on_cifar10(tmp_path):
     write_cifar10(tmp_path, per_file=60)  # 300 training and 60 test images
     results, docs = tmp_path / "results", tmp_path / "docs"
     Lab(dataclasses.replace(Settings.tiny(), data="cifar10"), results, tmp_path / "runs").resolution_error()
-    args = ["lab", "--quick", "--data", "cifar10", "--data-dir", str(tmp_path), "--only", "repmlp_vs_convnet",
-            "--results", str(results), "--runs", str(tmp_path / "runs"), "--docs", str(docs)]  # fmt: skip
+    args = [
+        "lab",
+        "--quick",
+        "--data",
+        "cifar10",
+        "--data-dir",
+        str(tmp_path),
+        "--only",
+        "repmlp_vs_convnet",
+        "--results",
+        str(results),
+        "--runs",
+        str(tmp_path / "runs"),
+        "--docs",
+        str(docs),
+    ]
     assert main(args) == 0
     written = [json.loads(p.read_text()) for p in (results / "runs").glob("*.json")]
     assert [(r["model"], r["data"]) for r in written] == [("repmlp_fast_32", "cifar10")] * 3
@@ -183,12 +198,29 @@ def test_the_lab_refuses_other_data_sets(capsys):
 def _published(folder, **changes):
     """A published headline folder as experiments/headline.py writes it (summary, eval.json, curves)."""
     folder.mkdir(parents=True)
-    summary = {"model": "repmlp_fast_28", "epochs_done": 80, "train_seconds": 9000.0, "best_epoch": 77,
-               "best_val_top1": 95.2, "test_top1_best": 94.9}  # fmt: skip
-    report = {"recipe": "results/allmlp_headline/recipe.yaml", "file": "results/allmlp_headline/model.safetensors",
-              "params": 12_690_000, "dtype": "float16", "all_mlp": True, "best_epoch": 77, "best_val_top1": 95.2,
-              "test_top1": 94.87, "test_top5": 99.9, "target_top1": 95.0, "met": False,
-              "command": "mlpvision eval --checkpoint m.safetensors", **changes}  # fmt: skip
+    summary = {
+        "model": "repmlp_fast_28",
+        "epochs_done": 80,
+        "train_seconds": 9000.0,
+        "best_epoch": 77,
+        "best_val_top1": 95.2,
+        "test_top1_best": 94.9,
+    }
+    report = {
+        "recipe": "results/allmlp_headline/recipe.yaml",
+        "file": "results/allmlp_headline/model.safetensors",
+        "params": 12_690_000,
+        "dtype": "float16",
+        "all_mlp": True,
+        "best_epoch": 77,
+        "best_val_top1": 95.2,
+        "test_top1": 94.87,
+        "test_top5": 99.9,
+        "target_top1": 95.0,
+        "met": False,
+        "command": "mlpvision eval --checkpoint m.safetensors",
+        **changes,
+    }
     (folder / "summary.json").write_text(json.dumps(summary))
     (folder / "eval.json").write_text(json.dumps(report))
     (folder / "curves.png").write_bytes(b"png")

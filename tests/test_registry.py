@@ -8,11 +8,24 @@ from mlpvision.models import get_spec, register_model
 from mlpvision.models.mixer import MixerConfig, MlpMixer
 
 PAPER_MODELS = [
-    "mixer_s32_224", "mixer_s16_224", "mixer_b32_224", "mixer_b16_224", "mixer_l32_224", "mixer_l16_224",
-    "mixer_h14_224", "resmlp_12_224", "resmlp_24_224", "resmlp_36_224", "resmlp_big_24_224",
-    "resmlp_big_24_p16_224", "vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224",
-    "resnet18", "resnet50",
-]  # fmt: skip
+    "mixer_s32_224",
+    "mixer_s16_224",
+    "mixer_b32_224",
+    "mixer_b16_224",
+    "mixer_l32_224",
+    "mixer_l16_224",
+    "mixer_h14_224",
+    "resmlp_12_224",
+    "resmlp_24_224",
+    "resmlp_36_224",
+    "resmlp_big_24_224",
+    "resmlp_big_24_p16_224",
+    "vit_tiny_patch16_224",
+    "vit_small_patch16_224",
+    "vit_base_patch16_224",
+    "resnet18",
+    "resnet50",
+]
 
 
 def test_every_required_model_is_registered():
@@ -52,8 +65,9 @@ def test_unknown_override_lists_options():
 def test_overrides_reach_the_model():
     m = mlpvision.create_model("mixer_t4_28", num_classes=3, img_size=32, in_chans=3, depth=2, drop_path_rate=0.1)
     assert (m.num_classes, m.img_size, m.in_chans, len(m.blocks)) == (3, 32, 3, 2)
-    assert m.config == dataclasses.replace(get_spec("mixer_t4_28").config, num_classes=3, img_size=32, in_chans=3,
-                                           depth=2, drop_path_rate=0.1)  # fmt: skip
+    assert m.config == dataclasses.replace(
+        get_spec("mixer_t4_28").config, num_classes=3, img_size=32, in_chans=3, depth=2, drop_path_rate=0.1
+    )
     assert m.model_name == "mixer_t4_28"
     assert m.blocks[-1].drop_path.p == pytest.approx(0.1)
 

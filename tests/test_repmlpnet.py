@@ -63,8 +63,10 @@ def test_the_head_norm_folds_into_the_classifier_and_pre_logits_agree():
     deployed = reparameterize(model)
     x = torch.randn(2, 1, 28, 28)
     with torch.no_grad():
-        torch.testing.assert_close(model.forward_head(model.forward_features(x), pre_logits=True),
-                                   deployed.forward_head(deployed.forward_features(x), pre_logits=True))  # fmt: skip
+        torch.testing.assert_close(
+            model.forward_head(model.forward_features(x), pre_logits=True),
+            deployed.forward_head(deployed.forward_features(x), pre_logits=True),
+        )
     assert not torch.equal(model.head.weight, deployed.head.weight)  # the norm went into the weights
     headless = randomize_bn_(mlpvision.create_model("repmlpnet_28", num_classes=0)).eval()
     assert_reparam_equivalent(headless, x, rtol=1e-5)  # the pooled features, in both forms

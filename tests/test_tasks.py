@@ -4,7 +4,7 @@ import torch
 
 import mlpvision
 from mlpvision.data import load_split
-from mlpvision.tasks import MARGIN, global_task, permute_pixels, pixel_permutation, position_task, shift_images
+from mlpvision.data.tasks import MARGIN, global_task, permute_pixels, pixel_permutation, position_task, shift_images
 
 from .conftest import write_cifar10
 

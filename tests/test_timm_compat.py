@@ -26,8 +26,9 @@ def _compare(ours, ref, x):
 def test_small_mixer_matches_timm():
     # a non-square token/channel ratio so that swapped widths would not load
     ours = mlpvision.create_model("mixer_t4_28", depth=3)
-    ref = TimmMixer(num_classes=10, img_size=28, in_chans=1, patch_size=4, num_blocks=3, embed_dim=128,
-                    mlp_ratio=(0.5, 4.0))  # fmt: skip
+    ref = TimmMixer(
+        num_classes=10, img_size=28, in_chans=1, patch_size=4, num_blocks=3, embed_dim=128, mlp_ratio=(0.5, 4.0)
+    )
     _compare(ours, ref, torch.randn(3, 1, 28, 28))
 
 
@@ -35,9 +36,18 @@ def test_small_resmlp_matches_timm():
     from functools import partial
 
     ours = mlpvision.create_model("resmlp_tiny_12_28", depth=3)
-    ref = TimmMixer(num_classes=10, img_size=28, in_chans=1, patch_size=4, num_blocks=3, embed_dim=128,
-                    mlp_ratio=4, block_layer=partial(TimmResBlock, init_values=0.1), norm_layer=TimmAffine,
-                    stem_norm=False)  # fmt: skip
+    ref = TimmMixer(
+        num_classes=10,
+        img_size=28,
+        in_chans=1,
+        patch_size=4,
+        num_blocks=3,
+        embed_dim=128,
+        mlp_ratio=4,
+        block_layer=partial(TimmResBlock, init_values=0.1),
+        norm_layer=TimmAffine,
+        stem_norm=False,
+    )
     _compare(ours, ref, torch.randn(3, 1, 28, 28))
 
 

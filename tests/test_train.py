@@ -14,10 +14,9 @@ import torch
 import mlpvision
 from mlpvision.cli import main
 from mlpvision.data import AugmentConfig
-from mlpvision.distill import load_teacher
 from mlpvision.errors import ConfigError
-from mlpvision.train import TrainConfig, TrainingError, build_data, train
-from mlpvision.weights import read_safetensors
+from mlpvision.io import read_safetensors
+from mlpvision.train import TrainConfig, TrainingError, build_data, load_teacher, train
 
 from .conftest import tiny_cfg
 
@@ -48,11 +47,43 @@ def test_same_seed_same_weights(tmp_path):
 
 
 def _cli_train(out, *extra):
-    cmd = [sys.executable, "-m", "mlpvision", "train", "--quiet", "--no-amp",
-            "--data", "synthetic", "--model", "resmlp_tiny_12_28",
-           "--model-arg", "depth=2", "--model-arg", "embed_dim=32", "--epochs", "4", "--batch-size", "8",
-           "--val-size", "64", "--lr", "2e-3", "--seed", "5", "--save-every-steps", "2", "--crop-padding", "1",
-           "--mixup", "0.2", "--ema-decay", "0.9", "--out", str(out), *extra]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlpvision",
+        "train",
+        "--quiet",
+        "--no-amp",
+        "--data",
+        "synthetic",
+        "--model",
+        "resmlp_tiny_12_28",
+        "--model-arg",
+        "depth=2",
+        "--model-arg",
+        "embed_dim=32",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "8",
+        "--val-size",
+        "64",
+        "--lr",
+        "2e-3",
+        "--seed",
+        "5",
+        "--save-every-steps",
+        "2",
+        "--crop-padding",
+        "1",
+        "--mixup",
+        "0.2",
+        "--ema-decay",
+        "0.9",
+        "--out",
+        str(out),
+        *extra,
+    ]
     return cmd
 
 
@@ -102,7 +133,7 @@ def test_max_steps_ends_the_schedule_mid_epoch_and_a_resume_keeps_it(tmp_path):
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path, monkeypatch):
-    import mlpvision.train as engine
+    import mlpvision.train.loop as engine
 
     calls = {"n": 0}
     real = engine.F.cross_entropy
@@ -124,8 +155,17 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path, mo
 def test_distillation_from_a_convnet_teacher(tmp_path):
     teacher_args = {"channels": (8, 8, 8), "hidden_dim": 16}
     out = str(tmp_path / "teacher")
-    train(TrainConfig(model="wide_convnet_28", model_args=teacher_args, data="synthetic", epochs=1, batch_size=16,
-                      val_size=64, out=out))  # fmt: skip
+    train(
+        TrainConfig(
+            model="wide_convnet_28",
+            model_args=teacher_args,
+            data="synthetic",
+            epochs=1,
+            batch_size=16,
+            val_size=64,
+            out=out,
+        )
+    )
     teacher = str(tmp_path / "teacher/model.safetensors")
     for mode in ("hard", "soft"):
         summary = train(tiny_cfg(tmp_path / mode, epochs=1, teacher=teacher, distill=mode))
@@ -219,10 +259,35 @@ def test_pickle_checkpoint_for_eval_is_refused(tmp_path, capsys):
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed missing")
 def test_two_process_gloo_run_matches_one_process(tmp_path):
-    args = ["-m", "mlpvision", "train", "--quiet", "--no-amp",
-            "--data", "synthetic", "--model", "mixer_t4_28", "--model-arg",
-            "depth=2", "--model-arg", "embed_dim=32", "--epochs", "1", "--batch-size", "16", "--val-size", "64",
-            "--lr", "0.05", "--optimizer", "sgd", "--seed", "1", "--crop-padding", "1"]  # fmt: skip
+    args = [
+        "-m",
+        "mlpvision",
+        "train",
+        "--quiet",
+        "--no-amp",
+        "--data",
+        "synthetic",
+        "--model",
+        "mixer_t4_28",
+        "--model-arg",
+        "depth=2",
+        "--model-arg",
+        "embed_dim=32",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--val-size",
+        "64",
+        "--lr",
+        "0.05",
+        "--optimizer",
+        "sgd",
+        "--seed",
+        "1",
+        "--crop-padding",
+        "1",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     one = subprocess.run(
         [sys.executable, *args, "--out", str(tmp_path / "one")], capture_output=True, text=True, env=env
@@ -242,17 +307,42 @@ def _children(pid: int) -> list[int]:
 
 
 def test_torchrun_restarts_a_killed_worker_and_resumes(tmp_path):
-    args = ["mlpvision", "train", "--quiet", "--no-amp",
-            "--data", "synthetic", "--model", "mixer_t4_28", "--model-arg", "depth=2",
-            "--model-arg", "embed_dim=32", "--epochs", "3", "--batch-size", "8", "--val-size", "64", "--seed", "2",
-            "--save-every-steps", "4", "--resume"]  # fmt: skip
+    args = [
+        "mlpvision",
+        "train",
+        "--quiet",
+        "--no-amp",
+        "--data",
+        "synthetic",
+        "--model",
+        "mixer_t4_28",
+        "--model-arg",
+        "depth=2",
+        "--model-arg",
+        "embed_dim=32",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "8",
+        "--val-size",
+        "64",
+        "--seed",
+        "2",
+        "--save-every-steps",
+        "4",
+        "--resume",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     ref = subprocess.run([*launcher, "-m", *args, "--out", str(tmp_path / "ref")], capture_output=True, env=env)
     assert ref.returncode == 0, ref.stderr[-3000:]
     out = tmp_path / "killed"
-    proc = subprocess.Popen([*launcher, "--max-restarts", "1", "-m", *args, "--out", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)  # fmt: skip
+    proc = subprocess.Popen(
+        [*launcher, "--max-restarts", "1", "-m", *args, "--out", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     start = time.time()
     while proc.poll() is None and _saved_step(out / "last.safetensors") < 40 and time.time() - start < 120:
         time.sleep(0.01)
@@ -286,8 +376,23 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path):
 
 
 def test_cli_keeps_the_default_augmentation_and_refines_it(tmp_path):
-    base = ["train", "--quiet", "--no-amp", "--data", "synthetic", "--epochs", "1", "--batch-size", "32",
-            "--model", "mixer_t4_28", "--model-arg", "depth=1", "--val-size", "64"]  # fmt: skip
+    base = [
+        "train",
+        "--quiet",
+        "--no-amp",
+        "--data",
+        "synthetic",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--model",
+        "mixer_t4_28",
+        "--model-arg",
+        "depth=1",
+        "--val-size",
+        "64",
+    ]
     assert main([*base, "--out", str(tmp_path / "a")]) == 0
     aug = json.loads((tmp_path / "a/config.json").read_text())["aug"]
     assert (aug["crop_padding"], aug["hflip"]) == (2, 0.5)
@@ -299,7 +404,7 @@ def test_cli_keeps_the_default_augmentation_and_refines_it(tmp_path):
 def test_ema_warmup_ramps_the_decay(tmp_path):
     from torch.optim.swa_utils import AveragedModel
 
-    from mlpvision.train import _warmup_ema_fn
+    from mlpvision.train import warmup_ema_fn as _warmup_ema_fn
 
     model = torch.nn.Linear(1, 1, bias=False)
     ema = AveragedModel(model, multi_avg_fn=_warmup_ema_fn(0.99), use_buffers=True)
@@ -321,10 +426,10 @@ def test_ema_warmup_ramps_the_decay(tmp_path):
 
 @pytest.mark.parametrize("native", [True, False])
 def test_amp_by_default_only_where_bfloat16_is_native(tmp_path, monkeypatch, native):
-    monkeypatch.setattr("mlpvision.train_config.native_bf16", lambda device: native)
+    monkeypatch.setattr("mlpvision.train.config.native_bf16", lambda device: native)
     train(tiny_cfg(tmp_path, amp=None, epochs=1))
     assert json.loads((tmp_path / "config.json").read_text())["amp"] is native
-    monkeypatch.setattr("mlpvision.train_config.native_bf16", lambda device: pytest.fail("an explicit setting is kept"))
+    monkeypatch.setattr("mlpvision.train.config.native_bf16", lambda device: pytest.fail("an explicit setting is kept"))
     train(tiny_cfg(tmp_path / "forced", amp=not native, epochs=1))
     assert json.loads((tmp_path / "forced" / "config.json").read_text())["amp"] is (not native)
 
@@ -341,8 +446,13 @@ def test_recompute_bn_stats_averages_batch_statistics_with_dropout_off():
 
     from mlpvision.train import recompute_bn_stats
 
-    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4, momentum=0.3),
-                                torch.nn.Dropout(0.5), torch.nn.Conv2d(4, 3, 1), torch.nn.BatchNorm2d(3))  # fmt: skip
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3),
+        torch.nn.BatchNorm2d(4, momentum=0.3),
+        torch.nn.Dropout(0.5),
+        torch.nn.Conv2d(4, 3, 1),
+        torch.nn.BatchNorm2d(3),
+    )
     x = torch.randn(64, 1, 8, 8) * 3 + 1
     loader = DataLoader(TensorDataset(x, torch.zeros(64)), batch_size=16)
     recompute_bn_stats(model, loader)
@@ -360,14 +470,20 @@ def test_recompute_bn_stats_averages_batch_statistics_with_dropout_off():
 def test_ema_bn_images_recompute_the_saved_statistics_and_leave_training_alone(tmp_path):
     from torch.utils.data import DataLoader
 
-    from mlpvision.checkpoint import load_checkpoint
     from mlpvision.data import Augmented, build_transform
+    from mlpvision.io import load_checkpoint
     from mlpvision.models import create_model
     from mlpvision.train import recompute_bn_stats
 
     # 256 training images: one evaluation batch, so the recomputed statistics are those of the whole set
-    kw = dict(model="repmlp_fast_28", model_args={"channels": [8, 16], "groups": 2}, ema_decay=0.99, epochs=1,
-              train_subset=256, plots=False)  # fmt: skip
+    kw = dict(
+        model="repmlp_fast_28",
+        model_args={"channels": [8, 16], "groups": 2},
+        ema_decay=0.99,
+        epochs=1,
+        train_subset=256,
+        plots=False,
+    )
     train(tiny_cfg(tmp_path / "plain", **kw))
     cfg = tiny_cfg(tmp_path / "recomputed", ema_bn_images=1000, **kw)
     train(cfg)

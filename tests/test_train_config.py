@@ -9,7 +9,7 @@ import mlpvision
 from mlpvision.data import AugmentConfig
 from mlpvision.errors import ConfigError
 from mlpvision.models import create_model
-from mlpvision.train_config import TrainConfig
+from mlpvision.train import TrainConfig
 
 RECIPES = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
 

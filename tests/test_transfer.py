@@ -5,7 +5,7 @@ import torch
 
 import mlpvision
 from mlpvision.errors import ConfigError
-from mlpvision.transfer import expand_token_mixing, part_index
+from mlpvision.train.finetune import expand_token_mixing, part_index
 
 from .conftest import randomize_
 

@@ -7,7 +7,7 @@ import torch
 
 import mlpvision
 from mlpvision.errors import CheckpointError
-from mlpvision.weights import read_safetensors, write_safetensors
+from mlpvision.io import read_safetensors, write_safetensors
 
 from .conftest import randomize_
 

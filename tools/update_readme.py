@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from mlpvision.zoo import describe_models, markdown_table
+from mlpvision.models.zoo import describe_models, markdown_table
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 START, END = "<!-- models:start -->\n", "<!-- models:end -->"

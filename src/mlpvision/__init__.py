@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from ._version import __version__
-from .checkpoint import load_checkpoint, save_model
-from .complexity import ModelStats, count
 from .errors import CheckpointError, ConfigError, DataError, InputShapeError, MlpVisionError, UnknownModelError
-from .models import create_model, get_spec, list_models
+from .io import create_model, load_checkpoint, save_model
+from .models import ModelStats, count, get_spec, list_models
 from .reparam import reparameterize
 
 __all__ = [

@@ -1,25 +1,41 @@
-"""The ``mlpvision`` command line: argument parsing and printing only; each subcommand calls the library."""
+"""The ``mlpvision`` command line: argument parsing and printing only; each subcommand calls the library.
+
+The flags of ``mlpvision train`` are generated from :class:`~mlpvision.train.TrainConfig`'s fields (and the
+augmentation's), each with its field's comment as help text and its default.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import sys
+import typing
+from pathlib import Path
 
+import yaml
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from torch.utils.data import DataLoader
 
-from . import __version__
+from ._version import __version__
+from .data import AugmentConfig, evaluation_set
+from .deploy import OrtModel, classify_samples, deploy_checkpoint, export_onnx, predict_files, run_bench
 from .errors import MlpVisionError
+from .io import DATA_KEY, load_checkpoint, read_metadata, write_text
+from .lab import Settings, check_data, data_suffix, plan, published_models, run_lab, write_report
+from .models import get_spec
+from .models.zoo import describe_models, markdown_table
+from .runtime import tune_cpu_allocator
+from .train import TrainConfig, evaluate, field_docs, save_confusion_png, train
 
 console = Console() if sys.stdout.isatty() else Console(width=160)  # logs keep whole table rows
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .zoo import describe_models, markdown_table
-
     rows = describe_models(args.pattern)
     if not rows:
         raise MlpVisionError(f"no model matches {args.pattern!r}")
@@ -45,10 +61,6 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import classify_samples
-    from .models import get_spec
-    from .zoo import describe_models
-
     get_spec(args.model)  # an unknown name fails before anything is printed
     rows = describe_models("*_28")
     table = Table(title="Small models for 28x28 grey images (`mlpvision models` lists all)")
@@ -70,8 +82,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_deploy(args: argparse.Namespace) -> int:
-    from .checkpoint import deploy_checkpoint
-
     r = deploy_checkpoint(args.input, args.output, batch_size=args.batch_size)
     print(f"{r.model}: {r.params_before / 1e6:.3f} M parameters in train form -> {r.params_after / 1e6:.3f} M deployed")
     print(f"max |train - deploy| on random input: {r.max_abs_diff:.3g} (output scale {r.output_scale:.3g})")
@@ -82,8 +92,6 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
 def _load_recipe(path: str | None) -> dict:
     if path is None:
         return {}
-    import yaml
-
     try:
         with open(path) as f:
             recipe = yaml.safe_load(f) or {}
@@ -98,8 +106,6 @@ def _load_recipe(path: str | None) -> dict:
 
 def _model_args(items: list[str] | None) -> dict:
     """``--model-arg KEY=VALUE`` flags -> a dict, each value parsed as YAML (numbers, lists, booleans)."""
-    import yaml
-
     out = {}
     for item in items or []:
         key, sep, value = item.partition("=")
@@ -109,51 +115,87 @@ def _model_args(items: list[str] | None) -> dict:
     return out
 
 
-# command-line flags of `train`, each a TrainConfig field (augmentation fields go into `aug`)
-_TRAIN_FLAGS = {
-    "model": str, "data": str, "data_dir": str, "out": str, "epochs": int, "max_steps": int, "batch_size": int,
-    "accum_steps": int, "optimizer": str, "lr": float, "min_lr": float, "weight_decay": float, "warmup_epochs": float,
-    "label_smoothing": float, "grad_clip": float, "ema_decay": float, "ema_bn_images": int, "val_size": int,
-    "train_subset": int, "test_subset": int, "workers": int, "seed": int, "save_every_steps": int,
-    "time_limit_min": float, "distill": str, "distill_alpha": float, "distill_tau": float, "init": str, "img_size": int,
-    "device": str,
-}  # fmt: skip
-_AUG_FLAGS = {"crop_padding": int, "hflip": float, "auto_augment": str, "random_erasing": float, "mixup": float,
-              "cutmix": float}  # fmt: skip
+# ---- `train`: flags generated from the config's fields ----------------------------------------------------------
+
+_AUG_PREFIX = "aug."  # argparse dest of an augmentation flag: aug.crop_padding
+
+
+def _scalar(hint) -> type:
+    """The argparse type of a field: its one non-None type (str for ``str | list[str] | None``)."""
+    options = [a for a in typing.get_args(hint) or (hint,) if a is not type(None)]
+    return next((a for a in options if a in (bool, int, float)), str)
+
+
+def _add_field_flag(p: argparse.ArgumentParser, name: str, hint, default, help_text: str, dest: str) -> None:
+    flag = "--" + name.replace("_", "-")
+    shown = "none" if default is None or default == {} else default
+    text = f"{help_text} (default: {shown})" if help_text else f"(default: {shown})"
+    kind = _scalar(hint)
+    if name == "model_args":
+        p.add_argument(
+            "--model-arg",
+            dest=dest,
+            action="append",
+            metavar="KEY=VALUE",
+            help=f"{help_text}; repeatable, each VALUE read as YAML (default: none)",
+        )
+    elif name == "teacher":
+        p.add_argument(
+            flag,
+            dest=dest,
+            action="append",
+            metavar="MODEL_FILE",
+            help=f"{help_text}; repeat for an ensemble (default: none)",
+        )
+    elif kind is bool:
+        p.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=text)
+    else:
+        p.add_argument(flag, dest=dest, type=kind, default=None, metavar=name.upper(), help=text)
+
+
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per :class:`TrainConfig` field (the augmentation's fields flattened), None when not given."""
+    group = p.add_argument_group("training options (also recipe keys)")
+    for f in field_docs(TrainConfig):
+        if f.hint is AugmentConfig:
+            aug = p.add_argument_group("augmentation (recipe key: aug)")
+            for a in field_docs(AugmentConfig):
+                _add_field_flag(aug, a.name, a.hint, getattr(f.default, a.name), a.help, _AUG_PREFIX + a.name)
+        else:
+            _add_field_flag(group, f.name, f.hint, f.default, f.help, f.name)
+
+
+def _train_overrides(args: argparse.Namespace) -> dict:
+    """The train flags the user gave, as TrainConfig overrides (augmentation under ``aug``)."""
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    overrides: dict = {"aug": {}}
+    for f in field_docs(TrainConfig):
+        if f.hint is AugmentConfig:
+            overrides["aug"] = {
+                a.name: given[_AUG_PREFIX + a.name] for a in field_docs(AugmentConfig) if _AUG_PREFIX + a.name in given
+            }
+        elif f.name in given:
+            overrides[f.name] = given[f.name]
+    if "model_args" in overrides:
+        overrides["model_args"] = _model_args(overrides["model_args"])
+    if "teacher" in overrides and len(overrides["teacher"]) == 1:
+        overrides["teacher"] = overrides["teacher"][0]
+    return overrides
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    import logging
-
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from .train import TrainConfig, train
-
-    recipe = _load_recipe(args.config)
-    # flags refine the recipe's augmentation, or the default one when the recipe has none
-    aug = dict(recipe.pop("aug", None) or dataclasses.asdict(TrainConfig().aug))
-    for key in _TRAIN_FLAGS:
-        if getattr(args, key) is not None:
-            recipe[key] = getattr(args, key)
-    for key in _AUG_FLAGS:
-        if getattr(args, key) is not None:
-            aug[key] = getattr(args, key)
-    if args.teacher:
-        recipe["teacher"] = args.teacher[0] if len(args.teacher) == 1 else args.teacher
-    for flag in ("amp", "channels_last", "tensorboard", "ema_warmup"):
-        if getattr(args, flag) is not None:
-            recipe[flag] = getattr(args, flag)
-    if args.model_arg:
-        recipe["model_args"] = {**(recipe.get("model_args") or {}), **_model_args(args.model_arg)}
-    recipe["aug"] = aug
-    cfg = TrainConfig.from_dict(recipe)
+    cfg = TrainConfig.from_recipe(_load_recipe(args.config), _train_overrides(args))
     is_main = int(os.environ.get("RANK", "0")) == 0
     logging.basicConfig(level=logging.INFO if is_main else logging.WARNING, format="%(message)s")
-    with Progress(
-        TextColumn("epoch {task.fields[epoch]}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TextColumn("loss {task.fields[loss]:.3f}"), TextColumn("{task.fields[ips]:.0f} img/s"), TimeRemainingColumn(),
-        console=console, disable=not is_main or args.quiet, transient=True,
-    ) as bar:  # fmt: skip
+    columns = (
+        TextColumn("epoch {task.fields[epoch]}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]:.3f}"),
+        TextColumn("{task.fields[ips]:.0f} img/s"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, disable=not is_main or args.quiet, transient=True) as bar:
         task = bar.add_task("train", total=1, epoch=1, loss=0.0, ips=0.0)
 
         def progress(p: dict) -> None:
@@ -181,29 +223,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval_data(checkpoint: str, data: str | None, data_dir: str | None, split: str):
-    from .checkpoint import saved_data
-    from .data import Augmented, build_transform, load_split
-
-    saved = saved_data(checkpoint)
-    name = data or saved.get("name") or "fashion-mnist"
-    raw, info = load_split(name, "train" if split == "train" else "test", data_dir)
-    return Augmented(raw, None, build_transform(info, None)), info
-
-
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from torch.utils.data import DataLoader
-
-    from .checkpoint import load_checkpoint
-    from .evaluate import evaluate, save_confusion_png
-
-    if args.checkpoint.endswith(".onnx"):
-        from .export import OrtModel
-
-        model = OrtModel(args.checkpoint)
-    else:
-        model = load_checkpoint(args.checkpoint)
-    ds, info = _eval_data(args.checkpoint, args.data, args.data_dir, args.split)
+    model = OrtModel(args.checkpoint) if args.checkpoint.endswith(".onnx") else load_checkpoint(args.checkpoint)
+    ds, info = evaluation_set(args.checkpoint, args.data, args.data_dir, args.split)
     if info.num_classes != model.num_classes:
         raise MlpVisionError(
             f"{args.checkpoint} predicts {model.num_classes} classes but {info.name} has {info.num_classes}"
@@ -229,19 +251,27 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import run_bench
-
     rows = run_bench(
-        args.model, batch_size=args.batch_size, img_size=args.img_size, threads=args.threads,
-        backends=[b.strip() for b in args.backend.split(",") if b.strip()], train=args.train,
-        compare_timm=args.compare == "timm", deploy=args.deploy, repeats=args.repeats, warmup=args.warmup,
-        device=args.device, model_args=_model_args(args.model_arg),
-    )  # fmt: skip
+        args.model,
+        batch_size=args.batch_size,
+        img_size=args.img_size,
+        threads=args.threads,
+        backends=[b.strip() for b in args.backend.split(",") if b.strip()],
+        train=args.train,
+        compare_timm=args.compare == "timm",
+        deploy=args.deploy,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        device=args.device,
+        model_args=_model_args(args.model_arg),
+    )
     if args.json:
-        from pathlib import Path
-
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+        write_text(args.json, json.dumps(rows, indent=2) + "\n")
     r0 = rows[0]
     title = (
         f"{args.model}: {r0['mode']}, batch {r0['batch_size']}, {r0['img_size']} px, {r0['threads']} threads, "
@@ -253,15 +283,18 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         cols.append("vs timm")
     for c in cols:
         table.add_column(c, justify="left" if c in ("impl", "backend") else "right")
-    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
     for r in rows:
         cells = [
-            r["impl"], r["backend"], f"{r['median_ms']:.2f} ({r['p25_ms']:.2f}-{r['p75_ms']:.2f})",
-            fmt(r["img_per_s"], ".1f"), fmt(r["gflop_per_s"], ".1f"), fmt(r["frac_of_peak"], ".0%"),
-            fmt(r["peak_mem_mb"], ".1f"),
-        ]  # fmt: skip
+            r["impl"],
+            r["backend"],
+            f"{r['median_ms']:.2f} ({r['p25_ms']:.2f}-{r['p75_ms']:.2f})",
+            _fmt(r["img_per_s"], ".1f"),
+            _fmt(r["gflop_per_s"], ".1f"),
+            _fmt(r["frac_of_peak"], ".0%"),
+            _fmt(r["peak_mem_mb"], ".1f"),
+        ]
         if "ratio_vs_timm" in r:
-            cells.append(fmt(r["ratio_vs_timm"], ".2f") + ("x" if r["ratio_vs_timm"] else ""))
+            cells.append(_fmt(r["ratio_vs_timm"], ".2f") + ("x" if r["ratio_vs_timm"] else ""))
         table.add_row(*cells)
     console.print(table)
     if args.json:
@@ -270,10 +303,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .checkpoint import DATA_KEY, load_checkpoint
-    from .export import export_onnx
-    from .weights import read_metadata
-
     model = load_checkpoint(args.checkpoint, device="cpu")
     data = read_metadata(args.checkpoint).get(DATA_KEY)
     r = export_onnx(model, args.onnx, int8=args.int8, metadata={DATA_KEY: data} if data else None)
@@ -281,18 +310,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     print(f"{model.model_name}: {form} exported to {r.path}")
     print(f"max |onnxruntime - torch| on random input: {r.max_abs_diff:.3g} (output scale {r.output_scale:.3g})")
     if r.int8_path is not None:
-        print(f"int8 (dynamic quantization): {r.int8_path}; max |int8 - torch| {r.int8_max_abs_diff:.3g}, "
-              f"same top-1 class on {r.int8_top1_agreement:.0%} of the check batch")  # fmt: skip
+        print(
+            f"int8 (dynamic quantization): {r.int8_path}; max |int8 - torch| {r.int8_max_abs_diff:.3g}, "
+            f"same top-1 class on {r.int8_top1_agreement:.0%} of the check batch"
+        )
     return 0
 
 
 def _cmd_lab(args: argparse.Namespace) -> int:
-    import dataclasses
-    import logging
-
-    from .lab import Settings, check_data, data_suffix, plan, run_lab
-    from .lab_report import published_models, write_report
-
     settings = Settings.tiny() if args.quick else Settings.full()
     settings = dataclasses.replace(settings, data=args.data)
     check_data(args.data)
@@ -305,8 +330,6 @@ def _cmd_lab(args: argparse.Namespace) -> int:
     if not args.report_only:
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
         run_lab(settings, results, args.runs or f"runs/lab{suffix}", args.only, args.data_dir, progress=console.print)
-    from pathlib import Path
-
     headline = [Path(h) for h in args.headline or []]
     if not headline and args.results is None and not suffix:  # the default Fashion-MNIST report shows every
         headline = published_models("results")  # published one, headline models before teachers
@@ -316,33 +339,8 @@ def _cmd_lab(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    import torch
-    from PIL import Image, UnidentifiedImageError
-    from torchvision.transforms import v2
-
-    from .checkpoint import load_checkpoint, saved_data
-    from .evaluate import predict_images
-
-    model = load_checkpoint(args.checkpoint)
-    saved = saved_data(args.checkpoint)
-    classes = saved.get("classes") or [str(i) for i in range(model.num_classes)]
-    mean, std = saved.get("mean", [0.5] * model.in_chans), saved.get("std", [0.25] * model.in_chans)
-    prep = v2.Compose([
-        v2.PILToTensor(), v2.Resize(model.img_size, antialias=True), v2.CenterCrop(model.img_size),
-        v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std),
-    ])  # fmt: skip
-    mode = "L" if model.in_chans == 1 else "RGB"
-    images = []
-    for path in args.images:
-        try:
-            with Image.open(path) as img:
-                images.append(prep(img.convert(mode)))
-        except (UnidentifiedImageError, OSError) as e:
-            raise MlpVisionError(f"cannot read image {path}: {e}") from None
-    probs, idx = predict_images(model, torch.stack(images), args.top_k)
-    for path, p, i in zip(args.images, probs, idx, strict=True):
-        guesses = ", ".join(f"{classes[int(c)]} {float(q):.1%}" for q, c in zip(p, i, strict=True))
-        print(f"{path}: {guesses}")
+    for p in predict_files(args.checkpoint, args.images, args.top_k):
+        print(f"{p.path}: " + ", ".join(f"{name} {prob:.1%}" for name, prob in p.guesses))
     return 0
 
 
@@ -371,31 +369,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=4, help="random images for the check (default: %(default)s)")
     p.set_defaults(func=_cmd_deploy)
 
-    p = sub.add_parser("train", help="train a model (resumable; torchrun for several processes)")
-    p.add_argument("--config", help="recipe file (YAML); flags override it")
-    for key, typ in _TRAIN_FLAGS.items():
-        p.add_argument("--" + key.replace("_", "-"), dest=key, type=typ, default=None)
-    for key, typ in _AUG_FLAGS.items():
-        p.add_argument("--" + key.replace("_", "-"), dest=key, type=typ, default=None)
-    p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model config override (repeatable)")
-    p.add_argument("--teacher", action="append", metavar="MODEL_FILE",
-                   help="distillation teacher; repeat for an ensemble (mean logits)")  # fmt: skip
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                   help="bfloat16 autocast (default: on where the device runs it natively)")  # fmt: skip
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None, dest="channels_last")
-    p.add_argument("--ema-warmup", action=argparse.BooleanOptionalAction, default=None, dest="ema_warmup",
-                   help="ramp the EMA decay up from 0 (timm's EMA warm-up)")  # fmt: skip
-    p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None, help="log to OUT/tensorboard")
+    p = sub.add_parser(
+        "train",
+        help="train a model (resumable; torchrun for several processes)",
+        description="Train a model. Every option is also a key of a recipe file (--config); flags override the "
+        "recipe, augmentation flags refine its `aug` mapping.",
+    )
+    p.add_argument("--config", metavar="RECIPE", help="recipe file (YAML) whose keys are the options below")
     p.add_argument("--resume", action="store_true", help="continue OUT/last.safetensors when it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_train_flags(p)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a model file: top-1/top-5, per-class accuracy, confusion matrix")
     p.add_argument("--checkpoint", required=True, help="model file (.safetensors) or exported ONNX file")
     p.add_argument("--data", default=None, help="data set (default: the one the model was trained on)")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--split", choices=("test", "train"), default="test")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--data-dir", default=None, help="folder of the data set's files")
+    p.add_argument("--split", choices=("test", "train"), default="test", help="(default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=256, help="(default: %(default)s)")
     p.add_argument("--confusion", metavar="PNG", help="write the confusion matrix plot here")
     p.add_argument("--json", action="store_true", help="print a JSON object (top1 in percent)")
     p.set_defaults(func=_cmd_eval)
@@ -408,12 +399,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--backend",
         default="eager",
-        help="comma-separated: eager, autocast (bfloat16), compile, onnxruntime, onnxruntime-int8",
+        help="comma-separated: eager, autocast (bfloat16), compile, onnxruntime, onnxruntime-int8 "
+        "(default: %(default)s)",
     )
     p.add_argument("--train", action="store_true", help="time an AdamW training step instead of inference")
     p.add_argument("--compare", choices=("timm",), default=None, help="add timm's model and ratio_vs_timm")
-    p.add_argument("--deploy", action=argparse.BooleanOptionalAction, default=True,
-                   help="time the deploy form of re-parameterizable models (default: yes)")  # fmt: skip
+    p.add_argument(
+        "--deploy",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="time the deploy form of re-parameterizable models (default: yes)",
+    )
     p.add_argument("--repeats", type=int, default=20, help="timed calls per candidate (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls per candidate (default: %(default)s)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: CUDA when available")
@@ -435,9 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data",
         default="fashion-mnist",
-        help="fashion-mnist (default), cifar10 or cifar100: "
-        "the image data of every experiment except the synthetic probes; off Fashion-MNIST the "
-        "default folders and page get a -DATA suffix",
+        help="fashion-mnist (default), cifar10 or cifar100: the image data of every experiment except the "
+        "synthetic probes; off Fashion-MNIST the default folders and page get a -DATA suffix",
     )
     p.add_argument("--results", default=None, help="result JSON folder (default: results/lab)")
     p.add_argument("--runs", default=None, help="checkpoint folder (default: runs/lab)")
@@ -453,8 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_lab)
 
     p = sub.add_parser("predict", help="classify image files with a model file")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--checkpoint", required=True, help="model file (.safetensors)")
+    p.add_argument("--top-k", type=int, default=3, help="classes shown per image (default: %(default)s)")
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG)")
     p.set_defaults(func=_cmd_predict)
     return parser
@@ -463,8 +458,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Runs one subcommand; user errors print one line on stderr and return 2."""
     args = build_parser().parse_args(argv)
-    from .runtime import tune_cpu_allocator
-
     tune_cpu_allocator()
     try:
         return args.func(args)

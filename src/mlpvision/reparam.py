@@ -24,14 +24,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 
 __all__ = [
+    "DeployCheck",
     "Reparameterizable",
     "absorb_bn_into_next_linear",
     "bn_scale_shift",
+    "check_deploy_form",
     "conv_to_fc",
     "fuse_bn",
+    "needs_fusion",
+    "non_mlp_layers",
     "pad_kernel",
     "reparameterize",
 ]
@@ -139,6 +143,45 @@ def absorb_bn_into_next_linear(
     return weight * scale.unsqueeze(0), fused_b
 
 
+def needs_fusion(model: nn.Module) -> bool:
+    """Whether ``model`` holds a re-parameterizable module still in its train form (what :func:`reparameterize`
+    would change)."""
+    return any(isinstance(m, Reparameterizable) and not m.deploy for m in model.modules())
+
+
+@dataclasses.dataclass(frozen=True)
+class DeployCheck:
+    """How closely a deploy form reproduced its train form on one input batch (eval mode)."""
+
+    max_abs_diff: float  # largest |train - deploy| over the outputs
+    output_scale: float  # largest |train| output
+
+    @property
+    def relative(self) -> float:
+        return self.max_abs_diff / max(self.output_scale, 1e-12)
+
+
+@torch.no_grad()
+def check_deploy_form(
+    model: nn.Module, deployed: nn.Module, x: torch.Tensor, rtol: float = 1e-4, what: str = "the deploy form"
+) -> DeployCheck:
+    """Asserts that ``deployed`` computes what ``model`` computes on ``x``: the largest output difference must
+    stay within ``rtol`` of the largest output magnitude.
+
+    The one "train and deploy agree" rule: model files, ONNX export, training and the tests all verify with it.
+
+    Raises:
+        CheckpointError: when they disagree (``what`` names the converted side in the message).
+    """
+    before, after = model(x).float(), deployed(x).float()
+    check = DeployCheck((before - after).abs().max().item(), before.abs().max().item())
+    if not check.max_abs_diff <= rtol * max(check.output_scale, 1e-12):
+        raise CheckpointError(
+            f"{what} differs from the model by {check.max_abs_diff:.3g} (output scale {check.output_scale:.3g})"
+        )
+    return check
+
+
 def _fuse_children(module: nn.Module) -> None:
     for name, child in module.named_children():
         if isinstance(child, Reparameterizable):
@@ -194,6 +237,8 @@ def non_mlp_layers(model: nn.Module) -> list[str]:
         elif isinstance(m, nn.modules.conv._ConvNd):
             padded = m.padding != "valid" if isinstance(m.padding, str) else any(m.padding)
             if m.kernel_size != m.stride or padded or any(d != 1 for d in m.dilation):
-                found.append(f"{name}: {type(m).__name__} kernel {m.kernel_size}, stride {m.stride}, padding "
-                             f"{m.padding}, dilation {m.dilation} (not a patch projection)")  # fmt: skip
+                found.append(
+                    f"{name}: {type(m).__name__} kernel {m.kernel_size}, stride {m.stride}, padding {m.padding}, "
+                    f"dilation {m.dilation} (not a patch projection)"
+                )
     return found

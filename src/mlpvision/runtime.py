@@ -1,15 +1,17 @@
-"""Process-wide settings that make CPU inference and training faster: the memory allocator and the device."""
+"""Process-wide settings and facts: the memory allocator, the device-choice rule, bfloat16 support, and the one
+description of the machine that every results file records."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import functools
+import os
 import platform
 
 import torch
 
-__all__ = ["cpu_model", "default_device", "native_bf16", "tune_cpu_allocator"]
+__all__ = ["cpu_model", "machine_description", "native_bf16", "pick_device", "tune_cpu_allocator"]
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 
@@ -34,9 +36,14 @@ def tune_cpu_allocator(threshold: int = 1 << 30) -> str | None:
     return f"glibc malloc, mmap/trim threshold {threshold >> 20} MiB"
 
 
-def default_device() -> torch.device:
-    """CUDA when available, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def pick_device(device: str | torch.device | None = None, local_rank: int = 0) -> torch.device:
+    """The device rule of every command: ``device`` when given, else this process's GPU when CUDA is available
+    (``local_rank`` picks it among several), else the CPU."""
+    if device:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
 
 
 def native_bf16(device: torch.device | str) -> bool:
@@ -60,3 +67,8 @@ def cpu_model() -> str:
     except (OSError, StopIteration):
         pass
     return cpu
+
+
+def machine_description() -> str:
+    """CPU model, core count, torch version and intra-op threads: the machine a result was measured on."""
+    return f"{cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__}, {torch.get_num_threads()} threads"

@@ -1,6 +1,40 @@
 """The model zoo. Importing this package registers every family."""
 
-from . import convnets, external_attention, mixer, probes, repmlp_nets, repmlpnet, resmlp, vit  # noqa: F401  (registration)
-from .registry import ModelConfig, ModelSpec, create_model, get_spec, list_models, register_model
+from . import (  # noqa: F401  (registration)
+    baselines,
+    external_attention,
+    mixer,
+    repmlp_pure,
+    repmlp_resnet,
+    repmlpnet,
+    resmlp,
+    resnet,
+    vit,
+)
+from .complexity import ModelStats, count, flop_counter
+from .registry import (
+    ModelConfig,
+    ModelSpec,
+    Variant,
+    create_model,
+    get_spec,
+    list_models,
+    register_family,
+    register_model,
+    resolve_config,
+)
 
-__all__ = ["ModelConfig", "ModelSpec", "create_model", "get_spec", "list_models", "register_model"]
+__all__ = [
+    "ModelConfig",
+    "ModelSpec",
+    "ModelStats",
+    "Variant",
+    "count",
+    "create_model",
+    "flop_counter",
+    "get_spec",
+    "list_models",
+    "register_family",
+    "register_model",
+    "resolve_config",
+]

@@ -22,7 +22,7 @@ from ..errors import ConfigError
 from ..layers import PatchEmbed, PreNormBlock
 from .base import ImageClassifier, make_head
 from .mixer import stochastic_depth_rates
-from .registry import ModelConfig, register_model
+from .registry import ModelConfig, Variant, register_family
 
 __all__ = ["EANet", "EANetConfig", "ExternalAttention", "ExternalAttentionBlock"]
 
@@ -119,8 +119,8 @@ class EANet(ImageClassifier):
 
 _tiny = partial(EANetConfig, num_classes=10)
 
-for _name, _cfg, _desc in [
-    ("eanet_tiny_28", _tiny(img_size=28, in_chans=1), "external-attention net, 28x28x1"),
-    ("eanet_tiny_32", _tiny(img_size=32, in_chans=3), "external-attention net, 32x32x3"),
-]:
-    register_model(_name, EANet, _cfg, family="external_attention", paper=PAPER, description=_desc)
+VARIANTS = {
+    "eanet_tiny_28": Variant(_tiny(img_size=28, in_chans=1), "external-attention net, 28x28x1"),
+    "eanet_tiny_32": Variant(_tiny(img_size=32, in_chans=3), "external-attention net, 32x32x3"),
+}
+register_family("external_attention", EANet, VARIANTS, PAPER)

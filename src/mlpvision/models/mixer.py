@@ -19,7 +19,7 @@ from torch import nn
 
 from ..layers import Mlp, PatchEmbed, drop_path_or_identity, lecun_normal_, token_mlp
 from .base import ImageClassifier, make_head
-from .registry import ModelConfig, register_model
+from .registry import ModelConfig, Variant, register_family
 
 __all__ = ["MixerBlock", "MixerConfig", "MlpMixer", "PatchMlpNet"]
 
@@ -150,18 +150,15 @@ def _paper(depth: int, dim: int, patch: int) -> MixerConfig:
 # Fashion-MNIST to about a minute on 2 CPU cores; D_S = C / 2 and D_C = 4 C as in the paper.
 _tiny = partial(MixerConfig, patch_size=4, embed_dim=128, depth=8, token_mlp_dim=64, channel_mlp_dim=512)
 
-VARIANTS: dict[str, tuple[MixerConfig, str | None, str]] = {
-    # name: (config, timm name, description)
-    "mixer_s32_224": (_paper(8, 512, 32), "mixer_s32_224", "Mixer-S/32"),
-    "mixer_s16_224": (_paper(8, 512, 16), "mixer_s16_224", "Mixer-S/16"),
-    "mixer_b32_224": (_paper(12, 768, 32), "mixer_b32_224", "Mixer-B/32"),
-    "mixer_b16_224": (_paper(12, 768, 16), "mixer_b16_224", "Mixer-B/16"),
-    "mixer_l32_224": (_paper(24, 1024, 32), "mixer_l32_224", "Mixer-L/32"),
-    "mixer_l16_224": (_paper(24, 1024, 16), "mixer_l16_224", "Mixer-L/16"),
-    "mixer_h14_224": (_paper(32, 1280, 14), None, "Mixer-H/14"),
-    "mixer_t4_28": (_tiny(img_size=28, in_chans=1, num_classes=10), None, "tiny Mixer, 28x28x1 (Fashion-MNIST)"),
-    "mixer_t4_32": (_tiny(img_size=32, in_chans=3, num_classes=10), None, "tiny Mixer, 32x32x3 (CIFAR)"),
+VARIANTS = {
+    "mixer_s32_224": Variant(_paper(8, 512, 32), "Mixer-S/32", "mixer_s32_224"),
+    "mixer_s16_224": Variant(_paper(8, 512, 16), "Mixer-S/16", "mixer_s16_224"),
+    "mixer_b32_224": Variant(_paper(12, 768, 32), "Mixer-B/32", "mixer_b32_224"),
+    "mixer_b16_224": Variant(_paper(12, 768, 16), "Mixer-B/16", "mixer_b16_224"),
+    "mixer_l32_224": Variant(_paper(24, 1024, 32), "Mixer-L/32", "mixer_l32_224"),
+    "mixer_l16_224": Variant(_paper(24, 1024, 16), "Mixer-L/16", "mixer_l16_224"),
+    "mixer_h14_224": Variant(_paper(32, 1280, 14), "Mixer-H/14"),
+    "mixer_t4_28": Variant(_tiny(img_size=28, in_chans=1, num_classes=10), "tiny Mixer, 28x28x1 (Fashion-MNIST)"),
+    "mixer_t4_32": Variant(_tiny(img_size=32, in_chans=3, num_classes=10), "tiny Mixer, 32x32x3 (CIFAR)"),
 }
-
-for _name, (_cfg, _timm, _desc) in VARIANTS.items():
-    register_model(_name, MlpMixer, _cfg, family="mixer", paper=PAPER, description=_desc, timm_name=_timm)
+register_family("mixer", MlpMixer, VARIANTS, PAPER)

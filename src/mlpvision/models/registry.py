@@ -1,4 +1,9 @@
-"""The model registry: every model has a name, a class and a frozen config; ``create_model`` builds it."""
+"""The model registry: every model has a name, a class and a frozen config; ``create_model`` builds it.
+
+Each family file ends with one :func:`register_family` call over its variant table (``name -> Variant``).
+Loading weights from a file is not done here: ``mlpvision.create_model(name, pretrained=PATH)`` (in
+:mod:`mlpvision.io`) builds with this module and then loads.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +11,26 @@ import contextlib
 import dataclasses
 import difflib
 import fnmatch
-import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, ConfigError, UnknownModelError
-from ..weights import load_into, read_safetensors
+from ..errors import ConfigError, UnknownModelError
 
-__all__ = ["ModelConfig", "ModelSpec", "create_model", "get_spec", "list_models", "register_model"]
-
-# metadata key under which checkpoints record the model name
-MODEL_NAME_KEY = "mlpvision.model"
+__all__ = [
+    "ModelConfig",
+    "ModelSpec",
+    "Variant",
+    "create_model",
+    "get_spec",
+    "list_models",
+    "register_family",
+    "register_model",
+    "resolve_config",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,6 +84,27 @@ def register_model(
     return spec
 
 
+class Variant(NamedTuple):
+    """One row of a family's variant table."""
+
+    config: ModelConfig
+    description: str
+    timm_name: str | None = None  # the same architecture in timm, when timm has it
+
+
+def register_family(
+    family: str, cls: type[nn.Module], variants: Mapping[str, Variant], paper: str = ""
+) -> list[ModelSpec]:
+    """Registers every variant of a family: ``variants`` maps each name to its :class:`Variant` row, all built by
+    ``cls``."""
+    return [
+        register_model(
+            name, cls, v.config, family=family, paper=paper, description=v.description, timm_name=v.timm_name
+        )
+        for name, v in variants.items()
+    ]
+
+
 def list_models(pattern: str = "*", family: str | None = None) -> list[str]:
     """Sorted names matching a shell-style ``pattern`` (e.g. ``"resmlp_*"``), optionally of one family."""
     return sorted(
@@ -107,7 +139,6 @@ def create_model(
     num_classes: int | None = None,
     in_chans: int | None = None,
     img_size: int | None = None,
-    pretrained: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
     **overrides: Any,
 ) -> nn.Module:
@@ -118,7 +149,6 @@ def create_model(
         num_classes: classifier size (0 for no head); the variant's default when None.
         in_chans: input channels; the variant's default when None.
         img_size: input side length; MLP models are built for exactly this size.
-        pretrained: path of a local safetensors file to load strictly (nothing is downloaded).
         device: where to build the parameters (``"meta"`` builds without memory, for counting).
         **overrides: any other field of the family's config, e.g. ``drop_path_rate=0.1``.
 
@@ -130,11 +160,4 @@ def create_model(
     spec = get_spec(name)
     cfg = resolve_config(name, **overrides)
     with torch.device(device) if device is not None else contextlib.nullcontext():
-        model = spec.build(cfg)
-    if pretrained is not None:
-        tensors, metadata = read_safetensors(pretrained)
-        saved_name = metadata.get(MODEL_NAME_KEY)
-        if saved_name is not None and saved_name != name:
-            raise CheckpointError(f"{pretrained} holds weights of {saved_name}, not {name}")
-        load_into(model, tensors, source=f"weights in {pretrained}")
-    return model
+        return spec.build(cfg)

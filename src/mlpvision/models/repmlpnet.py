@@ -26,7 +26,7 @@ from ..layers import Affine, ConvBN, check_input, conv_bn_relu, drop_path_or_ide
 from ..reparam import Reparameterizable, absorb_bn_into_next_linear, bn_scale_shift, conv_to_fc, fuse_bn, pad_kernel
 from .base import ImageClassifier, make_head
 from .mixer import stochastic_depth_rates
-from .registry import ModelConfig, register_model
+from .registry import ModelConfig, Variant, register_family
 
 __all__ = ["RepMLPNet", "RepMLPNetConfig", "ShareSetMixer"]
 
@@ -89,8 +89,10 @@ class ShareSetMixer(Reparameterizable):
                     nn.init.orthogonal_(self.fc3.weight.view(sets, n, n)[i])
 
     def extra_repr(self) -> str:
-        return (f"channels={self.channels}, map={self.img_size}, partition={self.partition}, sets={self.sets}, "
-                f"kernels={self.kernels}, deploy={self.deploy}")  # fmt: skip
+        return (
+            f"channels={self.channels}, map={self.img_size}, partition={self.partition}, sets={self.sets}, "
+            f"kernels={self.kernels}, deploy={self.deploy}"
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         N, C, H, W = x.shape
@@ -293,12 +295,25 @@ class RepMLPNet(ImageClassifier):
 _b = {"channels": (96, 192, 384, 768), "depths": (2, 2, 12, 2), "sets": (1, 4, 32, 128)}
 # small images: 2x2 patches, 14x14 and 7x7 stages of two units, one FC3 per channel (S = C, so no affine stays when
 # deployed) on 7x7 partitions; a training step costs about as much as repmlp_fast_28 at depth 3 (LP kernels 1, 3)
-_small = {"img_size": 28, "in_chans": 1, "num_classes": 10, "patch_size": 2, "channels": (64, 128), "depths": (2, 2),
-          "sets": (64, 128), "partitions": (7, 7), "drop_path_rate": 0.1}  # fmt: skip
-for _name, _over, _desc in [
-    ("repmlpnet_t224", {}, "RepMLPNet-T224: 64-512 wide, 2/2/6/2 units, S 1/4/16/128"),
-    ("repmlpnet_b224", _b, "RepMLPNet-B224: 96-768 wide, 2/2/12/2 units, S 1/4/32/128"),
-    ("repmlpnet_28", _small, "small RepMLPNet for 28x28x1, one FC3 per channel on 7x7 partitions"),
-    ("repmlpnet_32", {**_small, "img_size": 32, "in_chans": 3, "partitions": (8, 8)}, "small RepMLPNet, 32x32x3"),
-]:
-    register_model(_name, RepMLPNet, RepMLPNetConfig(**_over), family="repmlp", paper=PAPER, description=_desc)
+_small = {
+    "img_size": 28,
+    "in_chans": 1,
+    "num_classes": 10,
+    "patch_size": 2,
+    "channels": (64, 128),
+    "depths": (2, 2),
+    "sets": (64, 128),
+    "partitions": (7, 7),
+    "drop_path_rate": 0.1,
+}
+VARIANTS = {
+    "repmlpnet_t224": Variant(RepMLPNetConfig(), "RepMLPNet-T224: 64-512 wide, 2/2/6/2 units, S 1/4/16/128"),
+    "repmlpnet_b224": Variant(RepMLPNetConfig(**_b), "RepMLPNet-B224: 96-768 wide, 2/2/12/2 units, S 1/4/32/128"),
+    "repmlpnet_28": Variant(
+        RepMLPNetConfig(**_small), "small RepMLPNet for 28x28x1, one FC3 per channel on 7x7 partitions"
+    ),
+    "repmlpnet_32": Variant(
+        RepMLPNetConfig(**{**_small, "img_size": 32, "in_chans": 3, "partitions": (8, 8)}), "small RepMLPNet, 32x32x3"
+    ),
+}
+register_family("repmlp", RepMLPNet, VARIANTS, PAPER)

@@ -18,7 +18,7 @@ from ..errors import ConfigError
 from ..layers import PatchEmbed, PreNormBlock
 from .base import ImageClassifier, make_head
 from .mixer import stochastic_depth_rates
-from .registry import ModelConfig, register_model
+from .registry import ModelConfig, Variant, register_family
 
 __all__ = ["Attention", "ViTBlock", "ViTConfig", "VisionTransformer"]
 
@@ -124,13 +124,11 @@ class VisionTransformer(ImageClassifier):
 # Small-image variant sized like the tiny Mixer (patch 4, width 128) so the two compare at equal shape.
 _mini = partial(ViTConfig, patch_size=4, embed_dim=128, depth=6, num_heads=4)
 
-VARIANTS: dict[str, tuple[ViTConfig, str | None, str]] = {
-    "vit_tiny_patch16_224": (ViTConfig(embed_dim=192, num_heads=3), "vit_tiny_patch16_224", "ViT-Ti/16"),
-    "vit_small_patch16_224": (ViTConfig(embed_dim=384, num_heads=6), "vit_small_patch16_224", "ViT-S/16"),
-    "vit_base_patch16_224": (ViTConfig(), "vit_base_patch16_224", "ViT-B/16"),
-    "vit_mini_patch4_28": (_mini(img_size=28, in_chans=1, num_classes=10), None, "mini ViT, 28x28x1"),
-    "vit_mini_patch4_32": (_mini(img_size=32, in_chans=3, num_classes=10), None, "mini ViT, 32x32x3"),
+VARIANTS = {
+    "vit_tiny_patch16_224": Variant(ViTConfig(embed_dim=192, num_heads=3), "ViT-Ti/16", "vit_tiny_patch16_224"),
+    "vit_small_patch16_224": Variant(ViTConfig(embed_dim=384, num_heads=6), "ViT-S/16", "vit_small_patch16_224"),
+    "vit_base_patch16_224": Variant(ViTConfig(), "ViT-B/16", "vit_base_patch16_224"),
+    "vit_mini_patch4_28": Variant(_mini(img_size=28, in_chans=1, num_classes=10), "mini ViT, 28x28x1"),
+    "vit_mini_patch4_32": Variant(_mini(img_size=32, in_chans=3, num_classes=10), "mini ViT, 32x32x3"),
 }
-
-for _name, (_cfg, _timm, _desc) in VARIANTS.items():
-    register_model(_name, VisionTransformer, _cfg, family="vit", paper=PAPER, description=_desc, timm_name=_timm)
+register_family("vit", VisionTransformer, VARIANTS, PAPER)

@@ -1,0 +1,47 @@
+"""Data: the catalogue of data sets, their sources, the lab's probe tasks, augmentation, and data for a trained
+model. Importing this package registers every data set."""
+
+from . import sources, tasks  # noqa: F401  (registration)
+from .augment import AugmentConfig, Augmented, BatchCropFlip, build_transform, training_set
+from .catalog import (
+    DataInfo,
+    TensorImages,
+    dataset_names,
+    get_source,
+    load_split,
+    register_dataset,
+    seeded_subset,
+    split_train_val,
+)
+from .images import evaluation_set, load_images, plain_split
+from .sources import FASHION_MNIST_CLASSES, FashionMNIST, find_fashion_mnist, read_idx, synthetic_dataset
+from .tasks import PERMUTABLE, TASKS, load_task, permuted, shift_images
+
+__all__ = [
+    "FASHION_MNIST_CLASSES",
+    "PERMUTABLE",
+    "TASKS",
+    "AugmentConfig",
+    "Augmented",
+    "BatchCropFlip",
+    "DataInfo",
+    "FashionMNIST",
+    "TensorImages",
+    "build_transform",
+    "dataset_names",
+    "evaluation_set",
+    "find_fashion_mnist",
+    "get_source",
+    "load_images",
+    "load_split",
+    "load_task",
+    "permuted",
+    "plain_split",
+    "read_idx",
+    "register_dataset",
+    "seeded_subset",
+    "shift_images",
+    "split_train_val",
+    "synthetic_dataset",
+    "training_set",
+]

@@ -1,0 +1,32 @@
+"""Deployment: train form -> deploy form, ONNX export and ONNX Runtime, int8 quantization, side-by-side speed
+measurement, and prediction."""
+
+from .bench import BACKENDS, MATMUL, Candidate, matmul_candidate, measure, run_bench, timm_counterpart
+from .convert import DeployReport, deploy_checkpoint
+from .export import ExportReport, export_onnx
+from .ort import OrtModel, ort_session
+from .predict import FilePrediction, Prediction, classify_samples, predict_files, predict_images
+from .quantize import int8_path, quantize_int8
+
+__all__ = [
+    "BACKENDS",
+    "MATMUL",
+    "Candidate",
+    "DeployReport",
+    "ExportReport",
+    "FilePrediction",
+    "OrtModel",
+    "Prediction",
+    "classify_samples",
+    "deploy_checkpoint",
+    "export_onnx",
+    "int8_path",
+    "matmul_candidate",
+    "measure",
+    "ort_session",
+    "predict_files",
+    "predict_images",
+    "quantize_int8",
+    "run_bench",
+    "timm_counterpart",
+]

@@ -1,0 +1,60 @@
+"""ONNX Runtime on the CPU: sessions, and :class:`OrtModel`, which calls one like a model so that evaluation code
+takes an exported file as it takes a PyTorch model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import CheckpointError, ConfigError
+from ..io import MODEL_NAME_KEY, require_onnx
+
+__all__ = ["INPUT_NAME", "OUTPUT_NAME", "OrtModel", "ort_session"]
+
+INPUT_NAME, OUTPUT_NAME = "image", "logits"  # the names export_onnx gives the graph's input and output
+
+
+def ort_session(path: str | os.PathLike, threads: int | None = None):
+    """An ONNX Runtime CPU session with full graph optimization and ``threads`` intra-op threads."""
+    require_onnx()
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads or torch.get_num_threads()
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types for unreadable files
+        raise CheckpointError(f"{path}: not a valid ONNX model ({str(e).splitlines()[0]})") from None
+
+
+class OrtModel:
+    """Calls an ONNX Runtime session like a model: float tensor (B, C, H, W) in, logits tensor out."""
+
+    training = False
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
+        self.session = ort_session(path, threads)
+        self.path = Path(path)
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        shape = self.session.get_inputs()[0].shape  # [batch, C, H, W]
+        self.in_chans, self.img_size = shape[1], shape[2]
+        self.num_classes = self.session.get_outputs()[0].shape[1]
+        self.model_name = self.metadata.get(MODEL_NAME_KEY, self.path.stem)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        feed = {INPUT_NAME: np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)}
+        return torch.from_numpy(self.session.run([OUTPUT_NAME], feed)[0])
+
+    def eval(self) -> OrtModel:
+        return self
+
+    def train(self, mode: bool = True) -> OrtModel:
+        if mode:
+            raise ConfigError("an ONNX Runtime model cannot be trained")
+        return self

@@ -1,0 +1,42 @@
+"""Files: safetensors weights, model files (weights + name + config), ONNX metadata, atomic writes."""
+
+from .atomic import atomic_path, write_json, write_text
+from .model_file import (
+    CONFIG_KEY,
+    DATA_KEY,
+    MODEL_NAME_KEY,
+    create_model,
+    data_metadata,
+    file_metadata,
+    load_checkpoint,
+    model_metadata,
+    save_model,
+    saved_data,
+)
+from .onnx_file import read_onnx_metadata, require_onnx, write_onnx_metadata
+from .paths import shown_path
+from .weights import load_into, read_metadata, read_safetensors, write_safetensors
+
+__all__ = [
+    "CONFIG_KEY",
+    "DATA_KEY",
+    "MODEL_NAME_KEY",
+    "atomic_path",
+    "create_model",
+    "data_metadata",
+    "file_metadata",
+    "load_checkpoint",
+    "load_into",
+    "model_metadata",
+    "read_metadata",
+    "read_onnx_metadata",
+    "read_safetensors",
+    "require_onnx",
+    "save_model",
+    "saved_data",
+    "shown_path",
+    "write_json",
+    "write_onnx_metadata",
+    "write_safetensors",
+    "write_text",
+]

@@ -1,0 +1,23 @@
+"""The inductive-bias lab: the claims of the MLP papers as small, rerunnable experiments (plan), their training
+and measurement (runner), the generated report, and the publishing of trained models."""
+
+from .plan import LAB_DATA, Experiment, LabRun, Settings, check_data, data_suffix, plan
+from .publish import TEACHER_ROLE, publish, published_models
+from .report import write_report
+from .runner import Lab, run_lab
+
+__all__ = [
+    "LAB_DATA",
+    "TEACHER_ROLE",
+    "Experiment",
+    "Lab",
+    "LabRun",
+    "Settings",
+    "check_data",
+    "data_suffix",
+    "plan",
+    "publish",
+    "published_models",
+    "run_lab",
+    "write_report",
+]

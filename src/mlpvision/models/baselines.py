@@ -1,0 +1,109 @@
+"""Two reference points for the inductive-bias lab, at the ends of the prior spectrum.
+
+- :class:`PlainMLP`: the image flattened into one vector and passed through fully-connected layers. It has
+  global reach and knows every pixel's position, but no notion of which pixels are neighbours: permuting the
+  pixels (the same way in every image) leaves what it can learn unchanged.
+- :class:`LocalConvNet`: a few 3x3 conv layers and global average pooling. Strong local prior, a small
+  receptive field (1 + 2 x layers pixels) and, after pooling, almost no knowledge of absolute position.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..layers import check_input, conv_bn_relu
+from .base import ImageClassifier, make_head
+from .registry import ModelConfig, Variant, register_family
+
+__all__ = ["LocalConvNet", "LocalConvNetConfig", "PlainMLP", "PlainMLPConfig"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlainMLPConfig(ModelConfig):
+    hidden: tuple[int, ...] = (1024, 1024)  # widths of the hidden FC layers
+    drop_rate: float = 0.1  # dropout after every hidden layer
+
+
+class PlainMLP(ImageClassifier):
+    """Flatten -> [Linear -> GELU -> Dropout] x len(hidden) -> classifier."""
+
+    def __init__(self, cfg: PlainMLPConfig) -> None:
+        super().__init__()
+        self.num_classes, self.in_chans, self.img_size = cfg.num_classes, cfg.in_chans, cfg.img_size
+        layers: list[nn.Module] = []
+        width = cfg.in_chans * cfg.img_size**2
+        for h in cfg.hidden:
+            layers += [nn.Linear(width, h), nn.GELU(), nn.Dropout(cfg.drop_rate)]
+            width = h
+        self.layers = nn.Sequential(*layers)
+        self.num_features = width
+        self.head = make_head(width, cfg.num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.in_chans, (self.img_size, self.img_size))
+        return self.layers(x.flatten(1))  # (B, C, H, W) -> (B, C H W) -> (B, hidden)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return x if pre_logits else self.head(x)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocalConvNetConfig(ModelConfig):
+    channels: tuple[int, ...] = (32, 64)  # one 3x3 conv-BN-ReLU layer per entry (stride 1)
+
+
+class LocalConvNet(ImageClassifier):
+    """[3x3 conv -> BN -> ReLU] x len(channels) -> global average pool -> classifier."""
+
+    fixed_input_size = False
+
+    def __init__(self, cfg: LocalConvNetConfig) -> None:
+        super().__init__()
+        self.num_classes, self.in_chans, self.img_size = cfg.num_classes, cfg.in_chans, cfg.img_size
+        layers, c_in = [], cfg.in_chans
+        for c in cfg.channels:
+            layers.append(conv_bn_relu(c_in, c, 3, deploy=cfg.deploy))
+            c_in = c
+        self.layers = nn.Sequential(*layers)
+        self.num_features = c_in
+        self.head = make_head(c_in, cfg.num_classes)
+
+    @property
+    def receptive_field(self) -> int:
+        return 1 + 2 * len(self.layers)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.in_chans, None)
+        return self.layers(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x.mean(dim=(2, 3))  # (B, C, H, W) -> (B, C)
+        return x if pre_logits else self.head(x)
+
+
+_SHAPES = ((28, 1), (32, 3))  # (image side, channels): Fashion-MNIST and CIFAR
+register_family(
+    "mlp",
+    PlainMLP,
+    {
+        f"mlp_{n}": Variant(
+            PlainMLPConfig(img_size=n, in_chans=c, num_classes=10),
+            f"plain MLP on the flattened image (2 x 1024), {n}x{n}x{c}",
+        )
+        for n, c in _SHAPES
+    },
+)
+register_family(
+    "convnet",
+    LocalConvNet,
+    {
+        f"cnn_local_{n}": Variant(
+            LocalConvNetConfig(img_size=n, in_chans=c, num_classes=10),
+            f"two 3x3 conv layers + global pooling (5x5 receptive field), {n}x{n}x{c}",
+        )
+        for n, c in _SHAPES
+    },
+)

@@ -1,0 +1,165 @@
+"""RepMLP-ResNets (arXiv 2105.01883, Sec. 3.4): ResNets whose stride-1 blocks in chosen stages carry a RepMLP block.
+
+Every conv + BN pair is a :class:`~mlpvision.layers.ConvBN`, so :func:`~mlpvision.reparam.reparameterize`
+removes every BatchNorm; ``create_model(name, deploy=True)`` builds that deploy form directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..layers import check_input, conv_bn, conv_bn_relu
+from .base import ImageClassifier, make_head
+from .registry import ModelConfig, Variant, register_family
+from .repmlp import RepMLPBlock
+
+__all__ = ["RepMLPResNet", "RepMLPResNetConfig"]
+
+PAPER = "RepMLP, arXiv 2105.01883"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RepMLPResNetConfig(ModelConfig):
+    block: str = "bottleneck"  # "bottleneck" (ResNet-50) or "basic" (ResNet-18)
+    layers: tuple[int, ...] = (3, 4, 6, 3)  # blocks per stage (c2, c3, c4, c5)
+    stem: str = "imagenet"  # "imagenet" (7x7 stride 2 + max-pool) or "cifar" (3x3 stride 1)
+    repmlp_form: str = "bottleneck"  # "bottleneck": RepMLP between two 3x3 convs; "light": 1x1 -> RepMLP -> 1x1
+    repmlp_stages: tuple[int, ...] = (1, 2)  # stages (0-based) whose stride-1 blocks get RepMLP: c3 and c4
+    reductions: tuple[int, ...] = (1, 2, 4, 1)  # per stage: RepMLP width = block mid width / r (bottleneck form)
+    light_reduction: int = 8  # light form: RepMLP width = block input width / light_reduction
+    groups: int = 8  # FC3 and LP groups
+    partition: int = 7  # RepMLP partition side h = w
+    kernels: tuple[int, ...] = (1, 3, 5)  # Local Perceptron kernel sizes
+    gp_reduction: int = 1  # GP hidden width C hp wp / gp_reduction
+
+
+class _Residual(nn.Module):
+    """``relu(branch(x) + shortcut(x))``."""
+
+    def __init__(self, branch: nn.Module, shortcut: nn.Module) -> None:
+        super().__init__()
+        self.branch, self.shortcut = branch, shortcut
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.branch(x) + self.shortcut(x))
+
+
+class RepMLPResNet(ImageClassifier):
+    """A ResNet whose stride-1 blocks in chosen stages carry a RepMLP block (the paper's RepMLP-ResNet).
+
+    Bottleneck form: 1x1 (in -> mid) -> 3x3 (mid -> mid / r) -> RepMLP -> ReLU -> 3x3 (mid / r -> mid)
+    -> 1x1 (mid -> out), plus the shortcut. Light form: 1x1 (in -> in / 8) -> RepMLP -> ReLU -> 1x1 (-> out).
+    All other blocks are plain ResNet blocks; every conv is a ConvBN, so deployment removes every BN.
+    """
+
+    def __init__(self, cfg: RepMLPResNetConfig) -> None:
+        super().__init__()
+        if cfg.block not in ("basic", "bottleneck") or cfg.stem not in ("imagenet", "cifar"):
+            raise ConfigError(f"block must be basic|bottleneck and stem imagenet|cifar, got {cfg.block}, {cfg.stem}")
+        if cfg.repmlp_form not in ("bottleneck", "light"):
+            raise ConfigError(f"repmlp_form must be 'bottleneck' or 'light', got {cfg.repmlp_form!r}")
+        self.num_classes, self.in_chans, self.img_size = cfg.num_classes, cfg.in_chans, cfg.img_size
+        expansion = 4 if cfg.block == "bottleneck" else 1
+        d = cfg.deploy
+        if cfg.stem == "imagenet":
+            self.stem = nn.Sequential(conv_bn_relu(cfg.in_chans, 64, 7, 2, deploy=d), nn.MaxPool2d(3, 2, 1))
+            size = (cfg.img_size + 1) // 2
+            size = (size + 1) // 2
+        else:
+            self.stem = conv_bn_relu(cfg.in_chans, 64, 3, deploy=d)
+            size = cfg.img_size
+        stages, in_chans = [], 64
+        for s, n in enumerate(cfg.layers):
+            mid = 64 * 2**s
+            blocks = []
+            for i in range(n):
+                stride = 2 if (s > 0 and i == 0) else 1
+                if stride == 2:
+                    size = (size + 1) // 2
+                use_repmlp = stride == 1 and s in cfg.repmlp_stages
+                blocks.append(self._block(cfg, in_chans, mid, expansion, stride, size, s, use_repmlp))
+                in_chans = mid * expansion
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.Sequential(*stages)
+        self.num_features = in_chans
+        self.head = make_head(in_chans, cfg.num_classes)
+
+    @staticmethod
+    def _block(cfg, in_chans, mid, expansion, stride, size, stage, use_repmlp) -> nn.Module:
+        d = cfg.deploy
+        out = mid * expansion
+        shortcut = conv_bn(in_chans, out, 1, stride, deploy=d) if (stride != 1 or in_chans != out) else nn.Identity()
+
+        def repmlp(chans: int) -> nn.Module:
+            return RepMLPBlock(
+                chans, chans, size, cfg.partition, cfg.groups, cfg.kernels, True, True, cfg.gp_reduction, deploy=d
+            )
+
+        if use_repmlp and cfg.repmlp_form == "light":
+            c = in_chans // cfg.light_reduction
+            branch = [
+                conv_bn_relu(in_chans, c, 1, deploy=d),
+                repmlp(c),
+                nn.ReLU(inplace=True),
+                conv_bn(c, out, 1, deploy=d),
+            ]
+        elif cfg.block == "bottleneck":
+            if use_repmlp:
+                c = mid // cfg.reductions[stage]
+                spatial = nn.Sequential(
+                    conv_bn_relu(mid, c, 3, deploy=d),
+                    repmlp(c),
+                    nn.ReLU(inplace=True),
+                    conv_bn_relu(c, mid, 3, deploy=d),
+                )
+            else:
+                spatial = conv_bn_relu(mid, mid, 3, stride, deploy=d)
+            branch = [conv_bn_relu(in_chans, mid, 1, deploy=d), spatial, conv_bn(mid, out, 1, deploy=d)]
+        else:
+            if use_repmlp:
+                c = mid // cfg.reductions[stage]
+                branch = [
+                    conv_bn_relu(in_chans, c, 1, deploy=d),
+                    repmlp(c),
+                    nn.ReLU(inplace=True),
+                    conv_bn(c, out, 1, deploy=d),
+                ]
+            else:
+                branch = [conv_bn_relu(in_chans, mid, 3, stride, deploy=d), conv_bn(mid, out, 3, deploy=d)]
+        return _Residual(nn.Sequential(*branch), shortcut)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.in_chans, (self.img_size, self.img_size))
+        return self.stages(self.stem(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x.mean(dim=(2, 3))  # (B, C, h, w) -> (B, C)
+        return x if pre_logits else self.head(x)
+
+
+# Small RepMLP-ResNet: ResNet-18 with a CIFAR stem; the stride-1 block of stages 2 and 3 (16x16 and 8x8 maps
+# at 32 px, 14x14 and 7x7 at 28 px) becomes 1x1 (C -> C/r) -> RepMLP -> 1x1, with r = 4 and 8 (32 channels).
+_small = partial(
+    RepMLPResNetConfig,
+    block="basic",
+    layers=(2, 2, 2, 2),
+    stem="cifar",
+    reductions=(1, 4, 8, 1),
+    groups=4,
+    kernels=(1, 3, 5),
+    num_classes=10,
+)
+VARIANTS = {
+    "repmlp_resnet50_224": Variant(RepMLPResNetConfig(), "RepMLP-Res50, bottleneck form, g8, c3+c4"),
+    "repmlp_resnet50_light_224": Variant(
+        RepMLPResNetConfig(repmlp_form="light"), "RepMLP-Res50, Light Block, g8, c3+c4"
+    ),
+    "repmlp_resnet18_28": Variant(_small(img_size=28, in_chans=1, partition=7), "small RepMLP-ResNet-18, 28x28x1"),
+    "repmlp_resnet18_32": Variant(_small(img_size=32, partition=8), "small RepMLP-ResNet-18, 32x32x3"),
+}
+register_family("repmlp", RepMLPResNet, VARIANTS, PAPER)

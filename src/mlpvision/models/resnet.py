@@ -1,0 +1,89 @@
+"""ResNet baselines: torchvision's ResNets behind the zoo's interface.
+
+ResNet-18/50 are torchvision's own modules (keys identical to torchvision's and timm's), with an optional
+CIFAR-style stem (3x3 stride-1 convolution, no max-pool) for 28 and 32 px images. RepMLP's Wide ConvNet lives
+beside the pure-MLP network it is compared with, in ``repmlp_pure.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+import torchvision.models.resnet as tvr
+from torch import nn
+
+from ..errors import ConfigError
+from ..layers import check_input
+from .base import ImageClassifier
+from .registry import ModelConfig, Variant, register_family
+
+__all__ = ["ResNet", "ResNetConfig"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResNetConfig(ModelConfig):
+    block: str = "basic"  # "basic" (ResNet-18/34) or "bottleneck" (ResNet-50 and deeper)
+    layers: tuple[int, ...] = (2, 2, 2, 2)  # blocks per stage
+    stem: str = "imagenet"  # "imagenet" (7x7 stride 2 + max-pool) or "cifar" (3x3 stride 1, no pool)
+    zero_init_residual: bool = False  # zero the last BN of every residual branch
+
+
+class ResNet(ImageClassifier, tvr.ResNet):
+    """torchvision's ResNet with the zoo interface, any input channel count and a CIFAR stem option.
+
+    Convolutional: any input size works; ``img_size`` is only the nominal size used for counting.
+    """
+
+    head_name = "fc"
+    fixed_input_size = False
+
+    def __init__(self, cfg: ResNetConfig) -> None:
+        blocks = {"basic": tvr.BasicBlock, "bottleneck": tvr.Bottleneck}
+        if cfg.block not in blocks:
+            raise ConfigError(f"block must be 'basic' or 'bottleneck', got {cfg.block!r}")
+        if cfg.stem not in ("imagenet", "cifar"):
+            raise ConfigError(f"stem must be 'imagenet' or 'cifar', got {cfg.stem!r}")
+        tvr.ResNet.__init__(
+            self,
+            blocks[cfg.block],
+            list(cfg.layers),
+            num_classes=max(cfg.num_classes, 1),
+            zero_init_residual=cfg.zero_init_residual,
+        )
+        self.in_chans = cfg.in_chans
+        self.img_size = cfg.img_size
+        self.num_features = self.fc.in_features
+        self.num_classes = cfg.num_classes
+        if cfg.stem == "cifar":
+            self.conv1 = nn.Conv2d(cfg.in_chans, 64, 3, 1, 1, bias=False)
+            self.maxpool = nn.Identity()
+        elif cfg.in_chans != 3:
+            self.conv1 = nn.Conv2d(cfg.in_chans, 64, 7, 2, 3, bias=False)
+        if self.conv1.in_channels != 3 or cfg.stem == "cifar":
+            nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
+        if cfg.num_classes <= 0:
+            self.fc = nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.in_chans, None)
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))  # (B, C, H/32, W/32) at the ImageNet stem
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = torch.flatten(self.avgpool(x), 1)  # (B, C, h, w) -> (B, C)
+        return x if pre_logits else self.fc(x)
+
+
+RESNET_PAPER = "ResNet, arXiv 1512.03385"
+
+_cifar = partial(ResNetConfig, stem="cifar", num_classes=10)
+
+VARIANTS = {
+    "resnet18": Variant(ResNetConfig(), "ResNet-18 (torchvision)", "resnet18"),
+    "resnet50": Variant(ResNetConfig(block="bottleneck", layers=(3, 4, 6, 3)), "ResNet-50 (torchvision)", "resnet50"),
+    "resnet18_28": Variant(_cifar(img_size=28, in_chans=1), "ResNet-18, CIFAR stem, 28x28x1"),
+    "resnet18_32": Variant(_cifar(img_size=32), "ResNet-18, CIFAR stem, 32x32x3"),
+}
+register_family("resnet", ResNet, VARIANTS, RESNET_PAPER)

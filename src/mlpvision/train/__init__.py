@@ -1,0 +1,29 @@
+"""Training: the run's configuration, the loop, resumable state, EMA, distillation, fine-tuning, evaluation."""
+
+from .config import TrainConfig, field_docs
+from .distill import TeacherEnsemble, distillation_loss, load_teacher
+from .ema import recompute_bn_stats, warmup_ema_fn
+from .evaluate import EvalResult, evaluate, save_confusion_png
+from .finetune import expand_token_mixing, load_for_finetuning
+from .loop import Data, Run, TrainingError, build_data, train, train_one_epoch
+
+__all__ = [
+    "Data",
+    "EvalResult",
+    "Run",
+    "TeacherEnsemble",
+    "TrainConfig",
+    "TrainingError",
+    "build_data",
+    "distillation_loss",
+    "evaluate",
+    "expand_token_mixing",
+    "field_docs",
+    "load_for_finetuning",
+    "load_teacher",
+    "recompute_bn_stats",
+    "save_confusion_png",
+    "train",
+    "train_one_epoch",
+    "warmup_ema_fn",
+]

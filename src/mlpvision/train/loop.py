@@ -1,0 +1,512 @@
+"""The training engine: data -> model -> optimizer -> epochs of ``train_one_epoch`` / ``evaluate``.
+
+Everything random is derived from (seed, epoch, step, index): per-image augmentation, batch order, MixUp and
+dropout. With checkpoints written atomically at step boundaries, a run killed at any moment and resumed ends
+with exactly the weights of an uninterrupted run (on CPU), and a DistributedDataParallel run sees the same
+batches as a single process with the same global batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+from torch.utils.data import DataLoader
+from torchvision.transforms import v2
+
+from ..data import Augmented, DataInfo, build_transform, load_split, seeded_subset, split_train_val, training_set
+from ..errors import ConfigError, MlpVisionError
+from ..io import data_metadata, load_checkpoint, save_model, write_json
+from ..models import create_model, get_spec
+from ..reparam import check_deploy_form, needs_fusion, reparameterize
+from . import distributed
+from .config import TrainConfig
+from .distill import distillation_loss, load_teacher
+from .ema import build_ema, recompute_bn_stats
+from .evaluate import EvalResult, evaluate, save_confusion_png
+from .finetune import load_for_finetuning
+from .metrics import write_metrics
+from .state import LoopState, load_training_checkpoint, save_training_checkpoint
+
+__all__ = ["Data", "Run", "TrainingError", "build_data", "train", "train_one_epoch"]
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(MlpVisionError):
+    """Training cannot go on (e.g. the loss became NaN); the last good checkpoint is kept."""
+
+
+# ---- building blocks -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Data:
+    info: DataInfo
+    train: Augmented
+    val: Augmented | None
+    test: Augmented
+    bn_images: Augmented | None = None  # unaugmented training images for the EMA's BatchNorm statistics
+
+
+def build_data(cfg: TrainConfig, img_size: int | None, in_chans: int | None) -> Data:
+    """The run's splits: training (augmented; a seeded subset when asked), validation held out of the training
+    set, test (a fixed subset when asked), and the images that recompute the EMA's BatchNorm statistics."""
+    train_raw, info = load_split(cfg.data, "train", cfg.data_dir, img_size, in_chans)
+    test_raw, _ = load_split(cfg.data, "test", cfg.data_dir, img_size, in_chans)
+    val_size = min(cfg.val_size, len(train_raw) // 5)
+    train_idx, val_idx = split_train_val(len(train_raw), val_size, cfg.seed)
+    if cfg.train_subset:
+        train_idx = seeded_subset(train_idx, cfg.train_subset, cfg.seed + 1).sort().values
+    plain = build_transform(info, None)
+    train = training_set(train_raw, train_idx, info, cfg.aug, cfg.seed)
+    val = Augmented(train_raw, val_idx, plain) if len(val_idx) else None
+    test_idx = None
+    if cfg.test_subset and cfg.test_subset < len(test_raw):
+        test_idx = seeded_subset(torch.arange(len(test_raw)), cfg.test_subset, 0).sort().values
+    bn_images = None
+    if cfg.ema_bn_images:
+        bn_images = Augmented(train_raw, seeded_subset(train_idx, cfg.ema_bn_images, cfg.seed + 2), plain)
+    return Data(info, train, val, Augmented(test_raw, test_idx, plain), bn_images)
+
+
+def build_model(cfg: TrainConfig, info: DataInfo) -> nn.Module:
+    """The model to train: fine-tuned from ``cfg.init`` when given, else built for the data's shape."""
+    if cfg.init is not None:
+        return load_for_finetuning(cfg.init, cfg.model, num_classes=info.num_classes, img_size=cfg.img_size)
+    args = {"num_classes": info.num_classes, "in_chans": info.in_chans, "img_size": info.img_size}
+    return create_model(cfg.model, **{**args, **cfg.model_args})
+
+
+def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """AdamW or SGD; no weight decay on biases and normalization/affine/LayerScale parameters (1-D)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), fused=True)  # fused: one kernel for all
+
+
+def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    """Linear warm-up then cosine decay to ``min_lr`` at the last step, stepped once per optimizer step."""
+    total = total_steps(cfg, steps_per_epoch)
+    warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total - 1)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total - warmup, 1), eta_min=cfg.min_lr)
+    if warmup <= 0:
+        return cosine
+    warm = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.01, end_factor=1.0, total_iters=warmup)
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [warm, cosine], milestones=[warmup])
+
+
+def total_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    """Optimizer steps of the whole run: the epochs', or ``max_steps`` when that comes first."""
+    total = cfg.epochs * steps_per_epoch
+    return min(total, cfg.max_steps) if cfg.max_steps > 0 else total
+
+
+def build_mixing(cfg: TrainConfig, num_classes: int) -> Callable | None:
+    """torchvision's MixUp / CutMix (one of them per batch when both are on), or None."""
+    ops = []
+    if cfg.aug.mixup > 0:
+        ops.append(v2.MixUp(alpha=cfg.aug.mixup, num_classes=num_classes))
+    if cfg.aug.cutmix > 0:
+        ops.append(v2.CutMix(alpha=cfg.aug.cutmix, num_classes=num_classes))
+    if not ops:
+        return None
+    return ops[0] if len(ops) == 1 else v2.RandomChoice(ops)
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
+    """The shuffled global batches of one epoch (the last partial batch is dropped)."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
+    return [perm[i : i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
+
+
+def step_seed(seed: int, step: int, rank: int = 0) -> int:
+    return (seed * 1_000_003 + step) * 1009 + rank
+
+
+# ---- the run ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """Everything one training run holds."""
+
+    cfg: TrainConfig
+    dist: distributed.DistInfo
+    data: Data
+    model: nn.Module  # the bare model (DDP wraps it in ``engine``)
+    engine: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    ema: AveragedModel | None
+    teacher: nn.Module | None
+    mixing: Callable | None
+    out: Path
+    loop: LoopState
+    steps_per_epoch: int
+    last_step: int | None  # the global step the run ends at when ``max_steps`` is set
+    progress: Callable[[dict], None] | None = None
+    # (global step, EMA copy with recomputed statistics): evaluation and saving at one step share the copy
+    _recomputed: tuple[int, nn.Module] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The model that is evaluated and saved: the EMA when on (with recomputed BatchNorm statistics when
+        asked), else the trained model."""
+        if self.ema is None:
+            return self.model
+        if self.data.bn_images is None:
+            return self.ema.module
+        if self._recomputed is None or self._recomputed[0] != self.loop.global_step:
+            with torch.random.fork_rng(devices=[]):  # iterating a DataLoader draws from the global generator
+                model = recompute_bn_stats(copy.deepcopy(self.ema.module), self.eval_loader(self.data.bn_images))
+            self._recomputed = (self.loop.global_step, model)
+        return self._recomputed[1]
+
+    @property
+    def data_metadata(self) -> dict[str, str]:
+        info = self.data.info
+        return data_metadata(info.name, info.classes, info.mean, info.std)
+
+    def loader(self, dataset, batches: list[torch.Tensor]) -> DataLoader:
+        return DataLoader(dataset, batch_sampler=[b.tolist() for b in batches], num_workers=self.cfg.workers)
+
+    def eval_loader(self, dataset) -> DataLoader:
+        return DataLoader(dataset, batch_size=256, shuffle=False, num_workers=self.cfg.workers)
+
+    def save(self) -> None:
+        if self.dist.is_main:
+            save_training_checkpoint(
+                self.out / "last.safetensors",
+                self.model,
+                self.optimizer,
+                self.scheduler,
+                self.loop,
+                self.cfg.as_dict(),
+                self.ema,
+            )
+        distributed.barrier(self.dist)
+
+
+def build_run(cfg: TrainConfig, dist: distributed.DistInfo, progress: Callable[[dict], None] | None) -> Run:
+    """Data, model, optimizer, schedule, EMA and teacher of a run, before any checkpoint is restored."""
+    torch.manual_seed(cfg.seed)
+    spec_cfg = get_spec(cfg.model).config
+    # image folders are decoded at the model's size; other data sets keep their own size unless asked
+    img_size = (
+        cfg.img_size or cfg.model_args.get("img_size") or (spec_cfg.img_size if cfg.data == "imagefolder" else None)
+    )
+    data = build_data(cfg, img_size, cfg.model_args.get("in_chans", spec_cfg.in_chans))
+    model = build_model(cfg, data.info).to(dist.device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    engine = model
+    if dist.distributed:
+        ids = [dist.device.index] if dist.device.type == "cuda" else None
+        engine = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    optimizer = build_optimizer(cfg, model)
+    steps_per_epoch = len(data.train) // cfg.batch_size
+    scheduler = build_scheduler(cfg, optimizer, max(steps_per_epoch, 1))
+    last_step = total_steps(cfg, max(steps_per_epoch, 1)) if cfg.max_steps > 0 else None
+    ema = build_ema(model, cfg.ema_decay, cfg.ema_warmup)
+    teacher = load_teacher(cfg.teacher_files, dist.device)
+    mixing = build_mixing(cfg, data.info.num_classes)
+    return Run(
+        cfg,
+        dist,
+        data,
+        model,
+        engine,
+        optimizer,
+        scheduler,
+        ema,
+        teacher,
+        mixing,
+        Path(cfg.out),
+        LoopState(),
+        steps_per_epoch,
+        last_step,
+        progress,
+    )
+
+
+# ---- one epoch -------------------------------------------------------------------------------------------------
+
+
+def _micro_batches(run: Run, epoch: int) -> tuple[int, list[torch.Tensor]]:
+    """The number of optimizer steps in ``epoch`` and this process's micro-batches from the current step on."""
+    cfg, dist = run.cfg, run.dist
+    batches = epoch_batches(len(run.data.train), cfg.batch_size, cfg.seed, epoch)
+    if not batches:
+        raise ConfigError(f"batch size {cfg.batch_size} exceeds the {len(run.data.train)} training images")
+    # this process's share of each global batch, split into micro-batches
+    per_rank = cfg.batch_size // (dist.world_size * cfg.accum_steps)
+    if per_rank * dist.world_size * cfg.accum_steps != cfg.batch_size:
+        raise ConfigError(f"batch size {cfg.batch_size} is not divisible by processes x accumulation steps")
+    share = per_rank * cfg.accum_steps
+    micro = []
+    for b in batches[run.loop.step_in_epoch :]:
+        micro.extend(b[dist.rank * share : (dist.rank + 1) * share].split(per_rank))
+    return len(batches), micro
+
+
+def _loss(run: Run, images: torch.Tensor, targets: torch.Tensor, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and training loss of one micro-batch: cross-entropy, plus distillation when a teacher is set."""
+    cfg = run.cfg
+    logits = run.engine(images)
+    loss = F.cross_entropy(logits.float(), targets, label_smoothing=cfg.label_smoothing)
+    if run.teacher is not None:
+        with torch.no_grad():
+            t_logits = run.teacher(images).float()
+        kd = distillation_loss(logits.float(), t_logits, cfg.distill, cfg.distill_tau)
+        loss = (1 - cfg.distill_alpha) * loss + cfg.distill_alpha * kd
+    if not torch.isfinite(loss):
+        last = run.out / "last.safetensors"
+        kept = f"{last} holds the last good state" if last.is_file() else "no checkpoint had been written yet"
+        raise TrainingError(
+            f"the loss became {loss.item()} at epoch {epoch + 1}, step {run.loop.global_step + 1}; training stopped "
+            f"and {kept} (lower --lr or set --grad-clip)"
+        )
+    return logits, loss
+
+
+def _optimizer_step(run: Run, step_micro: list[torch.Tensor], it, epoch: int) -> tuple[float, int, int]:
+    """One optimizer step over its micro-batches; returns (summed loss, correct predictions, images)."""
+    cfg, dist = run.cfg, run.dist
+    torch.manual_seed(step_seed(cfg.seed, run.loop.global_step, dist.rank))  # dropout, drop path, MixUp
+    run.optimizer.zero_grad(set_to_none=True)
+    loss_sum, correct, seen = 0.0, 0, 0
+    for a, idx in enumerate(step_micro):
+        images, labels = next(it)
+        if run.data.train.batch_aug is not None:
+            images = run.data.train.batch_aug(images, idx)
+        images, labels = images.to(dist.device, non_blocking=True), labels.to(dist.device, non_blocking=True)
+        targets = labels
+        if run.mixing is not None:
+            images, targets = run.mixing(images, labels)
+        if cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        sync = a == cfg.accum_steps - 1 or not dist.distributed
+        with (
+            run.engine.no_sync() if not sync else contextlib.nullcontext(),
+            torch.autocast(dist.device.type, dtype=torch.bfloat16, enabled=cfg.amp),
+        ):
+            logits, loss = _loss(run, images, targets, epoch)
+        (loss / cfg.accum_steps).backward()
+        loss_sum += loss.item() * len(labels)
+        correct += (logits.argmax(1) == labels).sum().item()
+        seen += len(labels)
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(run.engine.parameters(), cfg.grad_clip)
+    run.optimizer.step()
+    run.scheduler.step()
+    if run.ema is not None:
+        run.ema.update_parameters(run.model)
+    run.loop.global_step += 1
+    return loss_sum, correct, seen
+
+
+def train_one_epoch(run: Run, epoch: int, deadline: float | None) -> dict:
+    """Trains one epoch from ``run.loop.step_in_epoch`` (or up to ``run.last_step``); returns the epoch's training
+    metrics."""
+    cfg, dist = run.cfg, run.dist
+    run.engine.train()
+    run.data.train.set_epoch(epoch)
+    steps, micro = _micro_batches(run, epoch)
+    first_step = run.loop.step_in_epoch
+    loss_sum, correct, seen = 0.0, 0, 0
+    epoch_t0 = banked_t0 = time.perf_counter()  # banked_t0: start of time not yet added to elapsed_s
+    it = iter(run.loader(run.data.train, micro))
+    for step_idx in range(first_step, steps):
+        offset = (step_idx - first_step) * cfg.accum_steps
+        step = _optimizer_step(run, micro[offset : offset + cfg.accum_steps], it, epoch)
+        loss_sum, correct, seen = loss_sum + step[0], correct + step[1], seen + step[2]
+        run.loop.step_in_epoch = step_idx + 1
+        if run.progress is not None and dist.is_main:
+            seconds = time.perf_counter() - epoch_t0
+            images = seen * dist.world_size
+            run.progress(
+                {
+                    "epoch": epoch,
+                    "step": step_idx + 1,
+                    "steps": steps,
+                    "loss": step[0] / max(step[2], 1),
+                    "images": images,
+                    "seconds": seconds,
+                }
+            )
+        if cfg.save_every_steps and run.loop.global_step % cfg.save_every_steps == 0:
+            run.loop.elapsed_s += time.perf_counter() - banked_t0
+            run.save()
+            banked_t0 = time.perf_counter()  # writing checkpoints does not count as training time
+        if deadline is not None and run.loop.elapsed_s + (time.perf_counter() - banked_t0) >= deadline:
+            break
+        if run.last_step is not None and run.loop.global_step >= run.last_step:
+            break
+    run.loop.elapsed_s += time.perf_counter() - banked_t0
+    seconds = time.perf_counter() - epoch_t0
+    return {
+        "train_loss": loss_sum / max(seen, 1),
+        "train_top1": 100.0 * correct / max(seen, 1),
+        "epoch_seconds": seconds,
+        "img_per_s": seen * dist.world_size / max(seconds, 1e-9),
+    }
+
+
+def _end_of_epoch(run: Run, epoch: int, metrics: dict, writer) -> None:
+    """Validates (keeping the best model), logs and records the epoch's row; the main process only."""
+    cfg, data, opt = run.cfg, run.data, run.optimizer
+    row = {"epoch": epoch + 1, "step": run.loop.global_step, "lr": opt.param_groups[0]["lr"], **metrics}
+    if data.val is not None:
+        val = evaluate(run.eval_model, run.eval_loader(data.val), data.info.num_classes, run.dist.device, cfg.amp)
+        row.update({"val_loss": val.loss, "val_top1": val.top1, "val_top5": val.top5})
+        if val.top1 > run.loop.best_val_top1:
+            run.loop.best_val_top1, run.loop.best_epoch = val.top1, epoch + 1
+            save_model(run.eval_model, run.out / "best.safetensors", run.data_metadata)
+    log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
+    run.loop.history.append(row)
+    write_metrics(run.out, run.loop.history, cfg.plots)
+    if writer is not None:
+        for k, v in row.items():
+            if k not in ("epoch", "step"):
+                writer.add_scalar(k, v, run.loop.global_step)
+        writer.flush()
+
+
+# ---- the whole run ---------------------------------------------------------------------------------------------
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: Callable[[dict], None] | None = None) -> dict:
+    """Runs (or resumes) a training run and returns its summary; files go to ``cfg.out``.
+
+    Writes ``last.safetensors`` (resumable state), ``model.safetensors`` (final weights, EMA when on),
+    ``best.safetensors`` (best validation top-1), the deploy form of both when the model re-parameterizes,
+    ``config.json``, ``metrics.csv/json``, ``curves.png``, ``confusion.png`` and ``summary.json``.
+    """
+    cfg.validate()
+    get_spec(cfg.model)  # an unknown name fails before any data is read
+    dist = distributed.setup(cfg.device)
+    if cfg.amp is None:  # config.json then records the precision the run used
+        cfg = dataclasses.replace(cfg, amp=cfg.amp_on(dist.device))
+    try:
+        run = build_run(cfg, dist, progress)
+        _start_or_resume(run, resume)
+        stopped_early = _epochs(run)
+        return _finish(run, stopped_early)
+    finally:
+        distributed.cleanup(dist)
+
+
+def _start_or_resume(run: Run, resume: bool) -> None:
+    """Restores ``last.safetensors`` when resuming, else starts afresh; writes the resolved config.json."""
+    last = run.out / "last.safetensors"
+    if resume and last.is_file():
+        run.loop = load_training_checkpoint(last, run.model, run.optimizer, run.scheduler, run.ema)
+        log.info("resumed from %s at epoch %d, step %d", last, run.loop.epoch + 1, run.loop.global_step)
+    elif run.dist.is_main:
+        if last.is_file():
+            log.warning("%s exists and will be overwritten (pass --resume to continue it)", last)
+        run.out.mkdir(parents=True, exist_ok=True)
+    if run.dist.is_main:
+        write_json(run.out / "config.json", run.cfg.as_dict())
+
+
+def _epochs(run: Run) -> bool:
+    """Trains epoch after epoch until the run ends; True when the time limit stopped it before its last epoch."""
+    cfg = run.cfg
+    deadline = cfg.time_limit_min * 60 if cfg.time_limit_min > 0 else None
+    writer = _tensorboard_writer(run.out) if cfg.tensorboard and run.dist.is_main else None
+    while run.loop.epoch < cfg.epochs and (run.last_step is None or run.loop.global_step < run.last_step):
+        epoch = run.loop.epoch
+        metrics = train_one_epoch(run, epoch, deadline)
+        if run.dist.is_main:
+            _end_of_epoch(run, epoch, metrics, writer)
+        if run.loop.step_in_epoch >= run.steps_per_epoch:
+            run.loop.epoch, run.loop.step_in_epoch = epoch + 1, 0
+        run.save()
+        if deadline is not None and run.loop.elapsed_s >= deadline:
+            return run.loop.epoch < cfg.epochs
+    return False
+
+
+def _tensorboard_writer(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.warning("--tensorboard: the tensorboard package is not installed; metrics go to CSV and JSON only")
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
+
+
+def _save_deploy_forms(run: Run, models: dict[str, nn.Module]) -> dict[str, str]:
+    """Saves ``NAME_deploy.safetensors`` for each model that re-parameterizes, verified against its train form."""
+    info = run.data.info
+    x = torch.randn(4, info.in_chans, info.img_size, info.img_size, generator=torch.Generator().manual_seed(0))
+    deployed = {}
+    for name, m in models.items():
+        if needs_fusion(m):
+            fused = reparameterize(m.eval())
+            with torch.no_grad():
+                check_deploy_form(m, fused, x.to(run.dist.device), what=f"the deploy form of {name}")
+            path = run.out / f"{name}_deploy.safetensors"
+            save_model(fused, path, run.data_metadata)
+            deployed[name] = str(path)
+    return deployed
+
+
+def _finish(run: Run, stopped_early: bool) -> dict:
+    """Saves the final and deploy-form models, evaluates them on the test split, writes summary.json."""
+    cfg, dist, data, out = run.cfg, run.dist, run.data, run.out
+    summary: dict[str, Any] = {}
+    if dist.is_main:
+        final = run.eval_model
+        save_model(final, out / "model.safetensors", run.data_metadata)
+        if data.val is None:  # nothing to select on: the final model is the best one
+            save_model(final, out / "best.safetensors", run.data_metadata)
+        test_loader = run.eval_loader(data.test)
+        # the reported figures are the model's own, in float32, whatever autocast training used
+        test: EvalResult = evaluate(final, test_loader, data.info.num_classes, dist.device)
+        best = load_checkpoint(out / "best.safetensors", device=dist.device)
+        test_best = evaluate(best, test_loader, data.info.num_classes, dist.device)
+        if cfg.plots:
+            save_confusion_png(test_best.confusion, data.info.classes, out / "confusion.png")
+        deployed = _save_deploy_forms(run, {"model": final, "best": best})
+        plots = {"curves": str(out / "curves.png"), "confusion": str(out / "confusion.png")} if cfg.plots else {}
+        summary = {
+            "model": cfg.model,
+            "data": cfg.data,
+            "epochs_done": run.loop.epoch + (run.loop.step_in_epoch > 0),
+            "steps": run.loop.global_step,
+            "stopped_by_time_limit": stopped_early,
+            "train_seconds": run.loop.elapsed_s,
+            "best_epoch": run.loop.best_epoch,
+            "best_val_top1": run.loop.best_val_top1 if data.val is not None else None,
+            "test_top1_final": test.top1,
+            "test_top1_best": test_best.top1,
+            "test_top5_best": test_best.top5,
+            "params": sum(p.numel() for p in final.parameters()),
+            "out": str(out),
+            "files": {
+                "model": str(out / "model.safetensors"),
+                "best": str(out / "best.safetensors"),
+                **plots,
+                **{f"{k}_deploy": v for k, v in deployed.items()},
+            },
+        }
+        write_json(out / "summary.json", summary)
+    distributed.barrier(dist)
+    return summary

@@ -1,0 +1,44 @@
+"""What a run writes about itself as it trains: metrics.json / metrics.csv (one row per epoch) and curves.png."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from ..io import atomic_path, write_text
+from ..plotting import pyplot
+
+__all__ = ["plot_curves", "write_metrics"]
+
+
+def write_metrics(out: Path, history: list[dict], plots: bool = True) -> None:
+    """Rewrites the run's metric files from ``history`` (each atomically)."""
+    write_text(out / "metrics.json", json.dumps(history, indent=2) + "\n")
+    keys = list(history[0]) if history else []
+    with atomic_path(out / "metrics.csv") as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+    if plots:
+        plot_curves(history, out / "curves.png")
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    """Loss and accuracy per epoch, training and validation."""
+    if not history:
+        return
+    plt = pyplot()
+    ep = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, metric, label in zip(axes, ("loss", "top1"), ("loss", "top-1 (%)"), strict=True):
+        ax.plot(ep, [h[f"train_{metric}"] for h in history], label="train")
+        if f"val_{metric}" in history[0]:
+            ax.plot(ep, [h[f"val_{metric}"] for h in history], label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
