@@ -19,12 +19,11 @@ import yaml
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, write_results
+from common import machine, start, write_results
 
 from mlpvision.data import evaluation_set
 from mlpvision.deploy import Candidate, OrtModel, export_onnx, measure
 from mlpvision.io import DATA_KEY, load_checkpoint, read_metadata, shown_path
-from mlpvision.runtime import tune_cpu_allocator
 from mlpvision.train import TrainConfig, evaluate, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,12 +46,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", action="append", help="trained model file (repeatable)")
     parser.add_argument("--epochs", type=int, default=5, help="epochs of the models trained here")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=10)
-    args = parser.parse_args()
-    allocator = tune_cpu_allocator()
-    torch.set_num_threads(args.threads)
+    args, allocator, _ = start(parser, repeats=10)
     paths = [Path(p) for p in args.checkpoint] if args.checkpoint else trained_models(args.epochs)
     command = "python benchmarks/deploy_accuracy.py " + (
         " ".join(f"--checkpoint {shown_path(p, ROOT)}" for p in args.checkpoint)

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import interleaved_medians, machine, write_results
+from common import interleaved_medians, machine, start, write_results
 
 import mlpvision
 
@@ -49,11 +49,8 @@ def randomize_bn_(model: torch.nn.Module) -> torch.nn.Module:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--only", nargs="*", help="model names to run (default: all)")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args, _, command = start(parser, repeats=15)
     torch.manual_seed(0)
 
     rows = []
@@ -90,7 +87,6 @@ def main() -> None:
             flush=True,
         )
 
-    command = f"python benchmarks/repmlp_deploy.py --repeats {args.repeats} --threads {args.threads}"
     meta = {"command": command, "machine": machine()}
     lines = [
         "# RepMLP: train form vs deploy form",

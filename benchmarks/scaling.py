@@ -19,12 +19,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, write_results
+from common import machine, start, write_results
 
 import mlpvision
 from mlpvision.deploy import Candidate, measure
 from mlpvision.models import flop_counter
-from mlpvision.runtime import tune_cpu_allocator
 
 SIZES = [64, 96, 128, 160, 224, 288, 352, 448]
 WIDTH, DEPTH = 256, 4
@@ -56,16 +55,9 @@ def slope(n: list[float], y: list[float]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    args = parser.parse_args()
-    allocator = tune_cpu_allocator()
-    torch.set_num_threads(args.threads)
+    args, allocator, command = start(parser, repeats=7)
     torch.manual_seed(0)
-    command = (
-        f"python benchmarks/scaling.py --repeats {args.repeats} --batch-size {args.batch_size} --threads {args.threads}"
-    )
     rows = []
     for size in SIZES:
         x = torch.randn(args.batch_size, 3, size, size)

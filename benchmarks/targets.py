@@ -17,11 +17,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, write_results
+from common import machine, start, write_results
 
 import mlpvision
 from mlpvision.deploy import MATMUL, run_bench
-from mlpvision.runtime import tune_cpu_allocator
 
 MODELS = ["mixer_s16_224", "resmlp_12_224"]
 BACKENDS = ["eager", "compile", "onnxruntime", "onnxruntime-int8"]
@@ -55,15 +54,8 @@ def mem(row: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--batch-size", type=int, default=16)
-    args = parser.parse_args()
-    allocator = tune_cpu_allocator()
-    torch.set_num_threads(args.threads)
-    command = (
-        f"python benchmarks/targets.py --repeats {args.repeats} --threads {args.threads} --batch-size {args.batch_size}"
-    )
+    args, allocator, command = start(parser, repeats=20)
     rows, profiles = [], {}
     for name in MODELS:
         rows += run_bench(

@@ -13,13 +13,10 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, write_results
+from common import machine, start, write_results
 
 from mlpvision.deploy import run_bench
-from mlpvision.runtime import tune_cpu_allocator
 
 WITH_TIMM = ["mixer_t4_28", "resmlp_tiny_12_28", "vit_mini_patch4_28"]
 OURS_ONLY = ["repmlp_fast_28", "resnet18_28", "eanet_tiny_28", "wide_convnet_28"]
@@ -28,15 +25,7 @@ OURS_ONLY = ["repmlp_fast_28", "resnet18_28", "eanet_tiny_28", "wide_convnet_28"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    args = parser.parse_args()
-    allocator = tune_cpu_allocator()
-    torch.set_num_threads(args.threads)
-    command = (
-        f"python benchmarks/train_throughput.py --batch-size {args.batch_size} --repeats {args.repeats} "
-        f"--threads {args.threads}"
-    )
+    args, allocator, command = start(parser, repeats=10)
     rows = []
     for name in WITH_TIMM + OURS_ONLY:
         out = run_bench(

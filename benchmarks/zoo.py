@@ -14,15 +14,12 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, write_results
+from common import machine, start, write_results
 
 import mlpvision
 from mlpvision.deploy import MATMUL, run_bench
 from mlpvision.models import get_spec
-from mlpvision.runtime import tune_cpu_allocator
 
 
 def has_timm(name: str) -> bool:
@@ -33,18 +30,10 @@ def has_timm(name: str) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--pattern", default="*")
     parser.add_argument("--batch-large", type=int, default=4, help="batch of models for inputs above 64 px")
     parser.add_argument("--batch-small", type=int, default=64, help="batch of the 28 / 32 px models")
-    args = parser.parse_args()
-    allocator = tune_cpu_allocator()
-    torch.set_num_threads(args.threads)
-    command = (
-        f"python benchmarks/zoo.py --repeats {args.repeats} --threads {args.threads} --pattern '{args.pattern}' "
-        f"--batch-large {args.batch_large} --batch-small {args.batch_small}"
-    )
+    args, allocator, command = start(parser, repeats=9)
     rows = []
     for name in mlpvision.list_models(args.pattern):
         batch = args.batch_small if get_spec(name).config.img_size <= 64 else args.batch_large

@@ -105,7 +105,7 @@ def test_no_import_cycles():
         stack.append(n)
         for t in sorted(graph[n]):
             if state.get(t) == 1:
-                cycle = stack[stack.index(t) :] + [t]
+                cycle = [*stack[stack.index(t) :], t]
                 raise AssertionError("import cycle: " + " -> ".join(cycle))
             if t not in state:
                 visit(t)

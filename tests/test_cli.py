@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import mlpvision
-from mlpvision.cli import main
+from mlpvision.cli import build_parser, main
 from mlpvision.models.zoo import describe_models, markdown_table
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -63,3 +63,28 @@ def test_console_script_and_module_entry_points():
     bad = subprocess.run([sys.executable, "-m", "mlpvision", "models", "--bogus"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unrecognized arguments: --bogus" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_every_train_flag_has_help_and_shows_its_default():
+    parser = build_parser()
+    train = next(a for a in parser._actions if a.dest == "command").choices["train"]
+    flags = [a for a in train._actions if a.option_strings and a.dest != "help"]
+    assert len(flags) > 40  # every TrainConfig and augmentation field, and the run's own flags
+    undocumented = [a.option_strings[0] for a in flags if not a.help or "(default: " not in a.help]
+    assert not undocumented
+    text = train.format_help()
+    assert "peak learning rate (default: 0.002)" in text and "random crop after zero padding" in text
+
+
+def test_train_flags_override_the_recipe_and_refine_its_augmentation(tmp_path):
+    from mlpvision.cli import _load_recipe, _train_overrides
+    from mlpvision.train import TrainConfig
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("lr: 1.0e-3\nepochs: 4\naug: {hflip: 0.0, mixup: 0.2}\nmodel_args: {depth: 2}\n")
+    argv = ["train", "--config", str(recipe), "--epochs", "7", "--crop-padding", "3", "--model-arg", "embed_dim=32"]
+    args = build_parser().parse_args(argv)
+    cfg = TrainConfig.from_recipe(_load_recipe(args.config), _train_overrides(args))
+    assert (cfg.lr, cfg.epochs) == (1e-3, 7)
+    assert (cfg.aug.crop_padding, cfg.aug.hflip, cfg.aug.mixup) == (3, 0.0, 0.2)
+    assert cfg.model_args == {"depth": 2, "embed_dim": 32}

@@ -8,8 +8,9 @@ import torch
 import mlpvision
 from mlpvision.cli import main
 from mlpvision.errors import CheckpointError
+from mlpvision.train import train
 
-from .conftest import randomize_
+from .conftest import randomize_, tiny_cfg
 
 pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
@@ -65,24 +66,7 @@ def test_broken_onnx_file_is_a_clear_error(tmp_path):
 
 
 def test_export_and_eval_commands(tmp_path, capsys):
-    from mlpvision.data import AugmentConfig
-    from mlpvision.train import TrainConfig, train
-
-    args = {"depth": 2, "embed_dim": 32, "token_mlp_dim": 16, "channel_mlp_dim": 64}
-    train(
-        TrainConfig(
-            model="mixer_t4_28",
-            model_args=args,
-            data="synthetic",
-            epochs=2,
-            batch_size=16,
-            val_size=64,
-            lr=3e-3,
-            out=str(tmp_path),
-            amp=False,
-            aug=AugmentConfig(),
-        )
-    )
+    train(tiny_cfg(tmp_path, seed=0))
     ckpt, out = tmp_path / "model.safetensors", tmp_path / "m.onnx"
     assert main(["export", "--checkpoint", str(ckpt), "--onnx", str(out), "--int8"]) == 0
     printed = capsys.readouterr().out

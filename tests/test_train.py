@@ -20,6 +20,10 @@ from mlpvision.train import TrainConfig, TrainingError, build_data, load_teacher
 
 from .conftest import tiny_cfg
 
+# `mlpvision train` on a tiny Mixer and synthetic data, without autocast or a progress bar
+TINY_CLI = ["mlpvision", "train", "--quiet", "--no-amp", "--data", "synthetic", "--model", "mixer_t4_28"]
+TINY_CLI += ["--model-arg", "depth=2", "--model-arg", "embed_dim=32"]
+
 
 def _weights(path):
     return read_safetensors(path)[0]
@@ -259,35 +263,8 @@ def test_pickle_checkpoint_for_eval_is_refused(tmp_path, capsys):
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed missing")
 def test_two_process_gloo_run_matches_one_process(tmp_path):
-    args = [
-        "-m",
-        "mlpvision",
-        "train",
-        "--quiet",
-        "--no-amp",
-        "--data",
-        "synthetic",
-        "--model",
-        "mixer_t4_28",
-        "--model-arg",
-        "depth=2",
-        "--model-arg",
-        "embed_dim=32",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "16",
-        "--val-size",
-        "64",
-        "--lr",
-        "0.05",
-        "--optimizer",
-        "sgd",
-        "--seed",
-        "1",
-        "--crop-padding",
-        "1",
-    ]
+    args = ["-m", *TINY_CLI, "--epochs", "1", "--batch-size", "16", "--val-size", "64", "--lr", "0.05"]
+    args += ["--optimizer", "sgd", "--seed", "1", "--crop-padding", "1"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     one = subprocess.run(
         [sys.executable, *args, "--out", str(tmp_path / "one")], capture_output=True, text=True, env=env
@@ -307,31 +284,8 @@ def _children(pid: int) -> list[int]:
 
 
 def test_torchrun_restarts_a_killed_worker_and_resumes(tmp_path):
-    args = [
-        "mlpvision",
-        "train",
-        "--quiet",
-        "--no-amp",
-        "--data",
-        "synthetic",
-        "--model",
-        "mixer_t4_28",
-        "--model-arg",
-        "depth=2",
-        "--model-arg",
-        "embed_dim=32",
-        "--epochs",
-        "3",
-        "--batch-size",
-        "8",
-        "--val-size",
-        "64",
-        "--seed",
-        "2",
-        "--save-every-steps",
-        "4",
-        "--resume",
-    ]
+    args = [*TINY_CLI, "--epochs", "3", "--batch-size", "8", "--val-size", "64", "--seed", "2"]
+    args += ["--save-every-steps", "4", "--resume"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     ref = subprocess.run([*launcher, "-m", *args, "--out", str(tmp_path / "ref")], capture_output=True, env=env)

@@ -375,9 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a model. Every option is also a key of a recipe file (--config); flags override the "
         "recipe, augmentation flags refine its `aug` mapping.",
     )
-    p.add_argument("--config", metavar="RECIPE", help="recipe file (YAML) whose keys are the options below")
-    p.add_argument("--resume", action="store_true", help="continue OUT/last.safetensors when it exists")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--config", metavar="RECIPE", help="recipe file (YAML) of the options below (default: none)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue OUT/last.safetensors when it exists (default: start afresh)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar (default: show one)")
     _add_train_flags(p)
     p.set_defaults(func=_cmd_train)
 

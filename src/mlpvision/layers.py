@@ -307,18 +307,9 @@ def conv_bn(
     return ConvBN(in_chans, out_chans, kernel_size, stride, groups, padding)
 
 
-def conv_bn_relu(
-    in_chans: int,
-    out_chans: int,
-    kernel_size: int,
-    stride: int = 1,
-    groups: int = 1,
-    deploy: bool = False,
-    padding: int | None = None,
-) -> nn.Sequential:
-    """:func:`conv_bn` then ReLU, as one module with keys ``0.*`` and ``1``."""
-    conv = conv_bn(in_chans, out_chans, kernel_size, stride, groups, deploy, padding)
-    return nn.Sequential(conv, nn.ReLU(inplace=True))
+def conv_bn_relu(*args, **kwargs) -> nn.Sequential:
+    """:func:`conv_bn` (same arguments) then ReLU, as one module with keys ``0.*`` and ``1``."""
+    return nn.Sequential(conv_bn(*args, **kwargs), nn.ReLU(inplace=True))
 
 
 def linear_bn(in_features: int, out_features: int, deploy: bool = False) -> nn.Module:

@@ -105,31 +105,20 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None =
     return model.eval()
 
 
-def create_model(
-    name: str,
-    num_classes: int | None = None,
-    in_chans: int | None = None,
-    img_size: int | None = None,
-    pretrained: str | os.PathLike | None = None,
-    device: str | torch.device | None = None,
-    **overrides: Any,
-) -> nn.Module:
-    """Builds a registered model (:func:`mlpvision.models.create_model`) and loads local weights into it.
+def create_model(name: str, *args: Any, pretrained: str | os.PathLike | None = None, **kwargs: Any) -> nn.Module:
+    """Builds a registered model and loads local weights into it.
 
     Args:
         name: registered name, e.g. ``"mixer_s16_224"`` (see :func:`~mlpvision.list_models`).
-        num_classes: classifier size (0 for no head); the variant's default when None.
-        in_chans: input channels; the variant's default when None.
-        img_size: input side length; MLP models are built for exactly this size.
+        *args, **kwargs: what :func:`mlpvision.models.create_model` takes: ``num_classes``, ``in_chans``,
+            ``img_size``, ``device`` and any field of the family's config (e.g. ``drop_path_rate=0.1``).
         pretrained: path of a local safetensors file to load strictly (nothing is downloaded); a file of
             another model is refused.
-        device: where to build the parameters (``"meta"`` builds without memory, for counting).
-        **overrides: any other field of the family's config, e.g. ``drop_path_rate=0.1``.
 
     Returns:
         The model, with ``model_name`` and ``config`` attributes.
     """
-    model = build_model(name, num_classes, in_chans, img_size, device=device, **overrides)
+    model = build_model(name, *args, **kwargs)
     if pretrained is not None:
         tensors, metadata = read_safetensors(pretrained)
         saved_name = metadata.get(MODEL_NAME_KEY)

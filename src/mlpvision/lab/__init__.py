@@ -1,10 +1,11 @@
 """The inductive-bias lab: the claims of the MLP papers as small, rerunnable experiments (plan), their training
 and measurement (runner), the generated report, and the publishing of trained models."""
 
-from .plan import LAB_DATA, Experiment, LabRun, Settings, check_data, data_suffix, plan
+from .plan import plan
 from .publish import TEACHER_ROLE, publish, published_models
 from .report import write_report
 from .runner import Lab, run_lab
+from .spec import LAB_DATA, Experiment, LabRun, Settings, check_data, data_suffix
 
 __all__ = [
     "LAB_DATA",

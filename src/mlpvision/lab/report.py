@@ -16,8 +16,9 @@ from pathlib import Path
 from ..io import write_text
 from ..plotting import pyplot
 from . import measures as m
-from .plan import EVAL_KEYS, LAB_DATA, SHIFTS, Settings, data_suffix, plan
+from .plan import plan
 from .publish import TEACHER_ROLE
+from .spec import EVAL_KEYS, LAB_DATA, SHIFTS, Settings, data_suffix
 
 __all__ = ["write_report"]
 

@@ -33,7 +33,8 @@ from ..models import count, create_model
 from ..reparam import reparameterize
 from ..runtime import machine_description, pick_device
 from ..train import TrainConfig, build_data, train
-from .plan import EVAL_KEYS, SHIFTS, Experiment, LabRun, Settings, check_data, plan
+from .plan import plan
+from .spec import EVAL_KEYS, SHIFTS, Experiment, LabRun, Settings, check_data
 
 __all__ = ["Lab", "run_lab"]
 

@@ -84,26 +84,17 @@ class LocalConvNet(ImageClassifier):
         return x if pre_logits else self.head(x)
 
 
-_SHAPES = ((28, 1), (32, 3))  # (image side, channels): Fashion-MNIST and CIFAR
-register_family(
-    "mlp",
-    PlainMLP,
-    {
-        f"mlp_{n}": Variant(
-            PlainMLPConfig(img_size=n, in_chans=c, num_classes=10),
-            f"plain MLP on the flattened image (2 x 1024), {n}x{n}x{c}",
-        )
-        for n, c in _SHAPES
-    },
-)
+def _small_images(prefix: str, config: type[ModelConfig], description: str) -> dict[str, Variant]:
+    """The Fashion-MNIST (28x28x1) and CIFAR (32x32x3) variants of a baseline, ten classes each."""
+    return {
+        f"{prefix}_{n}": Variant(config(img_size=n, in_chans=c, num_classes=10), f"{description}, {n}x{n}x{c}")
+        for n, c in ((28, 1), (32, 3))
+    }
+
+
+register_family("mlp", PlainMLP, _small_images("mlp", PlainMLPConfig, "plain MLP on the flattened image (2 x 1024)"))
 register_family(
     "convnet",
     LocalConvNet,
-    {
-        f"cnn_local_{n}": Variant(
-            LocalConvNetConfig(img_size=n, in_chans=c, num_classes=10),
-            f"two 3x3 conv layers + global pooling (5x5 receptive field), {n}x{n}x{c}",
-        )
-        for n, c in _SHAPES
-    },
+    _small_images("cnn_local", LocalConvNetConfig, "two 3x3 conv layers + global pooling (5x5 receptive field)"),
 )

@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
-from torchvision.transforms import v2
 
 from ..data import Augmented, DataInfo, build_transform, load_split, seeded_subset, split_train_val, training_set
 from ..errors import ConfigError, MlpVisionError
@@ -37,6 +36,7 @@ from .ema import build_ema, recompute_bn_stats
 from .evaluate import EvalResult, evaluate, save_confusion_png
 from .finetune import load_for_finetuning
 from .metrics import write_metrics
+from .schedule import build_mixing, build_optimizer, build_scheduler, epoch_batches, step_seed, total_steps
 from .state import LoopState, load_training_checkpoint, save_training_checkpoint
 
 __all__ = ["Data", "Run", "TrainingError", "build_data", "train", "train_one_epoch"]
@@ -87,55 +87,6 @@ def build_model(cfg: TrainConfig, info: DataInfo) -> nn.Module:
         return load_for_finetuning(cfg.init, cfg.model, num_classes=info.num_classes, img_size=cfg.img_size)
     args = {"num_classes": info.num_classes, "in_chans": info.in_chans, "img_size": info.img_size}
     return create_model(cfg.model, **{**args, **cfg.model_args})
-
-
-def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """AdamW or SGD; no weight decay on biases and normalization/affine/LayerScale parameters (1-D)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), fused=True)  # fused: one kernel for all
-
-
-def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
-    """Linear warm-up then cosine decay to ``min_lr`` at the last step, stepped once per optimizer step."""
-    total = total_steps(cfg, steps_per_epoch)
-    warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total - 1)
-    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total - warmup, 1), eta_min=cfg.min_lr)
-    if warmup <= 0:
-        return cosine
-    warm = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.01, end_factor=1.0, total_iters=warmup)
-    return torch.optim.lr_scheduler.SequentialLR(optimizer, [warm, cosine], milestones=[warmup])
-
-
-def total_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
-    """Optimizer steps of the whole run: the epochs', or ``max_steps`` when that comes first."""
-    total = cfg.epochs * steps_per_epoch
-    return min(total, cfg.max_steps) if cfg.max_steps > 0 else total
-
-
-def build_mixing(cfg: TrainConfig, num_classes: int) -> Callable | None:
-    """torchvision's MixUp / CutMix (one of them per batch when both are on), or None."""
-    ops = []
-    if cfg.aug.mixup > 0:
-        ops.append(v2.MixUp(alpha=cfg.aug.mixup, num_classes=num_classes))
-    if cfg.aug.cutmix > 0:
-        ops.append(v2.CutMix(alpha=cfg.aug.cutmix, num_classes=num_classes))
-    if not ops:
-        return None
-    return ops[0] if len(ops) == 1 else v2.RandomChoice(ops)
-
-
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
-    """The shuffled global batches of one epoch (the last partial batch is dropped)."""
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
-    return [perm[i : i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
-
-
-def step_seed(seed: int, step: int, rank: int = 0) -> int:
-    return (seed * 1_000_003 + step) * 1009 + rank
 
 
 # ---- the run ---------------------------------------------------------------------------------------------------
