@@ -16,6 +16,7 @@ LAYERS = {
     "errors": 0,
     "runtime": 0,
     "plotting": 0,
+    "fields": 0,
     "layers": 0,
     "reparam": 0,
     "models": 1,

@@ -25,12 +25,13 @@ from ._version import __version__
 from .data import AugmentConfig, evaluation_set
 from .deploy import OrtModel, classify_samples, deploy_checkpoint, export_onnx, predict_files, run_bench
 from .errors import MlpVisionError
-from .io import DATA_KEY, load_checkpoint, read_metadata, write_text
+from .fields import field_docs
+from .io import DATA_KEY, check_writable, load_checkpoint, read_metadata, write_text
 from .lab import Settings, check_data, data_suffix, plan, published_models, run_lab, write_report
 from .models import get_spec
 from .models.zoo import describe_models, markdown_table
 from .runtime import tune_cpu_allocator
-from .train import TrainConfig, evaluate, field_docs, save_confusion_png, train
+from .train import TrainConfig, evaluate, save_confusion_png, train
 
 console = Console() if sys.stdout.isatty() else Console(width=160)  # logs keep whole table rows
 
@@ -82,6 +83,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_deploy(args: argparse.Namespace) -> int:
+    check_writable(args.output)
     r = deploy_checkpoint(args.input, args.output, batch_size=args.batch_size)
     print(f"{r.model}: {r.params_before / 1e6:.3f} M parameters in train form -> {r.params_after / 1e6:.3f} M deployed")
     print(f"max |train - deploy| on random input: {r.max_abs_diff:.3g} (output scale {r.output_scale:.3g})")
@@ -224,6 +226,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    if args.confusion:
+        check_writable(args.confusion)
     model = OrtModel(args.checkpoint) if args.checkpoint.endswith(".onnx") else load_checkpoint(args.checkpoint)
     ds, info = evaluation_set(args.checkpoint, args.data, args.data_dir, args.split)
     if info.num_classes != model.num_classes:
@@ -256,6 +260,8 @@ def _fmt(value, spec: str) -> str:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.json:
+        check_writable(args.json)
     rows = run_bench(
         args.model,
         batch_size=args.batch_size,
@@ -303,6 +309,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    check_writable(args.onnx)
     model = load_checkpoint(args.checkpoint, device="cpu")
     data = read_metadata(args.checkpoint).get(DATA_KEY)
     r = export_onnx(model, args.onnx, int8=args.int8, metadata={DATA_KEY: data} if data else None)
@@ -339,8 +346,10 @@ def _cmd_lab(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    for p in predict_files(args.checkpoint, args.images, args.top_k):
+    for p in predict_files(args.checkpoint, args.images, args.top_k, args.invert):
         print(f"{p.path}: " + ", ".join(f"{name} {prob:.1%}" for name, prob in p.guesses))
+        for warning in p.warnings:
+            print(f"mlpvision: warning: {p.path}: {warning}", file=sys.stderr)
     return 0
 
 
@@ -449,9 +458,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true", help="log each training run")
     p.set_defaults(func=_cmd_lab)
 
-    p = sub.add_parser("predict", help="classify image files with a model file")
+    p = sub.add_parser(
+        "predict",
+        help="classify image files with a model file",
+        description="Classify image files. Each is prepared as the model's training images were: grey or colour, "
+        "resized and centre-cropped to the model's input, normalised with the training set's statistics. "
+        "Fashion-MNIST models expect one light object on a black background, centred and filling the frame; "
+        "a photo on a light background needs --invert, and a warning says when an image looks far from the "
+        "training images.",
+    )
     p.add_argument("--checkpoint", required=True, help="model file (.safetensors)")
     p.add_argument("--top-k", type=int, default=3, help="classes shown per image (default: %(default)s)")
+    p.add_argument(
+        "--invert", action="store_true", help="invert the images first: dark objects on light -> light on dark"
+    )
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG)")
     p.set_defaults(func=_cmd_predict)
     return parser

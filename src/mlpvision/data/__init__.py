@@ -13,8 +13,15 @@ from .catalog import (
     seeded_subset,
     split_train_val,
 )
-from .images import evaluation_set, load_images, plain_split
-from .sources import FASHION_MNIST_CLASSES, FashionMNIST, find_fashion_mnist, read_idx, synthetic_dataset
+from .images import evaluation_set, input_warnings, load_images, normalize, plain_split, read_images
+from .sources import (
+    FASHION_MNIST_CLASSES,
+    FashionMNIST,
+    find_fashion_mnist,
+    image_folder_samples,
+    read_idx,
+    synthetic_dataset,
+)
 from .tasks import PERMUTABLE, TASKS, load_task, permuted, shift_images
 
 __all__ = [
@@ -32,12 +39,16 @@ __all__ = [
     "evaluation_set",
     "find_fashion_mnist",
     "get_source",
+    "image_folder_samples",
+    "input_warnings",
     "load_images",
     "load_split",
     "load_task",
+    "normalize",
     "permuted",
     "plain_split",
     "read_idx",
+    "read_images",
     "register_dataset",
     "seeded_subset",
     "shift_images",

@@ -15,7 +15,7 @@ from ..io import saved_data
 from .augment import Augmented, build_transform
 from .catalog import DataInfo, load_split
 
-__all__ = ["evaluation_set", "load_images", "plain_split"]
+__all__ = ["evaluation_set", "input_warnings", "load_images", "normalize", "plain_split", "read_images"]
 
 MAX_PIXELS = 64 * 2**20  # larger images are refused before they are decoded (a "decompression bomb")
 
@@ -35,15 +35,9 @@ def evaluation_set(
     return plain_split(name, "train" if split == "train" else "test", data_dir)
 
 
-def load_images(
-    paths: Sequence[str | os.PathLike],
-    img_size: int,
-    in_chans: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-) -> torch.Tensor:
-    """Image files -> a normalised float batch (B, in_chans, img_size, img_size): grey or RGB as the model takes,
-    resized (shorter side) and centre-cropped to its input size, then normalised with its training statistics.
+def read_images(paths: Sequence[str | os.PathLike], img_size: int, in_chans: int) -> torch.Tensor:
+    """Image files -> a float batch (B, in_chans, img_size, img_size) in [0, 1]: grey or RGB as the model takes,
+    resized (shorter side) and centre-cropped to its input size.
 
     Raises:
         DataError: a file that is not a readable image, or one too large to decode safely.
@@ -54,7 +48,6 @@ def load_images(
             v2.Resize(img_size, antialias=True),
             v2.CenterCrop(img_size),
             v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(list(mean), list(std)),
         ]
     )
     mode = "L" if in_chans == 1 else "RGB"
@@ -71,3 +64,45 @@ def load_images(
         except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
             raise DataError(f"cannot read image {path}: {e}") from None
     return torch.stack(images)
+
+
+def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """(B, C, H, W) in [0, 1] -> normalised with a training set's per-channel mean and std."""
+    shape = (1, -1, 1, 1)
+    return (images - torch.tensor(list(mean)).reshape(shape)) / torch.tensor(list(std)).reshape(shape)
+
+
+def load_images(
+    paths: Sequence[str | os.PathLike],
+    img_size: int,
+    in_chans: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> torch.Tensor:
+    """:func:`read_images`, normalised as the model's training images were."""
+    return normalize(read_images(paths, img_size, in_chans), mean, std)
+
+
+# How far an image may be from a training set before a prediction on it is flagged: per-image mean and spread
+# after normalisation (the training set has 0 and 1 over all its pixels; Fashion-MNIST's test images lie within
+# -0.73..1.21 and 0.20..1.32), and, for grey data sets with dark backgrounds, the brightness of the image's border.
+TYPICAL_MEAN, TYPICAL_SPREAD, DARK_BORDER = (-1.0, 1.5), (0.1, 1.6), 0.6
+
+
+def input_warnings(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> list[str]:
+    """Why a model trained on images with statistics (``mean``, ``std``) may misread ``image`` ((C, H, W) in
+    [0, 1]): a light background where the training images are light on black, or statistics far from theirs."""
+    warnings = []
+    if image.shape[0] == 1 and mean[0] < 0.35:  # a grey data set of light objects on a dark background
+        frame = torch.ones_like(image, dtype=torch.bool)
+        frame[:, 2:-2, 2:-2] = False  # the two outermost rows and columns
+        if image[frame].mean() > DARK_BORDER:
+            warnings.append("its background is light, the training images are light objects on black: try --invert")
+    z = normalize(image[None], mean, std)
+    m, s = z.mean().item(), z.std().item()
+    if not (TYPICAL_MEAN[0] <= m <= TYPICAL_MEAN[1] and TYPICAL_SPREAD[0] <= s <= TYPICAL_SPREAD[1]):
+        warnings.append(
+            f"it is far from the training images (mean {m:.2f} and spread {s:.2f} after normalisation, where "
+            "theirs are 0 and 1): the prediction may mean little"
+        )
+    return warnings

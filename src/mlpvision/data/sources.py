@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import logging
 import os
 import pickle
 from pathlib import Path
@@ -14,7 +15,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.datasets import FashionMNIST as _TorchvisionFashionMNIST
-from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
 from ..errors import DataError
@@ -25,9 +26,12 @@ __all__ = [
     "FashionMNIST",
     "ImageFiles",
     "find_fashion_mnist",
+    "image_folder_samples",
     "read_idx",
     "synthetic_dataset",
 ]
+
+log = logging.getLogger(__name__)
 
 # where Debian's package dataset-fashion-mnist installs the four idx files
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -82,6 +86,8 @@ def _decode_idx(path: Path, size: int, mtime_ns: int) -> np.ndarray:
 def find_fashion_mnist(data_dir: str | os.PathLike | None = None) -> Path:
     """The folder holding Fashion-MNIST: ``data_dir`` when given, else Debian's install location."""
     folder = Path(data_dir) if data_dir is not None else DEBIAN_FASHION_MNIST
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"{folder} is a file; --data-dir takes the folder that holds the Fashion-MNIST files")
     if not folder.is_dir():
         raise DataError(f"Fashion-MNIST folder {folder} does not exist; {_INSTALL_HINT}")
     return folder
@@ -244,11 +250,35 @@ def _imagefolder(data_dir, split: str, in_chans: int, size: int) -> ImageFiles:
     folder = root / split if (root / split).is_dir() else (root if split == "train" else None)
     if folder is None:
         raise DataError(f"{root} has no {split}/ folder")
-    try:
-        ds = ImageFolder(str(folder))
-    except (FileNotFoundError, OSError) as e:
-        raise DataError(f"{folder}: {e}") from None
-    return ImageFiles(ds.samples, tuple(ds.classes), in_chans, size)
+    samples, classes = image_folder_samples(folder)
+    return ImageFiles(samples, classes, in_chans, size)
+
+
+def image_folder_samples(folder: Path) -> tuple[list[tuple[str, int]], tuple[str, ...]]:
+    """The (image file, class index) pairs of ``folder``'s class subfolders, and the class names (sorted).
+
+    Files are found at any depth inside a class folder, but a folder reached through a symbolic link is not entered:
+    a link can lead out of the class (its images would get this class's label) or back up into the tree (a loop
+    that lists the same images again and again). What is skipped is logged.
+    """
+    if not folder.is_dir():
+        raise DataError(f"{folder} is not a folder of class subfolders")
+    classes = tuple(sorted(e.name for e in os.scandir(folder) if e.is_dir()))
+    if not classes:
+        raise DataError(f"{folder} has no class subfolders (expected {folder}/CLASS/IMAGE files)")
+    samples, skipped = [], []
+    for index, name in enumerate(classes):
+        for root, dirs, files in os.walk(folder / name, followlinks=False):
+            skipped += [os.path.join(root, d) for d in dirs if os.path.islink(os.path.join(root, d))]
+            for f in sorted(files):
+                if f.lower().endswith(IMG_EXTENSIONS):
+                    samples.append((os.path.join(root, f), index))
+            dirs.sort()
+    if skipped:
+        log.warning("%s: not following %d linked folder(s): %s", folder, len(skipped), ", ".join(skipped[:3]))
+    if not samples:
+        raise DataError(f"{folder}: no image files in its class subfolders ({', '.join(IMG_EXTENSIONS)})")
+    return sorted(samples), classes
 
 
 def _fashion_mnist(train: bool, data_dir, img_size, in_chans) -> TensorImages:

@@ -43,8 +43,14 @@ class OrtModel:
         self.path = Path(path)
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         shape = self.session.get_inputs()[0].shape  # [batch, C, H, W]
+        out = self.session.get_outputs()[0].shape  # [batch, classes]
+        if len(shape) != 4 or not all(isinstance(d, int) for d in shape[1:]) or len(out) != 2:
+            raise CheckpointError(
+                f"{path}: not an image classifier: input shape {shape} and output shape {out}, expected "
+                "(batch, channels, height, width) and (batch, classes)"
+            )
         self.in_chans, self.img_size = shape[1], shape[2]
-        self.num_classes = self.session.get_outputs()[0].shape[1]
+        self.num_classes = out[1]
         self.model_name = self.metadata.get(MODEL_NAME_KEY, self.path.stem)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

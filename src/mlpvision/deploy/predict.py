@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..data import FashionMNIST, get_source, load_images
+from ..data import FashionMNIST, get_source, input_warnings, normalize, read_images
 from ..errors import ConfigError
 from ..io import load_checkpoint, saved_data
 from ..models import create_model
@@ -30,21 +30,36 @@ def predict_images(model: nn.Module, images: torch.Tensor, top_k: int = 3) -> tu
 class FilePrediction:
     path: str
     guesses: list[tuple[str, float]]  # (class name, probability), most probable first
+    warnings: list[str]  # why the model may misread this image (see mlpvision.data.input_warnings)
 
 
-def predict_files(model_file: str | os.PathLike, paths: Sequence[str], top_k: int = 3) -> list[FilePrediction]:
-    """Classifies image files with a model file, using the classes and normalisation it records."""
+def predict_files(
+    model_file: str | os.PathLike, paths: Sequence[str], top_k: int = 3, invert: bool = False
+) -> list[FilePrediction]:
+    """Classifies image files with a model file, using the classes and normalisation it records.
+
+    Each image is prepared as the training images were: grey or colour, resized and centre-cropped to the model's
+    input, normalised with the training set's statistics. ``invert`` turns dark-on-light pictures into the
+    light-on-dark form of Fashion-MNIST first.
+    """
     if top_k < 1:
         raise ConfigError(f"--top-k must be at least 1, got {top_k}")
     model = load_checkpoint(model_file)
     saved = saved_data(model_file)
     classes = saved.get("classes") or [str(i) for i in range(model.num_classes)]
-    mean, std = saved.get("mean", [0.5] * model.in_chans), saved.get("std", [0.25] * model.in_chans)
-    images = load_images(paths, model.img_size, model.in_chans, mean, std)
-    probs, idx = predict_images(model, images, top_k)
+    if len(classes) != model.num_classes:
+        raise ConfigError(f"{model_file} names {len(classes)} classes but predicts {model.num_classes}")
+    mean = saved.get("mean") or [0.5] * model.in_chans
+    std = saved.get("std") or [0.25] * model.in_chans
+    images = read_images(paths, model.img_size, model.in_chans)
+    if invert:
+        images = 1.0 - images
+    probs, idx = predict_images(model, normalize(images, mean, std), top_k)
     return [
-        FilePrediction(str(path), [(classes[int(c)], float(q)) for q, c in zip(p, i, strict=True)])
-        for path, p, i in zip(paths, probs, idx, strict=True)
+        FilePrediction(
+            str(path), [(classes[int(c)], float(q)) for q, c in zip(p, i, strict=True)], input_warnings(x, mean, std)
+        )
+        for path, x, p, i in zip(paths, images, probs, idx, strict=True)
     ]
 
 

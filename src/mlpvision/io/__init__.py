@@ -1,6 +1,7 @@
 """Files: safetensors weights, model files (weights + name + config), ONNX metadata, atomic writes."""
 
-from .atomic import atomic_path, write_json, write_text
+from .atomic import atomic_path, check_writable, output_folder, remove_stale_temporaries, write_json, write_text
+from .lock import RunLock
 from .model_file import (
     CONFIG_KEY,
     DATA_KEY,
@@ -21,16 +22,20 @@ __all__ = [
     "CONFIG_KEY",
     "DATA_KEY",
     "MODEL_NAME_KEY",
+    "RunLock",
     "atomic_path",
+    "check_writable",
     "create_model",
     "data_metadata",
     "file_metadata",
     "load_checkpoint",
     "load_into",
     "model_metadata",
+    "output_folder",
     "read_metadata",
     "read_onnx_metadata",
     "read_safetensors",
+    "remove_stale_temporaries",
     "require_onnx",
     "save_model",
     "saved_data",

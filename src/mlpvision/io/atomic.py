@@ -7,12 +7,41 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "write_json", "write_text"]
+from ..errors import ConfigError
+
+__all__ = ["atomic_path", "check_writable", "output_folder", "remove_stale_temporaries", "write_json", "write_text"]
+
+_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # what atomic_path names its temporary files
+
+
+def output_folder(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """``path`` as a folder to write into: created when missing; a clear :class:`ConfigError` when it is a file or
+    cannot be written."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{what} {path} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as e:
+        raise ConfigError(f"cannot write to {what} {path}: {e.strerror or e}") from None
+    return path
+
+
+def check_writable(path: str | os.PathLike) -> Path:
+    """Fails early, with one clear :class:`ConfigError`, when ``path`` could not be written later: it is a folder,
+    or its folder cannot be created or written into. Nothing at ``path`` is touched."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"cannot write {path}: it is a folder; give a file name")
+    output_folder(path.parent, "folder")
+    return path
 
 
 @contextlib.contextmanager
@@ -22,8 +51,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     If the block raises, the temporary file is removed and ``path`` is left as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise ConfigError(f"cannot write {path}: it is a folder; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise ConfigError(f"cannot write {path}: {e.strerror or e}") from None
     os.close(fd)
     tmp = Path(name)
     try:
@@ -35,6 +69,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Deletes the temporary files that writers killed mid-write (``kill -9``) left in ``folder``; returns them.
+
+    Only names of atomic_path's pattern (``.NAME.XXXXXXXX.tmp``) are touched. Call it only while no other process
+    writes into ``folder`` (a training run holds the folder's lock).
+    """
+    removed = [p for p in Path(folder).iterdir() if p.is_file() and _TEMPORARY.match(p.name)]
+    for p in removed:
+        p.unlink(missing_ok=True)
+    return removed
 
 
 def _umask() -> int:

@@ -19,7 +19,6 @@ from torch import nn
 from .._version import __version__
 from ..errors import CheckpointError, MlpVisionError
 from ..models import create_model as build_model
-from ..models import get_spec
 from .onnx_file import read_onnx_metadata
 from .weights import load_into, read_metadata, read_safetensors, write_safetensors
 
@@ -53,8 +52,26 @@ def file_metadata(path: str | os.PathLike) -> dict[str, str]:
 
 
 def saved_data(path: str | os.PathLike) -> dict:
-    """The data description stored by :func:`data_metadata` in a model or ONNX file ({} when there is none)."""
-    return json.loads(file_metadata(path).get(DATA_KEY, "{}"))
+    """The data description stored by :func:`data_metadata` in a model or ONNX file ({} when there is none).
+
+    Raises:
+        CheckpointError: a description that is not valid JSON, or whose normalisation cannot be applied.
+    """
+    try:
+        data = json.loads(file_metadata(path).get(DATA_KEY, "{}"))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: the data description stored in the file is not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: the data description stored in the file is not a mapping")
+    mean, std = data.get("mean", []), data.get("std", [])
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in [*mean, *std])
+    if not (isinstance(mean, list) and isinstance(std, list) and numbers and len(mean) == len(std)):
+        raise CheckpointError(f"{path}: the stored normalisation is not two equal-length lists of numbers")
+    if any(v <= 0 for v in std):
+        raise CheckpointError(f"{path}: the stored normalisation has a standard deviation <= 0 ({std})")
+    if not isinstance(data.get("classes", []), list):
+        raise CheckpointError(f"{path}: the stored class names are not a list")
+    return data
 
 
 def model_metadata(model: nn.Module, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -73,15 +90,14 @@ def save_model(model: nn.Module, path: str | os.PathLike, extra_metadata: dict[s
     return write_safetensors(model.state_dict(), path, model_metadata(model, extra_metadata))
 
 
-def _config_overrides(name: str, config_json: str) -> dict[str, Any]:
+def _config_overrides(path: str | os.PathLike, name: str, config_json: str) -> dict[str, Any]:
     try:
         saved = json.loads(config_json)
     except json.JSONDecodeError as e:
-        raise CheckpointError(f"the config stored in the file is not valid JSON ({e})") from None
-    default = get_spec(name).config
-    fields = {f.name: getattr(default, f.name) for f in dataclasses.fields(default)}
-    # JSON has no tuples: give back the config's own types
-    return {k: tuple(v) if isinstance(fields.get(k), tuple) and isinstance(v, list) else v for k, v in saved.items()}
+        raise CheckpointError(f"{path}: the config stored in the file is not valid JSON ({e})") from None
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{path}: the config stored in the file is not a mapping of option: value")
+    return saved  # create_model checks each value against the config's field types
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None = None) -> nn.Module:
@@ -96,10 +112,10 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None =
         raise CheckpointError(
             f"{path} has no model name in its metadata; load plain weights with create_model(NAME, pretrained=PATH)"
         )
-    overrides = _config_overrides(name, metadata.get(CONFIG_KEY, "{}"))
+    overrides = _config_overrides(path, name, metadata.get(CONFIG_KEY, "{}"))
     try:
         model = build_model(name, device=device, **overrides)
-    except MlpVisionError as e:
+    except (MlpVisionError, ValueError, TypeError, RuntimeError, ZeroDivisionError) as e:  # a crafted config
         raise CheckpointError(f"{path}: cannot rebuild {name} from its stored config: {e}") from None
     load_into(model, tensors, source=f"weights in {path}")
     return model.eval()

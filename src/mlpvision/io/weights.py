@@ -18,6 +18,8 @@ __all__ = ["load_into", "read_metadata", "read_safetensors", "write_safetensors"
 
 def _read(path: str | os.PathLike, with_tensors: bool) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a weights file")
     if not path.is_file():
         raise CheckpointError(f"weights file not found: {path}")
     try:

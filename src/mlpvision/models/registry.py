@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, UnknownModelError
+from ..fields import checked_fields
 
 __all__ = [
     "ModelConfig",
@@ -131,7 +132,7 @@ def resolve_config(name: str, **overrides: Any) -> ModelConfig:
         raise ConfigError(
             f"{name} has no option {', '.join(map(repr, unknown))}; its options are: {', '.join(sorted(fields))}"
         )
-    return dataclasses.replace(spec.config, **overrides)
+    return dataclasses.replace(spec.config, **checked_fields(type(spec.config), overrides, f"{name} option"))
 
 
 def create_model(

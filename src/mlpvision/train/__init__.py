@@ -1,6 +1,7 @@
 """Training: the run's configuration, the loop, resumable state, EMA, distillation, fine-tuning, evaluation."""
 
-from .config import TrainConfig, field_docs
+from ..fields import field_docs
+from .config import RESUMABLE_CHANGES, TrainConfig
 from .distill import TeacherEnsemble, distillation_loss, load_teacher
 from .ema import recompute_bn_stats, warmup_ema_fn
 from .evaluate import EvalResult, evaluate, save_confusion_png
@@ -8,6 +9,7 @@ from .finetune import expand_token_mixing, load_for_finetuning
 from .loop import Data, Run, TrainingError, build_data, train, train_one_epoch
 
 __all__ = [
+    "RESUMABLE_CHANGES",
     "Data",
     "EvalResult",
     "Run",

@@ -6,140 +6,26 @@ command-line overrides."""
 from __future__ import annotations
 
 import dataclasses
-import functools
-import inspect
-import io
-import math
-import tokenize
-import types
-import typing
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 
 from ..data import AugmentConfig
 from ..errors import ConfigError
+from ..fields import checked_fields
 from ..runtime import native_bf16
 
-__all__ = ["FieldDoc", "TrainConfig", "field_docs"]
+__all__ = ["RESUMABLE_CHANGES", "TrainConfig"]
 
-
-class FieldDoc(NamedTuple):
-    """A config field as a command line shows it."""
-
-    name: str
-    hint: Any  # the resolved type annotation
-    default: Any
-    help: str  # the field's comment in the class body
-
-
-@functools.cache
-def field_docs(cls: type) -> list[FieldDoc]:
-    """The fields of dataclass ``cls`` with their types, defaults and the comments written beside them (a comment
-    line right under a field continues its comment)."""
-    comments: dict[str, str] = {}
-    try:
-        source = inspect.getsource(cls)
-    except (OSError, TypeError):  # no source shipped: fields without help
-        source = ""
-    current = None
-    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-        if tok.type == tokenize.NAME and tok.start[1] == 4 and tok.line[4:].split(":", 1)[0].strip().isidentifier():
-            current = tok.string if ":" in tok.line and not tok.line.lstrip().startswith("def ") else None
-        elif tok.type == tokenize.COMMENT and current is not None and tok.start[1] >= 4:
-            text = tok.string.lstrip("#").strip()
-            comments[current] = f"{comments[current]} {text}" if current in comments else text
-    hints = typing.get_type_hints(cls)
-    docs: list[FieldDoc] = []
-    for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        docs.append(FieldDoc(f.name, hints[f.name], default, comments.get(f.name, "")))
-    return docs
-
-
-_TYPE_NAMES = {
-    float: "a number",
-    int: "a whole number",
-    bool: "true or false",
-    str: "a string",
-    dict: "a mapping",
-    list: "a list of strings",
-}
-
-
-def _options(hint: Any) -> tuple[Any, ...]:
-    """The alternatives of a union type (``str | None`` -> (str, NoneType)), or ``(hint,)``."""
-    return typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-
-
-def _type_name(hint: Any) -> str:
-    names = [_TYPE_NAMES.get(typing.get_origin(a) or a, str(a)) for a in _options(hint) if a is not type(None)]
-    return " or ".join(names)
-
-
-def _coerce(hint: Any, value: Any) -> Any:
-    """``value`` as type ``hint`` (a recipe's YAML may give ``1e-3`` as a string, ``2`` for ``2.0``); raises
-    ValueError when it is not one."""
-    options = _options(hint)
-    if value is None and type(None) in options:
-        return None
-    for option in options:
-        origin = typing.get_origin(option) or option
-        if origin is bool and isinstance(value, bool):
-            return value
-        if origin is int and not isinstance(value, bool):
-            if isinstance(value, int):
-                return value
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
-                return int(value)
-        if origin is float and not isinstance(value, bool):
-            number = value
-            if isinstance(value, str):
-                try:
-                    number = float(value)
-                except ValueError:
-                    continue
-            if isinstance(number, int | float):
-                if not math.isfinite(number):
-                    raise ValueError(f"must be a finite number, got {value!r}")
-                return float(number)
-        if origin is str and isinstance(value, str):
-            return value
-        if origin is list and isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return list(value)
-        if origin is dict and isinstance(value, Mapping) and all(isinstance(k, str) for k in value):
-            return dict(value)
-    raise ValueError(f"expected {_type_name(hint)}, got {value!r}")
-
-
-def _checked(cls: type, d: Mapping[str, Any], what: str) -> dict[str, Any]:
-    """``d`` with every value coerced to its field's type; unknown keys and wrong types are one ConfigError."""
-    if not isinstance(d, Mapping):
-        raise ConfigError(f"{what} must be a mapping of option: value, got {d!r}")
-    docs = {f.name: f for f in field_docs(cls)}
-    unknown = sorted(set(d) - set(docs))
-    if unknown:
-        raise ConfigError(f"unknown {what}(s) {', '.join(map(str, unknown))}; valid: {', '.join(sorted(docs))}")
-    out, bad = {}, []
-    for key, value in d.items():
-        try:
-            if docs[key].hint is AugmentConfig:
-                if not isinstance(value, AugmentConfig):
-                    value = AugmentConfig(**_checked(AugmentConfig, value, "augmentation option"))
-                out[key] = value
-                continue
-            out[key] = _coerce(docs[key].hint, value)
-        except ConfigError:
-            raise
-        except ValueError as e:
-            bad.append(f"{key}: {e}")
-    if bad:
-        raise ConfigError(f"invalid {what}(s): {'; '.join(bad)}")
-    return out
+# what may differ when a run is resumed: where files are, how data is loaded, how often and how long to save and
+# train; everything else changes the arithmetic of the remaining steps, so a resumed run would not be the run
+RESUMABLE_CHANGES = frozenset(
+    {"out", "data_dir", "workers", "time_limit_min", "plots", "tensorboard", "save_every_steps"}
+)
+_NESTED = {"aug": "augmentation option"}
 
 
 @dataclass(frozen=True)
@@ -194,7 +80,7 @@ class TrainConfig:
     def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
         """Builds a config from a (recipe) dict; an unknown key or a value of the wrong type is a
         :class:`ConfigError` naming the fields."""
-        return cls(**_checked(cls, d, "training option"))
+        return cls(**checked_fields(cls, d, "training option", _NESTED))
 
     @classmethod
     def from_recipe(cls, recipe: Mapping[str, Any] | None = None, overrides: Mapping[str, Any] | None = None):
@@ -204,7 +90,7 @@ class TrainConfig:
         key by key, and ``overrides["model_args"]`` adds to the recipe's model arguments; any other override
         replaces the recipe's value.
         """
-        recipe = dict(_checked(cls, recipe or {}, "training option"))
+        recipe = dict(checked_fields(cls, recipe or {}, "training option", _NESTED))
         overrides = dict(overrides or {})
         aug = dataclasses.asdict(recipe.pop("aug", None) or cls().aug)
         aug.update(overrides.pop("aug", None) or {})
@@ -221,6 +107,11 @@ class TrainConfig:
     def amp_on(self, device: torch.device | str) -> bool:
         """Whether this run autocasts to bfloat16 on ``device``: ``amp`` when set, else where it is native."""
         return self.amp if self.amp is not None else native_bf16(device)
+
+    def resume_conflicts(self, saved: Mapping[str, Any]) -> list[str]:
+        """The fields whose value differs from ``saved`` (a checkpoint's config) and may not change on resume."""
+        now = json.loads(json.dumps(self.as_dict()))  # tuples as lists, as the checkpoint stores them
+        return sorted(k for k in now.keys() | saved.keys() if k not in RESUMABLE_CHANGES and now.get(k) != saved.get(k))
 
     def validate(self) -> None:
         checks = [

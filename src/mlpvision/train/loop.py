@@ -26,18 +26,26 @@ from torch.utils.data import DataLoader
 
 from ..data import Augmented, DataInfo, build_transform, load_split, seeded_subset, split_train_val, training_set
 from ..errors import ConfigError, MlpVisionError
-from ..io import data_metadata, load_checkpoint, save_model, write_json
+from ..io import (
+    RunLock,
+    data_metadata,
+    load_checkpoint,
+    output_folder,
+    remove_stale_temporaries,
+    save_model,
+    write_json,
+)
 from ..models import create_model, get_spec
 from ..reparam import check_deploy_form, needs_fusion, reparameterize
 from . import distributed
-from .config import TrainConfig
+from .config import RESUMABLE_CHANGES, TrainConfig
 from .distill import distillation_loss, load_teacher
 from .ema import build_ema, recompute_bn_stats
 from .evaluate import EvalResult, evaluate, save_confusion_png
 from .finetune import load_for_finetuning
 from .metrics import write_metrics
 from .schedule import build_mixing, build_optimizer, build_scheduler, epoch_batches, step_seed, total_steps
-from .state import LoopState, load_training_checkpoint, save_training_checkpoint
+from .state import LoopState, load_training_checkpoint, save_training_checkpoint, saved_train_config
 
 __all__ = ["Data", "Run", "TrainingError", "build_data", "train", "train_one_epoch"]
 
@@ -354,24 +362,46 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Callable[[dict], Non
     if cfg.amp is None:  # config.json then records the precision the run used
         cfg = dataclasses.replace(cfg, amp=cfg.amp_on(dist.device))
     try:
-        run = build_run(cfg, dist, progress)
-        _start_or_resume(run, resume)
-        stopped_early = _epochs(run)
-        return _finish(run, stopped_early)
+        # one training per folder: the main process holds its lock from before anything is read until the end
+        with RunLock(output_folder(cfg.out)) if dist.is_main else contextlib.nullcontext() as lock:
+            if lock is not None and lock.stale_owner:
+                log.info("%s: took over the lock of process %d, which has ended", cfg.out, lock.stale_owner)
+            if resume:
+                _check_resumable(cfg)
+            run = build_run(cfg, dist, progress)
+            _start_or_resume(run, resume)
+            stopped_early = _epochs(run)
+            return _finish(run, stopped_early)
     finally:
         distributed.cleanup(dist)
+
+
+def _check_resumable(cfg: TrainConfig) -> None:
+    """Refuses to resume ``OUT/last.safetensors`` with a config that would change the remaining steps."""
+    last = Path(cfg.out) / "last.safetensors"
+    if not last.is_file():
+        return
+    saved = saved_train_config(last)
+    conflicts = cfg.resume_conflicts(saved)
+    if conflicts:
+        changes = ", ".join(f"{k} {saved.get(k)!r} -> {cfg.as_dict().get(k)!r}" for k in conflicts)
+        raise ConfigError(
+            f"--resume would change what {last} was training ({changes}); resume with its own settings "
+            f"(only {', '.join(sorted(RESUMABLE_CHANGES))} may change), or start a new run in another --out"
+        )
 
 
 def _start_or_resume(run: Run, resume: bool) -> None:
     """Restores ``last.safetensors`` when resuming, else starts afresh; writes the resolved config.json."""
     last = run.out / "last.safetensors"
+    if run.dist.is_main:
+        for tmp in remove_stale_temporaries(run.out):  # left by a writer that was killed mid-write
+            log.info("removed %s, a partial file of an interrupted write", tmp)
     if resume and last.is_file():
         run.loop = load_training_checkpoint(last, run.model, run.optimizer, run.scheduler, run.ema)
         log.info("resumed from %s at epoch %d, step %d", last, run.loop.epoch + 1, run.loop.global_step)
-    elif run.dist.is_main:
-        if last.is_file():
-            log.warning("%s exists and will be overwritten (pass --resume to continue it)", last)
-        run.out.mkdir(parents=True, exist_ok=True)
+    elif run.dist.is_main and last.is_file():
+        log.warning("%s exists and will be overwritten (pass --resume to continue it)", last)
     if run.dist.is_main:
         write_json(run.out / "config.json", run.cfg.as_dict())
 

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from ..io import MODEL_NAME_KEY, model_metadata, read_safetensors, write_safetensors
+from ..io import MODEL_NAME_KEY, model_metadata, read_metadata, read_safetensors, write_safetensors
 
-__all__ = ["LoopState", "load_training_checkpoint", "save_training_checkpoint"]
+__all__ = ["LoopState", "load_training_checkpoint", "save_training_checkpoint", "saved_train_config"]
 
 STATE_KEY = "mlpvision.train_state"
 TRAIN_CONFIG_KEY = "mlpvision.train_config"
@@ -95,14 +95,29 @@ def load_training_checkpoint(
     saved_name = meta.get(MODEL_NAME_KEY)
     if saved_name != getattr(model, "model_name", None):
         raise CheckpointError(f"{path} is a checkpoint of {saved_name}, not of {model.model_name}")
-    state = json.loads(meta[STATE_KEY])
     try:
+        state = json.loads(meta[STATE_KEY])
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
         if ema is not None:
             ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}, strict=True)
         optimizer.load_state_dict(_optimizer_from_flat(tensors, state["optimizer"]))
         scheduler.load_state_dict(state["scheduler"])
-    except (RuntimeError, KeyError, ValueError) as e:
-        raise CheckpointError(f"{path} does not match this run's model or optimizer: {e}") from None
-    torch.set_rng_state(tensors["rng.torch"])
-    return LoopState(**state["loop"])
+        loop = LoopState(**state["loop"])
+        torch.set_rng_state(tensors["rng.torch"])
+    except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{path} does not match this run's model or optimizer, or is damaged: {e}") from None
+    return loop
+
+
+def saved_train_config(path: str | os.PathLike) -> dict:
+    """The training config a checkpoint was written with (from its header alone)."""
+    meta = read_metadata(path)
+    if STATE_KEY not in meta:
+        raise CheckpointError(f"{path} is a model file, not a training checkpoint (it has no training state)")
+    try:
+        saved = json.loads(meta.get(TRAIN_CONFIG_KEY, "{}"))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: its training config is not valid JSON ({e})") from None
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{path}: its training config is not a mapping")
+    return saved

@@ -1,0 +1,300 @@
+"""Reliability: no lost runs, no silent mixing on resume, and every bad input one clear line with exit status 2."""
+
+import json
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+import mlpvision
+from mlpvision.cli import main
+from mlpvision.data import image_folder_samples
+from mlpvision.errors import ConfigError
+from mlpvision.fields import field_docs
+from mlpvision.io import RunLock, save_model, write_safetensors
+from mlpvision.train import TrainConfig, TrainingError, train
+
+from .conftest import TINY, tiny_cfg
+
+TINY_FLAGS = ["--data", "synthetic", "--model", "mixer_t4_28", "--quiet", "--no-amp", "--val-size", "64"]
+TINY_FLAGS += [f"--model-arg={k}={v}" for k, v in TINY["model_args"].items()]
+
+
+def _one_error_line(capsys, code: int) -> str:
+    """Asserts exit status 2 and exactly one line on stderr without a traceback; returns the line."""
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mlpvision: error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and p.name != ".lock"}
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory) -> Path:
+    """A finished one-epoch tiny run (model files, last.safetensors, config.json)."""
+    out = tmp_path_factory.mktemp("run")
+    train(tiny_cfg(out, epochs=1, plots=False))
+    return out
+
+
+# ---- data loss ----------------------------------------------------------------------------------------------
+
+
+def test_a_second_training_into_a_folder_in_use_is_refused_and_names_the_holder(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    with RunLock(out):  # as another training holds it (a separate open file: flock conflicts within a process too)
+        code = main(["train", *TINY_FLAGS, "--epochs", "1", "--out", str(out)])
+    line = _one_error_line(capsys, code)
+    assert f"is in use by process {os.getpid()}" in line
+    assert not (out / "config.json").exists()  # nothing was written
+    train(tiny_cfg(out, epochs=1, plots=False))  # once free, the folder trains
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, caplog):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".lock").write_text("999999999\n")  # a pid that no process has, and no flock held
+    with caplog.at_level("INFO"):
+        train(tiny_cfg(out, epochs=1, plots=False))
+    assert "took over the lock of process 999999999" in caplog.text
+    assert (out / "model.safetensors").is_file()
+
+
+def test_export_leaves_a_users_file_named_like_a_temporary_alone(tmp_path, run_folder):
+    pytest.importorskip("onnxruntime")
+    keep = tmp_path / "keep.onnx.tmp"
+    keep.write_text("the user's notes")
+    model, onnx = str(run_folder / "model.safetensors"), str(tmp_path / "keep.onnx")
+    assert main(["export", "--checkpoint", model, "--onnx", onnx]) == 0
+    assert keep.read_text() == "the user's notes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.onnx", "keep.onnx.tmp"]
+
+
+def test_resume_removes_partial_files_of_a_killed_write_and_only_those(tmp_path):
+    out = tmp_path / "run"
+    train(tiny_cfg(out, epochs=1, plots=False))
+    partial = out / ".last.safetensors.ab12_xyz.tmp"  # what a kill -9 during a checkpoint write leaves
+    partial.write_bytes(b"\0" * 1000)
+    mine = out / "notes.tmp"
+    mine.write_text("keep")
+    train(tiny_cfg(out, epochs=2, plots=False), resume=False)
+    assert not partial.exists() and mine.read_text() == "keep"
+
+
+def test_saved_model_files_have_the_modes_of_the_other_outputs(run_folder):
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("model.safetensors", "last.safetensors", "config.json", "summary.json"):
+        assert (run_folder / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
+# ---- silent wrong behaviour ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "field"),
+    [(["--batch-size", "8"], "batch_size 16 -> 8"), (["--lr", "0.01"], "lr 0.003 -> 0.01"), (["--seed", "9"], "seed")],
+)
+def test_resume_with_settings_that_change_the_run_is_refused(tmp_path, capsys, flags, field):
+    out = tmp_path / "run"
+    base = ["train", *TINY_FLAGS, "--epochs", "2", "--batch-size", "16", "--lr", "0.003", "--seed", "3"]
+    assert main([*base, "--max-steps", "5", "--out", str(out)]) == 0
+    capsys.readouterr()
+    before = _snapshot(out)
+    args = [*base, "--max-steps", "5", "--out", str(out), "--resume"]
+    line = _one_error_line(capsys, main([*args, *flags]))
+    assert field in line and "may change" in line
+    assert _snapshot(out) == before  # config.json keeps what the run is
+
+
+def test_resume_accepts_the_settings_that_cannot_change_the_run(tmp_path):
+    out = tmp_path / "run"
+    cfg = tiny_cfg(out, epochs=2, max_steps=5, plots=False)
+    train(cfg)
+    summary = train(TrainConfig(**{**cfg.as_dict(), "workers": 0, "time_limit_min": 30.0, "aug": cfg.aug}), True)
+    assert summary["steps"] == 5
+
+
+def test_an_image_folder_with_a_linked_folder_loop_lists_each_image_once(tmp_path, caplog):
+    root = tmp_path / "images"
+    for cls in ("cat", "dog"):
+        (root / cls / "sub").mkdir(parents=True)
+        for i in range(3):
+            Image.new("L", (8, 8), 40 * i).save(root / cls / "sub" / f"{i}.png")
+        (root / cls / "sub" / "loop").symlink_to(root, target_is_directory=True)  # back up to the top
+        (root / cls / "away").symlink_to(root / ("dog" if cls == "cat" else "cat"), target_is_directory=True)
+    with caplog.at_level("WARNING"):
+        samples, classes = image_folder_samples(root)
+    assert classes == ("cat", "dog") and len(samples) == 6
+    assert all(Path(p).parent.parent.name == classes[label] for p, label in samples)  # labels stay right
+    assert "not following 4 linked folder(s)" in caplog.text
+
+
+def test_a_nan_before_the_first_checkpoint_does_not_promise_one(tmp_path, monkeypatch):
+    import mlpvision.train.loop as engine
+
+    real = engine.F.cross_entropy
+    monkeypatch.setattr(engine.F, "cross_entropy", lambda *a, **k: real(*a, **k) * float("nan"))
+    with pytest.raises(TrainingError, match="no checkpoint had been written yet") as e:
+        train(tiny_cfg(tmp_path, epochs=1))
+    assert "holds the last good state" not in str(e.value)
+
+
+def _png(path: Path, background: int, obj: int) -> Path:
+    img = Image.new("L", (56, 56), background)
+    img.paste(obj, (16, 8, 40, 48))  # a garment-sized block in the middle
+    img.save(path)
+    return path
+
+
+def test_predict_warns_about_a_light_background_and_inverts_on_request(tmp_path, capsys):
+    from mlpvision.models import create_model
+
+    model = create_model("mixer_t4_28", depth=1, embed_dim=16, token_mlp_dim=8, channel_mlp_dim=32)
+    meta = mlpvision.io.data_metadata("fashion-mnist", mlpvision.data.FASHION_MNIST_CLASSES, (0.2860,), (0.3530,))
+    path = save_model(model, tmp_path / "m.safetensors", meta)
+    photo = _png(tmp_path / "photo.png", background=255, obj=30)  # dark garment on white, as photographed
+    assert main(["predict", "--checkpoint", str(path), str(photo)]) == 0
+    out = capsys.readouterr()
+    assert "background is light" in out.err and "--invert" in out.err and out.out.startswith(str(photo))
+    assert main(["predict", "--checkpoint", str(path), "--invert", str(photo)]) == 0
+    assert "background is light" not in capsys.readouterr().err
+    flat = tmp_path / "flat.png"
+    Image.new("L", (28, 28), 128).save(flat)  # no object at all
+    assert main(["predict", "--checkpoint", str(path), str(flat)]) == 0
+    assert "far from the training images" in capsys.readouterr().err
+
+
+# ---- bad input: one line, exit 2, nothing lost --------------------------------------------------------------
+
+
+def _bomb(path: Path) -> Path:
+    """A tiny PNG whose header claims 20000 x 20000 pixels (a decompression bomb)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)))
+    return path
+
+
+def _crafted_model(tmp_path: Path, name: str, config, data=None) -> Path:
+    """A model file of mixer_t4_28 whose stored config (or data description) is replaced by ``config``."""
+    model = mlpvision.create_model("mixer_t4_28")
+    meta = {"mlpvision.model": "mixer_t4_28", "mlpvision.config": config}
+    if data is not None:
+        meta["mlpvision.data"] = data
+    return write_safetensors(model.state_dict(), tmp_path / name, meta)
+
+
+def _bad_inputs(tmp: Path, run: Path) -> list[tuple[list[str], str]]:
+    model = str(run / "model.safetensors")
+    afile = tmp / "afile.txt"
+    afile.write_text("not a folder")
+    (tmp / "recipes").mkdir()
+    recipe = tmp / "recipes" / "bad.yaml"
+    recipe.write_text("lr: 1e-3\nepochs: many\n")
+    idx = tmp / "idx"
+    idx.mkdir()
+    (idx / "train-images-idx3-ubyte").write_bytes(b"\0\0\x07\x03" + b"\0" * 12)  # type byte 0x07: no such type
+    (idx / "train-labels-idx1-ubyte").write_bytes(b"\0\0\x08\x01\0\0\0\0")
+    std0 = json.dumps({"name": "fashion-mnist", "classes": ["a"] * 10, "mean": [0.3], "std": [0.0]})
+    return [
+        (["train", "--out", str(afile), "--data", "synthetic"], "is a file, not a folder"),
+        (["train", "--out", "/proc/x", "--data", "synthetic"], "cannot write to output folder /proc/x"),
+        (["train", "--config", str(recipe), "--out", str(run)], "epochs: expected a whole number, got 'many'"),
+        (["train", "--lr", "inf", "--out", str(run)], "lr: must be a finite number"),
+        (["train", "--data-dir", str(afile), "--out", str(tmp / "r")], "is a file; --data-dir takes the folder"),
+        (["train", "--data-dir", str(idx), "--out", str(tmp / "r")], "train-images-idx3-ubyte is not an idx file"),
+        (["train", *TINY_FLAGS, "--batch-size", "8", "--resume", "--out", str(run)], "batch_size 16 -> 8"),
+        (["train", "--model", "mixr_t4_28", "--out", str(run)], "unknown model 'mixr_t4_28'"),
+        (["train", "--model-arg", "depth", "--out", str(run)], "--model-arg takes KEY=VALUE"),
+        (["eval", "--checkpoint", str(tmp)], "is a folder, not a weights file"),
+        (["eval", "--checkpoint", str(afile)], "not a readable safetensors file"),
+        (["eval", "--checkpoint", model, "--confusion", "/proc/x/c.png"], "cannot write to folder /proc/x"),
+        (["eval", "--checkpoint", str(_crafted_model(tmp, "abc.safetensors", '{"depth": "abc"}'))], "depth: expected"),
+        (["eval", "--checkpoint", str(_crafted_model(tmp, "list.safetensors", "[1, 2]"))], "not a mapping"),
+        (["eval", "--checkpoint", str(_crafted_model(tmp, "json.safetensors", "{depth"))], "json.safetensors: the"),
+        (["eval", "--checkpoint", str(_crafted_model(tmp, "std0.safetensors", "{}", std0))], "deviation <= 0"),
+        (["export", "--checkpoint", model, "--onnx", str(tmp)], "it is a folder; give a file name"),
+        (["export", "--checkpoint", model, "--onnx", "/proc/x/m.onnx"], "cannot write to folder /proc/x"),
+        (["deploy", model, "/proc/x/d.safetensors"], "cannot write to folder /proc/x"),
+        (["deploy", model, str(tmp)], "it is a folder"),
+        (["bench", "--model", "mixer_t4_28", "--json", "/proc/x/b.json"], "cannot write to folder /proc/x"),
+        (["bench", "--model", "nope"], "unknown model 'nope'"),
+        (["predict", "--checkpoint", model, "--top-k", "0", str(afile)], "--top-k must be at least 1"),
+        (["predict", "--checkpoint", model, str(afile)], "cannot read image"),
+        (["predict", "--checkpoint", model, str(_bomb(tmp / "bomb.png"))], "bomb.png"),
+        (["models", "nomatch_*"], "no model matches"),
+        (["lab", "--data", "mnist"], "the lab runs on"),
+        (["lab", "--only", "nope", "--results", str(tmp / "lab"), "--runs", str(tmp / "runs")], "unknown experiment"),
+    ]
+
+
+def test_every_bad_input_is_one_line_and_exit_2_and_the_run_folder_is_unchanged(tmp_path, run_folder, capsys):
+    cases = _bad_inputs(tmp_path, run_folder)
+    before = _snapshot(run_folder)
+    failures = []
+    for argv, message in cases:
+        code = main(argv)
+        err = capsys.readouterr().err
+        lines = err.strip().splitlines()
+        ok = code == 2 and len(lines) == 1 and "Traceback" not in err and message in err
+        if not ok:
+            failures.append(f"{' '.join(argv)} -> exit {code}: {err.strip()[-300:]!r} (wanted {message!r})")
+    assert not failures, "\n".join(failures)
+    assert _snapshot(run_folder) == before
+
+
+def test_an_onnx_file_with_a_scalar_input_is_refused(tmp_path, capsys):
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("image", TensorProto.FLOAT, [])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [])
+    graph = helper.make_graph([helper.make_node("Identity", ["image"], ["logits"])], "g", [x], [y])
+    path = tmp_path / "scalar.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    line = _one_error_line(capsys, main(["eval", "--checkpoint", str(path)]))
+    assert "not an image classifier" in line
+
+
+def test_recipe_values_of_the_natural_types_are_read_as_the_fields_types():
+    cfg = TrainConfig.from_recipe({"lr": "1e-3", "epochs": 3.0, "aug": {"crop_padding": "2"}, "teacher": ["a", "b"]})
+    assert (cfg.lr, cfg.epochs, cfg.aug.crop_padding, cfg.teacher) == (1e-3, 3, 2, ["a", "b"])
+    with pytest.raises(ConfigError, match=r"epochs: expected a whole number, got 1\.7"):
+        TrainConfig.from_recipe({"epochs": 1.7})
+
+
+_FIELDS = [f.name for f in field_docs(TrainConfig)]
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 10**6),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+    st.lists(st.one_of(st.integers(), st.text(max_size=4)), max_size=3),
+    st.dictionaries(st.text(max_size=6), st.integers(), max_size=2),
+)
+_RECIPES = st.dictionaries(st.one_of(st.sampled_from(_FIELDS), st.text(max_size=8)), _VALUES, max_size=6)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_RECIPES)
+def test_any_recipe_gives_a_valid_config_or_one_clear_error(recipe):
+    try:
+        TrainConfig.from_recipe(recipe).validate()
+    except ConfigError as e:
+        assert str(e) and "\n" not in str(e)
