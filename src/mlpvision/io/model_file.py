@@ -19,6 +19,7 @@ from torch import nn
 from .._version import __version__
 from ..errors import CheckpointError, MlpVisionError
 from ..models import create_model as build_model
+from ..models import get_spec
 from .onnx_file import read_onnx_metadata
 from .weights import load_into, read_metadata, read_safetensors, write_safetensors
 
@@ -112,6 +113,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None =
         raise CheckpointError(
             f"{path} has no model name in its metadata; load plain weights with create_model(NAME, pretrained=PATH)"
         )
+    get_spec(name)  # an unknown model is an UnknownModelError, as create_model gives it
     overrides = _config_overrides(path, name, metadata.get(CONFIG_KEY, "{}"))
     try:
         model = build_model(name, device=device, **overrides)
