@@ -45,3 +45,14 @@ def test_non_integer_factor_and_other_models_are_refused():
         expand_token_mixing(mlpvision.create_model("mixer_t4_28"), 42)
     with pytest.raises(ConfigError, match="cannot change its input size"):
         expand_token_mixing(mlpvision.create_model("vit_mini_patch4_28"), 56)
+
+
+def test_fine_tuning_on_another_task_gets_a_new_head_even_with_as_many_classes(tmp_path):
+    from mlpvision.io import save_model
+    from mlpvision.train.finetune import load_for_finetuning
+
+    model = mlpvision.create_model("mixer_t4_28", depth=1, embed_dim=16, token_mlp_dim=8, channel_mlp_dim=32)
+    torch.nn.init.normal_(model.head.weight)
+    path = save_model(model, tmp_path / "m.safetensors")
+    assert load_for_finetuning(path, num_classes=10).head.weight.abs().sum() > 0  # the same task: kept
+    assert load_for_finetuning(path, num_classes=10, new_head=True).head.weight.abs().sum() == 0  # reset

@@ -27,7 +27,17 @@ from .deploy import OrtModel, classify_samples, deploy_checkpoint, export_onnx, 
 from .errors import MlpVisionError
 from .fields import field_docs
 from .io import DATA_KEY, check_writable, load_checkpoint, read_metadata, write_text
-from .lab import Settings, check_data, data_suffix, plan, published_models, run_lab, write_report
+from .lab import (
+    Settings,
+    check_data,
+    data_suffix,
+    headline_vs_cnn,
+    ledger,
+    plan,
+    published_models,
+    run_lab,
+    write_report,
+)
 from .models import get_spec
 from .models.zoo import describe_models, markdown_table
 from .runtime import tune_cpu_allocator
@@ -330,19 +340,47 @@ def _cmd_lab(args: argparse.Namespace) -> int:
     check_data(args.data)
     suffix = data_suffix(args.data)
     results = args.results or f"results/lab{suffix}"
+    runs = args.runs or f"runs/lab{suffix}"
     if args.list:
         for exp in plan(settings):
             print(f"{exp.key:20s} {len(exp.runs):3d} runs  {exp.title}")
         return 0
-    if not args.report_only:
-        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
-        run_lab(settings, results, args.runs or f"runs/lab{suffix}", args.only, args.data_dir, progress=console.print)
+    if args.plan:
+        _print_ledger(ledger(settings, Path(results), Path(runs), args.only))
+        return 0
     headline = [Path(h) for h in args.headline or []]
     if not headline and args.results is None and not suffix:  # the default Fashion-MNIST report shows every
         headline = published_models("results")  # published one, headline models before teachers
+    if not args.report_only:
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+        run_lab(settings, results, runs, args.only, args.data_dir, progress=console.print)
+        done = (Path(results) / "headline_vs_cnn.json").is_file()
+        wanted = not args.only or "headline_vs_cnn" in args.only
+        if headline and wanted and not settings.quick and not done:
+            console.print("headline_vs_cnn: evaluating and timing the published models")
+            headline_vs_cnn(headline, Path(results), Path(args.docs) / "figures")
     out = write_report(results, args.docs, headline)
     console.print(f"report: {out}")
     return 0
+
+
+def _print_ledger(rows: list[dict]) -> None:
+    table = Table(title="the lab's compute ledger on this machine (CPU hours = wall hours x threads)")
+    for col in ("experiment", "runs", "done", "CPU hours", "left"):
+        table.add_column(col, justify="left" if col == "experiment" else "right")
+    for r in rows:
+        table.add_row(
+            r["experiment"], str(r["runs"]), str(r["done"]), f"{r['cpu_hours']:.2f}", f"{r['cpu_hours_left']:.2f}"
+        )
+    total = sum(r["cpu_hours"] for r in rows), sum(r["cpu_hours_left"] for r in rows)
+    table.add_row(
+        "all",
+        str(sum(r["runs"] for r in rows)),
+        str(sum(r["done"] for r in rows)),
+        f"{total[0]:.2f}",
+        f"{total[1]:.2f}",
+    )
+    console.print(table)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -438,6 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="tiny budgets: checks the whole pipeline in minutes")
     p.add_argument("--only", nargs="+", metavar="EXPERIMENT", help="run only these experiments (see --list)")
     p.add_argument("--list", action="store_true", help="list the experiments and their number of runs")
+    p.add_argument(
+        "--plan", action="store_true", help="print each experiment's runs and estimated CPU hours on this machine"
+    )
     p.add_argument("--report-only", action="store_true", help="only regenerate the report from the results")
     p.add_argument(
         "--data",

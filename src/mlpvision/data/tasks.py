@@ -23,10 +23,15 @@ import torch
 from .catalog import TensorImages, get_source, load_split, register_dataset
 
 __all__ = [
+    "CANVAS_MARGIN",
     "PERMUTABLE",
     "TASKS",
+    "class_split",
     "global_task",
     "load_task",
+    "on_canvas",
+    "patch_shuffle_permutation",
+    "patch_shuffled",
     "permute_pixels",
     "permuted",
     "pixel_permutation",
@@ -38,6 +43,7 @@ TASKS = ("position-task", "global-task")  # synthetic; the "-permuted" data sets
 PERMUTABLE = ("fashion-mnist", "cifar10", "cifar100")  # each has a "-permuted" twin
 TASK_SIZES = {"train": 12000, "test": 2000}
 MARGIN = 3  # pixels between a shape and the image border
+CANVAS_MARGIN = 4  # zero padding of the "-canvas" data sets (the translation probe shifts up to this far)
 
 
 def pixel_permutation(num_pixels: int, seed: int = 0) -> torch.Tensor:
@@ -125,6 +131,41 @@ def global_task(n: int, seed: int, size: int = 28, side: int = 7) -> TensorImage
     return TensorImages(images, labels, ("different", "same"))
 
 
+def patch_shuffle_permutation(size: int, patch: int = 4, seed: int = 0) -> torch.Tensor:
+    """The pixel order of the patch + pixel shuffle: one fixed permutation of the ``patch`` x ``patch`` patches of a
+    ``size`` x ``size`` image, and one fixed permutation of the pixels inside every patch (the same in all)."""
+    g = torch.Generator().manual_seed(seed)
+    grid = size // patch
+    patches = torch.randperm(grid * grid, generator=g)  # target patch t takes source patch patches[t]
+    inside = torch.randperm(patch * patch, generator=g)
+    ys, xs = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    t_patch = (ys // patch) * grid + xs // patch
+    t_inside = (ys % patch) * patch + xs % patch
+    src_patch, src_inside = patches[t_patch], inside[t_inside]
+    sy = (src_patch // grid) * patch + src_inside // patch
+    sx = (src_patch % grid) * patch + src_inside % patch
+    return (sy * size + sx).flatten()
+
+
+def patch_shuffled(base: TensorImages, patch: int = 4) -> TensorImages:
+    """``base`` with the fixed patch + pixel shuffle applied to every image."""
+    perm = patch_shuffle_permutation(base.images.shape[-1], patch)
+    return TensorImages(permute_pixels(base.images, perm), base.labels, base.classes)
+
+
+def on_canvas(base: TensorImages, margin: int = CANVAS_MARGIN) -> TensorImages:
+    """``base`` zero-padded by ``margin`` pixels on every side: a shift of up to ``margin`` never cuts the object."""
+    images = torch.nn.functional.pad(base.images, (margin,) * 4)
+    return TensorImages(images, base.labels, base.classes)
+
+
+def class_split(base: TensorImages, classes: range) -> TensorImages:
+    """The images of ``classes`` only, relabelled 0, 1, ... in that order (a new task on part of a data set)."""
+    keep = torch.isin(base.labels, torch.tensor(list(classes)))
+    labels = base.labels[keep] - classes.start
+    return TensorImages(base.images[keep], labels, tuple(base.classes[c] for c in classes))
+
+
 def permuted(base: TensorImages) -> TensorImages:
     """``base`` with the fixed pixel permutation of its image size applied to every image."""
     perm = pixel_permutation(base.images.shape[-2] * base.images.shape[-1])
@@ -145,17 +186,30 @@ def _task(name: str, train: bool) -> TensorImages:
     return make(TASK_SIZES[split], seed)
 
 
-def _permuted_loader(base: str):
-    """Loads ``base`` (at the asked size) and applies the fixed permutation: the pixel statistics stay the base's."""
+def _derived_loader(base: str, derive, resize: bool = True):
+    """Loads ``base`` and derives a data set from it; ``resize``: at the asked size (else at its own)."""
 
     def load(train: bool, data_dir, img_size, in_chans) -> TensorImages:
-        return permuted(load_split(base, "train" if train else "test", data_dir, img_size, in_chans)[0])
+        split = "train" if train else "test"
+        return derive(load_split(base, split, data_dir, img_size if resize else None, in_chans)[0])
 
     return load
 
 
 for _base in PERMUTABLE:
     _source = get_source(_base)
-    register_dataset(f"{_base}-permuted", _permuted_loader(_base), _source.mean, _source.std)
+    # the pixel statistics of a permutation stay the base's; a canvas is mostly zero padding, its own statistics
+    # would differ, but normalising it as the base keeps the object's pixels where a model trained on the base
+    # expects them
+    register_dataset(f"{_base}-permuted", _derived_loader(_base, permuted), _source.mean, _source.std)
+    register_dataset(f"{_base}-patchshuffle", _derived_loader(_base, patch_shuffled), _source.mean, _source.std)
+    register_dataset(f"{_base}-canvas", _derived_loader(_base, on_canvas, resize=False), _source.mean, _source.std)
+_fm = get_source("fashion-mnist")
+register_dataset(
+    "fashion-mnist-first5", _derived_loader("fashion-mnist", lambda d: class_split(d, range(5))), _fm.mean, _fm.std
+)
+register_dataset(
+    "fashion-mnist-last5", _derived_loader("fashion-mnist", lambda d: class_split(d, range(5, 10))), _fm.mean, _fm.std
+)
 for _name in TASKS:
     register_dataset(_name, lambda train, *_, name=_name: load_task(name, train))

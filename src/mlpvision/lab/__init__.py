@@ -4,7 +4,7 @@ and measurement (runner), the generated report, and the publishing of trained mo
 from .plan import plan
 from .publish import TEACHER_ROLE, publish, published_models
 from .report import write_report
-from .runner import Lab, run_lab
+from .runner import Lab, headline_vs_cnn, ledger, run_lab
 from .spec import LAB_DATA, Experiment, LabRun, Settings, check_data, data_suffix
 
 __all__ = [
@@ -16,6 +16,8 @@ __all__ = [
     "Settings",
     "check_data",
     "data_suffix",
+    "headline_vs_cnn",
+    "ledger",
     "plan",
     "publish",
     "published_models",

@@ -1,8 +1,10 @@
 """docs/results.md and docs/figures/lab_*.png (results-cifar10.md, lab-cifar10_*.png for CIFAR-10, ...),
 generated from the lab's JSON results alone.
 
-Each experiment gets its claim, its budget (data, epochs or minutes, seeds, hardware), a table with mean ±
-std over seeds, and a verdict computed from the numbers by a stated rule. Runs not done yet show as missing.
+Each experiment gets its hypothesis, what would refute it and the paper's effect size; its budget (data, epochs,
+seeds, precision, machine); a table of every row with the mean over seeds and its 95% interval, the last-epoch train
+top-1 and the plateau check; and one verdict per comparison, computed from paired differences by a stated rule.
+Runs not done yet show as missing and their comparisons as pending.
 """
 
 from __future__ import annotations
@@ -10,26 +12,25 @@ from __future__ import annotations
 import json
 import os
 import statistics
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 
-from ..io import write_text
+from ..io import atomic_path, write_text
 from ..plotting import pyplot
 from . import measures as m
 from .plan import plan
 from .publish import TEACHER_ROLE
-from .spec import EVAL_KEYS, LAB_DATA, SHIFTS, Settings, data_suffix
+from .spec import EVAL_KEYS, LAB_DATA, Comparison, Experiment, Rows, Settings, data_suffix
+from .stats import Interval, decide, paired_t, t975
 
-__all__ = ["write_report"]
+__all__ = ["comparison_interval", "write_report"]
 
-
-def _ms(values: list[float]) -> str:
-    """'mean ± std' of per-seed values ('mean' alone for one seed, '-' for none)."""
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+VERDICT_WORDS = {
+    "supported": "**supported**",
+    "refuted": "**refuted**",
+    "undecided": "undecided (the interval spans the boundary)",
+    "pending": "pending (runs missing)",
+}
 
 
 class _Results:
@@ -42,13 +43,13 @@ class _Results:
             self.by_key[r["key"]] = r
         self.results = results
 
-    def rows(self, exp) -> dict[str, list[dict]]:
+    def rows(self, exp: Experiment) -> Rows:
         """label -> the finished results of its seeds, in plan order.
 
         A result counts once it holds every measurement the run asks for: a training shared with another
         experiment may exist before this experiment has added its own measurements to it.
         """
-        out: dict[str, list[dict]] = {}
+        out: Rows = {}
         for run in exp.runs:
             out.setdefault(run.label, [])
             r = self.by_key.get(run.key)
@@ -56,107 +57,69 @@ class _Results:
                 out[run.label].append(r)
         return out
 
-    def latency(self, exp) -> dict:
+    def latency(self, exp: Experiment) -> dict:
         path = self.results / f"{exp.key}_latency.json"
         return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _verdict(ok: bool | None, rule: str) -> str:
-    if ok is None:
-        return f"*Verdict: not all runs are done yet (rule: {rule}).*"
-    return f"*Reproduced at this scale: **{'yes' if ok else 'no'}** (rule: {rule}).*"
+def _ci(values: list[float]) -> str:
+    """'mean ± h' with h the half-width of the 95% t-interval of the mean ('mean' alone for one value)."""
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    half = t975(len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
+    return f"{statistics.mean(values):.2f} ± {half:.2f}"
 
 
-def _cost_section(exp, res: _Results, rows: dict, figures: Path) -> list[str]:
-    lat = res.latency(exp)
-    lat_rows = lat.get("rows", {})
-    lines = [
-        "| model | test top-1 (%) | params deployed (M) | MMACs deployed | latency, deploy form (ms) |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for label, rs in rows.items():
-        params = f"{rs[0]['deploy_params'] / 1e6:.3f}" if rs else "-"
-        macs = f"{rs[0]['deploy_macs'] / 1e6:.1f}" if rs else "-"
-        t = lat_rows.get(label)
-        ms = f"{t['median_ms']:.1f} ({t['p25_ms']:.1f}-{t['p75_ms']:.1f})" if t else "-"
-        lines.append(f"| {label} | {_ms(m.top1(rs))} | {params} | {macs} | {ms} |")
-    if lat:
-        lines += [
-            "",
-            f"Latency: batch {lat['batch_size']}, {lat['threads']} threads, eager fp32, all models of the "
-            "table timed round-robin in one run (median, quartiles).",
-        ]
-    return lines
+def _by_seed(rs: list[dict], metric: str) -> dict[int, float]:
+    return {r["seed"]: m.METRICS[metric][1](r) for r in rs}
 
 
-def _plot_families(exp, res: _Results, figures: Path) -> str | None:
-    plt = pyplot()
-    rows = res.rows(exp)
-    if not any(rows.values()):
-        return None
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for label, rs in rows.items():
-        for r in rs:
-            t, xs, ys = 0.0, [], []
-            for h in r["history"]:
-                t += h["epoch_seconds"] / 60
-                if h.get("val_top1") is not None:
-                    xs.append(t)
-                    ys.append(h["val_top1"])
-            ax.plot(xs, ys, "o-", label=label)
-    ax.set(xlabel="training time (min)", ylabel="validation top-1 (%)", title="Accuracy vs wall-clock")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = figures / f"lab{res.suffix}_families.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
+def comparison_interval(c: Comparison, rows: Rows) -> Interval | None:
+    """The paired interval of a comparison: a - b per seed (minus the second pair's a - b when it has one), over
+    the seeds every row involved has finished; None until two seeds have."""
+    labels = [c.a, c.b, *(c.minus or ())]
+    values = [_by_seed(rows.get(label, []), c.metric) for label in labels]
+    seeds = sorted(set.intersection(*(set(v) for v in values))) if values else []
+    diffs = []
+    for s in seeds:
+        d = values[0][s] - values[1][s]
+        if c.minus:
+            d -= values[2][s] - values[3][s]
+        diffs.append(d)
+    return paired_t(diffs, [0.0] * len(diffs))
 
 
-def _plot_lines(
-    xs_by_label: dict[str, tuple[list, list]], xlabel: str, ylabel: str, title: str, path: Path, logx: bool = False
-) -> str:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for label, (xs, ys) in xs_by_label.items():
-        ax.plot(xs, ys, "o-", label=label)
-    if logx:
-        ax.set_xscale("log")
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
-
-
-def _machines(exp, res: _Results, rows: dict) -> str:
-    """Where the section's runs were trained and in what precision, and where its latency was timed, as
-    recorded by each result file."""
+def _machines(exp: Experiment, res: _Results, rows: Rows) -> str:
+    """Where the section's runs were trained and in what precision, and where its latency was timed."""
     counts = Counter(
         (r.get("machine", "a machine not recorded"), r.get("precision", "a precision not recorded"))
         for rs in rows.values()
         for r in rs
     )
-    trained = "; ".join(f"{m}: {n} run{'s' if n > 1 else ''} in {p}" for (m, p), n in counts.items())
+    trained = "; ".join(f"{mach}: {n} run{'s' if n > 1 else ''} in {p}" for (mach, p), n in counts.items())
     timed = res.latency(exp).get("machine")
-    if timed is None:
-        where = ""
-    elif {m for m, _ in counts} == {timed}:
-        where = " Latency timed on the same machine."
-    else:
-        where = f" Latency timed on {timed}."
-    return f"**Machine.** Trained on {trained or 'nothing yet'}.{where}"
+    where = (
+        ""
+        if timed is None
+        else " Latency timed on the same machine."
+        if {k for k, _ in counts} == {timed}
+        else (f" Latency timed on {timed}.")
+    )
+    return f"**Machine and precision.** {trained or 'nothing trained yet'}.{where}"
 
 
-def _header(exp, res: _Results, rows: dict) -> list[str]:
+def _header(exp: Experiment, res: _Results, rows: Rows) -> list[str]:
     seeds = sorted({r["seed"] for rs in rows.values() for r in rs})
     lines = [
         f"## {exp.title}",
         "",
-        f"**Claim.** {exp.claim}",
+        f"**Hypothesis.** {exp.hypothesis}",
+        "",
+        f"**Refuted by.** {exp.refutation}",
+        "",
+        f"**The paper.** {exp.paper}",
         "",
         f"**Budget.** {exp.budget}; seeds: {', '.join(map(str, seeds)) or 'none yet'}.",
         "",
@@ -166,150 +129,121 @@ def _header(exp, res: _Results, rows: dict) -> list[str]:
     return lines + ([exp.notes, ""] if exp.notes else [])
 
 
-def _families_section(exp, res: _Results, rows: dict, figures: Path) -> list[str]:
+def _table(exp: Experiment, res: _Results, rows: Rows) -> list[str]:
+    metric_name = m.METRICS[exp.metric][0]
+    lat = res.latency(exp).get("rows", {})
+    extra = exp.key == "resolution"
+    head = f"| row | seeds | {metric_name} | last-epoch train top-1 (%) | plateau gain (points) | params (M) | MMACs |"
     lines = [
-        "| family | model | optimizer steps | training time (min) | test top-1 (%) | params (M) | MMACs |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        head + (" expanded, before fine-tuning (%) |" if extra else "") + (" latency (ms) |" if lat else ""),
+        "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if extra else "") + ("---:|" if lat else ""),
     ]
     for label, rs in rows.items():
-        for r in rs:
-            s = r["summary"]
-            lines.append(
-                f"| {label} | `{r['model']}` | {s['steps']} | {s['train_seconds'] / 60:.1f} "
-                f"| {s['test_top1_final']:.2f} | {r['params'] / 1e6:.2f} | {r['macs'] / 1e6:.1f} |"
-            )
-    name = _plot_families(exp, res, figures)
-    return lines + (["", f"![accuracy vs wall-clock](figures/{name})"] if name else [])
-
-
-def _translation_section(exp, res: _Results, rows: dict, figures: Path) -> list[str]:
-    lines = [
-        "| family | " + " | ".join(f"shift {k}px" for k in SHIFTS) + " | drop at 4 px |",
-        "|---|" + "---:|" * (len(SHIFTS) + 1),
+        values = [m.METRICS[exp.metric][1](r) for r in rs]
+        train = [t for t in (m.train_top1(r) for r in rs) if t is not None]
+        gains = [g for g in (m.plateau_gain(r) for r in rs) if g is not None]
+        diverged = sum(bool(r.get("diverged")) for r in rs)
+        seeds = f"{len(rs)}" + (f" ({diverged} diverged)" if diverged else "")
+        size = f"{rs[0]['deploy_params'] / 1e6:.2f} | {rs[0]['deploy_macs'] / 1e6:.1f}" if rs else "- | -"
+        cells = f"| {label} | {seeds} | {_ci(values)} | {_ci(train)} | {_ci(gains)} | {size} |"
+        if extra:
+            cells += f" {_ci([r['expanded_top1'] for r in rs if 'expanded_top1' in r])} |"
+        if lat:
+            key = next((k for k in lat if label.startswith(k)), None)
+            cells += f" {lat[key]['median_ms']:.2f} |" if key else " - |"
+        lines.append(cells)
+    lines += [
+        "",
+        "± is the half-width of the 95% t-interval of the mean over seeds. The plateau gain is the validation top-1 "
+        "gained over the last 20% of the epochs: near 0, the model was trained to a plateau.",
     ]
-    curves = {}
-    for label, rs in rows.items():
-        for r in rs:
-            acc = [r["shift_top1"][str(k)] for k in SHIFTS]
-            curves[label] = (list(SHIFTS), acc)
-            lines.append(f"| {label} | " + " | ".join(f"{a:.1f}" for a in acc) + f" | {acc[0] - acc[-1]:.1f} |")
-    if curves:
-        name = _plot_lines(
-            curves,
-            "shift (pixels)",
-            "test top-1 (%)",
-            "Accuracy under translation",
-            figures / f"lab{res.suffix}_translation.png",
-        )
-        lines += ["", f"![accuracy vs shift](figures/{name})"]
-    return lines
-
-
-def _resmlp_section(exp, res: _Results, rows: dict, figures: Path) -> list[str]:
-    lines = ["| variant | test top-1 (%) | last-epoch train top-1 (%) |", "|---|---:|---:|"]
-    for label, rs in rows.items():
-        lines.append(f"| {label} | {_ms(m.top1(rs))} | {_ms([r['history'][-1]['train_top1'] for r in rs])} |")
-    return lines
-
-
-def _overfitting_section(exp, res: _Results, rows: dict, figures: Path) -> list[str]:
-    lines = [
-        "| model | training images | train top-1 (%) | test top-1 (%) | gap (points) |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    gaps: dict[str, dict[float, float]] = defaultdict(dict)
-    for label, rs in rows.items():
-        model, frac = label.split("|")
-        gap = [m.gap(r) for r in rs]
-        n = rs[0]["train_config"]["train_subset"] if rs else "-"
-        lines.append(f"| {model} | {n} | {_ms([r['train_top1'] for r in rs])} | {_ms(m.top1(rs))} | {_ms(gap)} |")
-        if gap:
-            gaps[model][float(frac)] = statistics.mean(gap)
-    if gaps:
-        curves = {model: (sorted(g), [g[f] for f in sorted(g)]) for model, g in gaps.items()}
-        name = _plot_lines(
-            curves,
-            "share of the training set",
-            "train - test top-1 (points)",
-            "Over-fitting vs data",
-            figures / f"lab{res.suffix}_overfitting.png",
-            logx=True,
-        )
-        lines += ["", f"![gap vs data](figures/{name})"]
-    return lines
-
-
-def _permutation_section(exp, res: _Results, rows: dict, figures: Path) -> list[str]:
-    lines = [f"| model | {res.data_name} | permuted pixels | change (points) |", "|---|---:|---:|---:|"]
-    for model in dict.fromkeys(label.split("|")[0] for label in rows):
-        a, b = m.top1(rows[f"{model}|{res.data}"]), m.top1(rows[f"{model}|{res.data}-permuted"])
-        d = [y - x for x, y in zip(a, b, strict=False)]
-        lines.append(f"| {model} | {_ms(a)} | {_ms(b)} | {_ms(d)} |")
-    return lines
-
-
-def _probe_section(exp, res: _Results, rows: dict, figures: Path) -> list[str]:
-    chance = exp.chance
-    lines = [f"| model | test top-1 (%) (chance {chance:g}) |", "|---|---:|"]
-    for label, rs in rows.items():
-        lines.append(f"| {label} | {_ms(m.top1(rs))} |")
-    return lines
-
-
-def _resolution_section(exp, res: _Results, rows: dict, figures: Path) -> list[str]:
-    lines = []
-    err = res.results / "resolution_error.json"
-    size = res.info.size
-    if err.is_file():
-        e = json.loads(err.read_text())
+    if lat:
+        timing = res.latency(exp)
         lines += [
-            f"A {size}-px Mixer given a {2 * size}-px image:",
             "",
-            "```",
-            f"InputShapeError: {e['error']}",
-            "```",
-            "",
+            f"Latency: deploy forms, eager float32, batch {timing['batch_size']}, {timing['threads']} threads, all "
+            "models timed round-robin in one run (median).",
         ]
-    lines += ["| run | test top-1 (%) | training time (min) |", "|---|---:|---:|"]
-    for label, rs in rows.items():
-        for r in rs:
-            s = r["summary"]
-            lines.append(f"| {label} | {s['test_top1_final']:.2f} | {s['train_seconds'] / 60:.1f} |")
     return lines
 
 
-_SECTIONS = {
-    "repmlp_ablation": _cost_section,
-    "repmlp_vs_convnet": _cost_section,
-    "repmlp_resnet": _cost_section,
-    "families": _families_section,
-    "translation": _translation_section,
-    "resmlp_norm": _resmlp_section,
-    "resmlp_distill": _resmlp_section,
-    "overfitting": _overfitting_section,
-    "permutation": _permutation_section,
-    "position": _probe_section,
-    "global": _probe_section,
-    "resolution": _resolution_section,
-}
+def _comparisons(exp: Experiment, rows: Rows) -> tuple[list[str], list[tuple[str, str]]]:
+    lines = ["| comparison | rule | a - b, 95% interval | verdict |", "|---|---|---:|---|"]
+    verdicts = []
+    for c in exp.comparisons:
+        interval = comparison_interval(c, rows)
+        verdict = decide(interval, c.kind, c.margin)
+        rule = c.rule if not c.minus else f"({c.a} - {c.b}) > ({c.minus[0]} - {c.minus[1]})"
+        shown = str(interval) if interval else "-"
+        lines.append(f"| {c.name}{'' if c.deciding else ' (sweep)'} | {rule} | {shown} | {VERDICT_WORDS[verdict]} |")
+        if c.deciding:
+            verdicts.append((c.name, verdict))
+    note = (
+        "Intervals: paired by seed, Student's t with n - 1 degrees of freedom; a verdict is decided when the whole "
+        "interval is on one side of the rule's boundary."
+    )
+    return [*lines, "", note], verdicts
 
 
-def _section(exp, res: _Results, figures: Path) -> list[str]:
+def _plot(exp: Experiment, rows: Rows, path: Path) -> str | None:
+    if not exp.curves or not any(rows.values()):
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for curve in exp.curves:
+        xs, ys, errs = [], [], []
+        for label, x in zip(curve.labels, curve.xs, strict=True):
+            values = [m.METRICS[exp.metric][1](r) for r in rows.get(label, [])]
+            if values:
+                xs.append(x)
+                ys.append(statistics.mean(values))
+                sd = statistics.stdev(values) if len(values) > 1 else 0.0
+                errs.append(t975(len(values) - 1) * sd / len(values) ** 0.5 if len(values) > 1 else 0.0)
+        if xs:
+            ax.errorbar(xs, ys, yerr=errs, fmt="o-", capsize=3, label=curve.name)
+    if exp.logx:
+        ax.set_xscale("log")
+    ax.set(xlabel=exp.xlabel, ylabel=m.METRICS[exp.metric][0], title=exp.title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path.name
+
+
+def _section(exp: Experiment, res: _Results, figures: Path) -> tuple[list[str], list[tuple[str, str]]]:
     rows = res.rows(exp)
-    done = sum(map(len, rows.values())) == len(exp.runs)  # every seed of every row, not one seed per row
-    body = _SECTIONS[exp.key](exp, res, rows, figures)
-    if exp.verdict is not None:
-        ok = exp.verdict(rows) if done else None
-        body = [*body, "", _verdict(ok, exp.rule)] + (["", exp.caveat] if exp.caveat and ok is False else [])
-    return [*_header(exp, res, rows), *body, ""]
+    body = _table(exp, res, rows)
+    verdicts: list[tuple[str, str]] = []
+    if exp.comparisons:
+        lines, verdicts = _comparisons(exp, rows)
+        body += ["", *lines]
+    name = _plot(exp, rows, figures / f"lab{res.suffix}_{exp.key}.png")
+    if name:
+        body += ["", f"![{exp.title}](figures/{name})"]
+    if exp.key == "resmlp_distill":
+        body += ["", _teacher_gap(exp, rows)]
+    return [*_header(exp, res, rows), *body, ""], verdicts
+
+
+def _teacher_gap(exp: Experiment, rows: Rows) -> str:
+    teacher, student = rows.get("teacher", []), rows.get(f"ResMLP | {exp.runs[0].train['epochs']} ep", [])
+    last = [label for label in rows if label.startswith("ResMLP | ")]
+    student = rows.get(last[-1], []) if last else []
+    if not teacher or not student:
+        return "Teacher's lead over the student: pending."
+    gap = m.top1(teacher[0]) - statistics.mean(m.top1(r) for r in student)
+    ok = "at least 2 points: the test can decide" if gap >= 2 else "under 2 points: the test cannot decide the claim"
+    return f"Teacher's lead over the undistilled student at the largest budget: {gap:.2f} points ({ok})."
 
 
 def write_report(
     results: str | Path = "results/lab", docs: str | Path = "docs", headline: Path | list[Path] | None = None
 ) -> Path:
     """Regenerates ``docs/results.md`` (``results-<data>.md`` off Fashion-MNIST) and the lab figures from the
-    JSON files under ``results``, with the headline model's published (or run) folder(s) first; returns the page's
-    path."""
+    JSON files under ``results``, with the headline comparison and the published models first; returns the page."""
     results, docs = Path(results), Path(docs)
     figures = docs / "figures"
     figures.mkdir(parents=True, exist_ok=True)
@@ -318,42 +252,86 @@ def write_report(
     settings = Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta.get("settings", {}).items()})
     res = _Results(results, settings.data)
     flag = "" if not res.suffix else f" --data {settings.data}"
+    sections, summary = [], []
+    for exp in plan(settings):
+        lines, verdicts = _section(exp, res, figures)
+        sections += lines
+        summary += [(exp.title, name, verdict) for name, verdict in verdicts]
     lines = [
         f"# The inductive-bias lab: results on {res.data_name}",
         "",
         f"Generated by `mlpvision lab{flag}` from the JSON files under `{results.as_posix()}/` (rerun "
         f"`mlpvision lab{flag} --report-only` to rebuild this page). Data: {res.data_name} "
-        f"({res.info.size}x{res.info.size}x{res.info.chans}); "
-        f"{settings.val_size} training images held out for validation, figures on the test set"
-        f"{f' (first {settings.test_subset} images)' if settings.test_subset else ''}, unless a section says "
-        "otherwise; the recipe is the library's default (AdamW, warm-up + cosine, label smoothing 0.1). Each section "
-        "states the machine and numeric precision its runs recorded; the last `mlpvision lab` ran on "
-        f"{meta.get('machine', 'an unrecorded machine')}. "
-        f"Mode: {'quick (tiny budgets)' if settings.quick else 'full'}.",
+        f"({res.info.size}x{res.info.size}x{res.info.chans}); every run trains in float32 on a seeded subset of the "
+        f"training images ({settings.subset or 'all'} unless a section says otherwise), {settings.val_size} training "
+        "images held out for validation, and is tested on the "
+        f"{f'first {settings.test_subset}' if settings.test_subset else 'whole'} test set. Mode: "
+        f"{'quick (tiny budgets: the figures mean nothing)' if settings.quick else 'full'}. "
+        f"`mlpvision lab --plan` prints what each experiment costs on this machine.",
+        "",
+        "## Verdicts",
+        "",
+        "| experiment | comparison | verdict |",
+        "|---|---|---|",
+        *[f"| {title} | {name} | {VERDICT_WORDS[v]} |" for title, name, v in summary],
         "",
     ]
-    folders = [
-        f for f in ([headline] if isinstance(headline, Path) else headline or []) if (f / "summary.json").is_file()
-    ]
+    given = [headline] if isinstance(headline, Path) else headline or []
+    folders = [f for f in given if (f / "summary.json").is_file()]
+    lines += _headline_vs_cnn(results)
     if folders:
         published = {f: json.loads((f / "eval.json").read_text()) for f in folders if (f / "eval.json").is_file()}
-        lines += ["## The headline all-MLP model", "", *_attempts_table(published)]
+        lines += ["## Published models", "", *_attempts_table(published)]
         for folder in folders:
             role = " (distillation teacher)" if published.get(folder, {}).get("role") == TEACHER_ROLE else ""
             head = [f"### `{folder.as_posix()}`{role}", ""] if len(folders) > 1 else []
             lines += head + _headline(folder, published.get(folder), docs)
-    for exp in plan(settings):
-        lines += _section(exp, res, figures)
+    lines += sections
     lines += [
         "## Cost scaling",
         "",
         "Mixer's cost grows linearly with the number of patches, ViT's attention "
-        "quadratically: see [scaling.md](scaling.md).",
+        "quadratically, External Attention's linearly: see [scaling.md](scaling.md).",
         "",
     ]
     out = docs / f"results{res.suffix}.md"
     write_text(out, "\n".join(lines))
     return out
+
+
+def _headline_vs_cnn(results: Path) -> list[str]:
+    """The all-MLP model against the CNN of the same recipe: accuracy with intervals and CPU latency."""
+    path = results / "headline_vs_cnn.json"
+    if not path.is_file():
+        return []
+    h = json.loads(path.read_text())
+    lines = [
+        "## The all-MLP model against the CNN",
+        "",
+        f"**Question.** {h['question']}",
+        "",
+        f"**Models.** {h['models']}",
+        "",
+        "| model | all-MLP | params (M) | test top-1 (%) | latency batch 1, eager (ms) | batch 1, ONNX Runtime (ms) "
+        f"| batch {h['batch']}, eager (ms) | batch {h['batch']}, ONNX Runtime (ms) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in h["rows"]:
+        lat = r["latency_ms"]
+        times = [lat[f"{b}/{backend}"] for b in (1, h["batch"]) for backend in ("eager", "onnxruntime")]
+        lines.append(
+            f"| `{r['file']}` | {'yes' if r['all_mlp'] else 'no'} | {r['params'] / 1e6:.2f} | {r['top1']:.2f} | "
+            + " | ".join(f"{t:.2f}" for t in times)
+            + " |"
+        )
+    lines += ["", "| comparison | difference (points), 95% interval | verdict |", "|---|---:|---|"]
+    for c in h["comparisons"]:
+        iv = Interval(**c["interval"])
+        lines.append(f"| {c['name']} | {iv} | {VERDICT_WORDS[decide(iv, c['kind'], c['margin'])]} |")
+    lines += ["", f"Intervals: {h['method']}. Latency: {h['latency']}, on {h['machine']}.", ""]
+    if h.get("figure"):
+        lines += [f"![accuracy against latency](figures/{h['figure']})", ""]
+    return lines
 
 
 def _attempts_table(published: dict[Path, dict]) -> list[str]:
@@ -380,11 +358,10 @@ def _attempts_table(published: dict[Path, dict]) -> list[str]:
 
 
 def _headline(folder: Path, e: dict | None, docs: Path) -> list[str]:
-    """The section of a headline model or of a teacher, from its published folder (summary.json and its eval.json
-    ``e``) or a run folder (``e`` None)."""
+    """The section of a published model (its summary.json and eval.json ``e``) or of a run folder (``e`` None)."""
     s = json.loads((folder / "summary.json").read_text())
     lines = []
-    if e is not None:  # published: its eval.json
+    if e is not None:
         teacher = e.get("role") == TEACHER_ROLE
         verdict = (
             "a distillation teacher of the headline recipes: it need not be all-MLP and has no target"
@@ -393,21 +370,19 @@ def _headline(folder: Path, e: dict | None, docs: Path) -> list[str]:
         )
         lines += [
             f"`{s['model']}` trained by `python experiments/headline.py{' --teacher' if teacher else ''}` "
-            f"(recipe: `{e['recipe']}`; "
-            f"{s['epochs_done']} epochs, {s['train_seconds'] / 3600:.1f} h of training clock, time paused for other "
-            "jobs included), selected on the validation split (best epoch "
+            f"(recipe: `{e['recipe']}`; {s['epochs_done']} epochs, {s['train_seconds'] / 3600:.1f} h of training "
+            "clock, time paused for other jobs included), selected on the validation split (best epoch "
             f"{e['best_epoch']}, validation top-1 {e['best_val_top1']:.2f}%) and published in its deploy form "
             f"(`{e['file']}`, {e['params'] / 1e6:.2f} M parameters, {e['dtype']}, all-MLP: "
             f"{'yes' if e['all_mlp'] else 'no'}).",
             "",
             f"Fashion-MNIST test top-1 of the published file: **{e['test_top1']:.2f}%** (top-5 {e['test_top5']:.2f}%)"
-            f"; {verdict}. Reproduce with "
-            f"`{e['command']}`.",
+            f"; {verdict}. Reproduce with `{e['command']}`.",
         ]
         curves = folder / "curves.png"
         if curves.is_file():
             lines += ["", f"![training curves]({Path(os.path.relpath(curves, docs)).as_posix()})"]
-    else:  # a run folder that has not been published yet
+    else:
         lines += [
             f"`{s['model']}` selected on the validation split (best epoch {s['best_epoch']}, validation top-1 "
             f"{s['best_val_top1']:.2f}%): **{s['test_top1_best']:.2f}%** test top-1 after {s['epochs_done']} epochs "

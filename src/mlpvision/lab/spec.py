@@ -1,5 +1,6 @@
-"""What a lab plan is made of: the budgets of a mode (:class:`Settings`), one training (:class:`LabRun`), one
-experiment with its claim and verdict rule (:class:`Experiment`), and the data sets the lab runs on.
+"""What a lab plan is made of: the budgets of a mode (:class:`Settings`), one training (:class:`LabRun`), one claim
+tested by comparisons with stated verdict rules (:class:`Experiment`, :class:`Comparison`), and the data sets the
+lab runs on.
 
 A run's key hashes what it trains (not its label), so two experiments that need the same training share it.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -18,6 +19,8 @@ __all__ = [
     "EVAL_KEYS",
     "LAB_DATA",
     "SHIFTS",
+    "Comparison",
+    "Curve",
     "Experiment",
     "LabData",
     "LabRun",
@@ -30,28 +33,30 @@ __all__ = [
 Rows = dict[str, list[dict]]  # a table's label -> the result files of its seeds
 
 SHIFTS = (0, 1, 2, 3, 4)  # translation probe: pixels
-EVAL_KEYS = {"shift": "shift_top1", "train_acc": "train_top1"}  # LabRun.evals -> the result field each adds
+# LabRun.evals -> the result field each adds
+EVAL_KEYS = {"shift": "shift_top1", "train_acc": "train_top1", "expanded": "expanded_top1"}
 
 
 @dataclass(frozen=True)
 class Settings:
-    """The budgets of one lab mode."""
+    """The budgets of one lab mode. Every run trains in float32 on a seeded subset of the training images and is
+    tested on the whole test set; ``scale`` multiplies every experiment's epochs (the quick mode's tiny budgets)."""
 
     quick: bool = False
     data: str = "fashion-mnist"  # or "cifar10" / "cifar100" (32x32 models); the synthetic probes stay 28x28
-    seeds: tuple[int, ...] = (0, 1)
-    epochs: int = 3  # training budget of the accuracy tables
-    overfit_epochs: int = 2  # images seen in the over-fitting study: this many epochs of the full training set
-    probe_epochs: int = 5  # synthetic probes (12 000 training images)
-    equal_time_min: float = 4.0  # per-model wall-clock budget of the families comparison
-    timing_steps: tuple[int, int] = (5, 10)  # warm-up and timed training steps that size an equal-time run
-    subset: int = 0  # training images (0: all but validation)
-    val_size: int = 5000
-    test_subset: int = 0
+    seeds: tuple[int, ...] = (0, 1, 2)
+    subset: int = 5000  # training images of a run (a seeded subset; 0: all but validation)
+    val_size: int = 2000  # held out of the training set for the plateau check
+    test_subset: int = 0  # 0: the whole test set
     batch_size: int = 128
+    epochs: int = 30  # the budget every model is trained to (a plateau on `subset` images)
+    sweep: tuple[int, ...] = (3, 10, 30)  # the budget sweep of the budget-sensitive claims
+    scale: float = 1.0  # multiplies every epoch count (the quick mode's tiny budgets)
     latency_batch: int = 64
     latency_repeats: int = 10
-    shift_images: int = 2000  # test images used by the translation probe
+    shift_images: int = 2000  # test images of the translation probe
+    probe_sizes: tuple[int, ...] = (300, 1000, 5000)  # training images of the sample-efficiency curves
+    data_sizes: tuple[int, ...] = (1000, 4000, 12000)  # training images of the data-size curves
 
     @classmethod
     def full(cls) -> Settings:
@@ -61,20 +66,22 @@ class Settings:
     def tiny(cls) -> Settings:
         return cls(
             quick=True,
-            seeds=(0,),
-            epochs=1,
-            overfit_epochs=1,
-            probe_epochs=1,
-            equal_time_min=0.01,
-            timing_steps=(1, 2),
-            subset=128,
+            seeds=(0, 1),
+            subset=96,
             val_size=64,
             test_subset=128,
             batch_size=32,
+            scale=0.04,
             latency_batch=4,
             latency_repeats=2,
             shift_images=32,
+            probe_sizes=(64, 96),
+            data_sizes=(64, 96),
         )
+
+    def epochs_of(self, epochs: int) -> int:
+        """``epochs`` scaled to this mode (at least one)."""
+        return max(1, round(epochs * self.scale))
 
 
 @dataclass(frozen=True)
@@ -89,7 +96,7 @@ class LabRun:
     train: Mapping[str, Any] = field(default_factory=dict)  # TrainConfig overrides
     teacher: LabRun | None = None  # distillation teacher (trained first)
     init: LabRun | None = None  # fine-tune from this run's model
-    evals: tuple[str, ...] = ()  # extra measurements: "shift", "train_acc"
+    evals: tuple[str, ...] = ()  # extra measurements (EVAL_KEYS)
     equal_time_min: float = 0.0  # > 0: epochs chosen so training takes about this long
 
     @property
@@ -108,20 +115,62 @@ class LabRun:
         digest = hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:8]
         return f"{self.model}-{digest}-s{self.seed}"
 
+    @property
+    def images_seen(self) -> int:
+        """Training images this run passes through (its cost, with the model's time per image)."""
+        return int(self.train.get("epochs", 1)) * int(self.train.get("train_subset", 0) or 55000)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One verdict: ``a`` against ``b`` (row labels) on a metric, paired by seed.
+
+    ``kind`` is the rule: ``greater`` (a beats b), ``noninferior`` (a at most ``margin`` points below b) or
+    ``equivalent`` (within ``margin`` points either way); see :func:`mlpvision.lab.stats.decide`.
+    """
+
+    name: str
+    a: str
+    b: str
+    kind: str = "greater"
+    margin: float = 0.0
+    metric: str = "top1"  # a name in mlpvision.lab.measures.METRICS
+    deciding: bool = True  # False: shown (e.g. a shorter budget of a sweep) but not the claim's verdict
+    minus: tuple[str, str] | None = None  # (c, d): compare (a - b) - (c - d), a change against a change
+
+    @property
+    def rule(self) -> str:
+        if self.kind == "greater":
+            return f"{self.a} > {self.b}"
+        if self.kind == "noninferior":
+            return f"{self.a} >= {self.b} - {self.margin:g}"
+        return f"|{self.a} - {self.b}| < {self.margin:g}"
+
+
+class Curve(NamedTuple):
+    """A line of a figure: the rows that are its points and their x values."""
+
+    name: str
+    labels: tuple[str, ...]
+    xs: tuple[float, ...]
+
 
 @dataclass
 class Experiment:
     key: str
     title: str
-    claim: str  # what the papers claim, in one or two sentences
+    hypothesis: str  # what the papers claim, as something the runs can confirm or refute
+    refutation: str  # which result would refute it
+    paper: str  # the effect size the paper reports
     runs: list[LabRun]
     budget: str  # the shared budget, in words
+    comparisons: list[Comparison] = field(default_factory=list)
     latency: dict[str, tuple[str, dict]] = field(default_factory=dict)  # label -> (model, model_args)
+    curves: list[Curve] = field(default_factory=list)
+    xlabel: str = ""  # the curves' x axis
+    logx: bool = False
+    metric: str = "top1"  # what the table and the curves show
     notes: str = ""
-    caveat: str = ""  # likely reasons, shown when the claim does not reproduce
-    verdict: Callable[[Rows], bool] | None = None  # whether the claim reproduced, once every run is done
-    rule: str = ""  # the verdict's rule, in words
-    chance: float | None = None  # a probe's chance-level accuracy (%)
 
 
 class LabData(NamedTuple):

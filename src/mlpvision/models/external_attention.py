@@ -83,6 +83,7 @@ class EANetConfig(ModelConfig):
     mlp_ratio: float = 4.0  # MLP hidden width as a multiple of embed_dim
     drop_rate: float = 0.0  # dropout inside the MLP and before the head
     drop_path_rate: float = 0.0  # stochastic depth, rising linearly over the blocks
+    pos_embed: bool = True  # learned position embedding (without it the model is a bag of patches)
 
 
 class EANet(ImageClassifier):
@@ -96,8 +97,9 @@ class EANet(ImageClassifier):
         self.num_features = cfg.embed_dim
         self.stem = PatchEmbed(cfg.img_size, cfg.patch_size, cfg.in_chans, cfg.embed_dim)
         # attention over shared memories is blind to token order, so position is given explicitly
-        self.pos_embed = nn.Parameter(torch.zeros(1, self.stem.num_patches, cfg.embed_dim))
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.stem.num_patches, cfg.embed_dim)) if cfg.pos_embed else None
+        if self.pos_embed is not None:
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.blocks = nn.Sequential(
             *(
                 ExternalAttentionBlock(cfg.embed_dim, cfg.memory_size, cfg.num_heads, cfg.mlp_ratio, cfg.drop_rate, dpr)
@@ -109,7 +111,9 @@ class EANet(ImageClassifier):
         self.head = make_head(cfg.embed_dim, cfg.num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x) + self.pos_embed  # (B, C_in, H, W) -> (B, N, d)
+        x = self.stem(x)  # (B, C_in, H, W) -> (B, N, d)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed
         return self.norm(self.blocks(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

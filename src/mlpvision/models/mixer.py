@@ -35,6 +35,7 @@ class MixerConfig(ModelConfig):
     channel_mlp_dim: int = 2048  # D_C, hidden width of the channel-mixing MLP (paper: 4 C)
     drop_rate: float = 0.0  # dropout inside the MLPs and before the head
     drop_path_rate: float = 0.0  # stochastic depth, rising linearly from 0 to this over the blocks
+    pos_embed: bool = False  # add a learned position embedding after the stem (the paper has none: the lab's test)
 
 
 class MixerBlock(nn.Module):
@@ -84,6 +85,8 @@ class PatchMlpNet(ImageClassifier):
         self.img_size = cfg.img_size
         self.num_features = embed_dim
         self.stem = PatchEmbed(cfg.img_size, cfg.patch_size, cfg.in_chans, embed_dim)
+        with_pos = getattr(cfg, "pos_embed", False)
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.stem.num_patches, embed_dim)) if with_pos else None
         self.blocks = nn.Sequential(*blocks)
         self.norm = norm
         self.head_drop = nn.Dropout(getattr(cfg, "drop_rate", 0.0))
@@ -97,6 +100,8 @@ class PatchMlpNet(ImageClassifier):
     @torch.no_grad()
     def init_weights(self) -> None:
         """timm's Mixer init: xavier-uniform linears, near-zero MLP biases, LeCun-normal stem, zero head."""
+        if self.pos_embed is not None:
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
         for name, m in self.named_modules():
             if isinstance(m, nn.Linear):
                 if name == "head":
@@ -116,6 +121,8 @@ class PatchMlpNet(ImageClassifier):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)  # (B, C_in, H, W) -> (B, S, C)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed
         x = self.blocks(x)
         return self.norm(x)  # (B, S, C)
 

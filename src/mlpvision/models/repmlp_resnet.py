@@ -28,7 +28,10 @@ class RepMLPResNetConfig(ModelConfig):
     block: str = "bottleneck"  # "bottleneck" (ResNet-50) or "basic" (ResNet-18)
     layers: tuple[int, ...] = (3, 4, 6, 3)  # blocks per stage (c2, c3, c4, c5)
     stem: str = "imagenet"  # "imagenet" (7x7 stride 2 + max-pool) or "cifar" (3x3 stride 1)
-    repmlp_form: str = "bottleneck"  # "bottleneck": RepMLP between two 3x3 convs; "light": 1x1 -> RepMLP -> 1x1
+    # "bottleneck": RepMLP between two 3x3 convs (bottleneck blocks; basic blocks: 1x1 -> RepMLP -> 1x1);
+    # "inside": basic blocks keep their two 3x3 convs, narrowed to C/r around the RepMLP (the paper's form);
+    # "light": 1x1 -> RepMLP -> 1x1
+    repmlp_form: str = "bottleneck"
     repmlp_stages: tuple[int, ...] = (1, 2)  # stages (0-based) whose stride-1 blocks get RepMLP: c3 and c4
     reductions: tuple[int, ...] = (1, 2, 4, 1)  # per stage: RepMLP width = block mid width / r (bottleneck form)
     light_reduction: int = 8  # light form: RepMLP width = block input width / light_reduction
@@ -36,6 +39,7 @@ class RepMLPResNetConfig(ModelConfig):
     partition: int = 7  # RepMLP partition side h = w
     kernels: tuple[int, ...] = (1, 3, 5)  # Local Perceptron kernel sizes
     gp_reduction: int = 1  # GP hidden width C hp wp / gp_reduction
+    width: int = 64  # channels of the stem and the first stage (doubling per stage): 64 is ResNet's
 
 
 class _Residual(nn.Module):
@@ -61,21 +65,21 @@ class RepMLPResNet(ImageClassifier):
         super().__init__()
         if cfg.block not in ("basic", "bottleneck") or cfg.stem not in ("imagenet", "cifar"):
             raise ConfigError(f"block must be basic|bottleneck and stem imagenet|cifar, got {cfg.block}, {cfg.stem}")
-        if cfg.repmlp_form not in ("bottleneck", "light"):
-            raise ConfigError(f"repmlp_form must be 'bottleneck' or 'light', got {cfg.repmlp_form!r}")
+        if cfg.repmlp_form not in ("bottleneck", "inside", "light"):
+            raise ConfigError(f"repmlp_form must be 'bottleneck', 'inside' or 'light', got {cfg.repmlp_form!r}")
         self.num_classes, self.in_chans, self.img_size = cfg.num_classes, cfg.in_chans, cfg.img_size
         expansion = 4 if cfg.block == "bottleneck" else 1
         d = cfg.deploy
         if cfg.stem == "imagenet":
-            self.stem = nn.Sequential(conv_bn_relu(cfg.in_chans, 64, 7, 2, deploy=d), nn.MaxPool2d(3, 2, 1))
+            self.stem = nn.Sequential(conv_bn_relu(cfg.in_chans, cfg.width, 7, 2, deploy=d), nn.MaxPool2d(3, 2, 1))
             size = (cfg.img_size + 1) // 2
             size = (size + 1) // 2
         else:
-            self.stem = conv_bn_relu(cfg.in_chans, 64, 3, deploy=d)
+            self.stem = conv_bn_relu(cfg.in_chans, cfg.width, 3, deploy=d)
             size = cfg.img_size
-        stages, in_chans = [], 64
+        stages, in_chans = [], cfg.width
         for s, n in enumerate(cfg.layers):
-            mid = 64 * 2**s
+            mid = cfg.width * 2**s
             blocks = []
             for i in range(n):
                 stride = 2 if (s > 0 and i == 0) else 1
@@ -120,6 +124,10 @@ class RepMLPResNet(ImageClassifier):
             else:
                 spatial = conv_bn_relu(mid, mid, 3, stride, deploy=d)
             branch = [conv_bn_relu(in_chans, mid, 1, deploy=d), spatial, conv_bn(mid, out, 1, deploy=d)]
+        elif use_repmlp and cfg.repmlp_form == "inside":  # the basic block's 3x3 convs, narrowed around the RepMLP
+            c = mid // cfg.reductions[stage]
+            relu = nn.ReLU(inplace=True)
+            branch = [conv_bn_relu(in_chans, c, 3, deploy=d), repmlp(c), relu, conv_bn(c, out, 3, deploy=d)]
         else:
             if use_repmlp:
                 c = mid // cfg.reductions[stage]

@@ -35,6 +35,7 @@ class ViTConfig(ModelConfig):
     drop_rate: float = 0.0  # dropout after the position embedding, inside the MLP and before the head
     attn_drop_rate: float = 0.0  # dropout on the attention weights
     drop_path_rate: float = 0.0  # stochastic depth, rising linearly over the blocks
+    pos_embed: bool = True  # learned position embedding (without it the tokens are an unordered set)
 
 
 class Attention(nn.Module):
@@ -84,7 +85,8 @@ class VisionTransformer(ImageClassifier):
         self.num_features = cfg.embed_dim
         self.patch_embed = PatchEmbed(cfg.img_size, cfg.patch_size, cfg.in_chans, cfg.embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches + 1, cfg.embed_dim))
+        tokens = self.patch_embed.num_patches + 1
+        self.pos_embed = nn.Parameter(torch.zeros(1, tokens, cfg.embed_dim)) if cfg.pos_embed else None
         self.pos_drop = nn.Dropout(cfg.drop_rate)
         self.blocks = nn.Sequential(
             *(
@@ -100,7 +102,8 @@ class VisionTransformer(ImageClassifier):
     @torch.no_grad()
     def init_weights(self) -> None:
         """Truncated-normal (std 0.02) position embedding and linears, small class token, zero head."""
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        if self.pos_embed is not None:
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.normal_(self.cls_token, std=1e-6)
         for name, m in self.named_modules():
             if isinstance(m, nn.Linear):
@@ -113,7 +116,9 @@ class VisionTransformer(ImageClassifier):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)  # (B, C_in, H, W) -> (B, N, D)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # -> (B, 1 + N, D)
-        x = self.blocks(self.pos_drop(x + self.pos_embed))
+        if self.pos_embed is not None:
+            x = x + self.pos_embed
+        x = self.blocks(self.pos_drop(x))
         return self.norm(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

@@ -104,22 +104,29 @@ def expand_token_mixing(model: nn.Module, img_size: int) -> nn.Module:
 
 
 def load_for_finetuning(
-    path: str | os.PathLike, model_name: str | None = None, num_classes: int | None = None, img_size: int | None = None
+    path: str | os.PathLike,
+    model_name: str | None = None,
+    num_classes: int | None = None,
+    img_size: int | None = None,
+    new_head: bool = False,
 ) -> nn.Module:
-    """Loads a model file to fine-tune: a new head when ``num_classes`` differs, a new input size if asked.
+    """Loads a model file to fine-tune: a new head when ``num_classes`` differs (or ``new_head``: the classes of
+    another task), a new input size if asked.
 
     Args:
         path: a model file written by mlpvision (name and config in its metadata).
         model_name: the model the run expects; must match the file's when given.
         num_classes: classes of the new task.
         img_size: new input side (a multiple of the trained one for Mixer and ResMLP).
+        new_head: replace the classifier even when the number of classes is the same.
     """
     model = load_checkpoint(path)
     if model_name is not None and model.model_name != model_name:
         raise ConfigError(f"--init {path} holds {model.model_name}, but the run trains {model_name}")
     if img_size is not None and img_size != model.img_size:
         model = expand_token_mixing(model, img_size)
-    if num_classes is not None and num_classes != model.num_classes:
+    if new_head or (num_classes is not None and num_classes != model.num_classes):
+        num_classes = model.num_classes if num_classes is None else num_classes
         model.reset_classifier(num_classes)
         model.config = type(model.config)(**{**model.config.__dict__, "num_classes": num_classes})
     return model.train()

@@ -33,6 +33,7 @@ from ..io import (
     output_folder,
     remove_stale_temporaries,
     save_model,
+    saved_data,
     write_json,
 )
 from ..models import create_model, get_spec
@@ -91,8 +92,9 @@ def build_data(cfg: TrainConfig, img_size: int | None, in_chans: int | None) -> 
 
 def build_model(cfg: TrainConfig, info: DataInfo) -> nn.Module:
     """The model to train: fine-tuned from ``cfg.init`` when given, else built for the data's shape."""
-    if cfg.init is not None:
-        return load_for_finetuning(cfg.init, cfg.model, num_classes=info.num_classes, img_size=cfg.img_size)
+    if cfg.init is not None:  # a model trained on another data set brings its classes, not ours: a new head
+        other_task = saved_data(cfg.init).get("name", cfg.data) != cfg.data
+        return load_for_finetuning(cfg.init, cfg.model, info.num_classes, cfg.img_size, new_head=other_task)
     args = {"num_classes": info.num_classes, "in_chans": info.in_chans, "img_size": info.img_size}
     return create_model(cfg.model, **{**args, **cfg.model_args})
 

@@ -1,0 +1,151 @@
+"""The lab's statistics and verdict rules, the report's verdicts on results whose answer is known, the ledger,
+diverged runs, and the all-MLP against CNN comparison."""
+
+import dataclasses
+import json
+import statistics
+
+import pytest
+import torch
+
+from mlpvision.cli import main
+from mlpvision.io import data_metadata, save_model
+from mlpvision.lab import Settings, headline_vs_cnn, ledger, plan, write_report
+from mlpvision.lab.report import comparison_interval
+from mlpvision.lab.runner import Lab
+from mlpvision.lab.spec import Comparison, LabRun
+from mlpvision.lab.stats import decide, pack_bits, paired_bootstrap, paired_t, t975, unpack_bits
+from mlpvision.models import create_model
+
+
+def test_paired_t_matches_the_textbook_interval():
+    a, b = [91.0, 92.0, 93.5], [90.0, 90.5, 91.5]  # differences 1.0, 1.5, 2.0: mean 1.5, sd 0.5
+    iv = paired_t(a, b)
+    half = 4.303 * 0.5 / 3**0.5
+    assert iv.mean == pytest.approx(1.5)
+    assert (iv.low, iv.high) == (pytest.approx(1.5 - half), pytest.approx(1.5 + half))
+    assert paired_t([1.0], [0.0]) is None and t975(2) == 4.303 and t975(100) == 1.96
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "kind", "margin", "verdict"),
+    [
+        (0.2, 1.0, "greater", 0, "supported"),
+        (-1.0, -0.2, "greater", 0, "refuted"),
+        (-0.2, 1.0, "greater", 0, "undecided"),
+        (-0.4, 0.3, "noninferior", 0.5, "supported"),
+        (-2.0, -0.6, "noninferior", 0.5, "refuted"),
+        (-0.8, 0.3, "noninferior", 0.5, "undecided"),
+        (-0.3, 0.4, "equivalent", 0.5, "supported"),
+        (0.6, 1.0, "equivalent", 0.5, "refuted"),
+        (0.2, 0.9, "equivalent", 0.5, "undecided"),
+    ],
+)
+def test_each_rule_decides_only_when_the_whole_interval_agrees(low, high, kind, margin, verdict):
+    from mlpvision.lab.stats import Interval
+
+    assert decide(Interval((low + high) / 2, low, high, 3, "t"), kind, margin) == verdict
+    assert decide(None, kind, margin) == "pending"
+
+
+def test_the_bootstrap_interval_covers_the_difference_and_bits_round_trip():
+    g = torch.Generator().manual_seed(0)
+    a = (torch.rand(2000, generator=g) < 0.9).tolist()
+    b = (torch.rand(2000, generator=g) < 0.8).tolist()
+    iv = paired_bootstrap(a, b, resamples=500)
+    assert iv.low < iv.mean < iv.high and iv.low > 0  # 10 points apart on 2000 images: clearly decided
+    assert unpack_bits(pack_bits(a), len(a)) == a
+
+
+def _result(key, label, seed, top1):
+    return {"key": key, "label": label, "seed": seed, "summary": {"test_top1_final": top1}, "history": [],
+            "deploy_params": 1000, "deploy_macs": 1000, "machine": "m", "precision": "float32"}  # fmt: skip
+
+
+def test_a_comparison_pairs_by_seed_and_subtracts_a_second_pair():
+    rows = {
+        "a": [_result("a0", "a", 0, 90.0), _result("a1", "a", 1, 91.0), _result("a2", "a", 2, 92.0)],
+        "b": [_result("b2", "b", 2, 90.0), _result("b0", "b", 0, 89.0), _result("b1", "b", 1, 89.5)],
+        "c": [_result("c0", "c", 0, 80.0), _result("c1", "c", 1, 80.0), _result("c2", "c", 2, 80.0)],
+        "d": [_result("d0", "d", 0, 80.0), _result("d1", "d", 1, 80.0), _result("d2", "d", 2, 80.0)],
+    }
+    iv = comparison_interval(Comparison("x", "a", "b"), rows)
+    assert iv.mean == pytest.approx(statistics.mean([1.0, 1.5, 2.0])) and iv.n == 3  # paired seed with seed
+    iv2 = comparison_interval(Comparison("x", "a", "b", minus=("c", "d")), rows)
+    assert iv2.mean == pytest.approx(iv.mean)
+    assert comparison_interval(Comparison("x", "a", "b"), {**rows, "b": rows["b"][:1]}) is None  # one seed
+
+
+def test_the_report_gives_each_comparison_the_verdict_its_numbers_decide(tmp_path):
+    """Results written by hand for one experiment: a clear win, a clear loss and a tie are decided as such."""
+    settings = Settings(quick=True, seeds=(0, 1, 2))
+    exp = next(e for e in plan(settings) if e.key == "position_embedding")
+    results = tmp_path / "results"
+    (results / "runs").mkdir(parents=True)
+    meta = {"settings": dataclasses.asdict(settings), "machine": "m"}
+    (results / "meta.json").write_text(json.dumps(meta))
+    by_label = {  # ViT gains clearly with a position embedding, EA loses clearly, Mixer ties
+        "ViT with position embedding": [85, 86, 85.5], "ViT without": [80, 80.5, 81],
+        "External Attention with position embedding": [80, 80.5, 81], "External Attention without": [85, 86, 85.5],
+        "MLP-Mixer with position embedding": [85.0, 85.1, 84.9], "MLP-Mixer without": [85.05, 85.0, 85.0],
+    }  # fmt: skip
+    for run in exp.runs:
+        top1 = by_label[run.label][run.seed]
+        (results / "runs" / f"{run.key}.json").write_text(json.dumps(_result(run.key, run.label, run.seed, top1)))
+    page = write_report(results, tmp_path / "docs").read_text()
+    section = page.split(f"## {exp.title}")[1].split("\n## ")[0]
+    assert "| ViT: with vs without | ViT with position embedding > ViT without | " in section
+    lines = {line.split(" | ")[0].lstrip("| "): line for line in section.splitlines() if line.startswith("| ")}
+    assert lines["ViT: with vs without"].endswith("**supported** |")
+    assert lines["External Attention: with vs without"].endswith("**refuted** |")
+    assert lines["Mixer: with vs without"].endswith("**supported** |")  # within +-0.5: equivalent
+
+
+def test_a_run_whose_loss_becomes_nan_is_a_diverged_result_at_chance(tmp_path):
+    settings = Settings.tiny()
+    lab = Lab(settings, tmp_path / "results", tmp_path / "runs")
+    train = {"epochs": 1, "batch_size": 32, "val_size": 64, "train_subset": 96, "amp": False, "lr": 1e6,
+             "plots": False, "aug": {"crop_padding": 0, "hflip": 0.0}, "test_subset": 64}  # fmt: skip
+    run = LabRun("too hot", "mixer_t4_28", 0, "fashion-mnist", {"depth": 1, "embed_dim": 16}, train)
+    result = lab.ensure(run)
+    assert result["diverged"] and "loss became" in result["diverged"]
+    assert result["summary"]["test_top1_final"] == pytest.approx(10.0)
+    assert lab.ensure(run) == result  # recorded: not trained again
+
+
+def test_the_ledger_counts_every_run_once_and_prices_what_is_left(tmp_path, capsys):
+    rows = ledger(Settings.tiny(), tmp_path / "results", tmp_path / "runs", only=["repmlp_vs_convnet"])
+    assert rows[0]["experiment"] == "repmlp_vs_convnet" and rows[0]["done"] == 0
+    assert rows[0]["cpu_hours"] == pytest.approx(rows[0]["cpu_hours_left"]) and rows[0]["cpu_hours"] > 0
+    assert (tmp_path / "runs" / "costs.json").is_file()  # probes cached per machine
+    argv = ["lab", "--quick", "--plan", "--only", "repmlp_vs_convnet", "--results", str(tmp_path / "r")]
+    assert main([*argv, "--runs", str(tmp_path / "runs")]) == 0
+    assert "CPU hours" in capsys.readouterr().out
+
+
+def _publish(folder, model, role=None):
+    folder.mkdir(parents=True)
+    meta = data_metadata("fashion-mnist", [str(i) for i in range(10)], (0.2860,), (0.3530,))
+    save_model(model, folder / "model.safetensors", meta)
+    e = {"best_val_top1": 90.0, "recipe": "r.yaml", **({"role": role} if role else {})}
+    (folder / "eval.json").write_text(json.dumps(e))
+    return folder
+
+
+def test_the_all_mlp_model_is_compared_with_the_cnn_on_accuracy_and_latency(tmp_path):
+    mlp = create_model("repmlp_fast_28", channels=(8, 8), groups=2).eval()
+    cnn = create_model("repmlp_fast_28", channels=(8, 8), layer="conv", conv_kernel=3, groups=1).eval()
+    from mlpvision.reparam import reparameterize
+
+    folders = [_publish(tmp_path / "allmlp_headline", reparameterize(mlp)),
+               _publish(tmp_path / "convnet_teacher", reparameterize(cnn), "distillation teacher")]  # fmt: skip
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    out = headline_vs_cnn(folders, lab, tmp_path / "figures", batch=4, repeats=2)
+    h = json.loads(out.read_text())
+    assert [r["all_mlp"] for r in h["rows"]] == [True, False]
+    assert set(h["rows"][0]["latency_ms"]) == {"1/eager", "1/onnxruntime", "4/eager", "4/onnxruntime"}
+    assert h["comparisons"][0]["interval"]["n"] == 10000 and "bootstrap" in h["method"]
+    page = write_report(lab, tmp_path / "docs").read_text()
+    assert "## The all-MLP model against the CNN" in page and "(`allmlp_headline`) vs the CNN" in page
+    assert (tmp_path / "figures" / "lab_headline_vs_cnn.png").is_file()
