@@ -9,7 +9,7 @@ import torch
 
 import mlpvision
 from mlpvision.cli import main
-from mlpvision.deploy import MATMUL, matmul_candidate, measure, run_bench, timm_counterpart
+from mlpvision.deploy import BACKENDS, MATMUL, matmul_candidate, measure, run_bench, timm_counterpart
 from mlpvision.errors import ConfigError
 from mlpvision.models import flop_counter
 
@@ -65,6 +65,7 @@ def test_inference_rows_with_onnxruntime_and_timm():
         ("mlpvision", "onnxruntime-int8"),
         ("timm", "eager"),
         (MATMUL, "eager"),
+        ("int8-matmul-peak", "onnxruntime"),  # an int8 backend is also held against an int8 matmul
     ]
     macs = mlpvision.count(mlpvision.create_model("mixer_t4_28")).macs
     for r in rows:
@@ -73,6 +74,9 @@ def test_inference_rows_with_onnxruntime_and_timm():
         assert r["frac_of_peak"] == pytest.approx(r["gflop_per_s"] / r["peak_gflop_per_s"])
         if r["impl"] == MATMUL:
             assert r["frac_of_peak"] == pytest.approx(1.0) and r["ratio_vs_timm"] is None
+            continue
+        if r["impl"] == "int8-matmul-peak":
+            assert r["frac_of_int8_peak"] == pytest.approx(1.0)
             continue
         assert (r["batch_size"], r["img_size"], r["mode"]) == (4, 28, "inference")
         assert r["img_per_s"] == pytest.approx(4 / r["median_ms"] * 1e3)
@@ -156,6 +160,25 @@ def test_model_args_reach_both_implementations(capsys):
 def test_bench_errors(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         run_bench("mixer_t4_28", **kwargs)
+
+
+def test_best_backend_times_every_inference_backend_and_names_the_fastest(capsys):
+    pytest.importorskip("onnxruntime")
+    rows = run_bench(
+        "mixer_t4_28",
+        batch_size=1,
+        backends=["best"],
+        repeats=3,
+        warmup=1,
+        model_args={"depth": 1, "embed_dim": 16, "token_mlp_dim": 8, "channel_mlp_dim": 32},
+    )
+    ours = [r for r in rows if r["impl"] == "mlpvision"]
+    assert {r["backend"] for r in ours} == set(BACKENDS) - {"autocast"}
+    (best,) = [r for r in ours if r.get("best")]
+    assert best["median_ms"] == min(r["median_ms"] for r in ours) and "fastest median" in best["why"]
+    assert all(r["p99_ms"] >= r["median_ms"] for r in ours)
+    int8_peak = next(r for r in rows if r["impl"] == "int8-matmul-peak")
+    assert int8_peak["gflop_per_s"] > 0 and all(r["frac_of_int8_peak"] > 0 for r in ours if "int8" in r["backend"])
 
 
 def test_bench_command_writes_json(tmp_path, capsys):

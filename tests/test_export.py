@@ -56,6 +56,21 @@ def test_int8_quantizes_every_linear_layer_of_a_mixer(tmp_path):
     assert r.int8_top1_agreement >= 0.75 and r.int8_max_abs_diff < 0.2 * r.output_scale
 
 
+def test_static_int8_is_qdq_with_per_channel_weights_and_keeps_the_predictions(tmp_path):
+    model = randomize_(mlpvision.create_model("mixer_t4_28", depth=2)).eval()
+    calibration = torch.randn(128, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    r = export_onnx(model, tmp_path / "m.onnx", int8="static", calibration=calibration)
+    graph = onnx.load(str(r.int8_path)).graph
+    ops = [n.op_type for n in graph.node]
+    assert r.int8_mode == "static" and "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    scales = {i.name: i for i in graph.initializer}
+    weight_scales = [scales[n.input[1]] for n in graph.node if n.op_type == "DequantizeLinear" and n.input[1] in scales]
+    assert any(len(s.dims) == 1 and s.dims[0] > 1 for s in weight_scales)  # one scale per output channel
+    assert r.int8_top1_agreement >= 0.75  # on the calibration images
+    with pytest.raises(mlpvision.ConfigError, match="needs calibration images"):
+        export_onnx(model, tmp_path / "n.onnx", int8="static")
+
+
 def test_broken_onnx_file_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a protobuf at all")
@@ -68,9 +83,13 @@ def test_broken_onnx_file_is_a_clear_error(tmp_path):
 def test_export_and_eval_commands(tmp_path, capsys):
     train(tiny_cfg(tmp_path, seed=0))
     ckpt, out = tmp_path / "model.safetensors", tmp_path / "m.onnx"
+    static = ["--onnx", str(tmp_path / "s.onnx"), "--int8", "static", "--calibration-images", "64"]
+    assert main(["export", "--checkpoint", str(ckpt), *static]) == 0
+    printed = capsys.readouterr().out
+    assert "int8 (static quantization)" in printed and "of 64 calibration images" in printed
     assert main(["export", "--checkpoint", str(ckpt), "--onnx", str(out), "--int8"]) == 0
     printed = capsys.readouterr().out
-    assert "exported to" in printed and "int8" in printed
+    assert "exported to" in printed and "int8 (dynamic quantization)" in printed
     meta = read_onnx_metadata(out)
     assert json.loads(meta["mlpvision.data"])["name"] == "synthetic"
     results = {}

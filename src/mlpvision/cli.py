@@ -22,7 +22,7 @@ from rich.table import Table
 from torch.utils.data import DataLoader
 
 from ._version import __version__
-from .data import AugmentConfig, evaluation_set
+from .data import AugmentConfig, calibration_images, evaluation_set
 from .deploy import OrtModel, classify_samples, deploy_checkpoint, export_onnx, predict_files, run_bench
 from .errors import MlpVisionError
 from .fields import field_docs
@@ -294,7 +294,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         f"{r0['device']}; median of {r0['repeats']} round-robin repeats"
     )
     table = Table(title=title)
-    cols = ["impl", "backend", "ms (p25-p75)", "img/s", "GFLOP/s", "of peak", "peak mem MB"]
+    cols = ["impl", "backend", "ms (p25-p75)", "p99 ms", "img/s", "GFLOP/s", "of fp32 peak", "of int8 peak"]
+    cols.append("peak mem MB")
     if "ratio_vs_timm" in r0:
         cols.append("vs timm")
     for c in cols:
@@ -304,15 +305,20 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             r["impl"],
             r["backend"],
             f"{r['median_ms']:.2f} ({r['p25_ms']:.2f}-{r['p75_ms']:.2f})",
+            f"{r['p99_ms']:.2f}",
             _fmt(r["img_per_s"], ".1f"),
             _fmt(r["gflop_per_s"], ".1f"),
             _fmt(r["frac_of_peak"], ".0%"),
+            _fmt(r["frac_of_int8_peak"] if "int8" in r["backend"] else None, ".0%"),
             _fmt(r["peak_mem_mb"], ".1f"),
         ]
         if "ratio_vs_timm" in r:
             cells.append(_fmt(r["ratio_vs_timm"], ".2f") + ("x" if r["ratio_vs_timm"] else ""))
         table.add_row(*cells)
     console.print(table)
+    for r in rows:
+        if r.get("best"):
+            console.print(f"best backend: {r['backend']} ({r['why']})")
     if args.json:
         console.print(f"rows written to {args.json}")
     return 0
@@ -322,14 +328,19 @@ def _cmd_export(args: argparse.Namespace) -> int:
     check_writable(args.onnx)
     model = load_checkpoint(args.checkpoint, device="cpu")
     data = read_metadata(args.checkpoint).get(DATA_KEY)
-    r = export_onnx(model, args.onnx, int8=args.int8, metadata={DATA_KEY: data} if data else None)
+    calibration = None
+    if args.int8 == "static":
+        calibration = calibration_images(args.checkpoint, args.calibration_images, args.data_dir)
+    meta = {DATA_KEY: data} if data else None
+    r = export_onnx(model, args.onnx, int8=args.int8 or False, calibration=calibration, metadata=meta)
     form = "deploy form (re-parameterized)" if r.reparameterized else "model"
     print(f"{model.model_name}: {form} exported to {r.path}")
     print(f"max |onnxruntime - torch| on random input: {r.max_abs_diff:.3g} (output scale {r.output_scale:.3g})")
     if r.int8_path is not None:
+        on = f"{len(calibration)} calibration images" if calibration is not None else "the check batch"
         print(
-            f"int8 (dynamic quantization): {r.int8_path}; max |int8 - torch| {r.int8_max_abs_diff:.3g}, "
-            f"same top-1 class on {r.int8_top1_agreement:.0%} of the check batch"
+            f"int8 ({r.int8_mode} quantization): {r.int8_path}; max |int8 - torch| {r.int8_max_abs_diff:.3g}, "
+            f"same top-1 class on {r.int8_top1_agreement:.1%} of {on}"
         )
     return 0
 
@@ -442,13 +453,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="time a model side by side with timm and the machine's matmul peak")
     p.add_argument("--model", required=True, help="registered model name")
-    p.add_argument("--batch-size", type=int, default=16, help="images per call (default: %(default)s)")
+    p.add_argument(
+        "--batch-size", type=int, default=16, help="images per call; 1: one image's latency (default: %(default)s)"
+    )
     p.add_argument("--img-size", type=int, default=None, help="input side (default: the model's)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's setting)")
     p.add_argument(
         "--backend",
         default="eager",
-        help="comma-separated: eager, autocast (bfloat16), compile, onnxruntime, onnxruntime-int8 "
+        help="comma-separated: eager, autocast (bfloat16), compile, onnxruntime, onnxruntime-int8 (dynamic), "
+        "onnxruntime-int8-static (calibrated QDQ), or best (all inference backends; the fastest is named) "
         "(default: %(default)s)",
     )
     p.add_argument("--train", action="store_true", help="time an AdamW training step instead of inference")
@@ -469,7 +483,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a model file to ONNX (re-parameterized), optionally int8")
     p.add_argument("--checkpoint", required=True, help="model file (.safetensors)")
     p.add_argument("--onnx", required=True, metavar="OUT", help="ONNX file to write")
-    p.add_argument("--int8", action="store_true", help="also write OUT.int8.onnx (dynamic int8 quantization)")
+    p.add_argument(
+        "--int8",
+        nargs="?",
+        const="dynamic",
+        choices=("dynamic", "static"),
+        help="also write OUT.int8.onnx: dynamic (int8 weights, activation scales at run time; the default when "
+        "given alone) or static (QDQ, per-channel weights, activation scales calibrated on training images)",
+    )
+    p.add_argument(
+        "--calibration-images",
+        type=int,
+        default=512,
+        metavar="N",
+        help="training images that calibrate static int8 (default: %(default)s)",
+    )
+    p.add_argument("--data-dir", default=None, help="folder of the training data set (static int8 calibration)")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("lab", help="run the inductive-bias experiments (resumable) and write docs/results.md")

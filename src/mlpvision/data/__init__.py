@@ -13,7 +13,7 @@ from .catalog import (
     seeded_subset,
     split_train_val,
 )
-from .images import evaluation_set, input_warnings, load_images, normalize, plain_split, read_images
+from .images import calibration_images, evaluation_set, input_warnings, load_images, normalize, plain_split, read_images
 from .sources import (
     FASHION_MNIST_CLASSES,
     FashionMNIST,
@@ -35,6 +35,7 @@ __all__ = [
     "FashionMNIST",
     "TensorImages",
     "build_transform",
+    "calibration_images",
     "dataset_names",
     "evaluation_set",
     "find_fashion_mnist",

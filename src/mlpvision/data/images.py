@@ -15,7 +15,15 @@ from ..io import saved_data
 from .augment import Augmented, build_transform
 from .catalog import DataInfo, load_split
 
-__all__ = ["evaluation_set", "input_warnings", "load_images", "normalize", "plain_split", "read_images"]
+__all__ = [
+    "calibration_images",
+    "evaluation_set",
+    "input_warnings",
+    "load_images",
+    "normalize",
+    "plain_split",
+    "read_images",
+]
 
 MAX_PIXELS = 64 * 2**20  # larger images are refused before they are decoded (a "decompression bomb")
 
@@ -70,6 +78,18 @@ def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float])
     """(B, C, H, W) in [0, 1] -> normalised with a training set's per-channel mean and std."""
     shape = (1, -1, 1, 1)
     return (images - torch.tensor(list(mean)).reshape(shape)) / torch.tensor(list(std)).reshape(shape)
+
+
+def calibration_images(model_file: str | os.PathLike, n: int, data_dir=None, seed: int = 0) -> torch.Tensor:
+    """``n`` training images (seeded, normalised) of the data set a model file records, for int8 calibration.
+
+    Training images, never test images: the test split stays unseen by everything that shapes the deployed model.
+    """
+    if n < 1:
+        raise DataError(f"--calibration-images must be at least 1, got {n}")
+    train, _ = evaluation_set(model_file, None, data_dir, "train")
+    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n]
+    return torch.stack([train[int(i)][0] for i in idx])
 
 
 def load_images(

@@ -6,10 +6,11 @@ from .convert import DeployReport, deploy_checkpoint
 from .export import ExportReport, export_onnx
 from .ort import OrtModel, ort_session
 from .predict import FilePrediction, Prediction, classify_samples, predict_files, predict_images
-from .quantize import int8_path, quantize_int8
+from .quantize import INT8_MODES, int8_path, quantize_int8
 
 __all__ = [
     "BACKENDS",
+    "INT8_MODES",
     "MATMUL",
     "Candidate",
     "DeployReport",

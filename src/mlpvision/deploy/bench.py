@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import math
 import statistics
 import tempfile
 import time
@@ -34,10 +35,22 @@ from ..runtime import pick_device
 from .export import export_onnx
 from .ort import INPUT_NAME, OrtModel
 
-__all__ = ["BACKENDS", "Candidate", "matmul_candidate", "measure", "run_bench", "timm_counterpart"]
+__all__ = [
+    "BACKENDS",
+    "INFERENCE_BACKENDS",
+    "Candidate",
+    "int8_matmul_candidate",
+    "matmul_candidate",
+    "measure",
+    "run_bench",
+    "timm_counterpart",
+]
 
-BACKENDS = ("eager", "autocast", "compile", "onnxruntime", "onnxruntime-int8")  # autocast: eager in bfloat16 autocast
+# autocast: eager in bfloat16 autocast; onnxruntime-int8 is dynamic quantization, -int8-static QDQ with calibration
+BACKENDS = ("eager", "autocast", "compile", "onnxruntime", "onnxruntime-int8", "onnxruntime-int8-static")
+INFERENCE_BACKENDS = ("eager", "compile", "onnxruntime", "onnxruntime-int8", "onnxruntime-int8-static")  # "best"
 MATMUL = "matmul-peak"
+INT8_MATMUL = "int8-matmul-peak"
 
 
 @dataclass
@@ -169,13 +182,34 @@ def matmul_candidate(n: int = 2048, device: torch.device | None = None) -> Candi
     return Candidate(MATMUL, "eager", lambda: torch.mm(a, b, out=out), 2.0 * n**3, sync=sync)
 
 
+def int8_matmul_candidate(n: int, workdir: Path, threads: int) -> Candidate:
+    """An ``n x n`` uint8 x int8 matrix multiply in ONNX Runtime (MatMulInteger, int32 results): this machine's
+    practical int8 peak, what int8 models are held against (2 n^3 integer operations a call)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from .ort import ort_session
+
+    a = helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n])
+    y = helper.make_tensor_value_info("y", TensorProto.INT32, [n, n])
+    gen = torch.Generator().manual_seed(0)
+    b = torch.randint(-127, 128, (n, n), generator=gen, dtype=torch.int8).numpy()
+    weight = helper.make_tensor("b", TensorProto.INT8, [n, n], b.tobytes(), raw=True)
+    graph = helper.make_graph([helper.make_node("MatMulInteger", ["a", "b"], ["y"])], "int8mm", [a], [y], [weight])
+    path = workdir / "int8_matmul.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    session = ort_session(path, threads)
+    feed = {"a": torch.randint(0, 256, (n, n), generator=gen, dtype=torch.uint8).numpy()}
+    return Candidate(INT8_MATMUL, "onnxruntime", lambda: session.run(None, feed), 2.0 * n**3)
+
+
 def measure(candidates: list[Candidate], repeats: int, warmup: int) -> list[dict[str, float]]:
     """Times every candidate ``repeats`` times, round-robin, after ``warmup`` untimed calls of each.
 
     The order rotates every round, so each candidate runs equally often right after each other one: whatever
     the previous call leaves behind (cold caches after the large matmul, a lower AVX-512 clock) is shared
-    fairly instead of always hitting the same candidate. Returns, per candidate, the median, min, max and
-    quartiles of the seconds per call.
+    fairly instead of always hitting the same candidate. Returns, per candidate, the median, min, max,
+    quartiles and 99th percentile of the seconds per call.
     """
     for c in candidates:
         for _ in range(warmup):
@@ -196,7 +230,9 @@ def measure(candidates: list[Candidate], repeats: int, warmup: int) -> list[dict
     out = []
     for t in times:
         q = statistics.quantiles(t, n=4) if len(t) > 1 else [t[0]] * 3
-        out.append({"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t), "p25_s": q[0], "p75_s": q[2]})
+        p99 = sorted(t)[min(len(t) - 1, math.ceil(0.99 * len(t)) - 1)]
+        spread = {"min_s": min(t), "max_s": max(t), "p25_s": q[0], "p75_s": q[2], "p99_s": p99}
+        out.append({"median_s": statistics.median(t), **spread})
     return out
 
 
@@ -233,8 +269,13 @@ def _train_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, autocast: bool
     return step
 
 
-def _ort_candidate(model: nn.Module, x: torch.Tensor, int8: bool, threads: int, workdir: Path) -> Callable:
-    report = export_onnx(model, workdir / "model.onnx", int8=int8)
+def _ort_candidate(model: nn.Module, x: torch.Tensor, backend: str, threads: int, workdir: Path) -> Callable:
+    """ONNX Runtime on the exported model, fp32 or int8. Static int8 is calibrated on random images: the scales
+    change the outputs, not the kernels, so the speed is that of a calibrated model."""
+    int8 = {"onnxruntime": False, "onnxruntime-int8": "dynamic", "onnxruntime-int8-static": "static"}[backend]
+    gen = torch.Generator().manual_seed(1)
+    calibration = torch.randn(64, *x.shape[1:], generator=gen) if int8 == "static" else None
+    report = export_onnx(model, workdir / "model.onnx", int8=int8, calibration=calibration)
     ort = OrtModel(report.int8_path if int8 else report.path, threads=threads)
     feed = {INPUT_NAME: x.cpu().numpy()}
     return lambda: ort.session.run(None, feed)
@@ -265,12 +306,12 @@ def _model_candidates(
         elif backend == "compile":
             compiled = torch.compile(model)
             fn = _train_fn(compiled, x, y) if train else _inference_fn(compiled, x)
-        elif backend in ("onnxruntime", "onnxruntime-int8"):
+        elif backend.startswith("onnxruntime"):
             if device.type != "cpu":
                 raise ConfigError(f"backend {backend} is measured on the CPU only")
             sub = workdir / f"{impl}-{backend}"
             sub.mkdir(parents=True, exist_ok=True)
-            fn = _ort_candidate(model, x, backend.endswith("int8"), threads, sub)
+            fn = _ort_candidate(model, x, backend, threads, sub)
         else:
             raise ConfigError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
         out.append(Candidate(impl, backend, fn, flops, params, macs_per_image, sync))
@@ -300,7 +341,8 @@ def run_bench(
         batch_size: images per call.
         img_size: input side (for models built for another size, e.g. Mixer at 448 px); default: the model's.
         threads: intra-op CPU threads (default: torch's current setting).
-        backends: any of :data:`BACKENDS`; ``train`` allows eager, autocast and compile.
+        backends: any of :data:`BACKENDS`; ``train`` allows eager, autocast and compile. ``"best"`` times every
+            inference backend and marks the fastest (``best`` and ``why`` in its row).
         train: time a training step (AdamW, cross-entropy; float32 but for the autocast backend) instead of
             inference.
         compare_timm: add timm's model (eager fp32, same weights) and ``ratio_vs_timm`` on every row.
@@ -310,7 +352,10 @@ def run_bench(
         device: "cpu", "cuda" or None (CUDA when available).
         matmul_size: side of the square fp32 matmul timed alongside as the machine's peak.
     """
-    backends = list(dict.fromkeys(backends))
+    best = "best" in backends
+    if best and train:
+        raise ConfigError("--backend best picks among inference backends; time training with eager or autocast")
+    backends = list(dict.fromkeys(b for bk in backends for b in (INFERENCE_BACKENDS if bk == "best" else (bk,))))
     for b in backends:
         if b not in BACKENDS:
             raise ConfigError(f"unknown backend {b!r}; choose from {', '.join(BACKENDS)}")
@@ -341,41 +386,68 @@ def run_bench(
             cands += _model_candidates("timm", ref, ["eager"], x, train, threads, Path(tmp), macs)
         peak = matmul_candidate(matmul_size, device)
         cands.append(peak)
+        int8_peak = None
+        if any("int8" in b for b in backends):  # the int8 rows are also held against an int8 matmul
+            int8_peak = int8_matmul_candidate(matmul_size, Path(tmp), threads)
+            cands.append(int8_peak)
         # eager calls only: a compiled or ONNX Runtime call cannot be followed operator by operator
         traced = ("eager", "autocast")
-        memory = [peak_memory_mb(c.fn) if c.backend in traced and c.impl != MATMUL else None for c in cands]
+        peaks = (MATMUL, INT8_MATMUL)
+        memory = [peak_memory_mb(c.fn) if c.backend in traced and c.impl not in peaks else None for c in cands]
         timing = measure(cands, repeats, warmup)
-    peak_gflops = peak.flops / timing[-1]["median_s"] / 1e9
+    by_impl = {c.impl: t for c, t in zip(cands, timing, strict=True)}
+    peak_gflops = peak.flops / by_impl[MATMUL]["median_s"] / 1e9
+    int8_gops = int8_peak.flops / by_impl[INT8_MATMUL]["median_s"] / 1e9 if int8_peak else None
     rows = []
     for c, t, mem in zip(cands, timing, memory, strict=True):
         med = t["median_s"]
+        is_peak = c.impl in (MATMUL, INT8_MATMUL)
+        side = f"{matmul_size}x{matmul_size}"
+        name = {MATMUL: f"matmul {side} fp32", INT8_MATMUL: f"matmul {side} int8"}
         rows.append(
             {
-                "model": model if c.impl != MATMUL else f"matmul {matmul_size}x{matmul_size} fp32",
+                "model": name.get(c.impl, model),
                 "impl": c.impl,
                 "backend": c.backend,
-                "mode": "train" if train and c.impl != MATMUL else "inference",
+                "mode": "train" if train and not is_peak else "inference",
                 "device": device.type,
                 "threads": threads,
-                "batch_size": batch_size if c.impl != MATMUL else None,
-                "img_size": size if c.impl != MATMUL else None,
+                "batch_size": None if is_peak else batch_size,
+                "img_size": None if is_peak else size,
                 "repeats": repeats,
                 "median_ms": med * 1e3,
                 "min_ms": t["min_s"] * 1e3,
                 "max_ms": t["max_s"] * 1e3,
                 "p25_ms": t["p25_s"] * 1e3,
                 "p75_ms": t["p75_s"] * 1e3,
-                "img_per_s": batch_size / med if c.impl != MATMUL else None,
+                "p99_ms": t["p99_s"] * 1e3,
+                "img_per_s": None if is_peak else batch_size / med,
                 "params": c.params,
                 "macs_per_image": c.macs_per_image,
                 "gflop_per_s": c.flops / med / 1e9 if c.flops else None,
                 "peak_gflop_per_s": peak_gflops,
                 "frac_of_peak": c.flops / med / 1e9 / peak_gflops if c.flops else None,
+                "peak_int8_gop_per_s": int8_gops,
+                "frac_of_int8_peak": c.flops / med / 1e9 / int8_gops if c.flops and int8_gops else None,
                 "peak_mem_mb": mem,
             }
         )
+    if best:
+        _mark_best(rows)
     if ref is not None:
         timm_ips = next(r["img_per_s"] for r in rows if r["impl"] == "timm")
         for r in rows:
             r["ratio_vs_timm"] = r["img_per_s"] / timm_ips if r["img_per_s"] else None
     return rows
+
+
+def _mark_best(rows: list[dict]) -> None:
+    """Marks the fastest of our rows (median latency, all timed round-robin in one run) and says why."""
+    ours = sorted((r for r in rows if r["impl"] == "mlpvision"), key=lambda r: r["median_ms"])
+    pick, runner_up = ours[0], ours[1] if len(ours) > 1 else None
+    why = f"fastest median in this run: {pick['median_ms']:.2f} ms (p99 {pick['p99_ms']:.2f} ms)"
+    if runner_up is not None:
+        why += f", {runner_up['median_ms'] / pick['median_ms']:.2f}x ahead of {runner_up['backend']}"
+    if "int8" in pick["backend"]:
+        why += "; int8 changes the outputs: check its accuracy (mlpvision eval on the exported .int8.onnx)"
+    pick["best"], pick["why"] = True, why

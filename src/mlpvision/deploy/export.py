@@ -33,8 +33,9 @@ class ExportReport:
     max_abs_diff: float  # fp32 ONNX Runtime vs PyTorch on the check batch
     output_scale: float  # max |PyTorch output| on the check batch
     int8_max_abs_diff: float | None  # int8 vs PyTorch (quantization error, not a failure)
-    int8_top1_agreement: float | None  # fraction of the check batch where int8 and PyTorch agree on the top class
+    int8_top1_agreement: float | None  # share of the int8 check images where int8 and PyTorch agree on the top class
     reparameterized: bool
+    int8_mode: str | None = None  # "dynamic" or "static"
 
 
 @torch.no_grad()
@@ -42,7 +43,8 @@ def export_onnx(
     model: nn.Module,
     path: str | os.PathLike,
     *,
-    int8: bool = False,
+    int8: bool | str = False,
+    calibration: torch.Tensor | None = None,
     metadata: dict[str, str] | None = None,
     check_batch: int = 8,
     rtol: float = 1e-4,
@@ -51,10 +53,12 @@ def export_onnx(
     """Exports ``model`` (its deploy form when it re-parameterizes) to ONNX with a dynamic batch axis.
 
     The exported graph is run in ONNX Runtime on a random batch of ``check_batch`` images: its largest
-    difference from PyTorch must stay below ``rtol`` times the output scale, else the file is removed and a
-    :class:`CheckpointError` raised. With ``int8`` the quantized model is written next to it and its deviation
-    on the same batch reported. ``metadata`` (e.g. the data set's classes and normalisation) is stored in the
-    ONNX file next to the model's name and config, so ``mlpvision eval`` can evaluate it like a model file.
+    difference from PyTorch must stay below ``rtol`` times the output scale, else nothing is written and a
+    :class:`CheckpointError` raised. With ``int8`` (``"dynamic"`` or ``True``; ``"static"`` with ``calibration``
+    images, see :mod:`mlpvision.deploy.quantize`) the quantized model is written next to it and its agreement with
+    PyTorch reported, on the calibration images when given, else on the random batch. ``metadata`` (e.g. the data
+    set's classes and normalisation) is stored in the ONNX file next to the model's name and config, so
+    ``mlpvision eval`` can evaluate it like a model file.
     """
     require_onnx()
     path = Path(path)
@@ -84,9 +88,11 @@ def export_onnx(
     if check.output_scale == 0:
         log.info("all outputs are zero on the check batch (an untrained zero-initialized head?)")
     q_path = q_diff = agree = None
-    if int8:
-        q_path = quantize_int8(path, int8_path(path))
-        expected, q_out = model(x), OrtModel(q_path)(x)
+    mode = "dynamic" if int8 is True else int8 or None
+    if mode:
+        q_path = quantize_int8(path, int8_path(path), mode, calibration, INPUT_NAME)
+        probe = calibration[:256] if calibration is not None else x
+        expected, q_out = model(probe), OrtModel(q_path)(probe)
         q_diff = (q_out - expected).abs().max().item()
         agree = (q_out.argmax(1) == expected.argmax(1)).float().mean().item()
-    return ExportReport(path, q_path, check.max_abs_diff, check.output_scale, q_diff, agree, fused)
+    return ExportReport(path, q_path, check.max_abs_diff, check.output_scale, q_diff, agree, fused, mode)

@@ -1,14 +1,28 @@
-"""int8 quantization of exported ONNX models with ONNX Runtime's quantization tools."""
+"""int8 quantization of exported ONNX models with ONNX Runtime's quantization tools.
+
+- ``dynamic``: int8 weights; activations quantized per batch at run time (no calibration, a scale computed on every
+  call).
+- ``static``: int8 weights per output channel and activations with scales fixed beforehand from calibration
+  images, written as QuantizeLinear / DequantizeLinear pairs (QDQ) that ONNX Runtime fuses into integer kernels
+  (VNNI or AMX on recent x86 CPUs): no scale is computed at run time.
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+import torch
+
+from ..errors import ConfigError
 from ..io import atomic_path, read_onnx_metadata, require_onnx, write_onnx_metadata
 
-__all__ = ["int8_path", "quantize_int8"]
+__all__ = ["INT8_MODES", "int8_path", "quantize_int8"]
+
+INT8_MODES = ("dynamic", "static")
 
 
 def int8_path(path: str | os.PathLike) -> Path:
@@ -17,18 +31,59 @@ def int8_path(path: str | os.PathLike) -> Path:
     return path.with_name(path.stem + ".int8.onnx")
 
 
-def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
-    """ONNX Runtime dynamic quantization: int8 weights, uint8 activations quantized per batch at run time.
+def _reader(images: torch.Tensor, input_name: str, batch: int = 32):
+    """An ONNX Runtime calibration reader over normalised images (N, C, H, W)."""
+    from onnxruntime.quantization import CalibrationDataReader
 
-    ``dst`` is written atomically and carries ``src``'s metadata (model name, config, data set).
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches: Iterator = iter(images.split(batch))
+
+        def get_next(self) -> dict | None:
+            x = next(self.batches, None)
+            return None if x is None else {input_name: np.ascontiguousarray(x.numpy(), dtype=np.float32)}
+
+    return Reader()
+
+
+def quantize_int8(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    mode: str = "dynamic",
+    calibration: torch.Tensor | None = None,
+    input_name: str = "image",
+) -> Path:
+    """Quantizes the ONNX model ``src`` to int8 into ``dst`` (atomically), keeping ``src``'s metadata.
+
+    Args:
+        src: an fp32 ONNX model (as :func:`~mlpvision.deploy.export_onnx` writes it).
+        dst: where the int8 model goes.
+        mode: ``dynamic`` or ``static`` (see the module's description).
+        calibration: normalised images (N, C, H, W) whose activation ranges fix the static scales (MinMax).
+        input_name: the graph's input.
     """
     require_onnx()
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    if mode not in INT8_MODES:
+        raise ConfigError(f"int8 quantization is {' or '.join(INT8_MODES)}, not {mode!r}")
+    if mode == "static" and (calibration is None or len(calibration) == 0):
+        raise ConfigError("static int8 quantization needs calibration images (--calibration-images N)")
     with tempfile.TemporaryDirectory() as tmp, atomic_path(dst) as out:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        quantize_dynamic(str(pre), str(out), weight_type=QuantType.QInt8)
+        if mode == "dynamic":
+            quantize_dynamic(str(pre), str(out), weight_type=QuantType.QInt8)
+        else:  # u8 activations x s8 weights: the operand pair of x86's integer dot-product instructions
+            quantize_static(
+                str(pre),
+                str(out),
+                _reader(calibration, input_name),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+            )
         write_onnx_metadata(out, read_onnx_metadata(src))
     return Path(dst)

@@ -1,0 +1,280 @@
+"""Deployment speed: static and dynamic int8, single-image latency, and fused fp32 forward passes, side by side.
+
+Three measurements, each timed round-robin in one run per model (``mlpvision.deploy.run_bench`` / ``measure``):
+
+1. The 224-px models (Mixer-S/16, ResMLP-S12) at batch 16: eager, compiled, ONNX Runtime fp32, dynamic and static
+   int8 (QDQ, per-channel weights), timm's eager fp32 model (same weights), the fp32 matmul peak and the int8
+   matmul peak (MatMulInteger in ONNX Runtime).
+2. Fused fp32: the same models compiled with torch.compile's options (default, weight freezing, max-autotune's
+   GEMM templates with their fused epilogues), against eager and the fp32 matmul peak.
+3. The small 28-px models at batch 1, with 1 and 2 threads: every deploy form, median and p99 latency.
+4. The accuracy cost of int8 on the whole Fashion-MNIST test set, for every published trained model
+   (results/*/model.safetensors): fp32 against dynamic and static int8 (calibrated on 512 training images).
+
+Writes docs/deploy_speed.json and docs/deploy_speed.md; figures come from these files alone.
+
+    python benchmarks/deploy_speed.py [--repeats 20] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, start, write_results
+
+import mlpvision
+from mlpvision.data import calibration_images, evaluation_set
+from mlpvision.deploy import Candidate, OrtModel, export_onnx, matmul_candidate, measure, run_bench
+from mlpvision.deploy.bench import count_flops
+from mlpvision.io import shown_path
+from mlpvision.lab import published_models
+from mlpvision.train import evaluate
+
+ROOT = Path(__file__).resolve().parents[1]
+LARGE = ["mixer_s16_224", "resmlp_12_224"]
+SMALL = ["mixer_t4_28", "resmlp_tiny_12_28", "repmlp_fast_28", "mlp_28", "resnet18_28"]
+DEPLOY = ["eager", "compile", "onnxruntime", "onnxruntime-int8", "onnxruntime-int8-static"]
+INT8_TARGET, LATENCY_TARGET, PEAK_TARGET, DROP_TARGET = 3.0, 2.0, 0.9, 0.5
+
+
+def large_models(repeats: int) -> list[dict]:
+    rows = []
+    for name in LARGE:
+        out = run_bench(name, batch_size=16, backends=DEPLOY, compare_timm=True, repeats=repeats, warmup=3)
+        rows += out
+        print(f"{name}: done", flush=True)
+    return rows
+
+
+def _compiled(model, x, **options):
+    import torch._inductor.config as inductor
+
+    freezing = options.pop("freezing", False)
+    with torch.inference_mode():
+        inductor.freezing = freezing
+        fn = torch.compile(model, **options)
+        fn(x)  # compile now, with the options in force
+    inductor.freezing = False
+
+    def call() -> object:
+        with torch.inference_mode():
+            return fn(x)
+
+    return call
+
+
+COMPILE_VARIANTS = {
+    "compile (default)": {},
+    "compile, frozen weights": {"freezing": True},
+    "compile, max-autotune GEMM templates": {"mode": "max-autotune-no-cudagraphs", "freezing": True},
+}
+
+
+def fused_fp32(repeats: int) -> list[dict]:
+    """Eager and each torch.compile variant of the 224-px models against the fp32 matmul peak, in one run."""
+    rows = []
+    for name in LARGE:
+        model = mlpvision.create_model(name).eval()
+        x = torch.randn(16, 3, 224, 224)
+
+        def eager(model=model, x=x) -> object:
+            with torch.inference_mode():
+                return model(x)
+
+        flops = count_flops(eager)
+        cands = [Candidate("mlpvision", "eager", eager, flops)]
+        for label, options in COMPILE_VARIANTS.items():
+            torch._dynamo.reset()
+            cands.append(Candidate("mlpvision", label, _compiled(model, x, **dict(options)), flops))
+        peak = matmul_candidate(2048)
+        timing = measure([*cands, peak], repeats, warmup=3)
+        peak_gflops = peak.flops / timing[-1]["median_s"] / 1e9
+        for c, t in zip(cands, timing, strict=True):
+            gflops = c.flops / t["median_s"] / 1e9
+            rows.append(
+                {
+                    "model": name,
+                    "variant": c.backend,
+                    "median_ms": t["median_s"] * 1e3,
+                    "gflop_per_s": gflops,
+                    "peak_gflop_per_s": peak_gflops,
+                    "frac_of_peak": gflops / peak_gflops,
+                }
+            )
+        print(f"{name}: fused fp32 done", flush=True)
+    return rows
+
+
+def small_models(repeats: int) -> list[dict]:
+    rows = []
+    for threads in (1, 2):
+        for name in SMALL:
+            out = run_bench(name, batch_size=1, threads=threads, backends=["best"], repeats=repeats, warmup=5)
+            rows += [r for r in out if r["impl"] == "mlpvision"]
+        print(f"batch 1, {threads} threads: done", flush=True)
+    torch.set_num_threads(max(r["threads"] for r in rows))
+    return rows
+
+
+def int8_accuracy() -> list[dict]:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for folder in published_models(ROOT / "results"):
+            path = folder / "model.safetensors"
+            model = mlpvision.load_checkpoint(path, device="cpu").float().eval()
+            test, info = evaluation_set(path)
+            loader = DataLoader(test, batch_size=256)
+            fp32 = evaluate(model, loader, info.num_classes).top1
+            row = {"model": shown_path(path, ROOT), "name": model.model_name, "fp32_top1": fp32}
+            for mode in ("dynamic", "static"):
+                calibration = calibration_images(path, 512) if mode == "static" else None
+                onnx = Path(tmp) / f"{folder.name}-{mode}.onnx"
+                report = export_onnx(model, onnx, int8=mode, calibration=calibration)
+                row[f"{mode}_top1"] = evaluate(OrtModel(report.int8_path), loader, info.num_classes).top1
+                row[f"{mode}_drop"] = fp32 - row[f"{mode}_top1"]
+            rows.append(row)
+            print(f"{folder.name}: int8 accuracy done", flush=True)
+    return rows
+
+
+def markdown(meta: dict, large: list[dict], fused: list[dict], small: list[dict], acc: list[dict]) -> list[str]:
+    lines = [
+        "# Deployment speed: int8, single-image latency, fused fp32",
+        "",
+        f"Generated by `{meta['command']}` on {meta['machine']}; allocator: {meta['allocator'] or 'default'}. "
+        "Within each table block every row was timed round-robin in one run (median of the repeats); int8 rows are "
+        "held against an int8 matmul (MatMulInteger, uint8 x int8) timed in the same run, fp32 rows against an fp32 "
+        "matmul.",
+        "",
+        "## 224-px models, batch 16",
+        "",
+        "| model | impl | backend | ms (p25-p75) | img/s | vs timm eager | of fp32 peak | of int8 peak |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in large:
+        if r["impl"] in ("matmul-peak", "int8-matmul-peak"):
+            lines.append(f"| {r['model']} | | | {r['median_ms']:.1f} | | | | |")
+            continue
+        int8 = f"{r['frac_of_int8_peak']:.0%}" if "int8" in r["backend"] and r.get("frac_of_int8_peak") else "-"
+        lines.append(
+            f"| `{r['model']}` | {r['impl']} | {r['backend']} | {r['median_ms']:.1f} ({r['p25_ms']:.1f}-"
+            f"{r['p75_ms']:.1f}) | {r['img_per_s']:.1f} | {r['ratio_vs_timm']:.2f}x | {r['frac_of_peak']:.0%} "
+            f"| {int8} |"
+        )
+    lines += [
+        "",
+        "## Fused fp32 forward passes (torch.compile options), batch 16",
+        "",
+        "| model | variant | ms | GFLOP/s | of fp32 peak |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for r in fused:
+        lines.append(
+            f"| `{r['model']}` | {r['variant']} | {r['median_ms']:.1f} | {r['gflop_per_s']:.0f} "
+            f"| {r['frac_of_peak']:.0%} |"
+        )
+    lines += [
+        "",
+        "## Small 28-px models, batch 1 (one image's latency)",
+        "",
+        "| model | threads | backend | median ms | p99 ms | fastest |",
+        "|---|---:|---|---:|---:|---|",
+    ]
+    for r in small:
+        lines.append(
+            f"| `{r['model']}` | {r['threads']} | {r['backend']} | {r['median_ms']:.2f} | {r['p99_ms']:.2f} | "
+            f"{'**yes**' if r.get('best') else ''} |"
+        )
+    lines += [
+        "",
+        "## int8 accuracy on the whole Fashion-MNIST test set (10 000 images)",
+        "",
+        "| model file | fp32 top-1 | dynamic int8 (drop) | static int8 (drop) |",
+        "|---|---:|---:|---:|",
+    ]
+    for r in acc:
+        lines.append(
+            f"| `{r['model']}` | {r['fp32_top1']:.2f} | {r['dynamic_top1']:.2f} ({r['dynamic_drop']:+.2f}) | "
+            f"{r['static_top1']:.2f} ({r['static_drop']:+.2f}) |"
+        )
+    lines += ["", "## Targets", "", "| target | measured | met |", "|---|---:|---|"]
+    for t in meta["targets"]:
+        met = "yes" if t["met"] else "no (" + t["miss"] + ")"
+        lines.append(f"| {t['target']} | {t['measured']} | {met} |")
+    return lines
+
+
+def targets(large: list[dict], fused: list[dict], small: list[dict], acc: list[dict]) -> list[dict]:
+    out = []
+    for name in LARGE:
+        ours = [r for r in large if r["model"] == name and r["impl"] == "mlpvision" and "int8" in r["backend"]]
+        best = max(ours, key=lambda r: r["ratio_vs_timm"])
+        ok = best["ratio_vs_timm"] >= INT8_TARGET
+        out.append(
+            {
+                "target": f"`{name}` batch 16: best int8 >= {INT8_TARGET:.1f}x timm eager fp32",
+                "measured": f"{best['ratio_vs_timm']:.2f}x ({best['backend']})",
+                "met": ok,
+                "miss": f"{INT8_TARGET - best['ratio_vs_timm']:.2f}x short",
+            }
+        )
+        frac = max(r["frac_of_peak"] for r in fused if r["model"] == name)
+        out.append(
+            {
+                "target": f"`{name}` fp32 forward >= {PEAK_TARGET:.0%} of the matmul peak",
+                "measured": f"{frac:.0%}",
+                "met": frac >= PEAK_TARGET,
+                "miss": f"{PEAK_TARGET - frac:.0%} short",
+            }
+        )
+    for name in SMALL:
+        for threads in (1, 2):
+            rows = [r for r in small if r["model"] == name and r["threads"] == threads]
+            eager = next(r for r in rows if r["backend"] == "eager")["median_ms"]
+            best = min(rows, key=lambda r: r["median_ms"])
+            ratio = eager / best["median_ms"]
+            out.append(
+                {
+                    "target": f"`{name}` batch 1, {threads} thread(s): best >= {LATENCY_TARGET:.1f}x eager",
+                    "measured": f"{ratio:.2f}x ({best['backend']})",
+                    "met": ratio >= LATENCY_TARGET,
+                    "miss": f"{LATENCY_TARGET - ratio:.2f}x short",
+                }
+            )
+    for r in acc:
+        drop = min(r["dynamic_drop"], r["static_drop"])
+        out.append(
+            {
+                "target": f"`{r['model']}`: int8 drop <= {DROP_TARGET} point",
+                "measured": f"{drop:+.2f}",
+                "met": drop <= DROP_TARGET,
+                "miss": f"{drop - DROP_TARGET:.2f} points over",
+            }
+        )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", choices=("large", "fused", "small", "accuracy"), help="parts to run")
+    args, allocator, command = start(parser, repeats=20)
+    parts = set(args.only or ("large", "fused", "small", "accuracy"))
+    large = large_models(args.repeats) if "large" in parts else []
+    fused = fused_fp32(args.repeats) if "fused" in parts else []
+    small = small_models(max(args.repeats, 50)) if "small" in parts else []
+    acc = int8_accuracy() if "accuracy" in parts else []
+    meta = {"command": command, "machine": machine(), "allocator": allocator}
+    meta["targets"] = targets(large, fused, small, acc) if parts == {"large", "fused", "small", "accuracy"} else []
+    rows = {"large": large, "fused": fused, "small": small, "accuracy": acc}
+    write_results("deploy_speed", meta, rows, markdown(meta, large, fused, small, acc))
+
+
+if __name__ == "__main__":
+    main()
