@@ -1,8 +1,10 @@
-"""Cost against the number of patches: MLP-Mixer vs ViT of the same width and depth, 64 to 448 px.
+"""Cost against the number of patches: MLP-Mixer, ViT and External Attention of the same width and depth, 64 to
+448 px.
 
-Both models use 16x16 patches, width 256 and 4 blocks (Mixer: token MLP 128, channel MLP 1024; ViT: 4 heads,
-MLP 1024). For every input size both are rebuilt for that size, their MACs counted (split into the part
-that mixes tokens: Mixer's token MLPs, ViT's QK^T and AV) and their eager fp32 forward timed round-robin.
+All use 16x16 patches, width 256 and 4 blocks (Mixer: token MLP 128, channel MLP 1024; ViT: 4 heads, MLP 1024;
+External Attention: 4 heads, 64 memory slots, MLP 1024). For every input size each is rebuilt for that size, its
+MACs counted (split into the part that mixes tokens: Mixer's token MLPs, ViT's QK^T and AV; External Attention has
+none) and the eager fp32 forwards timed round-robin.
 Slopes of log(cost) against log(patches) are fitted over the whole range and over its upper half. Writes
 docs/scaling.json, docs/scaling.md and docs/figures/scaling.png.
 
@@ -24,6 +26,7 @@ from common import machine, start, write_results
 import mlpvision
 from mlpvision.deploy import Candidate, measure
 from mlpvision.models import flop_counter
+from mlpvision.plotting import pyplot
 
 SIZES = [64, 96, 128, 160, 224, 288, 352, 448]
 WIDTH, DEPTH = 256, 4
@@ -33,9 +36,18 @@ FAMILIES = {
         {"embed_dim": WIDTH, "depth": DEPTH, "token_mlp_dim": WIDTH // 2, "channel_mlp_dim": 4 * WIDTH},
     ),
     "ViT": ("vit_small_patch16_224", {"embed_dim": WIDTH, "depth": DEPTH, "num_heads": 4}),
+    "External Attention": (
+        "eanet_tiny_28",
+        {"embed_dim": WIDTH, "depth": DEPTH, "num_heads": 4, "patch_size": 16, "in_chans": 3, "num_classes": 1000},
+    ),
 }
 # ops that mix tokens: Mixer's token MLPs run as batched matmuls (everything else is per token); ViT's attention
-TOKEN_OPS = {"Mixer": ("aten.baddbmm", "aten.bmm"), "ViT": ("aten._scaled_dot_product_flash_attention_for_cpu",)}
+# External Attention mixes no tokens: each attends to shared memories; only its normalisation spans the tokens
+TOKEN_OPS = {
+    "Mixer": ("aten.baddbmm", "aten.bmm"),
+    "ViT": ("aten._scaled_dot_product_flash_attention_for_cpu",),
+    "External Attention": (),
+}
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
@@ -49,8 +61,15 @@ def macs_split(model: torch.nn.Module, family: str) -> tuple[float, float]:
     return counter.get_total_flops() / 2, token / 2
 
 
-def slope(n: list[float], y: list[float]) -> float:
+def slope(n: list[float], y: list[float]) -> float | None:
+    """The slope of log(y) on log(n); None for a cost that is zero throughout (nothing to fit)."""
+    if not all(v > 0 for v in y):
+        return None
     return float(np.polyfit(np.log(n), np.log(y), 1)[0])
+
+
+def fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
 
 
 def main() -> None:
@@ -128,36 +147,35 @@ def main() -> None:
     ]
     for family, f in fits.items():
         lines.append(
-            f"| {family} | {f['macs']:.2f} | {f['token_mixing_macs']:.2f} | {f['latency']:.2f} "
-            f"| {f['macs_upper_half']:.2f} | {f['latency_upper_half']:.2f} |"
+            f"| {family} | {fmt(f['macs'])} | {fmt(f['token_mixing_macs'])} | {fmt(f['latency'])} "
+            f"| {fmt(f['macs_upper_half'])} | {fmt(f['latency_upper_half'])} |"
         )
     lines += [
         "",
-        "Token mixing is Mixer's token MLPs and ViT's QK^T and AV products. Mixer's cost is linear in the number",
-        "of patches at every size; ViT's attention is quadratic, so its total slope rises with the resolution as",
+        "Token mixing is Mixer's token MLPs and ViT's QK^T and AV products; External Attention has none (each token",
+        "attends to 64 shared memory slots), so its whole cost is linear in the number of patches. Mixer's cost is",
+        "linear in the number of patches at every size; ViT's attention is quadratic, so its total slope rises with",
+        "the resolution as",
         "attention's share grows (at width 256 the per-token layers still dominate at these sizes).",
         "",
-        "| px | patches | Mixer GMACs | ViT GMACs | ViT attention share | Mixer ms | ViT ms | ViT / Mixer time |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| px | patches | Mixer GMACs | ViT GMACs | EA GMACs | ViT attention share | Mixer ms | ViT ms | EA ms "
+        "| ViT / Mixer time |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for size in SIZES:
-        m, v = (next(r for r in rows if r["family"] == f and r["img_size"] == size) for f in ("Mixer", "ViT"))
+        m, v, e = (next(r for r in rows if r["family"] == f and r["img_size"] == size) for f in FAMILIES)
         lines.append(
-            f"| {size} | {m['patches']} | {m['macs'] / 1e9:.3f} | {v['macs'] / 1e9:.3f} "
+            f"| {size} | {m['patches']} | {m['macs'] / 1e9:.3f} | {v['macs'] / 1e9:.3f} | {e['macs'] / 1e9:.3f} "
             f"| {v['token_mixing_macs'] / v['macs']:.0%} | {m['median_ms']:.1f} | {v['median_ms']:.1f} "
-            f"| {v['median_ms'] / m['median_ms']:.2f} |"
+            f"| {e['median_ms']:.1f} | {v['median_ms'] / m['median_ms']:.2f} |"
         )
     write_results("scaling", meta, rows, lines)
 
 
 def plot(rows: list[dict], fits: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for family, color in (("Mixer", "tab:blue"), ("ViT", "tab:red")):
+    for family, color in (("Mixer", "tab:blue"), ("ViT", "tab:red"), ("External Attention", "tab:green")):
         rs = [r for r in rows if r["family"] == family]
         n = [r["patches"] for r in rs]
         axes[0].loglog(
@@ -167,14 +185,15 @@ def plot(rows: list[dict], fits: dict) -> None:
             color=color,
             label=f"{family} total (slope {fits[family]['macs']:.2f})",
         )
-        axes[0].loglog(
-            n,
-            [r["token_mixing_macs"] / 1e9 for r in rs],
-            "s--",
-            color=color,
-            alpha=0.6,
-            label=f"{family} token mixing (slope {fits[family]['token_mixing_macs']:.2f})",
-        )
+        if fits[family]["token_mixing_macs"] is not None:
+            axes[0].loglog(
+                n,
+                [r["token_mixing_macs"] / 1e9 for r in rs],
+                "s--",
+                color=color,
+                alpha=0.6,
+                label=f"{family} token mixing (slope {fits[family]['token_mixing_macs']:.2f})",
+            )
         axes[1].loglog(
             n, [r["median_ms"] for r in rs], "o-", color=color, label=f"{family} (slope {fits[family]['latency']:.2f})"
         )

@@ -36,6 +36,17 @@ def test_readme_model_table_is_generated():
     assert table == markdown_table(describe_models()), "README model table is stale: run `make readme`"
 
 
+def test_readme_deploy_summary_is_generated_from_the_benchmark():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("update_readme", README.parent / "tools" / "update_readme.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    text = README.read_text()
+    start, end = "<!-- deploy:start -->\n", "<!-- deploy:end -->"
+    assert text.split(start, 1)[1].split(end, 1)[0] == tool.deploy_summary(), "stale: run `make readme`"
+
+
 def test_demo_classifies_test_images(capsys):
     assert main(["demo", "--num-images", "4"]) == 0
     out = capsys.readouterr().out

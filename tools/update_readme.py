@@ -1,18 +1,59 @@
-"""Regenerates the model table in README.md from the registry (between the models:start/end markers)."""
+"""Regenerates the generated parts of README.md: the model table from the registry and the deploy summary from
+docs/deploy_speed.json (between their start/end markers)."""
 
+import json
 from pathlib import Path
 
 from mlpvision.models.zoo import describe_models, markdown_table
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-START, END = "<!-- models:start -->\n", "<!-- models:end -->"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DEPLOY = ROOT / "docs" / "deploy_speed.json"
+
+
+def deploy_summary(path: Path = DEPLOY) -> str:
+    """One line per model size: the fastest backend measured, its latency, and its speed-up over eager."""
+    if not path.is_file():
+        return "Not measured yet: `python benchmarks/deploy_speed.py`.\n"
+    rows = json.loads(path.read_text())["rows"]
+    lines = [
+        "| model | batch | threads | fastest form | ms | vs our eager | vs timm eager |",
+        "|---|---:|---:|---|---:|---:|---:|",
+    ]
+    for name in dict.fromkeys(r["model"] for r in rows["large"] if r["impl"] == "mlpvision"):
+        ours = [r for r in rows["large"] if r["model"] == name and r["impl"] == "mlpvision"]
+        eager = next(r for r in ours if r["backend"] == "eager")
+        best = min(ours, key=lambda r: r["median_ms"])
+        lines.append(
+            f"| `{name}` | {best['batch_size']} | {best['threads']} | {best['backend']} | "
+            f"{best['median_ms']:.1f} | {eager['median_ms'] / best['median_ms']:.2f}x | "
+            f"{best['ratio_vs_timm']:.2f}x |"
+        )
+    for r in rows["small"]:
+        if r.get("best"):
+            eager = next(
+                e
+                for e in rows["small"]
+                if e["model"] == r["model"] and e["threads"] == r["threads"] and e["backend"] == "eager"
+            )
+            lines.append(
+                f"| `{r['model']}` | 1 | {r['threads']} | {r['backend']} | {r['median_ms']:.2f} | "
+                f"{eager['median_ms'] / r['median_ms']:.2f}x | - |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def replace_between(text: str, start: str, end: str, body: str) -> str:
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return head + start + body + end + tail
 
 
 def main() -> None:
     text = README.read_text()
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    README.write_text(head + START + markdown_table(describe_models()) + END + tail)
+    text = replace_between(text, "<!-- models:start -->\n", "<!-- models:end -->", markdown_table(describe_models()))
+    text = replace_between(text, "<!-- deploy:start -->\n", "<!-- deploy:end -->", deploy_summary())
+    README.write_text(text)
     print(f"updated {README.name}")
 
 

@@ -1,6 +1,14 @@
 """Files: safetensors weights, model files (weights + name + config), ONNX metadata, atomic writes."""
 
-from .atomic import atomic_path, check_writable, output_folder, remove_stale_temporaries, write_json, write_text
+from .atomic import (
+    atomic_path,
+    check_writable,
+    output_folder,
+    remove_stale_temporaries,
+    save_figure,
+    write_json,
+    write_text,
+)
 from .lock import RunLock
 from .model_file import (
     CONFIG_KEY,
@@ -37,6 +45,7 @@ __all__ = [
     "read_safetensors",
     "remove_stale_temporaries",
     "require_onnx",
+    "save_figure",
     "save_model",
     "saved_data",
     "shown_path",

@@ -14,8 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..plotting import pyplot
 
-__all__ = ["atomic_path", "check_writable", "output_folder", "remove_stale_temporaries", "write_json", "write_text"]
+__all__ = [
+    "atomic_path",
+    "check_writable",
+    "output_folder",
+    "remove_stale_temporaries",
+    "save_figure",
+    "write_json",
+    "write_text",
+]
 
 _TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # what atomic_path names its temporary files
 
@@ -81,6 +90,14 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     for p in removed:
         p.unlink(missing_ok=True)
     return removed
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Writes a matplotlib figure as PNG atomically and closes it."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    pyplot().close(fig)
+    return Path(path)
 
 
 def _umask() -> int:

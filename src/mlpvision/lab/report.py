@@ -15,7 +15,7 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
-from ..io import atomic_path, write_text
+from ..io import save_figure, write_text
 from ..plotting import pyplot
 from . import measures as m
 from .plan import plan
@@ -207,9 +207,7 @@ def _plot(exp: Experiment, rows: Rows, path: Path) -> str | None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return path.name
 
 

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from ..data import load_split, plain_split, shift_images
 from ..deploy import Candidate, OrtModel, export_onnx, measure
 from ..errors import ConfigError
-from ..io import atomic_path, load_checkpoint, write_json
+from ..io import load_checkpoint, save_figure, write_json
 from ..models import count, create_model
 from ..plotting import pyplot
 from ..reparam import non_mlp_layers, reparameterize
@@ -449,7 +449,5 @@ def _plot_accuracy_latency(rows: list[dict], path: Path) -> str:
     ax.set(xlabel="latency at batch 1 (ms, CPU)", ylabel="Fashion-MNIST test top-1 (%)", title=title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return path.name

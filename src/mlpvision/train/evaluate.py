@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..io import atomic_path
+from ..io import save_figure
 from ..plotting import pyplot
 
 __all__ = ["EvalResult", "evaluate", "save_confusion_png"]
@@ -105,7 +105,5 @@ def save_confusion_png(
                 ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7, color=color)
     fig.tight_layout()
     path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
     return path

@@ -6,7 +6,7 @@ import csv
 import json
 from pathlib import Path
 
-from ..io import atomic_path, write_text
+from ..io import atomic_path, save_figure, write_text
 from ..plotting import pyplot
 
 __all__ = ["plot_curves", "write_metrics"]
@@ -39,6 +39,4 @@ def plot_curves(history: list[dict], path: Path) -> None:
         ax.set_ylabel(label)
         ax.legend()
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
