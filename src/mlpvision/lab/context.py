@@ -1,0 +1,91 @@
+"""The context every experiment of a plan shares: the lab's models at lab widths, the lab recipe (float32, a seeded
+subset, the settings' epochs), the seeds, and the helpers that build runs, sweeps and their comparisons."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .spec import Comparison, Curve, LabRun, Settings
+
+__all__ = ["AUG", "LAB_MODELS", "NO_AUG", "PlanContext", "budget", "curves", "swept"]
+
+LAB_MODELS = {
+    "plain MLP": ("mlp_28", {}),
+    "MLP-Mixer": ("mixer_t4_28", {"embed_dim": 64, "depth": 4, "token_mlp_dim": 32, "channel_mlp_dim": 256}),
+    "ResMLP": ("resmlp_tiny_12_28", {"embed_dim": 64, "depth": 6}),
+    "RepMLP": ("repmlp_fast_28", {}),
+    "ConvNet": ("repmlp_fast_28", {"layer": "conv", "conv_kernel": 3, "groups": 1}),  # RepMLP's twin, 3x3 convs
+    "Wide ConvNet": ("repmlp_fast_28", {"layer": "conv", "conv_kernel": 3, "groups": 1, "channels": (64, 128)}),
+    "ViT": ("vit_mini_patch4_28", {"embed_dim": 64, "depth": 4, "num_heads": 2}),
+    "External Attention": ("eanet_tiny_28", {"embed_dim": 64, "depth": 4, "num_heads": 2}),
+    "local CNN (5x5 field)": ("cnn_local_28", {}),
+    # a plain ResNet-18 at a quarter of the width (16-32-64-128), CIFAR stem: its last map sees the whole image
+    "ResNet-18/4": ("repmlp_resnet18_28", {"width": 16, "repmlp_stages": ()}),
+}
+AUG = {"crop_padding": 2, "hflip": 0.5}  # the lab recipe's augmentation
+NO_AUG = {"crop_padding": 0, "hflip": 0.0}
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """What every experiment of one plan shares: the settings, the image size and the lab recipe."""
+
+    s: Settings
+    size: int
+
+    def sized(self, model: str) -> str:
+        """The ``_28`` model's twin for this plan's image size."""
+        return model.removesuffix("_28") + f"_{self.size}" if model.endswith("_28") else model
+
+    def recipe(self, epochs: int | None = None, subset: int | None = None, **extra) -> dict:
+        """The lab recipe: AdamW with warm-up and cosine (the library's default), float32, ``epochs`` (the
+        settings' budget by default, scaled in quick mode) on a seeded subset of ``subset`` training images."""
+        s = self.s
+        d = {
+            "epochs": s.epochs_of(epochs or s.epochs),
+            "batch_size": s.batch_size,
+            "val_size": s.val_size,
+            "warmup_epochs": 1.0,
+            "amp": False,
+            "aug": AUG,
+            "plots": False,
+        }
+        n = s.subset if subset is None or s.quick else subset  # quick mode: every run on the tiny subset
+        if n:
+            d["train_subset"] = n
+        if s.test_subset:
+            d["test_subset"] = s.test_subset
+        return {**d, **extra}
+
+    def runs(self, label: str, model: str, args: dict | None = None, data: str | None = None, **recipe) -> list[LabRun]:
+        """One run per seed of lab model ``model`` (a LAB_MODELS key, or a registered name)."""
+        name, base_args = LAB_MODELS.get(model, (model, {}))
+        args = {**base_args, **(args or {})}
+        train = self.recipe(**recipe)
+        return [LabRun(label, self.sized(name), seed, data or self.s.data, args, train) for seed in self.s.seeds]
+
+    def sweep(self, label: str, model: str, args: dict | None = None, **recipe) -> list[LabRun]:
+        """The runs of ``label`` at every budget of the sweep, as rows ``label | N ep``."""
+        return [r for e in self.s.sweep for r in self.runs(f"{label} | {e} ep", model, args, epochs=e, **recipe)]
+
+
+def swept(p: PlanContext, a: str, b: str, kind: str = "greater", margin: float = 0.0) -> list[Comparison]:
+    """``a`` against ``b`` at every budget of the sweep; the largest budget decides."""
+    last = p.s.sweep[-1]
+    return [
+        Comparison(f"{a} vs {b}, {e} epochs", f"{a} | {e} ep", f"{b} | {e} ep", kind, margin, deciding=e == last)
+        for e in p.s.sweep
+    ]
+
+
+def curves(p: PlanContext, labels: list[str]) -> list[Curve]:
+    return [Curve(label, tuple(f"{label} | {e} ep" for e in p.s.sweep), tuple(p.s.sweep)) for label in labels]
+
+
+def budget(p: PlanContext, what: str = "") -> str:
+    s = p.s
+    data = f"{s.subset} training images (a seeded subset)" if s.subset else "all training images"
+    return f"{what or 'budget sweep ' + '/'.join(map(str, s.sweep)) + ' epochs'} on {data}, float32"
+
+
+# ---- RepMLP --------------------------------------------------------------------------------------------------
