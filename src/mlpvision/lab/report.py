@@ -227,9 +227,9 @@ def _section(exp: Experiment, res: _Results, figures: Path) -> tuple[list[str], 
 
 
 def _teacher_gap(exp: Experiment, rows: Rows) -> str:
-    teacher, student = rows.get("teacher", []), rows.get(f"ResMLP | {exp.runs[0].train['epochs']} ep", [])
-    last = [label for label in rows if label.startswith("ResMLP | ")]
-    student = rows.get(last[-1], []) if last else []
+    teacher = rows.get("teacher", [])
+    plain = [label for label in rows if label.startswith("ResMLP | ")]  # the sweep's rows, the largest budget last
+    student = rows.get(plain[-1], []) if plain else []
     if not teacher or not student:
         return "Teacher's lead over the student: pending."
     gap = m.top1(teacher[0]) - statistics.mean(m.top1(r) for r in student)
