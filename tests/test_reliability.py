@@ -276,6 +276,11 @@ def test_recipe_values_of_the_natural_types_are_read_as_the_fields_types():
     assert (cfg.lr, cfg.epochs, cfg.aug.crop_padding, cfg.teacher) == (1e-3, 3, 2, ["a", "b"])
     with pytest.raises(ConfigError, match=r"epochs: expected a whole number, got 1\.7"):
         TrainConfig.from_recipe({"epochs": 1.7})
+    with pytest.raises(ConfigError) as e:
+        TrainConfig.from_recipe({"epochs": "many", "batch_size": [1, 2], "model_args": [1]})
+    message = str(e.value)  # one error naming every field
+    assert "epochs: expected a whole number, got 'many'" in message
+    assert "batch_size: expected a whole number, got [1, 2]" in message and "model_args: expected a mapping" in message
 
 
 _FIELDS = [f.name for f in field_docs(TrainConfig)]
