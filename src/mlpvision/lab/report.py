@@ -62,6 +62,11 @@ class _Results:
         return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def _cell(text: str) -> str:
+    """``text`` as one Markdown table cell (row labels hold a ``|``)."""
+    return text.replace("|", "\\|")
+
+
 def _ci(values: list[float]) -> str:
     """'mean ± h' with h the half-width of the 95% t-interval of the mean ('mean' alone for one value)."""
     if not values:
@@ -145,7 +150,7 @@ def _table(exp: Experiment, res: _Results, rows: Rows) -> list[str]:
         diverged = sum(bool(r.get("diverged")) for r in rs)
         seeds = f"{len(rs)}" + (f" ({diverged} diverged)" if diverged else "")
         size = f"{rs[0]['deploy_params'] / 1e6:.2f} | {rs[0]['deploy_macs'] / 1e6:.1f}" if rs else "- | -"
-        cells = f"| {label} | {seeds} | {_ci(values)} | {_ci(train)} | {_ci(gains)} | {size} |"
+        cells = f"| {_cell(label)} | {seeds} | {_ci(values)} | {_ci(train)} | {_ci(gains)} | {size} |"
         if extra:
             cells += f" {_ci([r['expanded_top1'] for r in rs if 'expanded_top1' in r])} |"
         if lat:
@@ -175,7 +180,8 @@ def _comparisons(exp: Experiment, rows: Rows) -> tuple[list[str], list[tuple[str
         verdict = decide(interval, c.kind, c.margin)
         rule = c.rule if not c.minus else f"({c.a} - {c.b}) > ({c.minus[0]} - {c.minus[1]})"
         shown = str(interval) if interval else "-"
-        lines.append(f"| {c.name}{'' if c.deciding else ' (sweep)'} | {rule} | {shown} | {VERDICT_WORDS[verdict]} |")
+        name = _cell(c.name + ("" if c.deciding else " (sweep)"))
+        lines.append(f"| {name} | {_cell(rule)} | {shown} | {VERDICT_WORDS[verdict]} |")
         if c.deciding:
             verdicts.append((c.name, verdict))
     note = (
@@ -271,7 +277,7 @@ def write_report(
         "",
         "| experiment | comparison | verdict |",
         "|---|---|---|",
-        *[f"| {title} | {name} | {VERDICT_WORDS[v]} |" for title, name, v in summary],
+        *[f"| {_cell(title)} | {_cell(name)} | {VERDICT_WORDS[v]} |" for title, name, v in summary],
         "",
     ]
     given = [headline] if isinstance(headline, Path) else headline or []
