@@ -35,7 +35,7 @@ from common import machine, start, write_results
 
 import mlpvision
 from mlpvision.data import calibration_images, evaluation_set
-from mlpvision.deploy import Candidate, OrtModel, export_onnx, matmul_candidate, measure, run_bench
+from mlpvision.deploy import Candidate, OrtModel, export_onnx, inference_call, matmul_candidate, measure, run_bench
 from mlpvision.deploy.bench import count_flops
 from mlpvision.io import shown_path
 from mlpvision.lab import published_models
@@ -89,10 +89,7 @@ def fused_fp32(repeats: int) -> list[dict]:
         model = mlpvision.create_model(name).eval()
         x = torch.randn(16, 3, 224, 224)
 
-        def eager(model=model, x=x) -> object:
-            with torch.inference_mode():
-                return model(x)
-
+        eager = inference_call(model, x)
         flops = count_flops(eager)
         cands = [Candidate("mlpvision", "eager", eager, flops)]
         for label, options in COMPILE_VARIANTS.items():

@@ -294,8 +294,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         f"{r0['device']}; median of {r0['repeats']} round-robin repeats"
     )
     table = Table(title=title)
-    cols = ["impl", "backend", "ms (p25-p75)", "p99 ms", "img/s", "GFLOP/s", "of fp32 peak", "of int8 peak"]
-    cols.append("peak mem MB")
+    cols = [
+        "impl",
+        "backend",
+        "ms (p25-p75)",
+        "p99 ms",
+        "img/s",
+        "GFLOP/s",
+        "of fp32 peak",
+        "of int8 peak",
+        "peak mem MB",
+    ]
     if "ratio_vs_timm" in r0:
         cols.append("vs timm")
     for c in cols:

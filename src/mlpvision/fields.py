@@ -76,8 +76,9 @@ def _options(hint: Any) -> tuple[Any, ...]:
 
 
 def _type_name(hint: Any) -> str:
-    names = [_TYPE_NAMES.get(typing.get_origin(a) or a, getattr(a, "__name__", str(a))) for a in _options(hint)]
-    return " or ".join(n for n, a in zip(names, _options(hint), strict=True) if a is not type(None)) or "none"
+    options = [a for a in _options(hint) if a is not type(None)]
+    names = [_TYPE_NAMES.get(typing.get_origin(a) or a, getattr(a, "__name__", str(a))) for a in options]
+    return " or ".join(names) or "none"
 
 
 def coerce(hint: Any, value: Any) -> Any:

@@ -13,7 +13,7 @@ from .catalog import (
     seeded_subset,
     split_train_val,
 )
-from .images import calibration_images, evaluation_set, input_warnings, load_images, normalize, plain_split, read_images
+from .images import calibration_images, evaluation_set, input_warnings, normalize, plain_split, read_images
 from .sources import (
     FASHION_MNIST_CLASSES,
     FashionMNIST,
@@ -42,7 +42,6 @@ __all__ = [
     "get_source",
     "image_folder_samples",
     "input_warnings",
-    "load_images",
     "load_split",
     "load_task",
     "normalize",

@@ -19,7 +19,6 @@ __all__ = [
     "calibration_images",
     "evaluation_set",
     "input_warnings",
-    "load_images",
     "normalize",
     "plain_split",
     "read_images",
@@ -90,17 +89,6 @@ def calibration_images(model_file: str | os.PathLike, n: int, data_dir=None, see
     train, _ = evaluation_set(model_file, None, data_dir, "train")
     idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n]
     return torch.stack([train[int(i)][0] for i in idx])
-
-
-def load_images(
-    paths: Sequence[str | os.PathLike],
-    img_size: int,
-    in_chans: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-) -> torch.Tensor:
-    """:func:`read_images`, normalised as the model's training images were."""
-    return normalize(read_images(paths, img_size, in_chans), mean, std)
 
 
 # How far an image may be from a training set before a prediction on it is flagged: per-image mean and spread

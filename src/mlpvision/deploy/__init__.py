@@ -1,7 +1,7 @@
 """Deployment: train form -> deploy form, ONNX export and ONNX Runtime, int8 quantization, side-by-side speed
 measurement, and prediction."""
 
-from .bench import BACKENDS, MATMUL, Candidate, matmul_candidate, measure, run_bench, timm_counterpart
+from .bench import BACKENDS, MATMUL, Candidate, inference_call, matmul_candidate, measure, run_bench, timm_counterpart
 from .convert import DeployReport, deploy_checkpoint
 from .export import ExportReport, export_onnx
 from .ort import OrtModel, ort_session
@@ -21,6 +21,7 @@ __all__ = [
     "classify_samples",
     "deploy_checkpoint",
     "export_onnx",
+    "inference_call",
     "int8_path",
     "matmul_candidate",
     "measure",

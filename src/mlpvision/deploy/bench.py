@@ -39,6 +39,7 @@ __all__ = [
     "BACKENDS",
     "INFERENCE_BACKENDS",
     "Candidate",
+    "inference_call",
     "int8_matmul_candidate",
     "matmul_candidate",
     "measure",
@@ -243,7 +244,9 @@ def _bf16(device: torch.device, on: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=on)
 
 
-def _inference_fn(model: nn.Module, x: torch.Tensor, autocast: bool = False) -> Callable[[], object]:
+def inference_call(model: nn.Module, x: torch.Tensor, autocast: bool = False) -> Callable[[], object]:
+    """A call of ``model`` on ``x`` under inference mode (and bfloat16 autocast when asked): one thing to time."""
+
     def run() -> object:
         with torch.inference_mode(), _bf16(x.device, autocast):
             return model(x)
@@ -295,17 +298,17 @@ def _model_candidates(
     sync = partial(torch.cuda.synchronize, device) if device.type == "cuda" else None
     params = sum(p.numel() for p in model.parameters())
     y = torch.randint(0, model.num_classes, (x.shape[0],), generator=torch.Generator().manual_seed(0)).to(device)
-    eager = _train_fn(model, x, y) if train else _inference_fn(model.eval(), x)
+    eager = _train_fn(model, x, y) if train else inference_call(model.eval(), x)
     flops = count_flops(eager)  # the same arithmetic on every backend
     out = []
     for backend in backends:
         if backend == "eager":
             fn = eager
         elif backend == "autocast":
-            fn = _train_fn(model, x, y, autocast=True) if train else _inference_fn(model, x, autocast=True)
+            fn = _train_fn(model, x, y, autocast=True) if train else inference_call(model, x, autocast=True)
         elif backend == "compile":
             compiled = torch.compile(model)
-            fn = _train_fn(compiled, x, y) if train else _inference_fn(compiled, x)
+            fn = _train_fn(compiled, x, y) if train else inference_call(compiled, x)
         elif backend.startswith("onnxruntime"):
             if device.type != "cpu":
                 raise ConfigError(f"backend {backend} is measured on the CPU only")

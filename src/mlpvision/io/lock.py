@@ -14,7 +14,7 @@ from ..errors import ConfigError
 
 try:
     import fcntl
-except ImportError:  # not on Windows: the pid file alone, checked for a live owner
+except ImportError:  # Windows has no flock: the pid file alone, checked for a live owner
     fcntl = None
 
 __all__ = ["RunLock"]

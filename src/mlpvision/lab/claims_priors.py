@@ -4,8 +4,8 @@ embeddings and the quadrant task (positional prior), the far-apart patches task 
 from __future__ import annotations
 
 from ..data.tasks import MARGIN
-from .context import LAB_MODELS, NO_AUG, PlanContext, budget
-from .spec import Comparison, Curve, Experiment, LabRun
+from .context import LAB_MODELS, NO_AUG, PlanContext, budget, size_curve
+from .spec import Comparison, Experiment, LabRun
 
 
 def permutation(p: PlanContext) -> Experiment:
@@ -123,13 +123,15 @@ def _probe(p: PlanContext, key: str, data: str, title: str, hypothesis: str, ref
     s = p.s
     runs, curves = [], []
     for label in PROBE_MODELS:
-        labels = []
-        for n in s.probe_sizes:
-            labels.append(f"{label} | {n} images")
-            name, args = LAB_MODELS[label]
+        name, args = LAB_MODELS[label]
+
+        def runs_at(row: str, n: int, name=name, args=args) -> list[LabRun]:
             recipe = p.recipe(epochs=_probe_epochs(n), subset=n, aug=NO_AUG, val_size=1000 if not s.quick else 64)
-            runs += [LabRun(labels[-1], name, seed, data, args, recipe) for seed in s.seeds]
-        curves.append(Curve(label, tuple(labels), tuple(s.probe_sizes)))
+            return [LabRun(row, name, seed, data, args, recipe) for seed in s.seeds]
+
+        model_runs, curve = size_curve(label, s.probe_sizes, runs_at)
+        runs += model_runs
+        curves.append(curve)
     small, large = s.probe_sizes[0], s.probe_sizes[-1]
     comparisons = [
         Comparison(

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .context import LAB_MODELS, PlanContext
-from .spec import Comparison, Curve, Experiment, LabRun
+from .context import LAB_MODELS, PlanContext, size_curve
+from .spec import Comparison, Experiment, LabRun
 
 DATA_SIZE_MODELS = ("plain MLP", "MLP-Mixer", "ResMLP", "RepMLP", "ConvNet")
 
@@ -17,10 +17,13 @@ def data_size(p: PlanContext) -> Experiment:
     s = p.s
     runs, curves = [], []
     for label in DATA_SIZE_MODELS:
-        labels = [f"{label} | {n} images" for n in s.data_sizes]
-        for n, row in zip(s.data_sizes, labels, strict=True):
-            runs += p.runs(row, label, epochs=_data_epochs(n, s.epochs), subset=n)
-        curves.append(Curve(label, tuple(labels), tuple(s.data_sizes)))
+
+        def runs_at(row: str, n: int, label=label) -> list:
+            return p.runs(row, label, epochs=_data_epochs(n, s.epochs), subset=n)
+
+        model_runs, curve = size_curve(label, s.data_sizes, runs_at)
+        runs += model_runs
+        curves.append(curve)
     small, large = s.data_sizes[0], s.data_sizes[-1]
     comparisons = [
         Comparison(

@@ -3,11 +3,12 @@ subset, the settings' epochs), the seeds, and the helpers that build runs, sweep
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .spec import Comparison, Curve, LabRun, Settings
 
-__all__ = ["AUG", "LAB_MODELS", "NO_AUG", "PlanContext", "budget", "curves", "swept"]
+__all__ = ["AUG", "LAB_MODELS", "NO_AUG", "PlanContext", "budget", "curves", "size_curve", "swept"]
 
 LAB_MODELS = {
     "plain MLP": ("mlp_28", {}),
@@ -80,6 +81,14 @@ def swept(p: PlanContext, a: str, b: str, kind: str = "greater", margin: float =
 
 def curves(p: PlanContext, labels: list[str]) -> list[Curve]:
     return [Curve(label, tuple(f"{label} | {e} ep" for e in p.s.sweep), tuple(p.s.sweep)) for label in labels]
+
+
+def size_curve(label: str, sizes: tuple[int, ...], runs_at: Callable[[str, int], list[LabRun]]):
+    """The rows ``label | N images`` for each training-set size N (``runs_at(row, N)`` makes a row's runs) and
+    the curve through them; returns (runs, curve)."""
+    rows = [f"{label} | {n} images" for n in sizes]
+    runs = [r for row, n in zip(rows, sizes, strict=True) for r in runs_at(row, n)]
+    return runs, Curve(label, tuple(rows), tuple(sizes))
 
 
 def budget(p: PlanContext, what: str = "") -> str:

@@ -108,10 +108,12 @@ class TrainConfig:
         """Whether this run autocasts to bfloat16 on ``device``: ``amp`` when set, else where it is native."""
         return self.amp if self.amp is not None else native_bf16(device)
 
-    def resume_conflicts(self, saved: Mapping[str, Any]) -> list[str]:
-        """The fields whose value differs from ``saved`` (a checkpoint's config) and may not change on resume."""
+    def resume_conflicts(self, saved: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+        """The fields whose value differs from ``saved`` (a checkpoint's config) and may not change on resume, each
+        with (saved value, this config's value)."""
         now = json.loads(json.dumps(self.as_dict()))  # tuples as lists, as the checkpoint stores them
-        return sorted(k for k in now.keys() | saved.keys() if k not in RESUMABLE_CHANGES and now.get(k) != saved.get(k))
+        fixed = sorted((now.keys() | saved.keys()) - RESUMABLE_CHANGES)
+        return {k: (saved.get(k), now.get(k)) for k in fixed if now.get(k) != saved.get(k)}
 
     def validate(self) -> None:
         checks = [

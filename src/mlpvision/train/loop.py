@@ -383,10 +383,9 @@ def _check_resumable(cfg: TrainConfig) -> None:
     last = Path(cfg.out) / "last.safetensors"
     if not last.is_file():
         return
-    saved = saved_train_config(last)
-    conflicts = cfg.resume_conflicts(saved)
+    conflicts = cfg.resume_conflicts(saved_train_config(last))
     if conflicts:
-        changes = ", ".join(f"{k} {saved.get(k)!r} -> {cfg.as_dict().get(k)!r}" for k in conflicts)
+        changes = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in conflicts.items())
         raise ConfigError(
             f"--resume would change what {last} was training ({changes}); resume with its own settings "
             f"(only {', '.join(sorted(RESUMABLE_CHANGES))} may change), or start a new run in another --out"
