@@ -46,6 +46,19 @@ def test_repmlp_is_exported_in_its_fc_only_deploy_form(tmp_path):
     assert kernels and all(list(k[0]) in ([1, 1], [2, 2]) for k in kernels)  # 2x2 patch stem, then 1x1 FCs
 
 
+def test_repmlp_int8_quantizes_each_group_of_fc3_with_a_constant_2d_weight(tmp_path):
+    model = randomize_(mlpvision.create_model("repmlp_fast_28")).eval()
+    r = export_onnx(model, tmp_path / "m.onnx", int8=True)
+    graph = onnx.load(str(r.int8_path)).graph
+    weights = {i.name: list(i.dims) for i in graph.initializer}
+    matmuls = [n for n in graph.node if n.op_type == "MatMulInteger"]
+    fc3 = [b for b in (blk for blk in model.modules() if type(blk).__name__ == "RepMLPBlock")]
+    assert len(matmuls) >= sum(b.groups for b in fc3)  # every group of every FC3, besides the head's
+    # a constant 2-D weight is packed once when the session loads; a computed or 3-D one would be packed every call
+    assert all(len(weights.get(n.input[1], [])) == 2 for n in matmuls)
+    assert r.int8_top1_agreement >= 0.75
+
+
 def test_int8_quantizes_every_linear_layer_of_a_mixer(tmp_path):
     model = randomize_(mlpvision.create_model("mixer_t4_28", depth=2)).eval()
     r = export_onnx(model, tmp_path / "m.onnx", int8=True)
@@ -53,6 +66,7 @@ def test_int8_quantizes_every_linear_layer_of_a_mixer(tmp_path):
     ops = [n.op_type for n in graph.node]
     # token- and channel-mixing MLPs have two linears each; the head is one more
     assert ops.count("MatMulInteger") == 2 * 4 + 1 and "MatMul" not in ops
+    assert "ConvInteger" not in ops and "Conv" in ops  # the patch embedding stays fp32 (see deploy/quantize.py)
     assert r.int8_top1_agreement >= 0.75 and r.int8_max_abs_diff < 0.2 * r.output_scale
 
 

@@ -140,6 +140,15 @@ class RepMLPBlock(Reparameterizable):
         weight = self.fc3.weight.flatten(1)  # (O h w, C h w / g)
         if g == 1:
             y = F.linear(parts.reshape(n, -1), weight, self.fc3.bias)
+        elif torch.onnx.is_in_onnx_export():
+            # one 2-D MatMul per group: ONNX Runtime packs (and int8-quantizes) a 2-D constant weight once, at
+            # load time; a batched 3-D weight is re-packed on every call
+            x, o, bias = parts.reshape(n, g, -1), weight.shape[0] // g, self.fc3.bias
+            outs = [
+                F.linear(x[:, i], weight[i * o : (i + 1) * o], None if bias is None else bias[i * o : (i + 1) * o])
+                for i in range(g)
+            ]
+            y = torch.cat(outs, dim=1)
         else:
             # one matmul per group, batched: much faster on CPU than a grouped 1x1 conv on (N', C h w, 1, 1)
             xg = parts.reshape(n, g, -1).transpose(0, 1)  # (g, N', C h w / g)
