@@ -23,7 +23,8 @@ from mlpvision.io import read_onnx_metadata  # noqa: E402
 def test_export_matches_pytorch_and_has_a_dynamic_batch(tmp_path, name):
     model = randomize_(mlpvision.create_model(name)).eval()
     r = export_onnx(model, tmp_path / "m.onnx")
-    assert r.output_scale > 1e-3 and r.max_abs_diff <= 1e-4 * r.output_scale and not r.reparameterized
+    assert r.output_scale > 1e-3 and r.max_abs_diff <= 1e-4 * r.output_scale
+    assert r.reparameterized == name.startswith("resmlp")  # ResMLP folds its Affines and LayerScales
     ort = OrtModel(r.path)
     for batch in (1, 5):
         x = torch.randn(batch, 1, 28, 28)
@@ -57,6 +58,16 @@ def test_repmlp_int8_quantizes_each_group_of_fc3_with_a_constant_2d_weight(tmp_p
     # a constant 2-D weight is packed once when the session loads; a computed or 3-D one would be packed every call
     assert all(len(weights.get(n.input[1], [])) == 2 for n in matmuls)
     assert r.int8_top1_agreement >= 0.75
+
+
+def test_resmlp_is_exported_with_its_affines_and_layerscales_folded(tmp_path):
+    depth = 3
+    model = randomize_(mlpvision.create_model("resmlp_tiny_12_28", depth=depth)).eval()
+    r = export_onnx(model, tmp_path / "m.onnx")
+    assert r.reparameterized and r.max_abs_diff <= 1e-4 * r.output_scale
+    ops = [n.op_type for n in onnx.load(str(r.path)).graph.node]
+    # train form: two Affines, two LayerScales per block and the final Affine; deploy form: the token scale alone
+    assert ops.count("Mul") == depth, ops
 
 
 def test_int8_quantizes_every_linear_layer_of_a_mixer(tmp_path):

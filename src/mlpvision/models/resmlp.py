@@ -7,6 +7,12 @@ branch is scaled by a learnable per-channel LayerScale initialised small (0.1 at
 beyond), which keeps deep stacks trainable. No position embedding, no class token.
 
 State-dict keys are identical to timm's ``resmlp_*`` models so weights interchange.
+
+Deploy form (``reparameterize`` or ``deploy=True``), as the paper notes is possible at inference: each Affine is
+folded into the linear layer that follows it where that layer acts on channels (the channel MLP's fc1, the head),
+LayerScale into the linear layer before it (fc2), and the token branch's Affine, bias and LayerScale into one
+per-channel scale and one per-(token, channel) bias around a bias-free cross-patch matmul. Per block that removes
+three of the four multiplies and one of the adds; the function is unchanged.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..layers import Affine, Mlp, drop_path_or_identity, token_linear
+from ..reparam import Reparameterizable
 from .mixer import PatchMlpNet, stochastic_depth_rates
 from .registry import ModelConfig, Variant, register_family
 
@@ -47,11 +54,12 @@ def _norm_layer(kind: str, dim: int) -> nn.Module:
     raise ConfigError(f"norm must be 'affine' or 'layernorm', got {kind!r}")
 
 
-class ResMLPBlock(nn.Module):
+class ResMLPBlock(Reparameterizable):
     """One ResMLP layer.
 
     ``Z = X + ls1 * (A · Aff(X)ᵀ)ᵀ`` with A a linear layer across the patches, then
-    ``Y = Z + ls2 * MLP(Aff(Z))``.
+    ``Y = Z + ls2 * MLP(Aff(Z))``. In deploy form ``Z = X + s * (A' · Xᵀ)ᵀ + T`` and ``Y = Z + MLP'(Z)``
+    (with LayerNorms in place of the Affines, those stay and only the scales and biases fold).
 
     Args:
         dim: token width d.
@@ -61,6 +69,7 @@ class ResMLPBlock(nn.Module):
         norm: "affine" or "layernorm".
         drop: dropout inside the channel MLP.
         drop_path: stochastic depth probability.
+        deploy: build the deploy form.
     """
 
     def __init__(
@@ -72,19 +81,59 @@ class ResMLPBlock(nn.Module):
         norm: str = "affine",
         drop: float = 0.0,
         drop_path: float = 0.0,
+        deploy: bool = False,
     ) -> None:
         super().__init__()
-        self.norm1 = _norm_layer(norm, dim)
-        self.linear_tokens = nn.Linear(num_tokens, num_tokens)
+        self.dim, self.num_tokens, self.mlp_ratio, self.norm_kind = dim, num_tokens, mlp_ratio, norm
+        self.deploy = deploy
+        folds = deploy and norm == "affine"
+        self.norm1 = nn.Identity() if folds else _norm_layer(norm, dim)
+        self.linear_tokens = nn.Linear(num_tokens, num_tokens, bias=not deploy)
         self.drop_path = drop_path_or_identity(drop_path)
-        self.norm2 = _norm_layer(norm, dim)
+        self.norm2 = nn.Identity() if folds else _norm_layer(norm, dim)
         self.mlp_channels = Mlp(dim, int(dim * mlp_ratio), drop=drop)
-        self.ls1 = nn.Parameter(torch.full((dim,), float(init_values)))
-        self.ls2 = nn.Parameter(torch.full((dim,), float(init_values)))
+        if deploy:  # the token branch's scale and bias
+            self.token_scale = nn.Parameter(torch.ones(dim))
+            self.token_bias = nn.Parameter(torch.zeros(num_tokens, dim))
+        else:
+            self.ls1 = nn.Parameter(torch.full((dim,), float(init_values)))
+            self.ls2 = nn.Parameter(torch.full((dim,), float(init_values)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.deploy:
+            x = x + (self.token_scale * token_linear(self.linear_tokens, self.norm1(x)) + self.token_bias)
+            return x + self.mlp_channels(self.norm2(x))
         x = x + self.drop_path(self.ls1 * token_linear(self.linear_tokens, self.norm1(x)))  # linear over N
         return x + self.drop_path(self.ls2 * self.mlp_channels(self.norm2(x)))
+
+    @torch.no_grad()
+    def fuse(self) -> ResMLPBlock:
+        if self.deploy:
+            return self
+        ref = self.ls1
+        deployed = ResMLPBlock(self.dim, self.num_tokens, self.mlp_ratio, norm=self.norm_kind, deploy=True)
+        deployed = deployed.to(device=ref.device, dtype=ref.dtype)
+        tokens, fc1, fc2 = self.linear_tokens, self.mlp_channels.fc1, self.mlp_channels.fc2
+        # token branch: ls1 * (A (a x + b) + c) = (ls1 a) * (A x) + ls1 * (b * rowsum(A) + c)
+        scale, shift = self.ls1, torch.zeros_like(self.ls1)
+        if isinstance(self.norm1, Affine):
+            scale, shift = self.ls1 * self.norm1.alpha.flatten(), self.ls1 * self.norm1.beta.flatten()
+        deployed.token_scale.copy_(scale)
+        deployed.token_bias.copy_(tokens.weight.sum(1)[:, None] * shift + tokens.bias[:, None] * self.ls1)
+        deployed.linear_tokens.weight.copy_(tokens.weight)
+        # channel branch: ls2 * (W2 act(W1 (a z + b) + c1) + c2) = (ls2 W2) act((W1 a) z + W1 b + c1) + ls2 c2
+        w1, b1 = fc1.weight, fc1.bias
+        if isinstance(self.norm2, Affine):
+            w1, b1 = w1 * self.norm2.alpha.flatten(), b1 + w1 @ self.norm2.beta.flatten()
+        else:
+            deployed.norm2.load_state_dict(self.norm2.state_dict())
+        if not isinstance(self.norm1, Affine):
+            deployed.norm1.load_state_dict(self.norm1.state_dict())
+        deployed.mlp_channels.fc1.weight.copy_(w1)
+        deployed.mlp_channels.fc1.bias.copy_(b1)
+        deployed.mlp_channels.fc2.weight.copy_(fc2.weight * self.ls2[:, None])
+        deployed.mlp_channels.fc2.bias.copy_(fc2.bias * self.ls2)
+        return deployed.train(self.training)
 
 
 class ResMLP(PatchMlpNet):
@@ -93,10 +142,23 @@ class ResMLP(PatchMlpNet):
     def __init__(self, cfg: ResMLPConfig) -> None:
         num_tokens = (cfg.img_size // cfg.patch_size) ** 2
         blocks = [
-            ResMLPBlock(cfg.embed_dim, num_tokens, cfg.mlp_ratio, cfg.init_values, cfg.norm, cfg.drop_rate, dpr)
+            ResMLPBlock(
+                cfg.embed_dim, num_tokens, cfg.mlp_ratio, cfg.init_values, cfg.norm, cfg.drop_rate, dpr, cfg.deploy
+            )
             for dpr in stochastic_depth_rates(cfg.drop_path_rate, cfg.depth)
         ]
-        super().__init__(cfg, blocks, _norm_layer(cfg.norm, cfg.embed_dim), cfg.embed_dim)
+        folds = cfg.deploy and cfg.norm == "affine" and cfg.num_classes > 0  # the final Affine lives in the head
+        super().__init__(cfg, blocks, nn.Identity() if folds else _norm_layer(cfg.norm, cfg.embed_dim), cfg.embed_dim)
+
+    @torch.no_grad()
+    def fold_into_deploy_form(self) -> None:
+        """Folds the final Affine into the head (the mean over tokens commutes with it)."""
+        if not isinstance(self.norm, Affine) or not isinstance(self.head, nn.Linear):
+            return
+        alpha, beta = self.norm.alpha.flatten(), self.norm.beta.flatten()
+        self.head.bias.add_(self.head.weight @ beta)
+        self.head.weight.mul_(alpha)
+        self.norm = nn.Identity()
 
 
 # Small-image variant: patch 4 (49 tokens on 28 px, 64 on 32 px), d = 128, depth 12 with the paper's
