@@ -13,6 +13,11 @@ A distillation teacher for a headline recipe is trained and published the same w
 all-MLP check and the target (its eval.json says whether it is all-MLP):
 
     python experiments/headline.py --teacher --recipe recipes/convnet_teacher_28.yaml   # nohup ... &, as above
+
+A deployment reference (a small trained model of a family, so that the int8 accuracy check of
+benchmarks/deploy_speed.py covers Mixer and ResMLP too) goes under results/reference/ with --reference:
+
+    python experiments/headline.py --reference --recipe recipes/mixer_t4_28.yaml
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from pathlib import Path
 import yaml
 
 from mlpvision.errors import MlpVisionError
-from mlpvision.lab.publish import publish
+from mlpvision.lab.publish import REFERENCE_ROLE, TEACHER_ROLE, publish
 from mlpvision.runtime import tune_cpu_allocator
 from mlpvision.train import TrainConfig, train
 
@@ -42,12 +47,16 @@ def main() -> int:
     parser.add_argument("--out", help="training run folder (default: runs/NAME, NAME the recipe's minus its size)")
     parser.add_argument("--dest", help="where to publish (default: results/NAME)")
     parser.add_argument("--publish-only", action="store_true")
-    parser.add_argument("--teacher", action="store_true", help="a distillation teacher: any layers, no target")
+    role = parser.add_mutually_exclusive_group()
+    role.add_argument("--teacher", action="store_true", help="a distillation teacher: any layers, no target")
+    role.add_argument("--reference", action="store_true", help="a deployment reference (results/reference/NAME)")
     args = parser.parse_args()
     recipe = Path(args.recipe).resolve() if args.recipe else RECIPE
     name = re.sub(r"_\d+$", "", recipe.stem)  # allmlp_headline_28.yaml -> allmlp_headline
     os.chdir(ROOT)  # run and publish folders are named from the repository root, in logs and files alike
-    args.out, args.dest = args.out or f"runs/{name}", args.dest or f"results/{name}"
+    role = TEACHER_ROLE if args.teacher else REFERENCE_ROLE if args.reference else None
+    args.out = args.out or f"runs/{name}"
+    args.dest = args.dest or (f"results/reference/{name}" if args.reference else f"results/{name}")
     tune_cpu_allocator()  # as the command line does: large activations reuse heap memory
     try:
         if not args.publish_only:
@@ -55,7 +64,7 @@ def main() -> int:
             handlers = [logging.StreamHandler(), logging.FileHandler(Path(args.out) / "train.log")]  # appends
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", handlers=handlers)
             train(TrainConfig.from_dict({**yaml.safe_load(recipe.read_text()), "out": args.out}), resume=True)
-        report = publish(Path(args.out), Path(args.dest), recipe, ROOT, teacher=args.teacher)
+        report = publish(Path(args.out), Path(args.dest), recipe, ROOT, role=role)
     except MlpVisionError as e:
         print(f"headline: error: {e}", file=sys.stderr)
         return 2

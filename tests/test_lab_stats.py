@@ -118,6 +118,14 @@ def test_the_ledger_counts_every_run_once_and_prices_what_is_left(tmp_path, caps
     assert rows[0]["experiment"] == "repmlp_vs_convnet" and rows[0]["done"] == 0
     assert rows[0]["cpu_hours"] == pytest.approx(rows[0]["cpu_hours_left"]) and rows[0]["cpu_hours"] > 0
     assert (tmp_path / "runs" / "costs.json").is_file()  # probes cached per machine
+    assert rows[0]["spent"] == 0.0
+    first = plan(Settings.tiny())[[e.key for e in plan(Settings.tiny())].index("repmlp_vs_convnet")].runs[0]
+    path = Lab(Settings.tiny(), tmp_path / "results", tmp_path / "runs").result_path(first)
+    path.parent.mkdir(parents=True, exist_ok=True)  # a finished run: 30 min of training clock on 2 threads
+    path.write_text(json.dumps({"machine": "a CPU; torch, 2 threads", "summary": {"train_seconds": 1800.0}}))
+    after = ledger(Settings.tiny(), tmp_path / "results", tmp_path / "runs", only=["repmlp_vs_convnet"])[0]
+    assert after["done"] == 1 and after["spent"] == pytest.approx(1.0)
+    assert after["cpu_hours_left"] < after["cpu_hours"] == pytest.approx(rows[0]["cpu_hours"])
     argv = ["lab", "--quick", "--plan", "--only", "repmlp_vs_convnet", "--results", str(tmp_path / "r")]
     assert main([*argv, "--runs", str(tmp_path / "runs")]) == 0
     assert "CPU hours" in capsys.readouterr().out
@@ -149,3 +157,26 @@ def test_the_all_mlp_model_is_compared_with_the_cnn_on_accuracy_and_latency(tmp_
     page = write_report(lab, tmp_path / "docs").read_text()
     assert "## The all-MLP model against the CNN" in page and "(`allmlp_headline`) vs the CNN" in page
     assert (tmp_path / "figures" / "lab_headline_vs_cnn.png").is_file()
+
+
+def test_publishing_holds_headline_models_to_all_mlp_and_lets_a_reference_through(tmp_path):
+    from mlpvision.errors import ConfigError
+    from mlpvision.lab import REFERENCE_ROLE, publish, published_models
+
+    run = tmp_path / "runs" / "cnn"
+    run.mkdir(parents=True)
+    cnn = create_model("repmlp_fast_28", channels=(8, 8), layer="conv", conv_kernel=3, groups=1).eval()
+    meta = data_metadata("fashion-mnist", [str(i) for i in range(10)], (0.2860,), (0.3530,))
+    save_model(cnn, run / "best.safetensors", meta)
+    (run / "summary.json").write_text(json.dumps({"best_epoch": 1, "best_val_top1": 50.0}))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: repmlp_fast_28\n")
+    with pytest.raises(ConfigError, match="not all-MLP"):
+        publish(run, tmp_path / "results" / "cnn", recipe, tmp_path)
+    with pytest.raises(ConfigError, match="unknown role"):
+        publish(run, tmp_path / "results" / "cnn", recipe, tmp_path, role="mascot")
+    report = publish(run, tmp_path / "results" / "reference" / "cnn", recipe, tmp_path, role=REFERENCE_ROLE)
+    assert report["role"] == REFERENCE_ROLE and "target_top1" not in report and not report["all_mlp"]
+    assert report["file"] == "results/reference/cnn/model.safetensors" and 0 <= report["test_top1"] <= 100
+    assert published_models(tmp_path / "results") == []  # references stay out of the headline comparison
+    assert published_models(tmp_path / "results" / "reference") == [tmp_path / "results" / "reference" / "cnn"]

@@ -385,21 +385,17 @@ def _cmd_lab(args: argparse.Namespace) -> int:
 
 
 def _print_ledger(rows: list[dict]) -> None:
-    table = Table(title="the lab's compute ledger on this machine (CPU hours = wall hours x threads)")
-    for col in ("experiment", "runs", "done", "CPU hours", "left"):
-        table.add_column(col, justify="left" if col == "experiment" else "right")
-    for r in rows:
-        table.add_row(
-            r["experiment"], str(r["runs"]), str(r["done"]), f"{r['cpu_hours']:.2f}", f"{r['cpu_hours_left']:.2f}"
-        )
-    total = sum(r["cpu_hours"] for r in rows), sum(r["cpu_hours_left"] for r in rows)
-    table.add_row(
-        "all",
-        str(sum(r["runs"] for r in rows)),
-        str(sum(r["done"] for r in rows)),
-        f"{total[0]:.2f}",
-        f"{total[1]:.2f}",
+    title = (
+        "the lab's compute ledger (CPU hours = wall hours x threads): estimated on this machine for the whole and "
+        "what is left; spent = the training clock of the finished runs, wherever they ran"
     )
+    table = Table(title=title)
+    for col in ("experiment", "runs", "done", "CPU hours", "left", "spent"):
+        table.add_column(col, justify="left" if col == "experiment" else "right")
+    for r in [*rows, {"experiment": "all", **{k: sum(r[k] for r in rows) for k in (
+        "runs", "done", "cpu_hours", "cpu_hours_left", "spent")}}]:  # fmt: skip
+        hours = (f"{r[k]:.2f}" for k in ("cpu_hours", "cpu_hours_left", "spent"))
+        table.add_row(r["experiment"], str(r["runs"]), str(r["done"]), *hours)
     console.print(table)
 
 

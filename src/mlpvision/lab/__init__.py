@@ -2,13 +2,14 @@
 and measurement (runner), the generated report, and the publishing of trained models."""
 
 from .plan import plan
-from .publish import TEACHER_ROLE, publish, published_models
+from .publish import REFERENCE_ROLE, TEACHER_ROLE, publish, published_models
 from .report import write_report
 from .runner import Lab, headline_vs_cnn, ledger, run_lab
 from .spec import LAB_DATA, Experiment, LabRun, Settings, check_data, data_suffix
 
 __all__ = [
     "LAB_DATA",
+    "REFERENCE_ROLE",
     "TEACHER_ROLE",
     "Experiment",
     "Lab",

@@ -1,6 +1,6 @@
 """Publishing a trained model under ``results/``: the validation-selected model in its deploy form, checked to be
-all-MLP (unless it is a distillation teacher), with its recipe, curves, log and an ``eval.json`` written by the
-same evaluation as ``mlpvision eval``; and the list of what has been published."""
+all-MLP (unless it is a distillation teacher or a deployment reference), with its recipe, curves, log and an
+``eval.json`` written by the same evaluation as ``mlpvision eval``; and the list of what has been published."""
 
 from __future__ import annotations
 
@@ -16,24 +16,30 @@ from ..io import DATA_KEY, load_checkpoint, read_metadata, save_model, shown_pat
 from ..reparam import non_mlp_layers, reparameterize
 from ..train import evaluate
 
-__all__ = ["MAX_BYTES", "TARGET", "TEACHER_ROLE", "publish", "published_models"]
+__all__ = ["MAX_BYTES", "REFERENCE_ROLE", "TARGET", "TEACHER_ROLE", "publish", "published_models"]
 
 TEACHER_ROLE = "distillation teacher"  # the "role" in eval.json of a model published as a teacher
+# the "role" of a small trained model of a family (Mixer, ResMLP) published so that deployment checks (the int8
+# accuracy cost) cover that family; published under results/reference/, out of the headline comparison
+REFERENCE_ROLE = "deployment reference"
 MAX_BYTES = 50 * 10**6  # a published model file stays within 50 MB
 TARGET = 95.0  # the headline all-MLP model's Fashion-MNIST test top-1 target (%)
 _RUN_FILES = ("metrics.csv", "metrics.json", "summary.json", "config.json", "train.log")
 
 
-def publish(run: Path, dest: Path, recipe: Path, root: Path, teacher: bool = False) -> dict:
+def publish(run: Path, dest: Path, recipe: Path, root: Path, role: str | None = None) -> dict:
     """Publishes the run's validation-selected model from ``run`` to ``dest``; returns its eval.json.
 
     Paths in the published text files are shown relative to the repository ``root`` (or by the run folder's
-    name), never as a machine's absolute paths. A ``teacher`` may hold any layers and has no target.
+    name), never as a machine's absolute paths. Without a ``role`` the model is a headline model: it must be
+    all-MLP and is held to the target; a ``role`` (``TEACHER_ROLE``, ``REFERENCE_ROLE``) lifts both.
     """
+    if role not in (None, TEACHER_ROLE, REFERENCE_ROLE):
+        raise ConfigError(f"unknown role {role!r}: use {TEACHER_ROLE!r} or {REFERENCE_ROLE!r}")
     best = run / "best.safetensors"
     model = reparameterize(load_checkpoint(best, device="cpu").eval())
     offending = non_mlp_layers(model)
-    if offending and not teacher:
+    if offending and role is None:
         raise ConfigError("not all-MLP after deployment: " + "; ".join(offending))
     data_meta = {DATA_KEY: read_metadata(best)[DATA_KEY]}
     out = save_model(model, dest / "model.safetensors", data_meta)
@@ -55,7 +61,7 @@ def publish(run: Path, dest: Path, recipe: Path, root: Path, teacher: bool = Fal
     result = evaluate(saved, DataLoader(test, batch_size=256), info.num_classes)
     summary = json.loads((run / "summary.json").read_text())
     shown = shown_path(out, root, dest)
-    target = {"role": TEACHER_ROLE} if teacher else {"target_top1": TARGET, "met": result.top1 >= TARGET}
+    target = {"role": role} if role else {"target_top1": TARGET, "met": result.top1 >= TARGET}
     report = {
         "recipe": shown_path(dest / "recipe.yaml", root, dest),
         "file": shown,

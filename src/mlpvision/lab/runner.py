@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import statistics
 import tempfile
 import time
@@ -305,9 +306,10 @@ def _seconds_per_image(run: LabRun, batch: int, steps: int = 4) -> float:
 
 
 def ledger(settings: Settings, results: Path, runs: Path, only: list[str] | None = None) -> list[dict]:
-    """Per experiment: its runs, those done, and the estimated CPU hours of what is left and of the whole, on this
+    """Per experiment: its runs, those done, the estimated CPU hours of what is left and of the whole, on this
     machine (training images x a timed training step per image of each model, x the threads; evaluation and
-    checkpoints add a little). Timing probes are cached in ``runs/costs.json`` per machine."""
+    checkpoints add a little), and the CPU hours the finished runs spent training, wherever they ran (``spent``,
+    from their result files). Timing probes are cached in ``runs/costs.json`` per machine."""
     lab = Lab(settings, results, runs)
     cache_path = runs / "costs.json"
     cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
@@ -315,7 +317,7 @@ def ledger(settings: Settings, results: Path, runs: Path, only: list[str] | None
     costs = cache.setdefault(machine, {})
     rows, seen = [], set()
     for exp in _selected(settings, only):
-        total = left = 0.0
+        total = left = spent = 0.0
         done = 0
         needed = {r.key: r for r in exp.runs}
         needed.update({r.teacher.key: r.teacher for r in exp.runs if r.teacher})
@@ -331,11 +333,20 @@ def ledger(settings: Settings, results: Path, runs: Path, only: list[str] | None
             done += finished
             total += seconds if first else 0.0
             left += seconds if first and not finished else 0.0
+            spent += _spent_cpu_seconds(lab.result_path(run)) if first and finished else 0.0
         threads = torch.get_num_threads()
         hours = {"cpu_hours": total * threads / 3600, "cpu_hours_left": left * threads / 3600}
-        rows.append({"experiment": exp.key, "runs": len(exp.runs), "done": done, **hours})
+        rows.append({"experiment": exp.key, "runs": len(exp.runs), "done": done, **hours, "spent": spent / 3600})
     write_json(cache_path, cache)
     return rows
+
+
+def _spent_cpu_seconds(result: Path) -> float:
+    """The CPU seconds a finished run spent training: its training clock x the threads it ran on (both recorded in
+    its result file)."""
+    r = json.loads(result.read_text())
+    threads = re.search(r"(\d+) threads", r.get("machine", ""))
+    return r["summary"]["train_seconds"] * (int(threads.group(1)) if threads else 1)
 
 
 def _images(run: LabRun, settings: Settings) -> int:
