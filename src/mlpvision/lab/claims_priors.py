@@ -119,20 +119,35 @@ def _probe_epochs(n: int) -> int:
     return max(20, min(100, 30000 // n))
 
 
-def _probe(p: PlanContext, key: str, data: str, title: str, hypothesis: str, refutation: str, note: str) -> Experiment:
+FEW_MODELS = ("plain MLP", "MLP-Mixer", "ResNet-18/4")  # the local CNN stays at chance at every size
+
+
+def _probe(
+    p: PlanContext,
+    key: str,
+    data: str,
+    title: str,
+    hypothesis: str,
+    refutation: str,
+    note: str,
+    few: bool = False,
+) -> Experiment:
+    """A synthetic probe's sample-efficiency curve: ``s.probe_sizes`` training images per model, or with ``few``
+    the sizes below them (``s.few_sizes``, without the local CNN), as an experiment of its own."""
     s = p.s
+    sizes, models = (s.few_sizes, FEW_MODELS) if few else (s.probe_sizes, PROBE_MODELS)
     runs, curves = [], []
-    for label in PROBE_MODELS:
+    for label in models:
         name, args = LAB_MODELS[label]
 
         def runs_at(row: str, n: int, name=name, args=args) -> list[LabRun]:
             recipe = p.recipe(epochs=_probe_epochs(n), subset=n, aug=NO_AUG, val_size=1000 if not s.quick else 64)
             return [LabRun(row, name, seed, data, args, recipe) for seed in s.seeds]
 
-        model_runs, curve = size_curve(label, s.probe_sizes, runs_at)
+        model_runs, curve = size_curve(label, sizes, runs_at)
         runs += model_runs
         curves.append(curve)
-    small, large = s.probe_sizes[0], s.probe_sizes[-1]
+    small, large = sizes[0], sizes[-1]
     comparisons = [
         Comparison(
             f"plain MLP vs ResNet at {n} images",
@@ -140,24 +155,31 @@ def _probe(p: PlanContext, key: str, data: str, title: str, hypothesis: str, ref
             f"ResNet-18/4 | {n} images",
             deciding=n == small,
         )
-        for n in s.probe_sizes
+        for n in sizes
     ]
-    comparisons += [
+    other = ("ResNet-18/4", small, False) if few else ("local CNN (5x5 field)", large, True)
+    comparisons.append(
         Comparison(
-            f"MLP-Mixer vs local CNN at {large} images",
-            f"MLP-Mixer | {large} images",
-            f"local CNN (5x5 field) | {large} images",
-        ),
-    ]
+            f"MLP-Mixer vs {'ResNet' if few else 'local CNN'} at {other[1]} images",
+            f"MLP-Mixer | {other[1]} images",
+            f"{other[0]} | {other[1]} images",
+            deciding=other[2],
+        )
+    )
+    if few:
+        note += (
+            f" The curve of the section above continued below {s.probe_sizes[0]} images, where the capable models can "
+            "still differ; its own section, as its runs came later."
+        )
     return Experiment(
-        key,
-        title,
+        key + ("_few" if few else ""),
+        title + (", from very few examples" if few else ""),
         hypothesis,
         refutation,
         "A design probe of this lab, no paper figure: the papers argue FC layers hold position and global reach.",
         runs,
-        f"{', '.join(map(str, s.probe_sizes))} of 12 000 synthetic training images (1 000 held out), "
-        f"{', '.join(str(s.epochs_of(_probe_epochs(n))) for n in s.probe_sizes)} epochs, no augmentation, float32",
+        f"{', '.join(map(str, sizes))} of 12 000 synthetic training images (1 000 held out), "
+        f"{', '.join(str(s.epochs_of(_probe_epochs(n))) for n in sizes)} epochs, no augmentation, float32",
         comparisons,
         curves=curves,
         xlabel="training images",
@@ -168,7 +190,7 @@ def _probe(p: PlanContext, key: str, data: str, title: str, hypothesis: str, ref
     )
 
 
-def position(p: PlanContext) -> Experiment:
+def position(p: PlanContext, few: bool = False) -> Experiment:
     return _probe(
         p,
         "position",
@@ -178,10 +200,15 @@ def position(p: PlanContext) -> Experiment:
         "holds a shape better than a CNN that must infer position from its padding.",
         "At the fewest images, (plain MLP - ResNet) with a 95% interval entirely below 0.",
         f"The shape keeps {MARGIN} pixels from the border.",
+        few,
     )
 
 
-def global_(p: PlanContext) -> Experiment:
+def position_few(p: PlanContext) -> Experiment:
+    return position(p, few=True)
+
+
+def global_(p: PlanContext, few: bool = False) -> Experiment:
     return _probe(
         p,
         "global",
@@ -191,7 +218,12 @@ def global_(p: PlanContext) -> Experiment:
         "examples the MLP learns the relation better.",
         "At the fewest images, (plain MLP - ResNet) with a 95% interval entirely below 0.",
         "Every image holds the same multiset of patches, so pooled features alone carry no information.",
+        few,
     )
+
+
+def global_few(p: PlanContext) -> Experiment:
+    return global_(p, few=True)
 
 
 TRANSLATION_MODELS = {  # on the 36-px canvas: RepMLP's partitions must divide its 18 and 9 px maps

@@ -16,7 +16,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .claims_priors import global_, patch_shuffle, permutation, position, position_embedding, translation
+from .claims_priors import (
+    global_,
+    global_few,
+    patch_shuffle,
+    permutation,
+    position,
+    position_embedding,
+    position_few,
+    translation,
+)
 from .claims_repmlp import repmlp_ablation, repmlp_resnet, repmlp_vs_convnet
 from .claims_resmlp import resmlp_distill, resmlp_norm, resmlp_transfer
 from .claims_scale import data_size, resolution
@@ -40,6 +49,8 @@ EXPERIMENTS: tuple[Callable[[PlanContext], Experiment], ...] = (
     translation,
     data_size,
     resolution,
+    position_few,
+    global_few,
 )
 
 

@@ -29,6 +29,7 @@ VERDICT_WORDS = {
     "supported": "**supported**",
     "refuted": "**refuted**",
     "undecided": "undecided (the interval spans the boundary)",
+    "tied": "undecided (tied on every seed: the test cannot separate them)",
     "pending": "pending (runs missing)",
 }
 
@@ -178,6 +179,8 @@ def _comparisons(exp: Experiment, rows: Rows) -> tuple[list[str], list[tuple[str
     for c in exp.comparisons:
         interval = comparison_interval(c, rows)
         verdict = decide(interval, c.kind, c.margin)
+        if verdict == "undecided" and interval.low == interval.high:  # equal on every seed, e.g. both at 100%
+            verdict = "tied"
         rule = c.rule if not c.minus else f"({c.a} - {c.b}) > ({c.minus[0]} - {c.minus[1]})"
         shown = str(interval) if interval else "-"
         name = _cell(c.name + ("" if c.deciding else " (sweep)"))

@@ -56,6 +56,7 @@ class Settings:
     latency_repeats: int = 10
     shift_images: int = 2000  # test images of the translation probe
     probe_sizes: tuple[int, ...] = (300, 1000, 5000)  # training images of the sample-efficiency curves
+    few_sizes: tuple[int, ...] = (30, 100)  # the probes again below those sizes, where capable models can differ
     data_sizes: tuple[int, ...] = (1000, 4000, 12000)  # training images of the data-size curves
 
     @classmethod
@@ -76,6 +77,7 @@ class Settings:
             latency_repeats=2,
             shift_images=32,
             probe_sizes=(64, 96),
+            few_sizes=(32, 48),
             data_sizes=(64, 96),
         )
 
