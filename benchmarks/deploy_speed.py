@@ -383,7 +383,7 @@ def targets(large: list[dict], fused: list[dict], small: list[dict], acc: list[d
                 "target": f"`{name}` fp32 forward >= {PEAK_TARGET:.0%} of the matmul peak",
                 "measured": f"{frac:.0%}",
                 "met": frac >= PEAK_TARGET,
-                "miss": f"{PEAK_TARGET - frac:.0%} short{limit}",
+                "miss": f"{100 * (PEAK_TARGET - frac):.0f} points short{limit}",
             }
         )
     for name in SMALL:
@@ -400,12 +400,12 @@ def targets(large: list[dict], fused: list[dict], small: list[dict], acc: list[d
                     "miss": f"{LATENCY_TARGET - ratio:.2f}x short",
                 }
             )
-    for r in acc:
-        drop = min(r["dynamic_drop"], r["static_drop"])
+    for r in acc:  # both int8 modes: the fastest differs between models and batch sizes
+        drop = max(r["dynamic_drop"], r["static_drop"])
         out.append(
             {
-                "target": f"`{r['model']}`: int8 drop <= {DROP_TARGET} point",
-                "measured": f"{drop:+.2f}",
+                "target": f"`{r['model']}`: int8 drop <= {DROP_TARGET} point, dynamic and static",
+                "measured": f"{r['dynamic_drop']:+.2f} / {r['static_drop']:+.2f}",
                 "met": drop <= DROP_TARGET,
                 "miss": f"{drop - DROP_TARGET:.2f} points over",
             }
