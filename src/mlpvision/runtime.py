@@ -11,7 +11,14 @@ import platform
 
 import torch
 
-__all__ = ["cpu_model", "machine_description", "native_bf16", "pick_device", "tune_cpu_allocator"]
+__all__ = [
+    "cpu_model",
+    "int8_dot_product_exact",
+    "machine_description",
+    "native_bf16",
+    "pick_device",
+    "tune_cpu_allocator",
+]
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 
@@ -67,6 +74,20 @@ def cpu_model() -> str:
     except (OSError, StopIteration):
         pass
     return cpu
+
+
+def int8_dot_product_exact() -> bool:
+    """Whether this CPU's int8 dot products accumulate without saturating: True on x86 with VNNI or AMX (and off
+    x86). Without them (AVX2 alone) u8 x s8 products are summed in pairs into int16, which saturates on large
+    weights; 7-bit weights (ONNX Runtime's ``reduce_range``) avoid it."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return True
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return True  # unknown: quantize with the full range
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags))
 
 
 def machine_description() -> str:

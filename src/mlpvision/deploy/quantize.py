@@ -7,6 +7,10 @@
 - ``static``: int8 weights per output channel and activations with scales fixed beforehand from calibration
   images, written as QuantizeLinear / DequantizeLinear pairs (QDQ) that ONNX Runtime fuses into integer kernels
   (VNNI or AMX on recent x86 CPUs): no scale is computed at run time.
+
+On an x86 CPU without VNNI or AMX (AVX2 alone) both modes quantize weights to 7 bits (``reduce_range``): its u8 x
+s8 dot product sums pairs of products into int16, which saturates on 8-bit weights and costs accuracy; the mode
+is chosen on the machine that quantizes (pass ``reduce_range`` to choose) and recorded in the model's metadata.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import torch
 
 from ..errors import ConfigError
 from ..io import atomic_path, read_onnx_metadata, require_onnx, write_onnx_metadata
+from ..runtime import int8_dot_product_exact
 
 __all__ = ["INT8_MODES", "int8_path", "quantize_int8"]
 
@@ -55,6 +60,7 @@ def quantize_int8(
     mode: str = "dynamic",
     calibration: torch.Tensor | None = None,
     input_name: str = "image",
+    reduce_range: bool | None = None,
 ) -> Path:
     """Quantizes the ONNX model ``src`` to int8 into ``dst`` (atomically), keeping ``src``'s metadata.
 
@@ -64,6 +70,7 @@ def quantize_int8(
         mode: ``dynamic`` or ``static`` (see the module's description).
         calibration: normalised images (N, C, H, W) whose activation ranges fix the static scales (MinMax).
         input_name: the graph's input.
+        reduce_range: 7-bit weights; ``None``: when this CPU's int8 dot product saturates (no VNNI or AMX).
     """
     require_onnx()
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
@@ -73,11 +80,19 @@ def quantize_int8(
         raise ConfigError(f"int8 quantization is {' or '.join(INT8_MODES)}, not {mode!r}")
     if mode == "static" and (calibration is None or len(calibration) == 0):
         raise ConfigError("static int8 quantization needs calibration images (--calibration-images N)")
+    if reduce_range is None:
+        reduce_range = not int8_dot_product_exact()
     with tempfile.TemporaryDirectory() as tmp, atomic_path(dst) as out:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         if mode == "dynamic":
-            quantize_dynamic(str(pre), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=DYNAMIC_OPS)
+            quantize_dynamic(
+                str(pre),
+                str(out),
+                weight_type=QuantType.QInt8,
+                op_types_to_quantize=DYNAMIC_OPS,
+                reduce_range=reduce_range,
+            )
         else:  # u8 activations x s8 weights: the operand pair of x86's integer dot-product instructions
             quantize_static(
                 str(pre),
@@ -87,6 +102,7 @@ def quantize_int8(
                 per_channel=True,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
+                reduce_range=reduce_range,
             )
-        write_onnx_metadata(out, read_onnx_metadata(src))
+        write_onnx_metadata(out, {**read_onnx_metadata(src), "int8_reduce_range": str(reduce_range).lower()})
     return Path(dst)
