@@ -144,21 +144,22 @@ def test_unknown_experiment_is_a_clear_error(capsys):
     assert "unknown experiment(s) nope" in capsys.readouterr().err
 
 
+PROBES = ("position", "global", "position_few", "global_few")  # the synthetic probes
+
+
 def test_the_cifar10_plan_uses_the_32px_twins_and_keeps_the_synthetic_probes():
     exps = plan(Settings(data="cifar10"))
     assert "resmlp_transfer" not in {e.key for e in exps}  # its class split is Fashion-MNIST's
     for exp in exps:
         for run in [*exp.runs, *(r.teacher for r in exp.runs if r.teacher)]:
-            if exp.key in ("position", "global"):  # synthetic 28x28 data whatever the lab's data set
+            if exp.key in PROBES:  # synthetic 28x28 data whatever the lab's data set
                 assert run.data.endswith("-task") and run.model.endswith("_28")
             else:
                 assert run.data.startswith("cifar10") and run.model.endswith("_32"), run
                 assert all(m.endswith("_32") for m, _ in exp.latency.values())
     # identical probe trainings are shared with the Fashion-MNIST lab; nothing else is
     fm = {r.key for e in plan(Settings()) for r in e.runs}
-    assert {r.key for e in exps for r in e.runs} & fm == {
-        r.key for e in exps if e.key in ("position", "global") for r in e.runs
-    }
+    assert {r.key for e in exps for r in e.runs} & fm == {r.key for e in exps if e.key in PROBES for r in e.runs}
 
 
 def test_the_lab_runs_on_cifar10(tmp_path):
