@@ -392,10 +392,10 @@ def _print_ledger(rows: list[dict]) -> None:
     table = Table(title=title)
     for col in ("experiment", "runs", "done", "CPU hours", "left", "spent"):
         table.add_column(col, justify="left" if col == "experiment" else "right")
-    for r in [*rows, {"experiment": "all", **{k: sum(r[k] for r in rows) for k in (
-        "runs", "done", "cpu_hours", "cpu_hours_left", "spent")}}]:  # fmt: skip
-        hours = (f"{r[k]:.2f}" for k in ("cpu_hours", "cpu_hours_left", "spent"))
-        table.add_row(r["experiment"], str(r["runs"]), str(r["done"]), *hours)
+    hours = ("cpu_hours", "cpu_hours_left", "spent")
+    total = {"experiment": "all", **{k: sum(r[k] for r in rows) for k in ("runs", "done", *hours)}}
+    for r in [*rows, total]:
+        table.add_row(r["experiment"], str(r["runs"]), str(r["done"]), *(f"{r[k]:.2f}" for k in hours))
     console.print(table)
 
 

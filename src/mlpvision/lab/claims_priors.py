@@ -168,7 +168,7 @@ def _probe(
                 f"local CNN (5x5 field) | {large} images",
             )
         )
-    if few:
+    else:
         note += (
             f" The curve of the section above continued below {s.probe_sizes[0]} images, where the capable models can "
             "still differ; its own section, as its runs came later."
