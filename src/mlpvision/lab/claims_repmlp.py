@@ -6,21 +6,21 @@ from __future__ import annotations
 from .context import LAB_MODELS, PlanContext, budget, curves, swept
 from .spec import Comparison, Experiment
 
-ABLATION = {
-    "w/o Global Perceptron": {"global_perceptron": False},
-    "w/o Partition Perceptron": {"partition_perceptron": False},
-    "w/o Local Perceptron": {"kernels": ()},
-    "FC3 replaced by 9x9 conv": {"fc_as_conv": 9},
-    "RepMLP replaced by 9x9 conv": {"layer": "conv", "conv_kernel": 9},
+ABLATION = {  # row label -> its lab model (a family of its own, with its own tuned rate)
+    "w/o Global Perceptron": "RepMLP w/o Global Perceptron",
+    "w/o Partition Perceptron": "RepMLP w/o Partition Perceptron",
+    "w/o Local Perceptron": "RepMLP w/o Local Perceptron",
+    "FC3 replaced by 9x9 conv": "RepMLP, FC3 replaced by 9x9 conv",
+    "RepMLP replaced by 9x9 conv": "RepMLP replaced by 9x9 conv",
 }
 SWEPT = ("w/o Global Perceptron", "FC3 replaced by 9x9 conv", "RepMLP replaced by 9x9 conv")
 
 
 def repmlp_ablation(p: PlanContext) -> Experiment:
     runs = p.sweep("full RepMLP", "RepMLP")
-    for label, args in ABLATION.items():
+    for label, model in ABLATION.items():
         last = f"{label} | {p.s.sweep[-1]} ep"
-        runs += p.sweep(label, "RepMLP", args) if label in SWEPT else p.runs(last, "RepMLP", args)
+        runs += p.sweep(label, model) if label in SWEPT else p.runs(last, model)
     comparisons = [c for label in SWEPT for c in swept(p, "full RepMLP", label)]
     comparisons += [
         Comparison(f"full RepMLP vs {label}", f"full RepMLP | {p.s.sweep[-1]} ep", f"{label} | {p.s.sweep[-1]} ep")
@@ -40,7 +40,7 @@ def repmlp_ablation(p: PlanContext) -> Experiment:
         runs,
         budget(p),
         comparisons,
-        {label: (net, args) for label, args in {"full RepMLP": {}, **ABLATION}.items()},
+        {label: (net, LAB_MODELS[model][1]) for label, model in {"full RepMLP": "RepMLP", **ABLATION}.items()},
         curves(p, ["full RepMLP", *SWEPT]),
         "training epochs",
         notes=f"`{net}`: a 2x2 patch stem, then the paper's stage layout at {p.size // 2} and {p.size // 4} px; the "
@@ -70,20 +70,14 @@ def repmlp_vs_convnet(p: PlanContext) -> Experiment:
     )
 
 
-# RepMLP-ResNet in the paper's form: inside each stride-1 block of stages 2 and 3, a 3x3 conv narrows to C/2, the
-# RepMLP block mixes at that width, a 3x3 conv widens back; parameters go up (the FC3 weights)
-REPMLP_RESNET = {"width": 16, "repmlp_form": "inside", "repmlp_stages": (1, 2), "reductions": (1, 2, 2, 1)}
-WIDER_RESNET = {"width": 23, "repmlp_stages": ()}  # a plain ResNet-18 widened to about the RepMLP-ResNet's size
-
-
 def repmlp_resnet(p: PlanContext) -> Experiment:
     e = 20  # ResNets reach their plateau on 5 000 images sooner
     models = {
-        "ResNet-18/4": LAB_MODELS["ResNet-18/4"][1],
-        "RepMLP-ResNet-18/4": REPMLP_RESNET,
-        "ResNet-18, widened to equal parameters": WIDER_RESNET,
+        "ResNet-18/4": "ResNet-18/4",
+        "RepMLP-ResNet-18/4": "RepMLP-ResNet-18/4",
+        "ResNet-18, widened to equal parameters": "ResNet-18/4, widened",
     }
-    runs = [r for label, args in models.items() for r in p.runs(label, "repmlp_resnet18_28", args, epochs=e)]
+    runs = [r for label, model in models.items() for r in p.runs(label, model, epochs=e)]
     return Experiment(
         "repmlp_resnet",
         "RepMLP inside a ResNet",
@@ -105,7 +99,7 @@ def repmlp_resnet(p: PlanContext) -> Experiment:
                 0.5,
             ),
         ],
-        {label: (p.sized("repmlp_resnet18_28"), args) for label, args in models.items()},
+        {label: (p.sized(LAB_MODELS[model][0]), LAB_MODELS[model][1]) for label, model in models.items()},
         notes="Widths 16-32-64-128 (a quarter of ResNet-18's); the RepMLP blocks work on 7x7 partitions of the 14 and "
         "7 px maps with kernels 1, 3, 5 in their Local Perceptron. Latency is that of the deploy forms.",
     )

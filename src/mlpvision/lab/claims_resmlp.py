@@ -10,12 +10,12 @@ LRS = (3e-3, 1e-2, 3e-2, 1e-1)  # the learning-rate sweep, from above the defaul
 
 
 def resmlp_norm(p: PlanContext) -> Experiment:
-    ln = {"norm": "layernorm"}
-    runs = p.sweep("Affine", "ResMLP") + p.sweep("LayerNorm", "ResMLP", ln)
+    ln = "ResMLP, LayerNorm"
+    runs = p.sweep("Affine", "ResMLP") + p.sweep("LayerNorm", ln)
     e = p.s.sweep[len(p.s.sweep) // 2]  # the middle budget
     for lr in LRS:
         runs += p.runs(f"Affine, lr {lr:g}", "ResMLP", epochs=e, lr=lr)
-        runs += p.runs(f"LayerNorm, lr {lr:g}", "ResMLP", ln, epochs=e, lr=lr)
+        runs += p.runs(f"LayerNorm, lr {lr:g}", ln, epochs=e, lr=lr)
     comparisons = swept(p, "Affine", "LayerNorm", "noninferior", 0.5)
     comparisons += [
         Comparison(

@@ -4,9 +4,11 @@ subset, the settings' epochs), the seeds, and the helpers that build runs, sweep
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from ..errors import ConfigError
 from .spec import Comparison, Curve, LabRun, Settings
+from .tuning import DEFAULT_LR, TUNE_EPOCHS, TUNE_SEED, Tuning, rate_label
 
 __all__ = ["AUG", "LAB_MODELS", "NO_AUG", "PlanContext", "budget", "curves", "size_curve", "swept"]
 
@@ -22,6 +24,20 @@ LAB_MODELS = {
     "local CNN (5x5 field)": ("cnn_local_28", {}),
     # a plain ResNet-18 at a quarter of the width (16-32-64-128), CIFAR stem: its last map sees the whole image
     "ResNet-18/4": ("repmlp_resnet18_28", {"width": 16, "repmlp_stages": ()}),
+    # RepMLP-ResNet in the paper's form: inside each stride-1 block of stages 2 and 3, a 3x3 conv narrows to C/2, the
+    # RepMLP block mixes at that width, a 3x3 conv widens back; parameters go up (the FC3 weights)
+    "RepMLP-ResNet-18/4": (
+        "repmlp_resnet18_28",
+        {"width": 16, "repmlp_form": "inside", "repmlp_stages": (1, 2), "reductions": (1, 2, 2, 1)},
+    ),
+    "ResNet-18/4, widened": ("repmlp_resnet18_28", {"width": 23, "repmlp_stages": ()}),  # ~ RepMLP-ResNet's size
+    # the RepMLP ablation: each a model of its own, tuned as a family of its own
+    "RepMLP w/o Global Perceptron": ("repmlp_fast_28", {"global_perceptron": False}),
+    "RepMLP w/o Partition Perceptron": ("repmlp_fast_28", {"partition_perceptron": False}),
+    "RepMLP w/o Local Perceptron": ("repmlp_fast_28", {"kernels": ()}),
+    "RepMLP, FC3 replaced by 9x9 conv": ("repmlp_fast_28", {"fc_as_conv": 9}),
+    "RepMLP replaced by 9x9 conv": ("repmlp_fast_28", {"layer": "conv", "conv_kernel": 9}),
+    "ResMLP, LayerNorm": ("resmlp_tiny_12_28", {"embed_dim": 64, "depth": 6, "norm": "layernorm"}),
 }
 AUG = {"crop_padding": 2, "hflip": 0.5}  # the lab recipe's augmentation
 NO_AUG = {"crop_padding": 0, "hflip": 0.0}
@@ -33,6 +49,24 @@ class PlanContext:
 
     s: Settings
     size: int
+    tuning: Tuning | None = None  # the chosen rates; None: every family at the default rate (the ledger's estimate)
+    untuned: set[str] = field(default_factory=set)  # families asked for whose rate is not chosen yet
+
+    def lr(self, family: str) -> float:
+        """The tuned peak learning rate of ``family`` (a LAB_MODELS key); the default while it is not chosen."""
+        if family not in LAB_MODELS:
+            raise ConfigError(f"{family!r} is not a lab model (LAB_MODELS): it has no tuned rate")
+        rate = self.tuning.rate(family) if self.tuning else None
+        if rate is None:
+            self.untuned.add(family)
+            return DEFAULT_LR
+        return rate
+
+    def tuning_run(self, family: str, lr: float) -> LabRun:
+        """The protocol's run of ``family`` at ``lr`` (see :mod:`mlpvision.lab.tuning`)."""
+        name, args = LAB_MODELS[family]
+        label = f"{family} | lr {rate_label(lr)}"
+        return LabRun(label, self.sized(name), TUNE_SEED, self.s.data, args, self.recipe(TUNE_EPOCHS, lr=lr))
 
     def sized(self, model: str) -> str:
         """The ``_28`` model's twin for this plan's image size."""
@@ -56,14 +90,29 @@ class PlanContext:
             d["train_subset"] = n
         if s.test_subset:
             d["test_subset"] = s.test_subset
-        return {**d, **extra}
+        out = {**d, **extra}
+        if out.get("lr") == DEFAULT_LR:  # the library's default: such runs keep the keys they had before tuning
+            del out["lr"]
+        return out
 
-    def runs(self, label: str, model: str, args: dict | None = None, data: str | None = None, **recipe) -> list[LabRun]:
-        """One run per seed of lab model ``model`` (a LAB_MODELS key, or a registered name)."""
-        name, base_args = LAB_MODELS.get(model, (model, {}))
+    def runs(
+        self,
+        label: str,
+        model: str,
+        args: dict | None = None,
+        data: str | None = None,
+        seeds: tuple[int, ...] | None = None,
+        **recipe,
+    ) -> list[LabRun]:
+        """One run per seed (the settings' seeds by default) of lab model ``model`` (a LAB_MODELS key), at its
+        family's tuned rate; ``args`` override its config (not its family), ``recipe`` the lab recipe."""
+        if model not in LAB_MODELS:
+            raise ConfigError(f"{model!r} is not a lab model (LAB_MODELS)")
+        name, base_args = LAB_MODELS[model]
         args = {**base_args, **(args or {})}
-        train = self.recipe(**recipe)
-        return [LabRun(label, self.sized(name), seed, data or self.s.data, args, train) for seed in self.s.seeds]
+        train = self.recipe(**{"lr": self.lr(model), **recipe})
+        seeds = self.s.seeds if seeds is None else seeds
+        return [LabRun(label, self.sized(name), seed, data or self.s.data, args, train) for seed in seeds]
 
     def sweep(self, label: str, model: str, args: dict | None = None, **recipe) -> list[LabRun]:
         """The runs of ``label`` at every budget of the sweep, as rows ``label | N ep``."""

@@ -15,6 +15,7 @@ fits in about 15 CPU hours on two cores (``mlpvision lab --plan`` prints the led
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from .claims_priors import (
     global_,
@@ -29,8 +30,9 @@ from .claims_priors import (
 from .claims_repmlp import repmlp_ablation, repmlp_resnet, repmlp_vs_convnet
 from .claims_resmlp import resmlp_distill, resmlp_norm, resmlp_transfer
 from .claims_scale import data_size, resolution
-from .context import PlanContext
+from .context import LAB_MODELS, PlanContext
 from .spec import Experiment, Settings, check_data
+from .tuning import LADDER, START, TUNE_EPOCHS, TUNE_SEED, resolve
 
 __all__ = ["EXPERIMENTS", "plan"]
 
@@ -54,11 +56,44 @@ EXPERIMENTS: tuple[Callable[[PlanContext], Experiment], ...] = (
 )
 
 
-def plan(s: Settings) -> list[Experiment]:
-    """Every experiment of the lab with its runs, for the budgets in ``s``.
+def plan(s: Settings, results: Path | None = None) -> list[Experiment]:
+    """Every experiment of the lab with its runs, for the budgets in ``s``: first the tuning of every family's
+    learning rate (its state read from the result files under ``results``), then the experiments at those rates.
+
+    Until a family's rate is chosen its runs carry the default rate (their cost is the same: the ledger can count
+    them) and the plan context lists it in ``untuned``; the runner trains nothing at an unchosen rate.
 
     Written for Fashion-MNIST's 28-px models; on CIFAR the ``_28`` models become their ``_32`` twins and every
     run trains on ``s.data``, except the synthetic position and global probes, which are the same everywhere.
     """
-    p = PlanContext(s, check_data(s.data))
-    return [e for e in (experiment(p) for experiment in EXPERIMENTS) if e.runs]
+    p, untuned = plan_context(s, results)
+    exps = [tuning_experiment(p)] + [e for e in (experiment(p) for experiment in EXPERIMENTS) if e.runs]
+    untuned.update(p.untuned)
+    return exps
+
+
+def plan_context(s: Settings, results: Path | None = None) -> tuple[PlanContext, set[str]]:
+    """The plan's context with the tuning state read from ``results``, and the set of families still untuned
+    (filled as experiments ask for rates)."""
+    size = check_data(s.data)
+    tuning = resolve(PlanContext(s, size).tuning_run, list(LAB_MODELS), results, s.quick)
+    p = PlanContext(s, size, tuning)
+    return p, p.untuned
+
+
+def tuning_experiment(p: PlanContext) -> Experiment:
+    t = p.tuning
+    runs = [r for fam_runs in t.runs.values() for r in fam_runs]
+    ladder = ", ".join(f"{lr:g}" for lr in LADDER)
+    return Experiment(
+        "tuning",
+        "Tuning: one learning rate per model family, chosen on validation",
+        "Not a claim: the protocol that gives every model of the lab its peak learning rate before any verdict run.",
+        "-",
+        "-",
+        runs,
+        f"{p.s.epochs_of(TUNE_EPOCHS)} epochs on {p.s.subset or 'all'} training images (seed {TUNE_SEED}, not a "
+        f"verdict seed), {p.s.val_size} held-out validation images; rates from the ladder {ladder}, starting at "
+        f"{', '.join(f'{lr:g}' for lr in START)} and extended by one rung while the best is at an end",
+        kind="tuning",
+    )

@@ -34,7 +34,7 @@ from ..plotting import pyplot
 from ..reparam import non_mlp_layers, reparameterize
 from ..runtime import machine_description
 from ..train import TrainConfig, TrainingError, build_data, expand_token_mixing, train
-from .plan import plan
+from .plan import plan, plan_context
 from .publish import TEACHER_ROLE
 from .spec import EVAL_KEYS, SHIFTS, Experiment, LabRun, Settings
 from .stats import paired_bootstrap
@@ -243,8 +243,8 @@ def _load(path: Path):
     return load_checkpoint(path, device="cpu")
 
 
-def _selected(settings: Settings, only: list[str] | None) -> list[Experiment]:
-    exps = plan(settings)
+def _selected(settings: Settings, only: list[str] | None, results: Path | None = None) -> list[Experiment]:
+    exps = plan(settings, results)
     known = [e.key for e in exps]
     if only:
         bad = sorted(set(only) - set(known) - {"headline_vs_cnn"})
@@ -262,11 +262,20 @@ def run_lab(
     data_dir: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> list[Experiment]:
-    """Runs (or resumes) the experiments of ``plan(settings)`` (``only`` selects by key) and returns them."""
-    exps = _selected(settings, only)
-    lab = Lab(settings, Path(results), Path(runs), data_dir)
+    """Runs (or resumes) the experiments of ``plan(settings)`` (``only`` selects by key) and returns them.
+
+    The tuning comes first, whatever ``only`` selects: every other run trains at the rate it chooses."""
+    results = Path(results)
+    _selected(settings, only, results)  # an unknown key fails before anything trains
+    lab = Lab(settings, results, Path(runs), data_dir)
     meta = {"settings": dataclasses.asdict(settings), "machine": machine_description()}
-    write_json(Path(results) / "meta.json", meta)
+    write_json(results / "meta.json", meta)
+    while pending := plan_context(settings, results)[0].tuning.pending:
+        for i, run in enumerate(pending):
+            if progress:
+                progress(f"tuning: run {i + 1}/{len(pending)} {run.label}")
+            lab.ensure(run)
+    exps = [e for e in _selected(settings, only, results) if e.kind != "tuning"]  # every family's rate is chosen
     for exp in exps:
         for i, run in enumerate(exp.runs):
             if progress:

@@ -173,6 +173,7 @@ class Experiment:
     logx: bool = False
     metric: str = "top1"  # what the table and the curves show
     notes: str = ""
+    kind: str = "claim"  # "claim": verdicts; "tuning": the protocol's table of rates; "check": deterministic checks
 
 
 class LabData(NamedTuple):
