@@ -79,10 +79,12 @@ def resolve(make_run, families: list[str], results: Path | None, quick: bool = F
             t.scores[fam] = scores
             best = max(tried, key=lambda lr: (scores[lr], -lr))  # ties: the lower rate
             i = LADDER.index(best)
-            if quick or not (best == tried[0] and i > 0 or best == tried[-1] and i < len(LADDER) - 1):
+            lower = LADDER[i - 1] if best == tried[0] and i > 0 else None
+            upper = LADDER[i + 1] if best == tried[-1] and i < len(LADDER) - 1 else None
+            if quick or (lower is None and upper is None):
                 t.rates[fam] = best
                 break
-            tried = sorted({*tried, LADDER[i - 1] if best == tried[0] else LADDER[i + 1]})
+            tried = sorted({*tried, lower if lower is not None else upper})
     return t
 
 
