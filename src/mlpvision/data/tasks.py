@@ -30,6 +30,7 @@ __all__ = [
     "global_task",
     "load_task",
     "on_canvas",
+    "on_random_canvas",
     "patch_shuffle_permutation",
     "patch_shuffled",
     "permute_pixels",
@@ -159,6 +160,18 @@ def on_canvas(base: TensorImages, margin: int = CANVAS_MARGIN) -> TensorImages:
     return TensorImages(images, base.labels, base.classes)
 
 
+def on_random_canvas(base: TensorImages, margin: int = CANVAS_MARGIN, seed: int = 0) -> TensorImages:
+    """``base`` on the canvas of :func:`on_canvas`, each image moved by its own random offset of up to ``margin``
+    pixels in each direction (seeded: image i of a split always sits at the same place), never cut."""
+    g = torch.Generator().manual_seed(seed)
+    offsets = torch.randint(0, 2 * margin + 1, (len(base.images), 2), generator=g)
+    n, c, h, w = base.images.shape
+    images = torch.zeros(n, c, h + 2 * margin, w + 2 * margin, dtype=base.images.dtype)
+    for i, (dy, dx) in enumerate(offsets.tolist()):
+        images[i, :, dy : dy + h, dx : dx + w] = base.images[i]
+    return TensorImages(images, base.labels, base.classes)
+
+
 def class_split(base: TensorImages, classes: range) -> TensorImages:
     """The images of ``classes`` only, relabelled 0, 1, ... in that order (a new task on part of a data set)."""
     keep = torch.isin(base.labels, torch.tensor(list(classes)))
@@ -196,6 +209,14 @@ def _derived_loader(base: str, derive, resize: bool = True):
     return load
 
 
+def _translated_loader(base: str):
+    def load(train: bool, data_dir, img_size, in_chans) -> TensorImages:
+        split = "train" if train else "test"
+        return on_random_canvas(load_split(base, split, data_dir, None, in_chans)[0], seed=0 if train else 1)
+
+    return load
+
+
 for _base in PERMUTABLE:
     _source = get_source(_base)
     # the pixel statistics of a permutation stay the base's; a canvas is mostly zero padding, its own statistics
@@ -204,6 +225,9 @@ for _base in PERMUTABLE:
     register_dataset(f"{_base}-permuted", _derived_loader(_base, permuted), _source.mean, _source.std)
     register_dataset(f"{_base}-patchshuffle", _derived_loader(_base, patch_shuffled), _source.mean, _source.std)
     register_dataset(f"{_base}-canvas", _derived_loader(_base, on_canvas, resize=False), _source.mean, _source.std)
+    register_dataset(
+        f"{_base}-translated", _translated_loader(_base), _source.mean, _source.std
+    )  # objects placed at random on the canvas: a different draw for the training and the test split
 _fm = get_source("fashion-mnist")
 register_dataset(
     "fashion-mnist-first5", _derived_loader("fashion-mnist", lambda d: class_split(d, range(5))), _fm.mean, _fm.std

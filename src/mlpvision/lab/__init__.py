@@ -1,10 +1,13 @@
 """The inductive-bias lab: the claims of the MLP papers as small, rerunnable experiments (plan), their training
 and measurement (runner), the generated report, and the publishing of trained models."""
 
+from .headline import headline_vs_cnn
+from .ledger import ledger
 from .plan import plan
 from .publish import REFERENCE_ROLE, TEACHER_ROLE, publish, published_models
+from .registration import plan_hash, plan_markdown
 from .report import write_report
-from .runner import Lab, headline_vs_cnn, ledger, run_lab
+from .runner import Lab, latency_only, run_lab
 from .spec import LAB_DATA, Experiment, LabRun, Settings, check_data, data_suffix
 
 __all__ = [
@@ -18,8 +21,11 @@ __all__ = [
     "check_data",
     "data_suffix",
     "headline_vs_cnn",
+    "latency_only",
     "ledger",
     "plan",
+    "plan_hash",
+    "plan_markdown",
     "publish",
     "published_models",
     "run_lab",

@@ -3,6 +3,7 @@ subset, the settings' epochs), the seeds, and the helpers that build runs, sweep
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -10,7 +11,7 @@ from ..errors import ConfigError
 from .spec import Comparison, Curve, LabRun, Settings
 from .tuning import DEFAULT_LR, TUNE_EPOCHS, TUNE_SEED, Tuning, rate_label
 
-__all__ = ["AUG", "LAB_MODELS", "NO_AUG", "PlanContext", "budget", "curves", "size_curve", "swept"]
+__all__ = ["AUG", "LAB_MODELS", "NO_AUG", "PlanContext", "at_half", "budget", "budget_pairs", "half", "size_curve"]
 
 LAB_MODELS = {
     "plain MLP": ("mlp_28", {}),
@@ -38,6 +39,10 @@ LAB_MODELS = {
     "RepMLP, FC3 replaced by 9x9 conv": ("repmlp_fast_28", {"fc_as_conv": 9}),
     "RepMLP replaced by 9x9 conv": ("repmlp_fast_28", {"layer": "conv", "conv_kernel": 9}),
     "ResMLP, LayerNorm": ("resmlp_tiny_12_28", {"embed_dim": 64, "depth": 6, "norm": "layernorm"}),
+    "MLP-Mixer, untied token mixing": (  # one token-mixing MLP per channel (the Mixer paper's untied alternative)
+        "mixer_t4_28",
+        {"embed_dim": 64, "depth": 4, "token_mlp_dim": 32, "channel_mlp_dim": 256, "token_mixing_groups": 64},
+    ),
 }
 AUG = {"crop_padding": 2, "hflip": 0.5}  # the lab recipe's augmentation
 NO_AUG = {"crop_padding": 0, "hflip": 0.0}
@@ -114,22 +119,32 @@ class PlanContext:
         seeds = self.s.seeds if seeds is None else seeds
         return [LabRun(label, self.sized(name), seed, data or self.s.data, args, train) for seed in seeds]
 
-    def sweep(self, label: str, model: str, args: dict | None = None, **recipe) -> list[LabRun]:
-        """The runs of ``label`` at every budget of the sweep, as rows ``label | N ep``."""
-        return [r for e in self.s.sweep for r in self.runs(f"{label} | {e} ep", model, args, epochs=e, **recipe)]
+    def budgeted(
+        self, label: str, model: str, args: dict | None = None, epochs: int | None = None, seeds=None, **recipe
+    ) -> list[LabRun]:
+        """The runs of row ``label`` at the budget B (``epochs``, the settings' budget by default) on ``seeds``
+        (the settings' seeds by default), and of its row at B/2 (``half(label)``) on the settings' seeds: the
+        budget check of a verdict row (see :func:`budget_pairs`)."""
+        e = epochs or self.s.epochs
+        full = self.runs(label, model, args, seeds=seeds, epochs=e, **recipe)
+        return full + self.runs(half(label), model, args, epochs=max(1, e // 2), **recipe)
 
 
-def swept(p: PlanContext, a: str, b: str, kind: str = "greater", margin: float = 0.0) -> list[Comparison]:
-    """``a`` against ``b`` at every budget of the sweep; the largest budget decides."""
-    last = p.s.sweep[-1]
-    return [
-        Comparison(f"{a} vs {b}, {e} epochs", f"{a} | {e} ep", f"{b} | {e} ep", kind, margin, deciding=e == last)
-        for e in p.s.sweep
-    ]
+def half(label: str) -> str:
+    """The label of a row's half-budget twin."""
+    return f"{label} | half budget"
 
 
-def curves(p: PlanContext, labels: list[str]) -> list[Curve]:
-    return [Curve(label, tuple(f"{label} | {e} ep" for e in p.s.sweep), tuple(p.s.sweep)) for label in labels]
+def budget_pairs(runs: list[LabRun]) -> dict[str, str]:
+    """Row at B -> its row at B/2, for every budgeted row among ``runs``."""
+    labels = {r.label for r in runs}
+    return {label: half(label) for label in labels if half(label) in labels}
+
+
+def at_half(c: Comparison) -> Comparison:
+    """``c`` on the half-budget rows: shown beside the verdict (is it the same at B/2?), not counted."""
+    minus = (half(c.minus[0]), half(c.minus[1])) if c.minus else None
+    return dataclasses.replace(c, name=f"{c.name} (half budget)", a=half(c.a), b=half(c.b), minus=minus, deciding=False)
 
 
 def size_curve(label: str, sizes: tuple[int, ...], runs_at: Callable[[str, int], list[LabRun]]):
@@ -143,7 +158,5 @@ def size_curve(label: str, sizes: tuple[int, ...], runs_at: Callable[[str, int],
 def budget(p: PlanContext, what: str = "") -> str:
     s = p.s
     data = f"{s.subset} training images (a seeded subset)" if s.subset else "all training images"
-    return f"{what or 'budget sweep ' + '/'.join(map(str, s.sweep)) + ' epochs'} on {data}, float32"
-
-
-# ---- RepMLP --------------------------------------------------------------------------------------------------
+    default = f"{s.epochs_of(s.epochs)} epochs (and {s.epochs_of(s.epochs) // 2 or 1} for the budget check)"
+    return f"{what or default} on {data}, each family at its tuned rate, float32"

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable
+from typing import NamedTuple
 
-__all__ = ["METRICS", "mean", "plateau_gain", "rel_drop", "top1", "train_top1"]
-
-
-def mean(values: list[float]) -> float | None:
-    return statistics.mean(values) if values else None
+__all__ = ["METRICS", "Metric", "last_train_top1", "moved_drop", "rel_drop", "top1"]
 
 
 def top1(r: dict) -> float:
@@ -17,35 +13,50 @@ def top1(r: dict) -> float:
     return r["summary"]["test_top1_final"]
 
 
-def train_top1(r: dict) -> float | None:
+def last_train_top1(r: dict) -> float | None:
     """Training top-1 (%) of the last epoch, as training saw it (augmented)."""
     history = r.get("history") or [{}]
     return history[-1].get("train_top1")
 
 
-def plateau_gain(r: dict) -> float | None:
-    """Validation top-1 gained over the last 20% of the epochs (at least the last one): near 0 at a plateau."""
-    vals = [h["val_top1"] for h in r.get("history", []) if h.get("val_top1") is not None]
-    if len(vals) < 2:
-        return None
-    back = max(1, round(0.2 * len(vals)))
-    return vals[-1] - vals[-1 - back]
+def _chance(r: dict) -> float:
+    return 100.0 / r.get("num_classes", 10)
 
 
 def rel_drop(r: dict, shift: int = 4) -> float:
     """Share (%) of what a model learned above chance that a test-time shift of ``shift`` pixels undoes."""
     acc = r["shift_top1"]
-    chance = 100.0 / r.get("num_classes", 10)
-    return 100.0 * (acc["0"] - acc[str(shift)]) / max(acc["0"] - chance, 1e-9)
+    return 100.0 * (acc["0"] - acc[str(shift)]) / max(acc["0"] - _chance(r), 1e-9)
 
 
-def expanded_top1(r: dict) -> float:
-    """Test top-1 at twice the size of the block-diagonally expanded model, before any fine-tuning."""
-    return r["expanded_top1"]
+def moved_drop(r: dict) -> float | None:
+    """Share (%) of what a model trained on aligned objects learned above chance that moving them undoes."""
+    if r.get("moved_top1") is None:
+        return None
+    return 100.0 * (top1(r) - r["moved_top1"]) / max(top1(r) - _chance(r), 1e-9)
 
 
-METRICS: dict[str, tuple[str, Callable[[dict], float]]] = {
-    "top1": ("test top-1 (%)", top1),
-    "rel_drop": ("relative drop at 4 px (%)", rel_drop),
-    "expanded_top1": ("expanded, before fine-tuning (%)", expanded_top1),
+def gap(r: dict) -> float | None:
+    """Training top-1 (no augmentation, evaluation mode) minus test top-1, in points: over-fitting."""
+    if r.get("train_top1") is None:
+        return None
+    return r["train_top1"] - top1(r)
+
+
+class Metric(NamedTuple):
+    """A metric's column title and how to read it off a result."""
+
+    title: str
+    read: Callable[[dict], float | None]
+
+
+METRICS: dict[str, Metric] = {
+    "top1": Metric("test top-1 (%)", top1),
+    "rel_drop": Metric("relative drop at 4 px (%)", rel_drop),
+    "expanded_top1": Metric("expanded, before fine-tuning (%)", lambda r: r.get("expanded_top1")),
+    "moved_top1": Metric("trained aligned, tested moved (%)", lambda r: r.get("moved_top1")),
+    "moved_drop": Metric("unseen-move drop (%)", moved_drop),
+    "gap": Metric("train - test top-1 (points)", gap),
+    "train_top1": Metric("last-epoch train top-1 (%)", last_train_top1),
+    "train_eval_top1": Metric("train top-1, no augmentation (%)", lambda r: r.get("train_top1")),
 }

@@ -17,18 +17,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from .claims_priors import (
-    global_,
-    global_few,
-    patch_shuffle,
-    permutation,
-    position,
-    position_embedding,
-    position_few,
-    translation,
-)
+from .claims_mixer import mixer_vs_vit, tying
+from .claims_priors import aligned_translated, global_, patch_shuffle, permutation, position, position_embedding
 from .claims_repmlp import repmlp_ablation, repmlp_resnet, repmlp_vs_convnet
-from .claims_resmlp import resmlp_distill, resmlp_norm, resmlp_transfer
+from .claims_resmlp import resmlp_distill, resmlp_norm, resmlp_overfit, resmlp_transfer
 from .claims_scale import data_size, resolution
 from .context import LAB_MODELS, PlanContext
 from .spec import Experiment, Settings, check_data
@@ -40,19 +32,20 @@ EXPERIMENTS: tuple[Callable[[PlanContext], Experiment], ...] = (
     repmlp_ablation,
     repmlp_vs_convnet,
     repmlp_resnet,
+    aligned_translated,
     resmlp_norm,
     resmlp_distill,
     resmlp_transfer,
+    resmlp_overfit,
+    position_embedding,
+    tying,
+    mixer_vs_vit,
     permutation,
     patch_shuffle,
-    position_embedding,
     position,
     global_,
-    translation,
     data_size,
     resolution,
-    position_few,
-    global_few,
 )
 
 

@@ -1,37 +1,38 @@
 """docs/results.md and docs/figures/lab_*.png (results-cifar10.md, lab-cifar10_*.png for CIFAR-10, ...),
 generated from the lab's JSON results alone.
 
-Each experiment gets its hypothesis, what would refute it and the paper's effect size; its budget (data, epochs,
-seeds, precision, machine); a table of every row with the mean over seeds and its 95% interval, the last-epoch train
-top-1 and the plateau check; and one verdict per comparison, computed from paired differences by a stated rule.
-Runs not done yet show as missing and their comparisons as pending.
+The page opens with the claims of the mission and their verdicts, then every verdict with its estimate, interval,
+margin, rule, raw and Holm-adjusted p values and the smallest effect its design detects, the tuned learning rates,
+the deterministic checks, and the plan's hash. Each experiment's section follows: hypothesis, refutation, the paper's
+effect size, budget, machine and precision, a table of every row (mean over seeds with its 95% interval, train
+top-1, the budget check, size, latency), the comparisons and a figure. Runs not done yet show as missing and their
+comparisons as pending.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import math
 import statistics
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..io import save_figure, write_text
 from ..plotting import pyplot
 from . import measures as m
+from .checks import CHECKS, run_check
+from .headline import headline_section, published_sections
 from .plan import plan
-from .publish import TEACHER_ROLE
+from .registration import plan_hash
+from .seed_claims import SEED_CLAIMS
 from .spec import EVAL_KEYS, LAB_DATA, Comparison, Experiment, Rows, Settings, data_suffix
-from .stats import Interval, decide, paired_t, t975
+from .stats import ALPHA, VERDICT_WORDS, Interval, Test, decide, detectable, holm, paired_t, t975, test
+from .tuning import val_top1
 
-__all__ = ["comparison_interval", "write_report"]
+__all__ = ["Verdict", "comparison_interval", "write_report"]
 
-VERDICT_WORDS = {
-    "supported": "**supported**",
-    "refuted": "**refuted**",
-    "undecided": "undecided (the interval spans the boundary)",
-    "tied": "undecided (tied on every seed: the test cannot separate them)",
-    "pending": "pending (runs missing)",
-}
+TRAINED_ENOUGH = 1.0  # points: a row whose gain from B/2 to B stays below this (95% interval) is trained enough
 
 
 class _Results:
@@ -70,6 +71,7 @@ def _cell(text: str) -> str:
 
 def _ci(values: list[float]) -> str:
     """'mean ± h' with h the half-width of the 95% t-interval of the mean ('mean' alone for one value)."""
+    values = [v for v in values if v is not None]
     if not values:
         return "-"
     if len(values) == 1:
@@ -79,7 +81,12 @@ def _ci(values: list[float]) -> str:
 
 
 def _by_seed(rs: list[dict], metric: str) -> dict[int, float]:
-    return {r["seed"]: m.METRICS[metric][1](r) for r in rs}
+    out = {}
+    for r in rs:
+        v = m.METRICS[metric].read(r)
+        if v is not None:
+            out[r["seed"]] = v
+    return out
 
 
 def comparison_interval(c: Comparison, rows: Rows) -> Interval | None:
@@ -97,6 +104,181 @@ def comparison_interval(c: Comparison, rows: Rows) -> Interval | None:
     return paired_t(diffs, [0.0] * len(diffs))
 
 
+def _gain(rows: Rows, label: str, half: str) -> Interval | None:
+    """Top-1 gained from B/2 to B by one row, paired by seed."""
+    full, short = _by_seed(rows.get(label, []), "top1"), _by_seed(rows.get(half, []), "top1")
+    seeds = sorted(set(full) & set(short))
+    return paired_t([full[s] for s in seeds], [short[s] for s in seeds])
+
+
+@dataclass
+class Verdict:
+    """A comparison of an experiment with its interval, test, the decisions raw and adjusted, and its budget flag."""
+
+    exp: Experiment
+    c: Comparison
+    interval: Interval | None
+    t: Test | None
+    raw: str
+    p_family: float | None = None
+    p_page: float | None = None
+    budget: str = ""  # "", "budget-limited" or "no budget check"
+
+    def adjusted(self, p: float | None) -> str:
+        if self.raw in ("pending", "tied"):
+            return self.raw
+        if p is None or self.t is None:
+            return "pending"
+        return self.t.leaning if p < ALPHA else "undecided"
+
+    @property
+    def family(self) -> str:
+        """The verdict of record: Holm-adjusted over the experiment's counted comparisons (the claim's family)."""
+        return self.adjusted(self.p_family) if self.c.counted else self.raw
+
+    @property
+    def page(self) -> str:
+        """The strict verdict: Holm-adjusted over every counted comparison of the page."""
+        return self.adjusted(self.p_page) if self.c.counted else self.raw
+
+
+def _verdicts(exps: list[Experiment], res: _Results) -> list[Verdict]:
+    out: list[Verdict] = []
+    for exp in exps:
+        rows = res.rows(exp)
+        enough = {}
+        for label, half in exp.budget_pairs.items():
+            g = _gain(rows, label, half)
+            enough[label] = None if g is None else g.high < TRAINED_ENOUGH
+        for c in exp.comparisons:
+            iv = comparison_interval(c, rows)
+            t = test(iv, c.kind, c.margin)
+            raw = decide(iv, c.kind, c.margin)
+            if raw == "undecided" and iv is not None and iv.low == iv.high:  # equal on every seed, e.g. both 100%
+                raw = "tied"
+            flags = [enough.get(label, "none") for label in (c.a, c.b, *(c.minus or ()))]
+            budget = ""
+            if c.deciding and exp.budget_pairs:
+                if any(f is False for f in flags):
+                    budget = "budget-limited"
+                elif any(f == "none" for f in flags):
+                    budget = "no budget check"
+            out.append(Verdict(exp, c, iv, t, raw, budget=budget))
+    counted = [v for v in out if v.c.counted and v.t is not None]
+    for v, p in zip(counted, holm([v.t.p for v in counted]), strict=True):
+        v.p_page = p
+    for exp in exps:
+        family = [v for v in counted if v.exp is exp]
+        for v, p in zip(family, holm([v.t.p for v in family]), strict=True):
+            v.p_family = p
+    return out
+
+
+def _p(p: float | None) -> str:
+    if p is None:
+        return "-"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _claims_table(verdicts: list[Verdict], checks: dict[str, tuple[bool | None, str]]) -> list[str]:
+    by_name = {(v.exp.key, v.c.name): v for v in verdicts}
+    lines = [
+        "| claim | source | verdict | over the whole page | decided by |",
+        "|---|---|---|---|---|",
+    ]
+    for claim in SEED_CLAIMS:
+        if claim.untestable:
+            lines.append(
+                f"| {_cell(claim.claim)} | {claim.source} | not testable here | - | {_cell(claim.untestable)} |"
+            )
+            continue
+        vs = [by_name.get(key) for key in claim.decided_by]
+        parts = [f"{v.c.name}: {v.family}" for v in vs if v is not None]
+        parts += [f"check '{CHECKS[c].title}': {_check_word(checks.get(c))}" for c in claim.checks]
+        found = [v for v in vs if v is not None]
+        failed = any(checks.get(c, (None, ""))[0] is False for c in claim.checks)
+        if not claim.decided_by:
+            ok = [checks.get(c, (None, ""))[0] for c in claim.checks]
+            verdict = strict = "checked" if all(ok) else "check failed" if failed else "pending"
+        elif len(found) < len(claim.decided_by):
+            verdict = strict = "not in this plan"
+        else:
+            verdict = _combine([v.family for v in found]) + (" (a check failed)" if failed else "")
+            strict = _combine([v.page for v in found])
+        lines.append(
+            f"| {_cell(claim.claim)} | {claim.source} | **{verdict}** | {strict} | {_cell('; '.join(parts))} |"
+        )
+    return lines
+
+
+def _combine(verdicts: list[str]) -> str:
+    """A claim's verdict from its comparisons': refuted if any is, supported if all are, else undecided."""
+    if "refuted" in verdicts:
+        return "refuted"
+    if "pending" in verdicts:
+        return "pending"
+    return "supported" if all(v == "supported" for v in verdicts) else "undecided"
+
+
+def _check_word(result: tuple[bool | None, str] | None) -> str:
+    if result is None or result[0] is None:
+        return "pending"
+    return "passed" if result[0] else "failed"
+
+
+def _verdict_table(verdicts: list[Verdict]) -> list[str]:
+    lines = [
+        "| experiment | comparison | rule | estimate [95% interval] | seeds | p | p, Holm (family) | p, Holm (page) "
+        "| raw | **family (the verdict)** | page | detectable (80% power) | budget |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|---|---|---:|---|",
+    ]
+    for v in verdicts:
+        if not v.c.counted:
+            continue
+        iv = v.interval
+        mde = detectable(iv)
+        lines.append(
+            f"| {v.exp.key} | {_cell(v.c.name)} | `{_cell(v.c.rule)}` | {iv if iv else '-'} | "
+            f"{iv.n if iv else 0} | {_p(v.t.p if v.t else None)} | {_p(v.p_family)} | {_p(v.p_page)} | {v.raw} | "
+            f"**{v.family}** | {v.page} | {f'{mde:.2f}' if mde is not None else '-'} | {v.budget or 'ok'} |"
+        )
+    return lines
+
+
+def _tuning_section(exp: Experiment, res: _Results) -> list[str]:
+    rows = res.rows(exp)
+    fams: dict[str, dict[float, float]] = {}
+    for label, rs in rows.items():
+        fam, lr = label.rsplit(" | lr ", 1)
+        if rs:
+            fams.setdefault(fam, {})[float(lr)] = val_top1(rs[0])
+        else:
+            fams.setdefault(fam, {})
+    rates = sorted({lr for scores in fams.values() for lr in scores})
+    lines = [
+        f"## {exp.title}",
+        "",
+        f"**Protocol.** {exp.budget}. Validation top-1 (%) at the last epoch; the chosen rate in bold; a run whose "
+        "loss became NaN counts at chance. Every verdict run trains at its family's chosen rate.",
+        "",
+        "| family | chosen rate | " + " | ".join(f"{lr:g}" for lr in rates) + " |",
+        "|---|---:|" + "---:|" * len(rates),
+    ]
+    for fam, scores in fams.items():
+        done = [lr for lr in scores if not math.isnan(scores[lr])]
+        best = max(done, key=lambda lr: (scores[lr], -lr)) if done else None
+        cells = []
+        for lr in rates:
+            if lr not in scores:
+                cells.append("")
+            else:
+                text = f"{scores[lr]:.2f}"
+                cells.append(f"**{text}**" if lr == best else text)
+        chosen = f"{best:g}" if best is not None else "pending"
+        lines.append(f"| {_cell(fam)} | {chosen} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def _machines(exp: Experiment, res: _Results, rows: Rows) -> str:
     """Where the section's runs were trained and in what precision, and where its latency was timed."""
     counts = Counter(
@@ -111,7 +293,7 @@ def _machines(exp: Experiment, res: _Results, rows: Rows) -> str:
         if timed is None
         else " Latency timed on the same machine."
         if {k for k, _ in counts} == {timed}
-        else (f" Latency timed on {timed}.")
+        else f" Latency timed on {timed}."
     )
     return f"**Machine and precision.** {trained or 'nothing trained yet'}.{where}"
 
@@ -136,114 +318,174 @@ def _header(exp: Experiment, res: _Results, rows: Rows) -> list[str]:
 
 
 def _table(exp: Experiment, res: _Results, rows: Rows) -> list[str]:
-    metric_name = m.METRICS[exp.metric][0]
+    metric = m.METRICS[exp.metric]
     lat = res.latency(exp).get("rows", {})
-    extra = exp.key == "resolution"
-    head = f"| row | seeds | {metric_name} | last-epoch train top-1 (%) | plateau gain (points) | params (M) | MMACs |"
-    lines = [
-        head + (" expanded, before fine-tuning (%) |" if extra else "") + (" latency (ms) |" if lat else ""),
-        "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if extra else "") + ("---:|" if lat else ""),
-    ]
+    columns = [c for c in exp.columns if c != exp.metric]
+    halves = set(exp.budget_pairs.values())
+    head = f"| row | seeds | {metric.title} |" + "".join(f" {m.METRICS[c].title} |" for c in columns)
+    head += " last-epoch train top-1 (%) |" if "train_top1" not in columns else ""
+    head += " gain from B/2 to B (points) |" if exp.budget_pairs else ""
+    head += " params (M) | MMACs |" + (" latency (ms) |" if lat else "")
+    ncols = head.count("|") - 1
+    lines = [head, "|---|" + "---:|" * (ncols - 1)]
     for label, rs in rows.items():
-        values = [m.METRICS[exp.metric][1](r) for r in rs]
-        train = [t for t in (m.train_top1(r) for r in rs) if t is not None]
-        gains = [g for g in (m.plateau_gain(r) for r in rs) if g is not None]
+        if label in halves:
+            continue
+        values = [metric.read(r) for r in rs]
         diverged = sum(bool(r.get("diverged")) for r in rs)
         seeds = f"{len(rs)}" + (f" ({diverged} diverged)" if diverged else "")
+        cells = f"| {_cell(label)} | {seeds} | {_ci(values)} |"
+        cells += "".join(f" {_ci([m.METRICS[c].read(r) for r in rs])} |" for c in columns)
+        if "train_top1" not in columns:
+            cells += f" {_ci([m.last_train_top1(r) for r in rs])} |"
+        if exp.budget_pairs:
+            half = exp.budget_pairs.get(label)
+            g = _gain(rows, label, half) if half else None
+            mark = "" if g is None else " (trained enough)" if g.high < TRAINED_ENOUGH else " (**not** trained enough)"
+            cells += f" {g}{mark} |" if g else " - |"
         size = f"{rs[0]['deploy_params'] / 1e6:.2f} | {rs[0]['deploy_macs'] / 1e6:.1f}" if rs else "- | -"
-        cells = f"| {_cell(label)} | {seeds} | {_ci(values)} | {_ci(train)} | {_ci(gains)} | {size} |"
-        if extra:
-            cells += f" {_ci([r['expanded_top1'] for r in rs if 'expanded_top1' in r])} |"
+        cells += f" {size} |"
         if lat:
-            key = next((k for k in lat if label.startswith(k)), None)
+            key = next((k for k in lat if label == k or label.startswith(k + " ")), None)
+            key = key or next((k for k in lat if label.startswith(k)), None)
             cells += f" {lat[key]['median_ms']:.2f} |" if key else " - |"
         lines.append(cells)
     lines += [
         "",
-        "± is the half-width of the 95% t-interval of the mean over seeds. The plateau gain is the validation top-1 "
-        "gained over the last 20% of the epochs: near 0, the model was trained to a plateau.",
+        "± is the half-width of the 95% t-interval of the mean over seeds."
+        + (
+            f" Gain from B/2 to B: the row's top-1 minus its half-budget twin's, paired by seed; trained enough when "
+            f"the interval lies below {TRAINED_ENOUGH:g} point."
+            if exp.budget_pairs
+            else ""
+        ),
     ]
     if lat:
         timing = res.latency(exp)
+        extra = [k for k in lat if not any(label == k or label.startswith(k) for label in rows)]
         lines += [
             "",
             f"Latency: deploy forms, eager float32, batch {timing['batch_size']}, {timing['threads']} threads, all "
-            "models timed round-robin in one run (median).",
+            "models timed round-robin in one run (median)"
+            + (": " + "; ".join(f"{k} {lat[k]['median_ms']:.2f} ms" for k in extra) if extra else "")
+            + ".",
         ]
     return lines
 
 
-def _comparisons(exp: Experiment, rows: Rows) -> tuple[list[str], list[tuple[str, str]]]:
-    lines = ["| comparison | rule | a - b, 95% interval | verdict |", "|---|---|---:|---|"]
-    verdicts = []
-    for c in exp.comparisons:
-        interval = comparison_interval(c, rows)
-        verdict = decide(interval, c.kind, c.margin)
-        if verdict == "undecided" and interval.low == interval.high:  # equal on every seed, e.g. both at 100%
-            verdict = "tied"
-        rule = c.rule if not c.minus else f"({c.a} - {c.b}) > ({c.minus[0]} - {c.minus[1]})"
-        shown = str(interval) if interval else "-"
-        name = _cell(c.name + ("" if c.deciding else " (sweep)"))
-        lines.append(f"| {name} | {_cell(rule)} | {shown} | {VERDICT_WORDS[verdict]} |")
-        if c.deciding:
-            verdicts.append((c.name, verdict))
-    note = (
-        "Intervals: paired by seed, Student's t with n - 1 degrees of freedom; a verdict is decided when the whole "
-        "interval is on one side of the rule's boundary."
-    )
-    return [*lines, "", note], verdicts
+def _comparisons(verdicts: list[Verdict]) -> list[str]:
+    lines = [
+        "| comparison | rule | a - b, 95% interval | p | verdict (raw) | verdict (Holm over the experiment) | budget |",
+        "|---|---|---:|---:|---|---|---|",
+    ]
+    for v in verdicts:
+        c = v.c
+        tag = " (exploratory)" if c.exploratory else "" if c.deciding else " (not counted)"
+        page = VERDICT_WORDS.get(v.family, v.family) if c.counted else "-"
+        lines.append(
+            f"| {_cell(c.name + tag)} | `{_cell(c.rule)}` | {v.interval if v.interval else '-'} | "
+            f"{_p(v.t.p if v.t else None)} | {VERDICT_WORDS.get(v.raw, v.raw)} | {page} | {v.budget or '-'} |"
+        )
+    margins = [c for c in (v.c for v in verdicts) if c.margin and c.reason and c.counted]
+    lines += ["", *[f"Margin of '{c.name}' ({c.margin:g} points): {c.reason}." for c in margins]]
+    explo = [c for c in (v.c for v in verdicts) if c.exploratory]
+    lines += [f"'{c.name}' is exploratory: {c.exploratory}." for c in explo]
+    return lines
 
 
-def _plot(exp: Experiment, rows: Rows, path: Path) -> str | None:
+def _plot_curves(exp: Experiment, rows: Rows, path: Path, data_name: str) -> str | None:
     if not exp.curves or not any(rows.values()):
         return None
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    metric = m.METRICS[exp.metric]
     for curve in exp.curves:
         xs, ys, errs = [], [], []
         for label, x in zip(curve.labels, curve.xs, strict=True):
-            values = [m.METRICS[exp.metric][1](r) for r in rows.get(label, [])]
+            values = [v for v in (metric.read(r) for r in rows.get(label, [])) if v is not None]
             if values:
                 xs.append(x)
                 ys.append(statistics.mean(values))
-                sd = statistics.stdev(values) if len(values) > 1 else 0.0
-                errs.append(t975(len(values) - 1) * sd / len(values) ** 0.5 if len(values) > 1 else 0.0)
+                n = len(values)
+                errs.append(t975(n - 1) * statistics.stdev(values) / n**0.5 if n > 1 else 0.0)
         if xs:
             ax.errorbar(xs, ys, yerr=errs, fmt="o-", capsize=3, label=curve.name)
     if exp.logx:
         ax.set_xscale("log")
-    ax.set(xlabel=exp.xlabel, ylabel=m.METRICS[exp.metric][0], title=exp.title)
+        xs = sorted({x for c in exp.curves for x in c.xs})
+        ax.set_xticks(xs, [f"{x:g}" for x in xs])
+        ax.minorticks_off()
+    ax.set(xlabel=exp.xlabel, ylabel=metric.title, title=f"{exp.title}\n({data_name}; mean and 95% interval)")
+    ax.title.set_fontsize(9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
+    plt.close(fig)
     return path.name
 
 
-def _section(exp: Experiment, res: _Results, figures: Path) -> tuple[list[str], list[tuple[str, str]]]:
+def _plot_rows(exp: Experiment, rows: Rows, path: Path, data_name: str) -> str | None:
+    """A dot plot of every row (mean and 95% interval), the half-budget twins beside their rows."""
+    shown = [(label, rs) for label, rs in rows.items() if rs and label not in exp.budget_pairs.values()]
+    if not shown:
+        return None
+    plt = pyplot()
+    metric = m.METRICS[exp.metric]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(shown) + 1.4))
+    for i, (label, _) in enumerate(reversed(shown)):
+        for offset, lab, color, name in (
+            (0.0, label, "C0", "budget B"),
+            (-0.25, exp.budget_pairs.get(label), "C1", "B/2"),
+        ):
+            values = [v for v in (metric.read(r) for r in rows.get(lab, [])) if v is not None] if lab else []
+            if not values:
+                continue
+            n = len(values)
+            err = t975(n - 1) * statistics.stdev(values) / n**0.5 if n > 1 else 0.0
+            ax.errorbar(
+                statistics.mean(values),
+                i + offset,
+                xerr=err,
+                fmt="o",
+                color=color,
+                capsize=3,
+                label=name if i == 0 else None,
+            )
+    ax.set_yticks(range(len(shown)), [label for label, _ in reversed(shown)], fontsize=8)
+    ax.set(xlabel=metric.title, title=f"{exp.title}\n({data_name}; mean and 95% interval over seeds)")
+    ax.title.set_fontsize(9)
+    ax.grid(alpha=0.3, axis="x")
+    if exp.budget_pairs:
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    save_figure(fig, path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
+def _section(exp: Experiment, res: _Results, figures: Path, verdicts: list[Verdict]) -> list[str]:
     rows = res.rows(exp)
     body = _table(exp, res, rows)
-    verdicts: list[tuple[str, str]] = []
-    if exp.comparisons:
-        lines, verdicts = _comparisons(exp, rows)
-        body += ["", *lines]
-    name = _plot(exp, rows, figures / f"lab{res.suffix}_{exp.key}.png")
+    if verdicts:
+        body += ["", *_comparisons(verdicts)]
+    if exp.checks:
+        body += [
+            "",
+            *[
+                f"Check: {CHECKS[c].title}: {_check_text(run_check(c, rows=rows, latency=res.latency(exp)))}."
+                for c in exp.checks
+            ],
+        ]
+    path = figures / f"lab{res.suffix}_{exp.key}.png"
+    name = _plot_curves(exp, rows, path, res.data_name) if exp.curves else _plot_rows(exp, rows, path, res.data_name)
     if name:
         body += ["", f"![{exp.title}](figures/{name})"]
-    if exp.key == "resmlp_distill":
-        body += ["", _teacher_gap(exp, rows)]
-    return [*_header(exp, res, rows), *body, ""], verdicts
+    return [*_header(exp, res, rows), *body, ""]
 
 
-def _teacher_gap(exp: Experiment, rows: Rows) -> str:
-    teacher = rows.get("teacher", [])
-    plain = [label for label in rows if label.startswith("ResMLP | ")]  # the sweep's rows, the largest budget last
-    student = rows.get(plain[-1], []) if plain else []
-    if not teacher or not student:
-        return "Teacher's lead over the student: pending."
-    gap = m.top1(teacher[0]) - statistics.mean(m.top1(r) for r in student)
-    ok = "at least 2 points: the test can decide" if gap >= 2 else "under 2 points: the test cannot decide the claim"
-    return f"Teacher's lead over the undistilled student at the largest budget: {gap:.2f} points ({ok})."
+def _check_text(result: tuple[bool | None, str]) -> str:
+    return f"**{_check_word(result)}** ({result[1]})"
 
 
 def write_report(
@@ -256,14 +498,22 @@ def write_report(
     figures.mkdir(parents=True, exist_ok=True)
     meta_path = results / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    settings = Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta.get("settings", {}).items()})
+    fields = Settings.__dataclass_fields__
+    given = {k: tuple(v) if isinstance(v, list) else v for k, v in meta.get("settings", {}).items() if k in fields}
+    settings = Settings(**given)
     res = _Results(results, settings.data)
+    exps = plan(settings, results)
+    claims = [e for e in exps if e.kind == "claim"]
+    verdicts = _verdicts(claims, res)
+    checks: dict[str, tuple[bool | None, str]] = {}
+    for exp in claims:
+        rows = res.rows(exp)
+        for c in exp.checks:
+            checks[c] = run_check(c, rows=rows, latency=res.latency(exp))
     flag = "" if not res.suffix else f" --data {settings.data}"
-    sections, summary = [], []
-    for exp in plan(settings):
-        lines, verdicts = _section(exp, res, figures)
-        sections += lines
-        summary += [(exp.title, name, verdict) for name, verdict in verdicts]
+    registered = meta.get("plan_hash")
+    current = plan_hash(settings)
+    counted = [v for v in verdicts if v.c.counted]
     lines = [
         f"# The inductive-bias lab: results on {res.data_name}",
         "",
@@ -274,26 +524,43 @@ def write_report(
         "images held out for validation, and is tested on the "
         f"{f'first {settings.test_subset}' if settings.test_subset else 'whole'} test set. Mode: "
         f"{'quick (tiny budgets: the figures mean nothing)' if settings.quick else 'full'}. "
-        f"`mlpvision lab --plan` prints what each experiment costs on this machine.",
+        "`mlpvision lab --plan` prints what each experiment costs on this machine.",
+        "",
+        f"**Plan.** Hash `{current}` ([the registered plan](lab_plan.md)); "
+        + (
+            f"the runs were started under plan `{registered}`"
+            + ("" if registered == current else " (**the plan changed since**: see the exploratory marks)")
+            if registered
+            else "no plan hash recorded with the runs"
+        )
+        + ". Every learning rate comes from the tuning protocol (table below); verdicts are decided by the rules of "
+        f"the plan, with Holm's correction over each experiment and over the {len(counted)} counted comparisons of "
+        "the page.",
+        "",
+        "## Claims",
+        "",
+        *_claims_table(verdicts, checks),
         "",
         "## Verdicts",
         "",
-        "| experiment | comparison | verdict |",
-        "|---|---|---|",
-        *[f"| {_cell(title)} | {_cell(name)} | {VERDICT_WORDS[v]} |" for title, name, v in summary],
+        "Each counted comparison: its rule, the paired estimate (points) with its 95% interval, the p value against "
+        "the rule's boundary, Holm-adjusted over its experiment (the claim's family) and over the whole page, the "
+        "decisions (raw; over the family, which is the verdict; over the page, the strict reading), the smallest "
+        "true effect the design detects with 80% power, and the budget check of its rows.",
+        "",
+        *_verdict_table(verdicts),
         "",
     ]
-    given = [headline] if isinstance(headline, Path) else headline or []
-    folders = [f for f in given if (f / "summary.json").is_file()]
-    lines += _headline_vs_cnn(results)
-    if folders:
-        published = {f: json.loads((f / "eval.json").read_text()) for f in folders if (f / "eval.json").is_file()}
-        lines += ["## Published models", "", *_attempts_table(published)]
-        for folder in folders:
-            role = " (distillation teacher)" if published.get(folder, {}).get("role") == TEACHER_ROLE else ""
-            head = [f"### `{folder.as_posix()}`{role}", ""] if len(folders) > 1 else []
-            lines += head + _headline(folder, published.get(folder), docs)
-    lines += sections
+    tuning = next((e for e in exps if e.kind == "tuning"), None)
+    if tuning is not None:
+        lines += _tuning_section(tuning, res)
+    lines += ["## Checks", "", "| check | result |", "|---|---|"]
+    lines += [f"| {CHECKS[c].title} | {_check_text(r)} |" for c, r in checks.items()]
+    lines += [""]
+    lines += headline_section(results)
+    lines += published_sections(headline, docs)
+    for exp in claims:
+        lines += _section(exp, res, figures, [v for v in verdicts if v.exp is exp])
     lines += [
         "## Cost scaling",
         "",
@@ -304,95 +571,3 @@ def write_report(
     out = docs / f"results{res.suffix}.md"
     write_text(out, "\n".join(lines))
     return out
-
-
-def _headline_vs_cnn(results: Path) -> list[str]:
-    """The all-MLP model against the CNN of the same recipe: accuracy with intervals and CPU latency."""
-    path = results / "headline_vs_cnn.json"
-    if not path.is_file():
-        return []
-    h = json.loads(path.read_text())
-    lines = [
-        "## The all-MLP model against the CNN",
-        "",
-        f"**Question.** {h['question']}",
-        "",
-        f"**Models.** {h['models']}",
-        "",
-        "| model | all-MLP | params (M) | test top-1 (%) | latency batch 1, eager (ms) | batch 1, ONNX Runtime (ms) "
-        f"| batch {h['batch']}, eager (ms) | batch {h['batch']}, ONNX Runtime (ms) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in h["rows"]:
-        lat = r["latency_ms"]
-        times = [lat[f"{b}/{backend}"] for b in (1, h["batch"]) for backend in ("eager", "onnxruntime")]
-        lines.append(
-            f"| `{r['file']}` | {'yes' if r['all_mlp'] else 'no'} | {r['params'] / 1e6:.2f} | {r['top1']:.2f} | "
-            + " | ".join(f"{t:.2f}" for t in times)
-            + " |"
-        )
-    lines += ["", "| comparison | difference (points), 95% interval | verdict |", "|---|---:|---|"]
-    for c in h["comparisons"]:
-        iv = Interval(**c["interval"])
-        lines.append(f"| {c['name']} | {iv} | {VERDICT_WORDS[decide(iv, c['kind'], c['margin'])]} |")
-    lines += ["", f"Intervals: {h['method']}. Latency: {h['latency']}, on {h['machine']}.", ""]
-    if h.get("figure"):
-        lines += [f"![accuracy against latency](figures/{h['figure']})", ""]
-    return lines
-
-
-def _attempts_table(published: dict[Path, dict]) -> list[str]:
-    """One row per published folder and its eval.json (validation-selected figures side by side); empty for fewer
-    than two."""
-    if len(published) < 2:
-        return []
-    lines = [
-        "| published model | parameters | file | best epoch | validation top-1 | test top-1 | target |",
-        "|---|---:|---:|---:|---:|---:|---|",
-    ]
-    for folder, e in published.items():
-        size = f"{e['bytes'] / 1e6:.1f} MB" if "bytes" in e else "-"
-        target = (
-            "none (teacher)"
-            if e.get("role") == TEACHER_ROLE
-            else f"{e['target_top1']:.1f}%: {'met' if e['met'] else 'not met'}"
-        )
-        lines.append(
-            f"| `{folder.as_posix()}` | {e['params'] / 1e6:.2f} M | {size} | {e['best_epoch']} | "
-            f"{e['best_val_top1']:.2f}% | {e['test_top1']:.2f}% | {target} |"
-        )
-    return [*lines, ""]
-
-
-def _headline(folder: Path, e: dict | None, docs: Path) -> list[str]:
-    """The section of a published model (its summary.json and eval.json ``e``) or of a run folder (``e`` None)."""
-    s = json.loads((folder / "summary.json").read_text())
-    lines = []
-    if e is not None:
-        teacher = e.get("role") == TEACHER_ROLE
-        verdict = (
-            "a distillation teacher of the headline recipes: it need not be all-MLP and has no target"
-            if teacher
-            else f"target {e['target_top1']:.1f}%: **{'met' if e['met'] else 'not met'}**"
-        )
-        lines += [
-            f"`{s['model']}` trained by `python experiments/headline.py{' --teacher' if teacher else ''}` "
-            f"(recipe: `{e['recipe']}`; {s['epochs_done']} epochs, {s['train_seconds'] / 3600:.1f} h of training "
-            "clock, time paused for other jobs included), selected on the validation split (best epoch "
-            f"{e['best_epoch']}, validation top-1 {e['best_val_top1']:.2f}%) and published in its deploy form "
-            f"(`{e['file']}`, {e['params'] / 1e6:.2f} M parameters, {e['dtype']}, all-MLP: "
-            f"{'yes' if e['all_mlp'] else 'no'}).",
-            "",
-            f"Fashion-MNIST test top-1 of the published file: **{e['test_top1']:.2f}%** (top-5 {e['test_top5']:.2f}%)"
-            f"; {verdict}. Reproduce with `{e['command']}`.",
-        ]
-        curves = folder / "curves.png"
-        if curves.is_file():
-            lines += ["", f"![training curves]({Path(os.path.relpath(curves, docs)).as_posix()})"]
-    else:
-        lines += [
-            f"`{s['model']}` selected on the validation split (best epoch {s['best_epoch']}, validation top-1 "
-            f"{s['best_val_top1']:.2f}%): **{s['test_top1_best']:.2f}%** test top-1 after {s['epochs_done']} epochs "
-            f"({s['train_seconds'] / 3600:.1f} h). Files: `{folder}` (not published yet).",
-        ]
-    return [*lines, ""]

@@ -7,6 +7,7 @@ A run's key hashes what it trains (not its label), so two experiments that need 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping
@@ -34,7 +35,12 @@ Rows = dict[str, list[dict]]  # a table's label -> the result files of its seeds
 
 SHIFTS = (0, 1, 2, 3, 4)  # translation probe: pixels
 # LabRun.evals -> the result field each adds
-EVAL_KEYS = {"shift": "shift_top1", "train_acc": "train_top1", "expanded": "expanded_top1"}
+EVAL_KEYS = {
+    "shift": "shift_top1",
+    "train_acc": "train_top1",
+    "expanded": "expanded_top1",
+    "moved": "moved_top1",
+}
 
 
 @dataclass(frozen=True)
@@ -44,20 +50,20 @@ class Settings:
 
     quick: bool = False
     data: str = "fashion-mnist"  # or "cifar10" / "cifar100" (32x32 models); the synthetic probes stay 28x28
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2)  # every verdict row
+    more_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)  # rows near a boundary: the RepMLP ablation at the full budget
+    many_seeds: tuple[int, ...] = tuple(range(10))  # cheap rows: the probes from 30 and 100 images
     subset: int = 5000  # training images of a run (a seeded subset; 0: all but validation)
-    val_size: int = 2000  # held out of the training set for the plateau check
+    val_size: int = 2000  # held out of the training set: the tuning's selection, the curves
     test_subset: int = 0  # 0: the whole test set
     batch_size: int = 128
-    epochs: int = 30  # the budget every model is trained to (a plateau on `subset` images)
-    sweep: tuple[int, ...] = (3, 10, 30)  # the budget sweep of the budget-sensitive claims
+    epochs: int = 30  # the budget B every verdict row is trained to; its rows also run at B/2 (the budget check)
     scale: float = 1.0  # multiplies every epoch count (the quick mode's tiny budgets)
     latency_batch: int = 64
     latency_repeats: int = 10
     shift_images: int = 2000  # test images of the translation probe
-    probe_sizes: tuple[int, ...] = (300, 1000, 5000)  # training images of the sample-efficiency curves
-    few_sizes: tuple[int, ...] = (30, 100)  # the probes again below those sizes, where capable models can differ
-    data_sizes: tuple[int, ...] = (1000, 4000, 12000)  # training images of the data-size curves
+    probe_sizes: tuple[int, ...] = (30, 100, 300, 1000)  # training images of the probes' sample-efficiency curves
+    data_sizes: tuple[int, ...] = (1000, 5000, 20000)  # training images of the data-size curves (equal steps)
 
     @classmethod
     def full(cls) -> Settings:
@@ -68,6 +74,8 @@ class Settings:
         return cls(
             quick=True,
             seeds=(0, 1),
+            more_seeds=(0, 1),
+            many_seeds=(0, 1),
             subset=96,
             val_size=64,
             test_subset=128,
@@ -76,8 +84,7 @@ class Settings:
             latency_batch=4,
             latency_repeats=2,
             shift_images=32,
-            probe_sizes=(64, 96),
-            few_sizes=(32, 48),
+            probe_sizes=(32, 64),
             data_sizes=(64, 96),
         )
 
@@ -99,7 +106,6 @@ class LabRun:
     teacher: LabRun | None = None  # distillation teacher (trained first)
     init: LabRun | None = None  # fine-tune from this run's model
     evals: tuple[str, ...] = ()  # extra measurements (EVAL_KEYS)
-    equal_time_min: float = 0.0  # > 0: epochs chosen so training takes about this long
 
     @property
     def key(self) -> str:
@@ -112,15 +118,14 @@ class LabRun:
             "train": dict(self.train),
             "teacher": self.teacher.key if self.teacher else None,
             "init": self.init.key if self.init else None,
-            "equal_time_min": self.equal_time_min,
+            "equal_time_min": 0.0,  # a field of earlier plans, kept in the hash so their runs keep their keys
         }
         digest = hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:8]
         return f"{self.model}-{digest}-s{self.seed}"
 
-    @property
-    def images_seen(self) -> int:
-        """Training images this run passes through (its cost, with the model's time per image)."""
-        return int(self.train.get("epochs", 1)) * int(self.train.get("train_subset", 0) or 55000)
+    def but(self, **changes) -> LabRun:
+        """This run with some fields changed (``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)
 
 
 @dataclass(frozen=True)
@@ -128,7 +133,8 @@ class Comparison:
     """One verdict: ``a`` against ``b`` (row labels) on a metric, paired by seed.
 
     ``kind`` is the rule: ``greater`` (a beats b), ``noninferior`` (a at most ``margin`` points below b) or
-    ``equivalent`` (within ``margin`` points either way); see :func:`mlpvision.lab.stats.decide`.
+    ``equivalent`` (within ``margin`` points either way); see :func:`mlpvision.lab.stats.decide`. ``minus``
+    compares a change against a change: (a - b) - (c - d).
     """
 
     name: str
@@ -137,16 +143,30 @@ class Comparison:
     kind: str = "greater"
     margin: float = 0.0
     metric: str = "top1"  # a name in mlpvision.lab.measures.METRICS
-    deciding: bool = True  # False: shown (e.g. a shorter budget of a sweep) but not the claim's verdict
+    deciding: bool = True  # False: shown (e.g. the half budget) but not a verdict of the claim
     minus: tuple[str, str] | None = None  # (c, d): compare (a - b) - (c - d), a change against a change
+    reason: str = ""  # why this margin (required when margin > 0)
+    exploratory: str = ""  # set when the rule was chosen after seeing results: why (shown; not in the corrections)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("greater", "noninferior", "equivalent"):
+            raise ConfigError(f"comparison {self.name!r}: unknown kind {self.kind!r}")
+        if self.margin > 0 and not self.reason:
+            raise ConfigError(f"comparison {self.name!r}: a margin needs its reason")
+
+    @property
+    def counted(self) -> bool:
+        """Part of the family-wise corrections and of the claims' verdicts."""
+        return self.deciding and not self.exploratory
 
     @property
     def rule(self) -> str:
+        lhs = f"({self.a} - {self.b}) - ({self.minus[0]} - {self.minus[1]})" if self.minus else f"{self.a} - {self.b}"
         if self.kind == "greater":
-            return f"{self.a} > {self.b}"
+            return f"{lhs} > 0"
         if self.kind == "noninferior":
-            return f"{self.a} >= {self.b} - {self.margin:g}"
-        return f"|{self.a} - {self.b}| < {self.margin:g}"
+            return f"{lhs} > -{self.margin:g}"
+        return f"|{lhs}| < {self.margin:g}"
 
 
 class Curve(NamedTuple):
@@ -159,6 +179,12 @@ class Curve(NamedTuple):
 
 @dataclass
 class Experiment:
+    """One claim of the papers (or a design probe) as runs, a table and verdicts.
+
+    Everything the report shows of a section is a field here: its extra columns (``columns``, metric names), its
+    figure (``curves`` on ``xlabel``, or a dot plot of the rows), its latency table and its deterministic checks.
+    """
+
     key: str
     title: str
     hypothesis: str  # what the papers claim, as something the runs can confirm or refute
@@ -173,7 +199,11 @@ class Experiment:
     logx: bool = False
     metric: str = "top1"  # what the table and the curves show
     notes: str = ""
-    kind: str = "claim"  # "claim": verdicts; "tuning": the protocol's table of rates; "check": deterministic checks
+    kind: str = "claim"  # "claim": verdicts; "tuning": the protocol's table of rates
+    columns: tuple[str, ...] = ()  # extra per-row metrics (names in mlpvision.lab.measures.METRICS)
+    budget_pairs: dict[str, str] = field(default_factory=dict)  # row at B -> its row at B/2 (the budget check)
+    checks: tuple[str, ...] = ()  # deterministic checks shown with the section (names in mlpvision.lab.checks)
+    latency_batch: int | None = None  # the latency table's batch (None: the settings')
 
 
 class LabData(NamedTuple):

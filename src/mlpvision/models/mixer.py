@@ -17,11 +17,12 @@ from functools import partial
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..layers import Mlp, PatchEmbed, drop_path_or_identity, lecun_normal_, token_mlp
 from .base import ImageClassifier, make_head
 from .registry import ModelConfig, Variant, register_family
 
-__all__ = ["MixerBlock", "MixerConfig", "MlpMixer", "PatchMlpNet"]
+__all__ = ["MixerBlock", "MixerConfig", "MlpMixer", "PatchMlpNet", "UntiedTokenMlp"]
 
 PAPER = "MLP-Mixer, arXiv 2105.01601"
 
@@ -36,6 +37,47 @@ class MixerConfig(ModelConfig):
     drop_rate: float = 0.0  # dropout inside the MLPs and before the head
     drop_path_rate: float = 0.0  # stochastic depth, rising linearly from 0 to this over the blocks
     pos_embed: bool = False  # add a learned position embedding after the stem (the paper has none: the lab's test)
+    token_mixing_groups: int = 1  # channel groups, each with its own token-mixing MLP (1: tied across all channels,
+    # as the paper; embed_dim: untied, one per channel, the paper's appendix ablation)
+
+
+class UntiedTokenMlp(nn.Module):
+    """Token-mixing MLPs untied across channels: each of ``groups`` channel groups has its own two layers over the
+    S tokens (the MLP-Mixer paper's alternative to tying, at the same FLOPs and ``groups`` times the parameters).
+
+    Args:
+        num_tokens: number of patches S.
+        hidden: hidden width D_S of each group's MLP.
+        groups: channel groups G (each of C / G channels).
+        drop: dropout after the activation and after the second layer.
+    """
+
+    def __init__(self, num_tokens: int, hidden: int, groups: int, drop: float = 0.0) -> None:
+        super().__init__()
+        self.groups = groups
+        self.fc1_weight = nn.Parameter(torch.empty(groups, hidden, num_tokens))
+        self.fc1_bias = nn.Parameter(torch.zeros(groups, hidden))
+        self.fc2_weight = nn.Parameter(torch.empty(groups, num_tokens, hidden))
+        self.fc2_bias = nn.Parameter(torch.zeros(groups, num_tokens))
+        self.act = nn.GELU()
+        self.drop = nn.Dropout(drop)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        for w in (self.fc1_weight, self.fc2_weight):  # xavier-uniform per group, as a tied MLP's linears
+            bound = (6.0 / (w.shape[1] + w.shape[2])) ** 0.5
+            nn.init.uniform_(w, -bound, bound)
+        nn.init.normal_(self.fc1_bias, std=1e-6)
+        nn.init.normal_(self.fc2_bias, std=1e-6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, c = x.shape
+        x = x.reshape(b, s, self.groups, c // self.groups)  # (B, S, G, C/G)
+        h = torch.einsum("bsgc,gds->bgdc", x, self.fc1_weight) + self.fc1_bias[None, :, :, None]  # (B, G, D_S, C/G)
+        h = self.drop(self.act(h))
+        y = torch.einsum("bgdc,gsd->bsgc", h, self.fc2_weight) + self.fc2_bias.T[None, :, :, None]  # (B, S, G, C/G)
+        return self.drop(y).reshape(b, s, c)
 
 
 class MixerBlock(nn.Module):
@@ -58,16 +100,23 @@ class MixerBlock(nn.Module):
         channel_mlp_dim: int,
         drop: float = 0.0,
         drop_path: float = 0.0,
+        token_mixing_groups: int = 1,
     ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp_tokens = Mlp(num_tokens, token_mlp_dim, drop=drop)
+        self.mlp_tokens = (
+            Mlp(num_tokens, token_mlp_dim, drop=drop)
+            if token_mixing_groups == 1
+            else UntiedTokenMlp(num_tokens, token_mlp_dim, token_mixing_groups, drop)
+        )
         self.drop_path = drop_path_or_identity(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp_channels = Mlp(dim, channel_mlp_dim, drop=drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(token_mlp(self.mlp_tokens, self.norm1(x)))  # token mixing: MLP over S
+        y = self.norm1(x)
+        y = token_mlp(self.mlp_tokens, y) if isinstance(self.mlp_tokens, Mlp) else self.mlp_tokens(y)
+        x = x + self.drop_path(y)  # token mixing: MLP over S
         return x + self.drop_path(self.mlp_channels(self.norm2(x)))  # channel mixing: MLP over C
 
 
@@ -140,9 +189,21 @@ class MlpMixer(PatchMlpNet):
     """MLP-Mixer built from a :class:`MixerConfig`."""
 
     def __init__(self, cfg: MixerConfig) -> None:
+        if cfg.token_mixing_groups < 1 or cfg.embed_dim % cfg.token_mixing_groups:
+            raise ConfigError(
+                f"token_mixing_groups must divide embed_dim ({cfg.embed_dim}), got {cfg.token_mixing_groups}"
+            )
         num_tokens = (cfg.img_size // cfg.patch_size) ** 2
         blocks = [
-            MixerBlock(cfg.embed_dim, num_tokens, cfg.token_mlp_dim, cfg.channel_mlp_dim, cfg.drop_rate, dpr)
+            MixerBlock(
+                cfg.embed_dim,
+                num_tokens,
+                cfg.token_mlp_dim,
+                cfg.channel_mlp_dim,
+                cfg.drop_rate,
+                dpr,
+                token_mixing_groups=cfg.token_mixing_groups,
+            )
             for dpr in stochastic_depth_rates(cfg.drop_path_rate, cfg.depth)
         ]
         super().__init__(cfg, blocks, nn.LayerNorm(cfg.embed_dim, eps=1e-6), cfg.embed_dim)

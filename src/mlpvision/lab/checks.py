@@ -1,0 +1,199 @@
+"""The lab's deterministic checks: exact identities and arithmetic facts that the papers' claims rest on, computed
+when the page is written (seconds), and facts read off the results that a section's test needs. A check is never a
+verdict: it cannot come out otherwise by training noise, so it is listed as a check.
+
+Each check returns ``(passed, detail)``; ``passed`` is None while the results it reads are missing.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+
+from ..data.tasks import patch_shuffle_permutation, permute_pixels, pixel_permutation
+from ..models import count, create_model
+from ..reparam import reparameterize
+from ..train import expand_token_mixing
+from .context import LAB_MODELS
+from .measures import top1
+
+__all__ = ["CHECKS", "Check", "run_check"]
+
+_MIXER = LAB_MODELS["MLP-Mixer"]
+
+
+def _mixer(**extra) -> torch.nn.Module:
+    name, args = _MIXER
+    return create_model(name, **{**args, **extra}).eval()
+
+
+def _randomised(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with every parameter and BatchNorm statistic drawn at random (so identities are not trivially met
+    by zero heads or identity statistics)."""
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.2)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    return model.eval()
+
+
+def _rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Largest difference relative to the largest output magnitude (float32 summation order aside: ~1e-7)."""
+    return ((a - b).abs().max() / a.abs().max().clamp_min(1e-12)).item()
+
+
+def _images(n: int = 8, size: int = 28) -> torch.Tensor:
+    return torch.randn(n, 1, size, size, generator=torch.Generator().manual_seed(1))
+
+
+@torch.no_grad()
+def mlp_permutation(**_) -> tuple[bool, str]:
+    """A plain MLP on permuted pixels, with its first layer's columns permuted alike, computes what it computes on
+    the original pixels: training on permuted images is training on the originals from another initialisation."""
+    name, args = LAB_MODELS["plain MLP"]
+    model = _randomised(create_model(name, **args))
+    perm = pixel_permutation(28 * 28)
+    twin = copy.deepcopy(model)
+    first = twin.layers[0]
+    first.weight.copy_(model.layers[0].weight[:, perm])
+    x = _images()
+    diff = _rel_diff(model(x), twin(permute_pixels(x, perm)))
+    return diff < 1e-5, f"largest relative output difference {diff:.1e}"
+
+
+@torch.no_grad()
+def mixer_patch_shuffle(**_) -> tuple[bool, str]:
+    """Mixer on patch + pixel shuffled images, with its stem's kernel and its token-mixing weights permuted alike,
+    computes what it computes on the original images."""
+    model = _randomised(_mixer())
+    twin = copy.deepcopy(model)
+    size, patch = 28, model.stem.proj.kernel_size[0]
+    grid = size // patch
+    perm = patch_shuffle_permutation(size, patch)  # shuffled pixel i reads original pixel perm[i]
+    sy, sx = perm // size, perm % size
+    src_patch = ((sy // patch) * grid + sx // patch).reshape(size, size)
+    src_inside = ((sy % patch) * patch + sx % patch).reshape(size, size)
+    patches = src_patch[::patch, ::patch].flatten()  # shuffled token t is original token patches[t]
+    inside = src_inside[:patch, :patch].flatten()  # pixel i of every shuffled patch is pixel inside[i] of its source
+    w = model.stem.proj.weight  # (C, in, p, p)
+    twin.stem.proj.weight.copy_(w.flatten(2)[:, :, inside].reshape(w.shape))
+    for blk, tblk in zip(model.blocks, twin.blocks, strict=True):
+        fc1, fc2 = blk.mlp_tokens.fc1, blk.mlp_tokens.fc2
+        tblk.mlp_tokens.fc1.weight.copy_(fc1.weight[:, patches])
+        tblk.mlp_tokens.fc2.weight.copy_(fc2.weight[patches, :])
+        tblk.mlp_tokens.fc2.bias.copy_(fc2.bias[patches])
+    x = _images()
+    diff = _rel_diff(model(x), twin(permute_pixels(x, perm)))
+    return diff < 1e-5, f"largest relative output difference {diff:.1e}"
+
+
+@torch.no_grad()
+def repmlp_fusion(**_) -> tuple[bool, str]:
+    """RepMLP's deploy form (FC layers only) computes what its train form computes, with random BatchNorm
+    statistics."""
+    name, args = LAB_MODELS["RepMLP"]
+    model = _randomised(create_model(name, **args))
+    deployed = reparameterize(model)
+    x = _images()
+    rel = _rel_diff(model(x), deployed(x))
+    return rel < 1e-4, f"largest relative output difference {rel:.1e}"
+
+
+def repmlp_fewer_macs(**_) -> tuple[bool, str]:
+    """The deployed RepMLP network needs fewer multiply-adds than the Wide ConvNet (the paper: 52.8 vs 65.1 M)."""
+    macs = {}
+    for label in ("RepMLP", "Wide ConvNet"):
+        name, args = LAB_MODELS[label]
+        macs[label] = count(reparameterize(create_model(name, **args).eval())).macs
+    ok = macs["RepMLP"] < macs["Wide ConvNet"]
+    return ok, f"RepMLP {macs['RepMLP'] / 1e6:.1f} M vs Wide ConvNet {macs['Wide ConvNet'] / 1e6:.1f} M MACs"
+
+
+@torch.no_grad()
+def untied_equals_tied(**_) -> tuple[bool, str]:
+    """A Mixer with one token MLP per channel, all set to the tied Mixer's, computes what the tied Mixer computes:
+    untying only adds freedom (the comparison's premise)."""
+    tied = _randomised(_mixer())
+    groups = LAB_MODELS["MLP-Mixer, untied token mixing"][1]["token_mixing_groups"]
+    untied = _mixer(token_mixing_groups=groups)
+    state = {k: v for k, v in tied.state_dict().items() if ".mlp_tokens." not in k}
+    untied.load_state_dict(state, strict=False)
+    for blk, ublk in zip(tied.blocks, untied.blocks, strict=True):
+        m, u = blk.mlp_tokens, ublk.mlp_tokens
+        u.fc1_weight.copy_(m.fc1.weight.expand_as(u.fc1_weight))
+        u.fc1_bias.copy_(m.fc1.bias.expand_as(u.fc1_bias))
+        u.fc2_weight.copy_(m.fc2.weight.expand_as(u.fc2_weight))
+        u.fc2_bias.copy_(m.fc2.bias.expand_as(u.fc2_bias))
+    x = _images()
+    diff = _rel_diff(tied(x), untied(x))
+    return diff < 1e-5, f"largest relative output difference {diff:.1e}; parameters {count(tied).params:,} tied vs " + (
+        f"{count(untied).params:,} untied"
+    )
+
+
+@torch.no_grad()
+def expansion_tiles(**_) -> tuple[bool, str]:
+    """The block-diagonally expanded Mixer on a 56-px image made of four 28-px tiles computes the average of the
+    small model's features on each tile (before the head): it is the small model applied tile by tile."""
+    small = _randomised(_mixer())
+    big = expand_token_mixing(small, 56).eval()
+    tiles = _images(4)
+    image = torch.cat([torch.cat([tiles[0:1], tiles[1:2]], 3), torch.cat([tiles[2:3], tiles[3:4]], 3)], 2)
+    got = big.forward_features(image).mean(1)
+    want = small.forward_features(tiles).mean(1).mean(0, keepdim=True)
+    diff = _rel_diff(want, got)
+    return diff < 1e-5, f"largest relative feature difference {diff:.1e}"
+
+
+def teacher_gap(rows=None, **_) -> tuple[bool | None, str]:
+    """The distillation teacher is at least 2 points ahead of the undistilled student (else the test cannot tell)."""
+    teacher, student = (rows or {}).get("teacher", []), (rows or {}).get("ResMLP", [])
+    if not teacher or not student:
+        return None, "pending"
+    gap = top1(teacher[0]) - statistics.mean(top1(r) for r in student)
+    return gap >= 2.0, f"teacher {top1(teacher[0]):.2f}% vs student {gap:+.2f} points"
+
+
+def mixer_faster_than_vit(latency=None, **_) -> tuple[bool | None, str]:
+    """Mixer is faster than ViT at every size and at least twice as fast at 784 patches (112 px)."""
+    rows = (latency or {}).get("rows", {})
+    sizes = sorted({int(k.rsplit(" at ", 1)[1].split()[0]) for k in rows})
+    if not sizes:
+        return None, "pending (timed on an idle machine by `mlpvision lab --latency-only`)"
+    ratio = {n: rows[f"ViT at {n} px"]["median_ms"] / rows[f"MLP-Mixer at {n} px"]["median_ms"] for n in sizes}
+    ok = all(r > 1 for r in ratio.values()) and ratio.get(112, 0) >= 2
+    return ok, "ViT / Mixer latency: " + ", ".join(f"{ratio[n]:.2f}x at {n} px" for n in sizes)
+
+
+class Check(NamedTuple):
+    title: str
+    fn: Callable[..., tuple[bool | None, str]]
+
+
+CHECKS: dict[str, Check] = {
+    "mlp_permutation": Check("plain MLP: a pixel permutation is undone by permuting its first layer", mlp_permutation),
+    "mixer_patch_shuffle": Check(
+        "Mixer: a patch + pixel shuffle is undone by permuting its stem and token-mixing weights", mixer_patch_shuffle
+    ),
+    "repmlp_fusion": Check("RepMLP: the FC-only deploy form equals the train form", repmlp_fusion),
+    "repmlp_fewer_macs": Check("RepMLP (deployed) needs fewer MACs than the Wide ConvNet", repmlp_fewer_macs),
+    "untied_equals_tied": Check("untied token mixing contains the tied Mixer", untied_equals_tied),
+    "expansion_tiles": Check("the expanded Mixer is the small one applied tile by tile", expansion_tiles),
+    "teacher_gap": Check("the teacher leads the undistilled student by at least 2 points", teacher_gap),
+    "mixer_faster_than_vit": Check(
+        "Mixer faster than ViT at every size, at least 2x at 784 patches", mixer_faster_than_vit
+    ),
+}
+
+
+def run_check(name: str, **context) -> tuple[bool | None, str]:
+    """Runs check ``name`` (a key of :data:`CHECKS`) with the section's ``rows`` and ``latency`` as context."""
+    return CHECKS[name].fn(**context)

@@ -1,0 +1,218 @@
+"""The all-MLP model against the CNN trained by the same recipe (accuracy with paired bootstrap intervals, CPU
+latency eager and ONNX Runtime), and the published models' sections of the results page."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from ..data import plain_split
+from ..deploy import Candidate, OrtModel, export_onnx, inference_call, measure
+from ..io import load_checkpoint, save_figure, write_json
+from ..plotting import pyplot
+from ..reparam import non_mlp_layers
+from ..runtime import machine_description
+from .publish import TEACHER_ROLE
+from .stats import VERDICT_WORDS, Interval, decide, paired_bootstrap
+
+__all__ = ["headline_section", "headline_vs_cnn", "published_sections"]
+
+
+def headline_vs_cnn(published: list[Path], results: Path, figures: Path, batch: int = 64, repeats: int = 30) -> Path:
+    """The all-MLP models against the CNN trained by the same recipe: test top-1 with paired bootstrap intervals
+    (per test image), and CPU latency of each deploy form at batch 1 and ``batch``, eager and ONNX Runtime, timed
+    round-robin in one run. Writes ``results/headline_vs_cnn.json`` and the accuracy/latency figure."""
+    test, _ = plain_split("fashion-mnist", "test")
+    rows, correct, cands = [], {}, []
+    with tempfile.TemporaryDirectory() as tmp:
+        for folder in published:
+            e = json.loads((folder / "eval.json").read_text())
+            model = load_checkpoint(folder / "model.safetensors", device="cpu").float().eval()
+            correct[folder.name] = hits = _correct(model, test)  # one pass: accuracy and the paired bootstrap
+            onnx = OrtModel(export_onnx(model, Path(tmp) / f"{folder.name}.onnx").path)
+            for b in (1, batch):
+                x = torch.randn(b, model.in_chans, model.img_size, model.img_size)
+                cands.append(Candidate(folder.name, f"{b}/eager", inference_call(model, x), None))
+                cands.append(Candidate(folder.name, f"{b}/onnxruntime", lambda o=onnx, x=x: o(x), None))
+            rows.append(
+                {
+                    "name": folder.name,
+                    "file": f"{folder.as_posix()}/model.safetensors",
+                    "all_mlp": not non_mlp_layers(model),
+                    "teacher": e.get("role") == TEACHER_ROLE,
+                    "params": sum(p.numel() for p in model.parameters()),
+                    "top1": 100.0 * sum(hits) / len(hits),
+                    "best_val_top1": e["best_val_top1"],
+                    "recipe": e["recipe"],
+                }
+            )
+        timing = measure(cands, repeats, warmup=3)
+    for row in rows:
+        mine = [(c, t) for c, t in zip(cands, timing, strict=True) if c.impl == row["name"]]
+        row["latency_ms"] = {c.backend: t["median_s"] * 1e3 for c, t in mine}
+    cnn = next(r for r in rows if not r["all_mlp"])
+    mlps = [r for r in rows if r["all_mlp"]]
+    same = next((r for r in mlps if r["name"] == "allmlp_headline"), mlps[0])
+    best = max(mlps, key=lambda r: r["best_val_top1"])  # chosen on validation, never on test
+    comparisons = []
+    for label, r in (("all-MLP, same recipe", same), ("best all-MLP on validation", best)):
+        iv = paired_bootstrap(correct[r["name"]], correct[cnn["name"]])
+        name = f"{label} (`{r['name']}`) vs the CNN (`{cnn['name']}`)"
+        comparisons.append({"name": name, "kind": "noninferior", "margin": 0.5, "interval": dataclasses.asdict(iv)})
+    out = results / "headline_vs_cnn.json"
+    figure = _plot_accuracy_latency(rows, figures / "lab_headline_vs_cnn.png")
+    summary = {
+        "question": "Does the best all-MLP deploy-form model match the CNN trained by the same recipe and budget "
+        "(80 epochs of all 55 000 training images, AdamW, EMA, random erasing), within half a point, and how "
+        "fast is each on a CPU?",
+        "models": f"`{same['name']}` (all-MLP, deployed as FC layers; random erasing 0.25) and `{cnn['name']}` "
+        "(the same layout with 3x3 convs, three pairs per stage; random erasing 0.5) share the headline recipe; the "
+        "other all-MLP rows distil from that CNN or add a full-resolution stage.",
+        "rows": rows,
+        "comparisons": comparisons,
+        "batch": batch,
+        "figure": figure,
+        "method": "paired bootstrap over the 10 000 test images (2 000 resamples, percentile); one trained model "
+        "each, so the interval covers test-set sampling, not seed-to-seed variation",
+        "latency": f"median of {repeats} calls, float32, {torch.get_num_threads()} threads, all models and backends "
+        "timed round-robin in one run",
+        "machine": machine_description(),
+    }
+    write_json(out, summary)
+    return out
+
+
+def _correct(model, data) -> list[bool]:
+    out = []
+    with torch.inference_mode():
+        for images, labels in DataLoader(data, batch_size=500):
+            out += (model(images).argmax(1) == labels).tolist()
+    return out
+
+
+def _plot_accuracy_latency(rows: list[dict], path: Path) -> str:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for backend, marker in (("eager", "o"), ("onnxruntime", "s")):
+        for r in rows:
+            ax.scatter(r["latency_ms"][f"1/{backend}"], r["top1"], marker=marker, color="C0" if r["all_mlp"] else "C3")
+            ax.annotate(f"{r['name']} ({backend})", (r["latency_ms"][f"1/{backend}"], r["top1"]), fontsize=6)
+    title = "All-MLP (blue) and CNN (red): accuracy against latency"
+    ax.set(xlabel="latency at batch 1 (ms, CPU)", ylabel="Fashion-MNIST test top-1 (%)", title=title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=110)
+    return path.name
+
+
+def headline_section(results: Path) -> list[str]:
+    """The all-MLP model against the CNN of the same recipe: accuracy with intervals and CPU latency."""
+    path = results / "headline_vs_cnn.json"
+    if not path.is_file():
+        return []
+    h = json.loads(path.read_text())
+    lines = [
+        "## The all-MLP model against the CNN",
+        "",
+        f"**Question.** {h['question']}",
+        "",
+        f"**Models.** {h['models']}",
+        "",
+        "| model | all-MLP | params (M) | test top-1 (%) | latency batch 1, eager (ms) | batch 1, ONNX Runtime (ms) "
+        f"| batch {h['batch']}, eager (ms) | batch {h['batch']}, ONNX Runtime (ms) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in h["rows"]:
+        lat = r["latency_ms"]
+        times = [lat[f"{b}/{backend}"] for b in (1, h["batch"]) for backend in ("eager", "onnxruntime")]
+        lines.append(
+            f"| `{r['file']}` | {'yes' if r['all_mlp'] else 'no'} | {r['params'] / 1e6:.2f} | {r['top1']:.2f} | "
+            + " | ".join(f"{t:.2f}" for t in times)
+            + " |"
+        )
+    lines += ["", "| comparison | difference (points), 95% interval | verdict |", "|---|---:|---|"]
+    for c in h["comparisons"]:
+        iv = Interval(**c["interval"])
+        lines.append(f"| {c['name']} | {iv} | {VERDICT_WORDS[decide(iv, c['kind'], c['margin'])]} |")
+    lines += ["", f"Intervals: {h['method']}. Latency: {h['latency']}, on {h['machine']}.", ""]
+    if h.get("figure"):
+        lines += [f"![accuracy against latency](figures/{h['figure']})", ""]
+    return lines
+
+
+def _attempts_table(published: dict[Path, dict]) -> list[str]:
+    """One row per published folder and its eval.json (validation-selected figures side by side); empty for fewer
+    than two."""
+    if len(published) < 2:
+        return []
+    lines = [
+        "| published model | parameters | file | best epoch | validation top-1 | test top-1 | target |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for folder, e in published.items():
+        size = f"{e['bytes'] / 1e6:.1f} MB" if "bytes" in e else "-"
+        target = (
+            "none (teacher)"
+            if e.get("role") == TEACHER_ROLE
+            else f"{e['target_top1']:.1f}%: {'met' if e['met'] else 'not met'}"
+        )
+        lines.append(
+            f"| `{folder.as_posix()}` | {e['params'] / 1e6:.2f} M | {size} | {e['best_epoch']} | "
+            f"{e['best_val_top1']:.2f}% | {e['test_top1']:.2f}% | {target} |"
+        )
+    return [*lines, ""]
+
+
+def _headline(folder: Path, e: dict | None, docs: Path) -> list[str]:
+    """The section of a published model (its summary.json and eval.json ``e``) or of a run folder (``e`` None)."""
+    s = json.loads((folder / "summary.json").read_text())
+    lines = []
+    if e is not None:
+        teacher = e.get("role") == TEACHER_ROLE
+        verdict = (
+            "a distillation teacher of the headline recipes: it need not be all-MLP and has no target"
+            if teacher
+            else f"target {e['target_top1']:.1f}%: **{'met' if e['met'] else 'not met'}**"
+        )
+        lines += [
+            f"`{s['model']}` trained by `python experiments/headline.py{' --teacher' if teacher else ''}` "
+            f"(recipe: `{e['recipe']}`; {s['epochs_done']} epochs, {s['train_seconds'] / 3600:.1f} h of training "
+            "clock, time paused for other jobs included), selected on the validation split (best epoch "
+            f"{e['best_epoch']}, validation top-1 {e['best_val_top1']:.2f}%) and published in its deploy form "
+            f"(`{e['file']}`, {e['params'] / 1e6:.2f} M parameters, {e['dtype']}, all-MLP: "
+            f"{'yes' if e['all_mlp'] else 'no'}).",
+            "",
+            f"Fashion-MNIST test top-1 of the published file: **{e['test_top1']:.2f}%** (top-5 {e['test_top5']:.2f}%)"
+            f"; {verdict}. Reproduce with `{e['command']}`.",
+        ]
+        curves = folder / "curves.png"
+        if curves.is_file():
+            lines += ["", f"![training curves]({Path(os.path.relpath(curves, docs)).as_posix()})"]
+    else:
+        lines += [
+            f"`{s['model']}` selected on the validation split (best epoch {s['best_epoch']}, validation top-1 "
+            f"{s['best_val_top1']:.2f}%): **{s['test_top1_best']:.2f}%** test top-1 after {s['epochs_done']} epochs "
+            f"({s['train_seconds'] / 3600:.1f} h). Files: `{folder}` (not published yet).",
+        ]
+    return [*lines, ""]
+
+
+def published_sections(headline: Path | list[Path] | None, docs: Path) -> list[str]:
+    """The published models' table and one section per published folder (those with a summary.json)."""
+    given = [headline] if isinstance(headline, Path) else headline or []
+    folders = [f for f in given if (f / "summary.json").is_file()]
+    if not folders:
+        return []
+    published = {f: json.loads((f / "eval.json").read_text()) for f in folders if (f / "eval.json").is_file()}
+    lines = ["## Published models", "", *_attempts_table(published)]
+    for folder in folders:
+        role = " (distillation teacher)" if published.get(folder, {}).get("role") == TEACHER_ROLE else ""
+        head = [f"### `{folder.as_posix()}`{role}", ""] if len(folders) > 1 else []
+        lines += head + _headline(folder, published.get(folder), docs)
+    return lines

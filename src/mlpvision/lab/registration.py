@@ -1,0 +1,163 @@
+"""The lab's pre-registered plan: every experiment's hypothesis, rows, seeds, budgets, comparisons, margins (with
+their reasons) and decision rules, written to ``docs/lab_plan.md`` with a hash, before the runs.
+
+The hash covers the plan as the code builds it before any rate is tuned (the rates are chosen later by the
+registered protocol of :mod:`mlpvision.lab.tuning`, so they are not part of it). The results page prints the hash
+of the plan its runs came from; a rule marked ``exploratory`` was set after seeing results and says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from .context import LAB_MODELS
+from .plan import plan
+from .spec import Experiment, Settings
+from .tuning import LADDER, START, TUNE_EPOCHS, TUNE_SEED
+
+__all__ = ["DECISION_RULES", "plan_hash", "plan_markdown", "plan_record"]
+
+DECISION_RULES = (
+    "Every comparison pairs its two rows seed by seed (a seed fixes the training subset, the initialisation and the "
+    "batch order of both) and takes the mean of the differences with Student's t (n - 1 degrees of freedom). Its p "
+    "value tests the rule's boundary (0 for `greater`, -margin for `noninferior`, +-margin for `equivalent`, both "
+    "one-sided tests for the latter), two-sided at 5%: **supported** when the interval lies wholly on the claimed "
+    "side, **refuted** when wholly on the other, **undecided** otherwise. Family-wise error is controlled with Holm's "
+    "step-down procedure twice: over each experiment's counted comparisons (the claim's family), which gives the "
+    "verdict, and over every counted comparison of the page, the strict reading shown beside it with the raw "
+    "decision. A comparison marked exploratory, or a half-budget one, is shown and not counted. A claim of "
+    "the mission is supported when every comparison that decides it is, refuted when any is refuted, and undecided "
+    "otherwise. Budget check: a row trained at budget B also trains at B/2 (three seeds); it is **trained enough** "
+    "when the 95% interval of its gain from B/2 to B lies below 1 point (the next doubling, with diminishing returns, "
+    "would add less); a verdict whose rows are not all trained enough is flagged **budget-limited**. Exact identities "
+    "(an MLP's invariance to a pixel permutation, Mixer's to a patch + pixel shuffle, re-parameterization) are "
+    "deterministic checks, never verdicts."
+)
+
+
+def _experiment_record(e: Experiment) -> dict:
+    return {
+        "key": e.key,
+        "title": e.title,
+        "hypothesis": e.hypothesis,
+        "refutation": e.refutation,
+        "budget": e.budget,
+        "runs": sorted(
+            (
+                r.label,
+                r.model,
+                r.seed,
+                r.data,
+                json.dumps(dict(r.model_args), sort_keys=True, default=str),
+                json.dumps({k: v for k, v in r.train.items() if k != "lr"}, sort_keys=True, default=str),
+                r.teacher.label if r.teacher else "",
+                r.init.label if r.init else "",
+                ",".join(r.evals),
+            )
+            for r in e.runs
+        ),
+        "comparisons": [
+            {
+                "name": c.name,
+                "rule": c.rule,
+                "kind": c.kind,
+                "margin": c.margin,
+                "metric": c.metric,
+                "counted": c.counted,
+                "reason": c.reason,
+                "exploratory": c.exploratory,
+            }
+            for c in e.comparisons
+        ],
+        "checks": list(e.checks),
+    }
+
+
+def plan_record(settings: Settings) -> dict:
+    """The plan as data (before tuning): the protocol, the decision rules and every experiment."""
+    return {
+        "tuning": {
+            "families": {k: [m, json.dumps(a, sort_keys=True, default=str)] for k, (m, a) in LAB_MODELS.items()},
+            "ladder": list(LADDER),
+            "start": list(START),
+            "epochs": TUNE_EPOCHS,
+            "seed": TUNE_SEED,
+        },
+        "rules": DECISION_RULES,
+        "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(settings).items()},
+        "experiments": [_experiment_record(e) for e in plan(settings) if e.kind == "claim"],
+    }
+
+
+def plan_hash(settings: Settings) -> str:
+    text = json.dumps(plan_record(settings), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _counted(c: dict) -> str:
+    if c["counted"]:
+        return "yes"
+    return f"no (exploratory: {c['exploratory']})" if c["exploratory"] else "no (half budget)"
+
+
+def plan_markdown(settings: Settings) -> str:
+    """``docs/lab_plan.md``: the registered plan in words, with its hash."""
+    rec = plan_record(settings)
+    lines = [
+        "# The inductive-bias lab: the registered plan",
+        "",
+        f"Plan hash `{plan_hash(settings)}` (sha-256 of the plan as data, before any rate is tuned). Generated by "
+        "`mlpvision lab --write-plan` from the plan's code and committed before its runs; `docs/results.md` prints the "
+        "hash of the plan its runs came from.",
+        "",
+        "## Tuning protocol",
+        "",
+        f"Every lab model is a family with its own peak learning rate, chosen before any verdict run: {TUNE_EPOCHS} "
+        f"epochs on the lab's subset with the tuning seed {TUNE_SEED} (no verdict run uses it), rates from the ladder "
+        f"{', '.join(f'{x:g}' for x in LADDER)}, starting at {', '.join(f'{x:g}' for x in START)}; while the best "
+        "rate (last-epoch validation top-1; a run that diverges counts at chance; ties to the lower rate) is the "
+        "lowest or highest tried, the next rung beyond it is added. Weight decay (0.05), batch (128), warm-up (one "
+        "epoch) and the cosine schedule are not tuned. Families:",
+        "",
+        *[f"- {k}: `{m}` {a}" for k, (m, a) in rec["tuning"]["families"].items()],
+        "",
+        "## Decision rules",
+        "",
+        DECISION_RULES,
+        "",
+        "## Settings",
+        "",
+        ", ".join(f"{k} = {v}" for k, v in rec["settings"].items()),
+        "",
+    ]
+    for e in rec["experiments"]:
+        rows: dict[str, list[int]] = {}
+        for label, _m, seed, *_ in e["runs"]:
+            rows.setdefault(label, []).append(seed)
+        lines += [
+            f"## {e['title']}",
+            "",
+            f"**Hypothesis.** {e['hypothesis']}",
+            "",
+            f"**Refuted by.** {e['refutation']}",
+            "",
+            f"**Budget.** {e['budget']}.",
+            "",
+            "**Rows (seeds).** " + "; ".join(f"{k} ({len(v)})" for k, v in rows.items()) + ".",
+            "",
+            "| comparison | rule | counted | margin's reason |",
+            "|---|---|---|---|",
+            *[
+                f"| {_cell(c['name'])} | `{_cell(c['rule'])}` | {_counted(c)} | {_cell(c['reason']) or '-'} |"
+                for c in e["comparisons"]
+            ],
+            "",
+        ]
+        if e["checks"]:
+            lines += [f"**Checks.** {', '.join(e['checks'])}.", ""]
+    return "\n".join(lines)

@@ -1,0 +1,184 @@
+"""The claims the lab exists to test, as its mission states them, each with the comparisons (and checks) that
+decide it. The page opens with this table.
+
+A claim is **supported** when every comparison that decides it is supported after the page's family-wise
+correction, **refuted** when any of them is refuted, **undecided** otherwise; "checked" when it rests on a
+deterministic check alone; "not testable here" when no affordable design can decide it (the reason is given).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+__all__ = ["SEED_CLAIMS", "SeedClaim"]
+
+
+class SeedClaim(NamedTuple):
+    claim: str
+    source: str
+    decided_by: tuple[tuple[str, str], ...] = ()  # (experiment key, comparison name)
+    checks: tuple[str, ...] = ()  # names in mlpvision.lab.checks
+    untestable: str = ""  # why no design here can decide it
+
+
+SEED_CLAIMS: tuple[SeedClaim, ...] = (
+    SeedClaim(
+        "Each perceptron of the RepMLP block adds accuracy (Global, Partition, Local)",
+        "RepMLP",
+        tuple(
+            ("repmlp_ablation", f"full RepMLP vs {x}")
+            for x in ("w/o Global Perceptron", "w/o Partition Perceptron", "w/o Local Perceptron")
+        ),
+    ),
+    SeedClaim(
+        "An FC layer is not a convolution in disguise: replacing FC3, or the whole block, by a 9x9 conv loses accuracy",
+        "RepMLP",
+        tuple(
+            ("repmlp_ablation", f"full RepMLP vs {x}")
+            for x in ("FC3 replaced by 9x9 conv", "RepMLP replaced by 9x9 conv")
+        ),
+    ),
+    SeedClaim(
+        "Re-parameterization is exact: the deployed RepMLP is FC-only and computes what the trained one computes",
+        "RepMLP",
+        checks=("repmlp_fusion",),
+    ),
+    SeedClaim(
+        "A pure-MLP RepMLP network comes within a point of a Wide ConvNet at fewer FLOPs",
+        "RepMLP",
+        (("repmlp_vs_convnet", "full RepMLP vs Wide ConvNet"),),
+        ("repmlp_fewer_macs",),
+    ),
+    SeedClaim(
+        "RepMLP inside a ResNet raises accuracy, and beats a ResNet widened to the same parameters",
+        "RepMLP",
+        (
+            ("repmlp_resnet", "RepMLP-ResNet vs ResNet"),
+            ("repmlp_resnet", "RepMLP-ResNet vs the widened ResNet"),
+        ),
+    ),
+    SeedClaim(
+        "FC + conv suits aligned images with positional patterns; convolutions suit content that moves",
+        "RepMLP",
+        (
+            ("aligned_translated", "RepMLP (FC + conv) beats the ConvNet on aligned objects"),
+            ("aligned_translated", "RepMLP loses more than the ConvNet when objects move"),
+            ("aligned_translated", "RepMLP's Local Perceptron matters more when objects move"),
+        ),
+    ),
+    SeedClaim(
+        "Convolutions are nearly translation-invariant; FC token mixing is not",
+        "the three priors",
+        tuple(
+            ("aligned_translated", f"{m} loses more than the ConvNet to unseen moves")
+            for m in ("plain MLP", "MLP-Mixer", "RepMLP")
+        )
+        + tuple(
+            ("aligned_translated", f"{m} loses more than the ConvNet when objects move")
+            for m in ("plain MLP", "MLP-Mixer")
+        ),
+    ),
+    SeedClaim(
+        "Convolutions hold a local prior that FC layers and attention lack (a pixel permutation hurts the ConvNet "
+        "more)",
+        "the three priors",
+        (
+            ("permutation", "the ConvNet loses more than the plain MLP to the permutation"),
+            ("permutation", "the ConvNet loses more than the ViT to the permutation"),
+        ),
+        ("mlp_permutation",),
+    ),
+    SeedClaim(
+        "Mixer is invariant to a fixed patch + pixel shuffle but not to a global permutation",
+        "MLP-Mixer",
+        (
+            ("patch_shuffle", "the ConvNet loses more than Mixer to the patch + pixel shuffle"),
+            ("patch_shuffle", "a global permutation hurts Mixer"),
+        ),
+        ("mixer_patch_shuffle",),
+    ),
+    SeedClaim(
+        "FC layers hold a positional prior: from few examples an MLP learns where things are",
+        "the three priors",
+        tuple(("position", f"plain MLP vs ResNet at {n} images") for n in (30, 100)),
+    ),
+    SeedClaim(
+        "FC layers hold global capacity: from few examples an MLP relates far-apart regions",
+        "the three priors",
+        tuple(("global", f"plain MLP vs ResNet at {n} images") for n in (30, 100)),
+    ),
+    SeedClaim(
+        "Mixer needs no position embedding; attention models do",
+        "MLP-Mixer",
+        (
+            ("position_embedding", "Mixer: without vs with"),
+            ("position_embedding", "ViT: with vs without"),
+            ("position_embedding", "External Attention: with vs without"),
+        ),
+    ),
+    SeedClaim(
+        "Token-mixing parameters tied across channels cost nothing",
+        "MLP-Mixer",
+        (("tying", "tied vs untied token mixing"),),
+        ("untied_equals_tied",),
+    ),
+    SeedClaim(
+        "Mixer's cost is linear in the number of patches (ViT's quadratic): much faster at a small accuracy cost",
+        "MLP-Mixer",
+        (("mixer_vs_vit", "Mixer vs ViT"),),
+        ("mixer_faster_than_vit",),
+    ),
+    SeedClaim(
+        "MLPs (and ViT) need more data than convnets: the convnet's lead shrinks as data grows",
+        "MLP-Mixer, ResMLP, ViT",
+        tuple(
+            ("data_size", f"the ConvNet's lead over {m} shrinks with data")
+            for m in ("plain MLP", "MLP-Mixer", "ResMLP", "ViT")
+        ),
+    ),
+    SeedClaim(
+        "A Mixer trained at one size transfers to a larger input (block-diagonal expansion + fine-tuning)",
+        "MLP-Mixer",
+        (
+            ("resolution", "MLP-Mixer: transfer vs scratch at equal epochs"),
+            ("resolution", "ResMLP: transfer vs scratch at equal epochs"),
+        ),
+        ("expansion_tiles",),
+    ),
+    SeedClaim(
+        "ResMLP's Affine layer works as well as LayerNorm",
+        "ResMLP",
+        (("resmlp_norm", "Affine vs LayerNorm, each at its tuned rate"),),
+    ),
+    SeedClaim(
+        "ResMLP learns well with distillation from a convnet teacher",
+        "ResMLP",
+        (
+            ("resmlp_distill", "ResMLP + hard distillation vs ResMLP"),
+            ("resmlp_distill", "ResMLP + soft distillation vs ResMLP"),
+        ),
+        ("teacher_gap",),
+    ),
+    SeedClaim(
+        "ResMLP's regularisers control its over-fitting",
+        "ResMLP",
+        (
+            ("resmlp_overfit", "regularisers shrink the train-test gap at 1000 images"),
+            ("resmlp_overfit", "regularisers raise test top-1 at 1000 images"),
+        ),
+    ),
+    SeedClaim(
+        "ResMLP's features transfer to new classes",
+        "ResMLP",
+        (
+            ("resmlp_transfer", "transfer vs scratch, 1% of the labels"),
+            ("resmlp_transfer", "transfer vs scratch, 10% of the labels"),
+        ),
+    ),
+    SeedClaim(
+        "Mixer and ResMLP reach the papers' ImageNet accuracy at 224 px",
+        "MLP-Mixer, ResMLP",
+        untestable="ImageNet training at the papers' budgets needs GPUs (hundreds of GPU-days); the lab's paper "
+        "profile describes it for a cluster",
+    ),
+)
