@@ -47,15 +47,17 @@ def test_results_carry_what_each_experiment_measures(quick_lab):
         run = next(r for r in exps[exp].runs if r.label == label)
         return json.loads((results / "runs" / f"{run.key}.json").read_text())
 
-    mixer = result("translation", "MLP-Mixer")
-    assert set(mixer["shift_top1"]) == {"0", "1", "2", "3", "4"} and mixer["data"] == "fashion-mnist-canvas"
+    mixer = result("aligned_translated", "MLP-Mixer | aligned")
+    assert 0 <= mixer["moved_top1"] <= 100 and mixer["data"] == "fashion-mnist-canvas"
+    assert result("aligned_translated", "MLP-Mixer | moved")["data"] == "fashion-mnist-translated"
     base = result("resolution", "MLP-Mixer at 28 px")
     assert 0 <= base["expanded_top1"] <= 100  # the expanded model on 56-px images, before any fine-tuning
     distilled = result("resmlp_distill", next(r.label for r in exps["resmlp_distill"].runs if r.teacher))
     assert distilled["train_config"]["teacher"].endswith("model.safetensors")
-    assert result("position", "plain MLP | 96 images")["data"] == "position-task"
+    assert result("position", "plain MLP | 64 images")["data"] == "position-task"
+    assert 0 <= result("resmlp_overfit", "ResMLP | 96 images")["train_top1"] <= 100
     assert all(r["precision"] == "float32" for r in map(json.loads, map(Path.read_text, (results / "runs").iterdir())))
-    full = result("repmlp_ablation", f"full RepMLP | {Settings.tiny().sweep[-1]} ep")
+    full = result("repmlp_ablation", "full RepMLP")
     assert full["deploy_params"] < full["params"]  # reported in the FC-only deploy form
     latency = json.loads((results / "repmlp_ablation_latency.json").read_text())
     assert len(latency["rows"]) == 6
@@ -99,16 +101,13 @@ def test_rows_missing_a_seed_leave_their_comparisons_pending(quick_lab, tmp_path
     results, _, _ = quick_lab
     copy = tmp_path / "results"
     shutil.copytree(results, copy)
-    meta = json.loads((copy / "meta.json").read_text())
-    meta["settings"]["seeds"] = [0, 1, 2]  # every row now has seed 2 missing: the intervals use seeds 0 and 1
-    (copy / "meta.json").write_text(json.dumps(meta))
     exp = next(e for e in plan(Settings.tiny()) if e.key == "permutation")
     for run in exp.runs:
         if run.label.startswith("ConvNet"):
             (copy / "runs" / f"{run.key}.json").unlink(missing_ok=True)
     section = write_report(copy, tmp_path / "docs").read_text().split(f"## {exp.title}")[1].split("\n## ")[0]
-    assert "| ConvNet loses more than the plain MLP | " in section and "pending (runs missing)" in section
-    assert "| plain MLP: permuted vs original |" in section and section.count("pending (runs missing)") == 1
+    assert "| the permutation hurts the ConvNet | " in section and section.count("pending (runs missing)") == 2
+    assert "| MLP-Mixer \\| permuted | 2 |" in section  # the other rows stand
 
 
 def test_finished_runs_are_skipped_and_the_report_is_rebuilt_from_json_alone(quick_lab, monkeypatch, tmp_path):
@@ -144,7 +143,7 @@ def test_unknown_experiment_is_a_clear_error(capsys):
     assert "unknown experiment(s) nope" in capsys.readouterr().err
 
 
-PROBES = ("position", "global", "position_few", "global_few")  # the synthetic probes
+PROBES = ("position", "global")  # the synthetic probes
 
 
 def test_the_cifar10_plan_uses_the_32px_twins_and_keeps_the_synthetic_probes():
@@ -169,6 +168,7 @@ def test_the_lab_runs_on_cifar10(tmp_path):
     args += ["--results", str(results), "--runs", str(tmp_path / "runs"), "--docs", str(docs)]
     assert main(args) == 0
     written = [json.loads(p.read_text()) for p in (results / "runs").glob("*.json")]
+    # quick mode: no tuning runs; each row's half-budget twin is the same training (one epoch either way)
     assert {(r["model"], r["data"]) for r in written} == {("repmlp_fast_32", "cifar10")} and len(written) == 6
     assert len(json.loads((results / "repmlp_vs_convnet_latency.json").read_text())["rows"]) == 3
     report = (docs / "results-cifar10.md").read_text()

@@ -140,10 +140,11 @@ def untied_equals_tied(**_) -> tuple[bool, str]:
 
 
 @torch.no_grad()
-def expansion_tiles(**_) -> tuple[bool, str]:
-    """The block-diagonally expanded Mixer on a 56-px image made of four 28-px tiles computes the average of the
+def expansion_tiles(family: str = "MLP-Mixer", **_) -> tuple[bool, str]:
+    """The block-diagonally expanded model on a 56-px image made of four 28-px tiles computes the average of the
     small model's features on each tile (before the head): it is the small model applied tile by tile."""
-    small = _randomised(_mixer())
+    name, args = LAB_MODELS[family]
+    small = _randomised(create_model(name, **args))
     big = expand_token_mixing(small, 56).eval()
     tiles = _images(4)
     image = torch.cat([torch.cat([tiles[0:1], tiles[1:2]], 3), torch.cat([tiles[2:3], tiles[3:4]], 3)], 2)
@@ -163,19 +164,27 @@ def teacher_gap(rows=None, **_) -> tuple[bool | None, str]:
 
 
 def mixer_faster_than_vit(latency=None, **_) -> tuple[bool | None, str]:
-    """Mixer is faster than ViT at every size and at least twice as fast at 784 patches (112 px)."""
+    """Mixer is faster than ViT at every size and at least twice as fast at 784 patches (112 px); both ends of the
+    timing spread count: the ratio of ViT's 25th percentile to Mixer's 75th must pass (the conservative ratio)."""
     rows = (latency or {}).get("rows", {})
     sizes = sorted({int(k.rsplit(" at ", 1)[1].split()[0]) for k in rows})
     if not sizes:
         return None, "pending (timed on an idle machine by `mlpvision lab --latency-only`)"
-    ratio = {n: rows[f"ViT at {n} px"]["median_ms"] / rows[f"MLP-Mixer at {n} px"]["median_ms"] for n in sizes}
-    ok = all(r > 1 for r in ratio.values()) and ratio.get(112, 0) >= 2
-    return ok, "ViT / Mixer latency: " + ", ".join(f"{ratio[n]:.2f}x at {n} px" for n in sizes)
+
+    def ratio(n: int, lo: str = "median_ms", hi: str = "median_ms") -> float:
+        return rows[f"ViT at {n} px"][lo] / rows[f"MLP-Mixer at {n} px"][hi]
+
+    worst = {n: ratio(n, "p25_ms", "p75_ms") for n in sizes}
+    ok = all(r > 1 for r in worst.values()) and worst.get(112, 0) >= 2
+    return ok, "ViT / Mixer latency (median; conservative): " + ", ".join(
+        f"{ratio(n):.2f}x ({worst[n]:.2f}x) at {n} px" for n in sizes
+    )
 
 
 class Check(NamedTuple):
     title: str
     fn: Callable[..., tuple[bool | None, str]]
+    on_fail: str = "refutes"  # what a failure does to the claim it serves: "refutes" it, or "voids" its test
 
 
 CHECKS: dict[str, Check] = {
@@ -187,7 +196,10 @@ CHECKS: dict[str, Check] = {
     "repmlp_fewer_macs": Check("RepMLP (deployed) needs fewer MACs than the Wide ConvNet", repmlp_fewer_macs),
     "untied_equals_tied": Check("untied token mixing contains the tied Mixer", untied_equals_tied),
     "expansion_tiles": Check("the expanded Mixer is the small one applied tile by tile", expansion_tiles),
-    "teacher_gap": Check("the teacher leads the undistilled student by at least 2 points", teacher_gap),
+    "expansion_tiles_resmlp": Check(
+        "the expanded ResMLP is the small one applied tile by tile", lambda **_: expansion_tiles("ResMLP")
+    ),
+    "teacher_gap": Check("the teacher leads the undistilled student by at least 2 points", teacher_gap, "voids"),
     "mixer_faster_than_vit": Check(
         "Mixer faster than ViT at every size, at least 2x at 784 patches", mixer_faster_than_vit
     ),

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from ..errors import ConfigError
 from .spec import Comparison, Curve, LabRun, Settings
-from .tuning import DEFAULT_LR, TUNE_EPOCHS, TUNE_SEED, Tuning, rate_label
+from .tuning import DEFAULT_LR, TUNE_EPOCHS, TUNE_SEED, Family, Tuning, rate_label
 
 __all__ = ["AUG", "LAB_MODELS", "NO_AUG", "PlanContext", "at_half", "budget", "budget_pairs", "half", "size_curve"]
 
@@ -58,20 +58,46 @@ class PlanContext:
     untuned: set[str] = field(default_factory=set)  # families asked for whose rate is not chosen yet
 
     def lr(self, family: str) -> float:
-        """The tuned peak learning rate of ``family`` (a LAB_MODELS key); the default while it is not chosen."""
-        if family not in LAB_MODELS:
-            raise ConfigError(f"{family!r} is not a lab model (LAB_MODELS): it has no tuned rate")
+        """The tuned peak learning rate of ``family`` (a key of :meth:`families`); the default while it is not
+        chosen (the ledger's estimate: the cost does not depend on it)."""
+        if family not in self.family_keys():
+            raise ConfigError(f"{family!r} is not a tuned family of the lab: it has no tuned rate")
         rate = self.tuning.rate(family) if self.tuning else None
         if rate is None:
             self.untuned.add(family)
             return DEFAULT_LR
         return rate
 
-    def tuning_run(self, family: str, lr: float) -> LabRun:
-        """The protocol's run of ``family`` at ``lr`` (see :mod:`mlpvision.lab.tuning`)."""
+    def families(self) -> list[Family]:
+        """Every tuned family, in the order the protocol decides them (a fine-tuning after its base)."""
+        out = [Family(k, self._lab_tuning_run(k)) for k in LAB_MODELS]
+        for task in PROBE_TASKS:
+            out += [Family(probe_family(task, m), self._probe_tuning_run(task, m)) for m in PROBE_MODELS]
+        out += [Family(k, make(self), base) for k, (base, make) in FINE_TUNING.items()]
+        return out
+
+    def family_keys(self) -> set[str]:
+        return {*LAB_MODELS, *(probe_family(t, m) for t in PROBE_TASKS for m in PROBE_MODELS), *FINE_TUNING}
+
+    def _lab_tuning_run(self, family: str):
         name, args = LAB_MODELS[family]
-        label = f"{family} | lr {rate_label(lr)}"
-        return LabRun(label, self.sized(name), TUNE_SEED, self.s.data, args, self.recipe(TUNE_EPOCHS, lr=lr))
+
+        def make(lr: float, seed: int, rates) -> LabRun:
+            label = f"{family} | lr {rate_label(lr)}" + (f" | seed {seed}" if seed != TUNE_SEED else "")
+            return LabRun(label, self.sized(name), seed, self.s.data, args, self.recipe(TUNE_EPOCHS, lr=lr))
+
+        return make
+
+    def _probe_tuning_run(self, task: str, model: str):
+        name, args = LAB_MODELS[model]
+        family = probe_family(task, model)
+
+        def make(lr: float, seed: int, rates) -> LabRun:
+            label = f"{family} | lr {rate_label(lr)}" + (f" | seed {seed}" if seed != TUNE_SEED else "")
+            recipe = probe_recipe(self, PROBE_TUNE_SIZE)
+            return LabRun(label, name, seed, PROBE_TASKS[task], args, self.recipe(**{**recipe, "lr": lr}))
+
+        return make
 
     def sized(self, model: str) -> str:
         """The ``_28`` model's twin for this plan's image size."""
@@ -107,15 +133,17 @@ class PlanContext:
         args: dict | None = None,
         data: str | None = None,
         seeds: tuple[int, ...] | None = None,
+        family: str | None = None,
         **recipe,
     ) -> list[LabRun]:
-        """One run per seed (the settings' seeds by default) of lab model ``model`` (a LAB_MODELS key), at its
-        family's tuned rate; ``args`` override its config (not its family), ``recipe`` the lab recipe."""
+        """One run per seed (the settings' seeds by default) of lab model ``model`` (a LAB_MODELS key), at the
+        tuned rate of ``family`` (the model's own by default); ``args`` override its config, ``recipe`` the lab
+        recipe."""
         if model not in LAB_MODELS:
             raise ConfigError(f"{model!r} is not a lab model (LAB_MODELS)")
         name, base_args = LAB_MODELS[model]
         args = {**base_args, **(args or {})}
-        train = self.recipe(**{"lr": self.lr(model), **recipe})
+        train = self.recipe(**{"lr": self.lr(family or model), **recipe})
         seeds = self.s.seeds if seeds is None else seeds
         return [LabRun(label, self.sized(name), seed, data or self.s.data, args, train) for seed in seeds]
 
@@ -128,6 +156,33 @@ class PlanContext:
         e = epochs or self.s.epochs
         full = self.runs(label, model, args, seeds=seeds, epochs=e, **recipe)
         return full + self.runs(half(label), model, args, epochs=max(1, e // 2), **recipe)
+
+
+PROBE_TASKS = {"position": "position-task", "global": "global-task"}
+PROBE_MODELS = ("plain MLP", "MLP-Mixer", "ResNet-18/4", "local CNN (5x5 field)")
+PROBE_TUNE_SIZE = 100  # training images of a probe family's tuning runs
+# fine-tuning families: key -> (base family, make(p) -> run builder (lr, seed, rates) -> LabRun | None); filled by
+# the experiments that fine-tune (mlpvision.lab.claims_scale, mlpvision.lab.claims_resmlp)
+FINE_TUNING: dict = {}
+
+
+def probe_family(task: str, model: str) -> str:
+    """The tuned family of ``model`` on the ``task`` probe."""
+    return f"{model}, on the {task} probe"
+
+
+def probe_epochs(n: int) -> int:
+    """Epochs for ``n`` probe images: many passes over few images, at least 20 (a plateau on every size)."""
+    return max(20, min(100, 30000 // n))
+
+
+def probe_recipe(p: PlanContext, n: int) -> dict:
+    """The recipe of a probe run on ``n`` images: full-batch steps below a batch, no augmentation, validation
+    sized to the epochs."""
+    s = p.s
+    epochs = probe_epochs(n)
+    val = s.val_size if s.quick else max(250, min(1000, s.val_size * s.epochs // epochs))
+    return {"epochs": epochs, "subset": n, "aug": NO_AUG, "batch_size": min(s.batch_size, n), "val_size": val}
 
 
 def half(label: str) -> str:

@@ -22,9 +22,9 @@ from .claims_priors import aligned_translated, global_, patch_shuffle, permutati
 from .claims_repmlp import repmlp_ablation, repmlp_resnet, repmlp_vs_convnet
 from .claims_resmlp import resmlp_distill, resmlp_norm, resmlp_overfit, resmlp_transfer
 from .claims_scale import data_size, resolution
-from .context import LAB_MODELS, PlanContext
+from .context import PlanContext
 from .spec import Experiment, Settings, check_data
-from .tuning import LADDER, START, TUNE_EPOCHS, TUNE_SEED, resolve
+from .tuning import CONFIRM, LADDER, START, TUNE_EPOCHS, TUNE_SEED, resolve
 
 __all__ = ["EXPERIMENTS", "plan"]
 
@@ -69,7 +69,7 @@ def plan_context(s: Settings, results: Path | None = None) -> tuple[PlanContext,
     """The plan's context with the tuning state read from ``results``, and the set of families still untuned
     (filled as experiments ask for rates)."""
     size = check_data(s.data)
-    tuning = resolve(PlanContext(s, size).tuning_run, list(LAB_MODELS), results, s.quick)
+    tuning = resolve(PlanContext(s, size).families(), results, s.quick)
     p = PlanContext(s, size, tuning)
     return p, p.untuned
 
@@ -86,7 +86,9 @@ def tuning_experiment(p: PlanContext) -> Experiment:
         "-",
         runs,
         f"{p.s.epochs_of(TUNE_EPOCHS)} epochs on {p.s.subset or 'all'} training images (seed {TUNE_SEED}, not a "
-        f"verdict seed), {p.s.val_size} held-out validation images; rates from the ladder {ladder}, starting at "
-        f"{', '.join(f'{lr:g}' for lr in START)} and extended by one rung while the best is at an end",
+        f"verdict seed), {p.s.val_size} held-out validation images (the probes: 100 probe images; fine-tunings: "
+        f"their base's rate x 1, 1/3, 1/10); rates from the ladder {ladder}, starting at "
+        f"{', '.join(f'{lr:g}' for lr in START)} and extended by one rung while the best is at an end; two best "
+        f"rates within {CONFIRM:g} points are told apart on a second seed",
         kind="tuning",
     )

@@ -27,12 +27,24 @@ from .plan import plan
 from .registration import plan_hash
 from .seed_claims import SEED_CLAIMS
 from .spec import EVAL_KEYS, LAB_DATA, Comparison, Experiment, Rows, Settings, data_suffix
-from .stats import ALPHA, VERDICT_WORDS, Interval, Test, decide, detectable, holm, paired_t, t975, test
+from .stats import (
+    ALPHA,
+    VERDICT_WORDS,
+    Interval,
+    Test,
+    boundary_test,
+    decide,
+    detectable,
+    holm,
+    paired_t,
+    signflip_test,
+    t975,
+)
 from .tuning import val_top1
 
 __all__ = ["Verdict", "comparison_interval", "write_report"]
 
-TRAINED_ENOUGH = 1.0  # points: a row whose gain from B/2 to B stays below this (95% interval) is trained enough
+STILL_IMPROVING = 1.0  # points: a row whose gain from B/2 to B is above this (whole 95% interval) is still improving
 
 
 class _Results:
@@ -92,6 +104,12 @@ def _by_seed(rs: list[dict], metric: str) -> dict[int, float]:
 def comparison_interval(c: Comparison, rows: Rows) -> Interval | None:
     """The paired interval of a comparison: a - b per seed (minus the second pair's a - b when it has one), over
     the seeds every row involved has finished; None until two seeds have."""
+    diffs = comparison_diffs(c, rows)
+    return paired_t(diffs, [0.0] * len(diffs))
+
+
+def comparison_diffs(c: Comparison, rows: Rows) -> list[float]:
+    """The per-seed differences of a comparison, over the seeds every row involved has finished."""
     labels = [c.a, c.b, *(c.minus or ())]
     values = [_by_seed(rows.get(label, []), c.metric) for label in labels]
     seeds = sorted(set.intersection(*(set(v) for v in values))) if values else []
@@ -101,7 +119,7 @@ def comparison_interval(c: Comparison, rows: Rows) -> Interval | None:
         if c.minus:
             d -= values[2][s] - values[3][s]
         diffs.append(d)
-    return paired_t(diffs, [0.0] * len(diffs))
+    return diffs
 
 
 def _gain(rows: Rows, label: str, half: str) -> Interval | None:
@@ -122,7 +140,7 @@ class Verdict:
     raw: str
     p_family: float | None = None
     p_page: float | None = None
-    budget: str = ""  # "", "budget-limited" or "no budget check"
+    budget: str = ""  # robust, budget-sensitive, no budget check, budget check pending, or "-" (not decided)
 
     def adjusted(self, p: float | None) -> str:
         if self.raw in ("pending", "tied"):
@@ -133,7 +151,7 @@ class Verdict:
 
     @property
     def family(self) -> str:
-        """The verdict of record: Holm-adjusted over the experiment's counted comparisons (the claim's family)."""
+        """The verdict of record: Holm-adjusted over the counted comparisons of the claim it decides."""
         return self.adjusted(self.p_family) if self.c.counted else self.raw
 
     @property
@@ -142,33 +160,51 @@ class Verdict:
         return self.adjusted(self.p_page) if self.c.counted else self.raw
 
 
+def _robust(v: Verdict, half: Verdict | None) -> str:
+    """The budget check of a decided verdict: does it survive moving its deciding interval end towards the boundary
+    by the change of the estimate from B/2 to B (the next doubling, with diminishing returns, moves it less)?"""
+    if half is None:
+        return "no budget check"
+    if half.interval is None or v.interval is None:
+        return "budget check pending"
+    if v.raw not in ("supported", "refuted"):
+        return "-"
+    delta = abs(v.interval.mean - half.interval.mean)
+    lo, hi = v.interval.low - delta, v.interval.high + delta
+    moved = Interval(v.interval.mean, lo, hi, v.interval.n, v.interval.method)
+    return "robust" if decide(moved, v.c.kind, v.c.margin) == v.raw else "budget-sensitive"
+
+
 def _verdicts(exps: list[Experiment], res: _Results) -> list[Verdict]:
     out: list[Verdict] = []
     for exp in exps:
         rows = res.rows(exp)
-        enough = {}
-        for label, half in exp.budget_pairs.items():
-            g = _gain(rows, label, half)
-            enough[label] = None if g is None else g.high < TRAINED_ENOUGH
         for c in exp.comparisons:
-            iv = comparison_interval(c, rows)
-            t = test(iv, c.kind, c.margin)
-            raw = decide(iv, c.kind, c.margin)
+            diffs = comparison_diffs(c, rows)
+            iv = paired_t(diffs, [0.0] * len(diffs))
+            if c.test == "signflip":
+                t = signflip_test(diffs)
+                raw = "pending" if t is None else t.leaning if t.p < ALPHA else "undecided"
+            else:
+                t = boundary_test(iv, c.kind, c.margin)
+                raw = decide(iv, c.kind, c.margin)
             if raw == "undecided" and iv is not None and iv.low == iv.high:  # equal on every seed, e.g. both 100%
                 raw = "tied"
-            flags = [enough.get(label, "none") for label in (c.a, c.b, *(c.minus or ()))]
-            budget = ""
-            if c.deciding and exp.budget_pairs:
-                if any(f is False for f in flags):
-                    budget = "budget-limited"
-                elif any(f == "none" for f in flags):
-                    budget = "no budget check"
-            out.append(Verdict(exp, c, iv, t, raw, budget=budget))
+            out.append(Verdict(exp, c, iv, t, raw))
+    by_name = {(v.exp.key, v.c.name): v for v in out}
+    for v in out:
+        if v.c.deciding:
+            v.budget = _robust(v, by_name.get((v.exp.key, f"{v.c.name} (half budget)")))
+    # Holm: over each claim's comparisons (the family; a counted comparison no claim names is its experiment's),
+    # and over the page
     counted = [v for v in out if v.c.counted and v.t is not None]
     for v, p in zip(counted, holm([v.t.p for v in counted]), strict=True):
         v.p_page = p
-    for exp in exps:
-        family = [v for v in counted if v.exp is exp]
+    claim_of = {key: i for i, claim in enumerate(SEED_CLAIMS) for key in claim.decided_by}
+    families: dict[object, list[Verdict]] = {}
+    for v in counted:
+        families.setdefault(claim_of.get((v.exp.key, v.c.name), v.exp.key), []).append(v)
+    for family in families.values():
         for v, p in zip(family, holm([v.t.p for v in family]), strict=True):
             v.p_family = p
     return out
@@ -196,15 +232,22 @@ def _claims_table(verdicts: list[Verdict], checks: dict[str, tuple[bool | None, 
         parts = [f"{v.c.name}: {v.family}" for v in vs if v is not None]
         parts += [f"check '{CHECKS[c].title}': {_check_word(checks.get(c))}" for c in claim.checks]
         found = [v for v in vs if v is not None]
-        failed = any(checks.get(c, (None, ""))[0] is False for c in claim.checks)
+        failed = [c for c in claim.checks if checks.get(c, (None, ""))[0] is False]
+        refuting = [c for c in failed if CHECKS[c].on_fail == "refutes"]
         if not claim.decided_by:
             ok = [checks.get(c, (None, ""))[0] for c in claim.checks]
-            verdict = strict = "checked" if all(ok) else "check failed" if failed else "pending"
+            verdict = strict = "checked" if all(ok) else "refuted (a check failed)" if failed else "pending"
         elif len(found) < len(claim.decided_by):
             verdict = strict = "not in this plan"
+        elif refuting:
+            verdict = strict = "refuted (a check failed)"
+        elif failed:
+            verdict = strict = "undecided (a check its test needs failed)"
         else:
-            verdict = _combine([v.family for v in found]) + (" (a check failed)" if failed else "")
+            verdict = _combine([v.family for v in found])
             strict = _combine([v.page for v in found])
+            if verdict in ("supported", "refuted") and any(v.budget == "budget-sensitive" for v in found):
+                verdict += " (budget-sensitive)"
         lines.append(
             f"| {_cell(claim.claim)} | {claim.source} | **{verdict}** | {strict} | {_cell('; '.join(parts))} |"
         )
@@ -240,7 +283,7 @@ def _verdict_table(verdicts: list[Verdict]) -> list[str]:
         lines.append(
             f"| {v.exp.key} | {_cell(v.c.name)} | `{_cell(v.c.rule)}` | {iv if iv else '-'} | "
             f"{iv.n if iv else 0} | {_p(v.t.p if v.t else None)} | {_p(v.p_family)} | {_p(v.p_page)} | {v.raw} | "
-            f"**{v.family}** | {v.page} | {f'{mde:.2f}' if mde is not None else '-'} | {v.budget or 'ok'} |"
+            f"**{v.family}** | {v.page} | {f'{mde:.2f}' if mde is not None else '-'} | {v.budget} |"
         )
     return lines
 
@@ -341,7 +384,7 @@ def _table(exp: Experiment, res: _Results, rows: Rows) -> list[str]:
         if exp.budget_pairs:
             half = exp.budget_pairs.get(label)
             g = _gain(rows, label, half) if half else None
-            mark = "" if g is None else " (trained enough)" if g.high < TRAINED_ENOUGH else " (**not** trained enough)"
+            mark = "" if g is None or g.low <= STILL_IMPROVING else " (**still improving**)"
             cells += f" {g}{mark} |" if g else " - |"
         size = f"{rs[0]['deploy_params'] / 1e6:.2f} | {rs[0]['deploy_macs'] / 1e6:.1f}" if rs else "- | -"
         cells += f" {size} |"
@@ -354,8 +397,9 @@ def _table(exp: Experiment, res: _Results, rows: Rows) -> list[str]:
         "",
         "± is the half-width of the 95% t-interval of the mean over seeds."
         + (
-            f" Gain from B/2 to B: the row's top-1 minus its half-budget twin's, paired by seed; trained enough when "
-            f"the interval lies below {TRAINED_ENOUGH:g} point."
+            " Gain from B/2 to B: the row's top-1 minus its half-budget twin's, paired by seed; marked still "
+            f"improving when the whole interval lies above {STILL_IMPROVING:g} point. Whether a verdict depends on "
+            "the budget is the 'budget' column of the comparisons."
             if exp.budget_pairs
             else ""
         ),
@@ -375,7 +419,7 @@ def _table(exp: Experiment, res: _Results, rows: Rows) -> list[str]:
 
 def _comparisons(verdicts: list[Verdict]) -> list[str]:
     lines = [
-        "| comparison | rule | a - b, 95% interval | p | verdict (raw) | verdict (Holm over the experiment) | budget |",
+        "| comparison | rule | a - b, 95% interval | p | verdict (raw) | verdict (Holm over the claim) | budget |",
         "|---|---|---:|---:|---|---|---|",
     ]
     for v in verdicts:

@@ -147,12 +147,15 @@ class Comparison:
     minus: tuple[str, str] | None = None  # (c, d): compare (a - b) - (c - d), a change against a change
     reason: str = ""  # why this margin (required when margin > 0)
     exploratory: str = ""  # set when the rule was chosen after seeing results: why (shown; not in the corrections)
+    test: str = "t"  # "t": paired t; "signflip": exact paired sign-flip test (few-image probes, bimodal outcomes)
 
     def __post_init__(self) -> None:
         if self.kind not in ("greater", "noninferior", "equivalent"):
             raise ConfigError(f"comparison {self.name!r}: unknown kind {self.kind!r}")
         if self.margin > 0 and not self.reason:
             raise ConfigError(f"comparison {self.name!r}: a margin needs its reason")
+        if self.test not in ("t", "signflip") or (self.test == "signflip" and self.kind != "greater"):
+            raise ConfigError(f"comparison {self.name!r}: the sign-flip test decides 'greater' rules only")
 
     @property
     def counted(self) -> bool:
@@ -161,7 +164,9 @@ class Comparison:
 
     @property
     def rule(self) -> str:
-        lhs = f"({self.a} - {self.b}) - ({self.minus[0]} - {self.minus[1]})" if self.minus else f"{self.a} - {self.b}"
+        f = (lambda x: x) if self.metric == "top1" else (lambda x: f"{self.metric}({x})")
+        a, b = f(self.a), f(self.b)
+        lhs = f"({a} - {b}) - ({f(self.minus[0])} - {f(self.minus[1])})" if self.minus else f"{a} - {b}"
         if self.kind == "greater":
             return f"{lhs} > 0"
         if self.kind == "noninferior":

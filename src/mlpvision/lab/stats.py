@@ -29,14 +29,15 @@ __all__ = [
     "VERDICT_WORDS",
     "Interval",
     "Test",
+    "boundary_test",
     "decide",
     "detectable",
     "holm",
     "pack_bits",
     "paired_bootstrap",
     "paired_t",
+    "signflip_test",
     "t975",
-    "test",
     "unpack_bits",
 ]
 
@@ -97,7 +98,7 @@ def _p_two_sided(t: float, df: int) -> float:
     return float(2 * _st.t.sf(abs(t), df))
 
 
-def test(interval: Interval | None, kind: str, margin: float = 0.0) -> Test | None:
+def boundary_test(interval: Interval | None, kind: str, margin: float = 0.0) -> Test | None:
     """The p value of ``interval``'s comparison against its rule's boundary (see the module docstring)."""
     if interval is None or interval.se is None:
         return None
@@ -117,6 +118,22 @@ def test(interval: Interval | None, kind: str, margin: float = 0.0) -> Test | No
             return Test(min(1.0, 2 * float(_st.t.sf(t, df))), "supported")
         return Test(_p_two_sided((abs(m) - margin) / se, df), "refuted")
     raise ValueError(f"unknown kind of claim {kind!r}")
+
+
+def signflip_test(diffs: list[float]) -> Test | None:
+    """The exact paired sign-flip (permutation) test of "the mean difference is 0", two-sided: the share of the
+    2^n sign assignments whose mean is at least as far from 0 as the observed one. Valid whatever the shape of the
+    differences (e.g. all-or-nothing outcomes per seed); with n seeds its smallest p is 2 / 2^n."""
+    n = len(diffs)
+    if n < 2 or n > 20:
+        return None
+    observed = abs(sum(diffs))
+    hits = 0
+    for mask in range(1 << n):
+        total = sum(-d if mask >> i & 1 else d for i, d in enumerate(diffs))
+        hits += abs(total) >= observed - 1e-9
+    p = hits / (1 << n)
+    return Test(p, "supported" if sum(diffs) > 0 else "refuted")
 
 
 def decide(interval: Interval | None, kind: str, margin: float = 0.0) -> str:

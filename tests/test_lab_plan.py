@@ -1,0 +1,151 @@
+"""The lab's plan as data: the tuning protocol's selection, the rows every comparison and claim names, the budget
+pairs, the registered plan's hash, and the deterministic checks (which must fail when their identity is broken)."""
+
+import json
+
+import pytest
+import torch
+
+from mlpvision.lab import Settings, plan, plan_hash, plan_markdown
+from mlpvision.lab.checks import CHECKS, mixer_patch_shuffle, mlp_permutation
+from mlpvision.lab.context import LAB_MODELS, PlanContext, half
+from mlpvision.lab.seed_claims import SEED_CLAIMS
+from mlpvision.lab.tuning import CONFIRM_SEED, LADDER, START, TUNE_SEED, resolve
+
+
+def _write(results, run, val, diverged=False):
+    (results / "runs").mkdir(parents=True, exist_ok=True)
+    r = {"key": run.key, "label": run.label, "seed": run.seed, "history": [{"epoch": 1, "val_top1": val}],
+         "num_classes": 10, **({"diverged": "loss became nan"} if diverged else {})}  # fmt: skip
+    (results / "runs" / f"{run.key}.json").write_text(json.dumps(r))
+
+
+def _family(key):
+    return [f for f in PlanContext(Settings(), 28).families() if f.key == key]
+
+
+def _lr(run):
+    return run.train.get("lr", 2e-3)
+
+
+def test_tuning_extends_the_ladder_while_the_best_rate_is_at_an_end_and_then_chooses_it(tmp_path):
+    scores = {2e-4: 60.0, 6e-4: 70.0, 2e-3: 80.0, 6e-3: 85.0, 2e-2: 90.0, 6e-2: 87.0, 2e-1: 10.0}
+    fam = _family("plain MLP")
+    t = resolve(fam, tmp_path)
+    assert [_lr(r) for r in t.pending] == list(START) and "plain MLP" not in t.rates
+    assert all(r.seed == TUNE_SEED for r in t.pending)
+    for _ in range(3):  # the best so far is the highest rate tried: one rung more, until it is inside
+        for run in resolve(fam, tmp_path).pending:
+            _write(tmp_path, run, scores[_lr(run)])
+    t = resolve(fam, tmp_path)
+    assert t.rates["plain MLP"] == 2e-2 and sorted(t.scores["plain MLP"]) == [2e-3, 6e-3, 2e-2, 6e-2]
+    assert not t.pending and LADDER[0] < min(t.scores["plain MLP"])
+
+
+def test_two_close_rates_are_told_apart_on_a_second_seed(tmp_path):
+    fam = _family("ResMLP")
+    first = {2e-3: 85.0, 6e-3: 86.0, 2e-2: 80.0}  # 6e-3 leads by less than CONFIRM points
+    for run in resolve(fam, tmp_path).pending:
+        _write(tmp_path, run, first[_lr(run)])
+    t = resolve(fam, tmp_path)
+    second = [r for r in t.pending if r.seed == CONFIRM_SEED]
+    assert "ResMLP" not in t.rates and sorted(_lr(r) for r in second) == [2e-3, 6e-3]
+    for run in second:
+        _write(tmp_path, run, 88.0 if _lr(run) == 2e-3 else 84.0)  # the mean now favours 2e-3
+    t = resolve(fam, tmp_path)
+    assert t.rates["ResMLP"] == 2e-3 and t.confirmed["ResMLP"] == {2e-3: 86.5, 6e-3: 85.0}
+
+
+def test_tuning_counts_a_diverged_run_at_chance_and_breaks_ties_towards_the_lower_rate(tmp_path):
+    fam = _family("ResMLP")
+    for run in resolve(fam, tmp_path).pending:
+        _write(tmp_path, run, 90.0 if _lr(run) == 2e-2 else 85.0, diverged=_lr(run) == 2e-2)
+    t = resolve(fam, tmp_path)
+    assert t.scores["ResMLP"][2e-2] == 10.0  # diverged: chance, whatever its last validation said
+    # 2e-3 and 6e-3 tie: the lower one wins, and as it is the lowest tried, the rung below is tried next
+    new = [r for r in t.pending if _lr(r) == 6e-4]
+    assert "ResMLP" not in t.rates and len(new) == 1
+    _write(tmp_path, new[0], 70.0)
+    t = resolve(fam, tmp_path)
+    for run in t.pending:  # the tie is within CONFIRM: both on the second seed, tied again -> the lower rate
+        _write(tmp_path, run, 85.0)
+    assert resolve(fam, tmp_path).rates["ResMLP"] == 2e-3
+
+
+def test_fine_tuning_families_wait_for_their_base_and_try_fractions_of_its_rate(tmp_path):
+    p = PlanContext(Settings(), 28)
+    t = resolve(p.families(), tmp_path)
+    assert "ResMLP, fine-tuned on new classes" not in t.runs  # ResMLP is not decided yet
+    for run in resolve(_family("ResMLP"), tmp_path).pending:
+        _write(tmp_path, run, {2e-3: 80.0, 6e-3: 86.0, 2e-2: 82.0}[_lr(run)])
+    t = resolve(p.families(), tmp_path)
+    runs = t.runs["ResMLP, fine-tuned on new classes"]
+    assert sorted(r.train["lr"] for r in runs) == pytest.approx(sorted([6e-3, 2e-3, 6e-4]))
+    assert all(r.init is not None and r.init.train["lr"] == 6e-3 for r in runs)  # from a model at ResMLP's rate
+
+
+@pytest.mark.parametrize("settings", [Settings(), Settings.tiny()], ids=["full", "quick"])
+def test_every_comparison_names_rows_of_its_experiment_and_every_margin_has_a_reason(settings):
+    for exp in plan(settings):
+        labels = {r.label for r in exp.runs}
+        for c in exp.comparisons:
+            assert {c.a, c.b, *(c.minus or ())} <= labels, (exp.key, c.name)
+            assert c.margin == 0 or c.reason, c.name
+        for full, short in exp.budget_pairs.items():
+            assert short == half(full) and {full, short} <= labels
+        for r in exp.runs:  # every run trains a lab model at its family's rate (or the sweep's explicit one)
+            assert r.model.removesuffix("_28") in {m.removesuffix("_28") for m, _ in LAB_MODELS.values()}
+
+
+def test_every_claim_of_the_mission_names_comparisons_of_the_full_plan():
+    exps = {e.key: {c.name: c for c in e.comparisons} for e in plan(Settings())}
+    for claim in SEED_CLAIMS:
+        assert claim.untestable or claim.decided_by or claim.checks
+        for key, name in claim.decided_by:
+            assert name in exps[key], (key, name)
+            assert exps[key][name].counted, name  # a claim is decided by counted comparisons only
+        assert set(claim.checks) <= set(CHECKS)
+
+
+def test_the_registered_plan_has_a_stable_hash_and_documents_every_experiment():
+    s = Settings()
+    assert plan_hash(s) == plan_hash(s) and plan_hash(s) != plan_hash(Settings(epochs=20))
+    text = plan_markdown(s)
+    assert plan_hash(s) in text
+    for exp in plan(s):
+        if exp.kind == "claim":
+            assert f"## {exp.title}" in text
+
+
+def test_the_plan_doc_committed_is_the_one_the_code_builds():
+    from pathlib import Path
+
+    committed = Path(__file__).resolve().parents[1] / "docs" / "lab_plan.md"
+    assert committed.read_text() == plan_markdown(Settings()), "regenerate with `mlpvision lab --write-plan`"
+
+
+@pytest.mark.parametrize("name", [n for n in CHECKS if n not in ("teacher_gap", "mixer_faster_than_vit")])
+def test_every_deterministic_check_passes(name):
+    ok, detail = CHECKS[name].fn()
+    assert ok, detail
+
+
+def test_the_identity_checks_fail_when_the_identity_is_broken(monkeypatch):
+    import mlpvision.lab.checks as checks
+
+    monkeypatch.setattr(checks, "pixel_permutation", lambda n: torch.roll(torch.arange(n), 1))  # another permutation
+    monkeypatch.setattr(checks, "permute_pixels", lambda x, perm: x.flip(-1))  # not what the weights undo
+    assert mlp_permutation()[0] is False
+    assert mixer_patch_shuffle()[0] is False
+
+
+def test_results_based_checks_are_pending_without_results():
+    assert CHECKS["teacher_gap"].fn(rows={})[0] is None
+    assert CHECKS["mixer_faster_than_vit"].fn(latency={})[0] is None
+    times = {28: (1.0, 1.2), 112: (2.0, 5.0)}  # px -> (Mixer, ViT) median ms
+    rows = {
+        f"{m} at {n} px": {"median_ms": t, "p25_ms": t * 0.95, "p75_ms": t * 1.05}
+        for n, (a, b) in times.items()
+        for m, t in (("MLP-Mixer", a), ("ViT", b))
+    }
+    assert CHECKS["mixer_faster_than_vit"].fn(latency={"rows": rows})[0] is True
