@@ -457,3 +457,10 @@ def test_ema_bn_images_recompute_the_saved_statistics_and_leave_training_alone(t
     for k in stats:
         torch.testing.assert_close(saved[k], expected[k], rtol=1e-4, atol=1e-5)
     assert any(not torch.allclose(saved[k], averaged[k], rtol=1e-3) for k in stats)
+
+
+def test_validation_every_k_epochs_and_after_the_last(tmp_path):
+    summary = train(tiny_cfg(tmp_path, epochs=5, val_every=2, plots=False))
+    history = json.loads((tmp_path / "metrics.json").read_text())
+    validated = [h["epoch"] for h in history if "val_top1" in h]
+    assert validated == [2, 4, 5] and summary["best_epoch"] in validated

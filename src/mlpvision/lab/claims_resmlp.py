@@ -115,7 +115,9 @@ def _pretrain(p: PlanContext, seed: int, lr: float | None = None) -> LabRun:
 def _transfer_recipe(p: PlanContext, frac: float, epochs: int) -> dict:
     s = p.s
     n = max(int(25000 * frac), 32) if not s.quick else s.subset  # classes 5-9: 30 000 images, 2 500 held out
-    return {"epochs": epochs, "subset": n, "val_size": 2500 if not s.quick else s.val_size}
+    every = max(1, epochs // 10)  # validate ten times: the curve needs no more
+    recipe = {"epochs": epochs, "subset": n, "val_size": 2500 if not s.quick else s.val_size}
+    return recipe | ({"val_every": every} if every > 1 and not s.quick else {})
 
 
 def _transfer_tuning(p: PlanContext):

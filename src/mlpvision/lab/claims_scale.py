@@ -10,15 +10,6 @@ from .spec import Comparison, Experiment, LabRun
 DATA_SIZE_MODELS = ("plain MLP", "MLP-Mixer", "ResMLP", "ViT", "ConvNet")
 
 
-def val_size_for(p: PlanContext, epochs: int) -> int:
-    """Validation images of a run of ``epochs`` epochs: the settings' size up to 30 epochs, fewer beyond, so that
-    validating after every epoch costs about as much as at the lab's budget (at least 250 images)."""
-    s = p.s
-    if s.quick:
-        return s.val_size
-    return max(250, min(s.val_size, s.val_size * s.epochs // max(epochs, 1)))
-
-
 def equal_step_recipe(p: PlanContext, n: int) -> dict:
     """The recipe of a run on ``n`` training images with as many optimizer steps (and warm-up steps) as the lab's
     budget on its subset: B epochs of ``s.subset`` images. At ``s.subset`` images it is the lab recipe itself."""
@@ -32,7 +23,9 @@ def equal_step_recipe(p: PlanContext, n: int) -> dict:
         recipe["max_steps"] = steps
     if spe != base:
         recipe["warmup_epochs"] = round(base / spe, 4)  # one epoch of the subset, in steps
-    recipe["val_size"] = val_size_for(p, epochs)
+    recipe["val_size"] = s.val_size
+    if epochs > s.epochs and not s.quick:  # validate about as often as a run of the lab's budget
+        recipe["val_every"] = -(-epochs // s.epochs)
     recipe["epochs"] = epochs  # already at this mode's scale (which leaves an epoch count of 1 or more unchanged)
     return recipe
 

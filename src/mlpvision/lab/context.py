@@ -181,8 +181,10 @@ def probe_recipe(p: PlanContext, n: int) -> dict:
     sized to the epochs."""
     s = p.s
     epochs = probe_epochs(n)
-    val = s.val_size if s.quick else max(250, min(1000, s.val_size * s.epochs // epochs))
-    return {"epochs": epochs, "subset": n, "aug": NO_AUG, "batch_size": min(s.batch_size, n), "val_size": val}
+    val = s.val_size if s.quick else 1000
+    recipe = {"epochs": epochs, "subset": n, "aug": NO_AUG, "batch_size": min(s.batch_size, n), "val_size": val}
+    every = max(1, epochs // 10)  # validate ten times: the selection reads the last epoch, the curve needs no more
+    return recipe | ({"val_every": every} if every > 1 and not s.quick else {})
 
 
 def half(label: str) -> str:

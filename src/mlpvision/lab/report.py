@@ -22,8 +22,8 @@ from ..io import save_figure, write_text
 from ..plotting import pyplot
 from . import measures as m
 from .checks import CHECKS, run_check
-from .headline import headline_section, published_sections
-from .plan import plan
+from .headline import headline_section, published_sections, redraw_headline_figure
+from .plan import EXPERIMENTS, plan, plan_context
 from .registration import plan_hash
 from .seed_claims import SEED_CLAIMS
 from .spec import EVAL_KEYS, LAB_DATA, Comparison, Experiment, Rows, Settings, data_suffix
@@ -523,6 +523,8 @@ def _section(exp: Experiment, res: _Results, figures: Path, verdicts: list[Verdi
         ]
     path = figures / f"lab{res.suffix}_{exp.key}.png"
     name = _plot_curves(exp, rows, path, res.data_name) if exp.curves else _plot_rows(exp, rows, path, res.data_name)
+    if name is None:
+        path.unlink(missing_ok=True)  # a figure of earlier results must not outlive them
     if name:
         body += ["", f"![{exp.title}](figures/{name})"]
     return [*_header(exp, res, rows), *body, ""]
@@ -530,6 +532,17 @@ def _section(exp: Experiment, res: _Results, figures: Path, verdicts: list[Verdi
 
 def _check_text(result: tuple[bool | None, str]) -> str:
     return f"**{_check_word(result)}** ({result[1]})"
+
+
+def _waiting_for_tuning(settings: Settings, results: Path) -> dict[str, set[str]]:
+    """Experiment key -> the families it trains whose rate the tuning has not chosen yet."""
+    out = {}
+    for experiment in EXPERIMENTS:
+        p, untuned = plan_context(settings, results)
+        key = experiment(p).key
+        if untuned:
+            out[key] = set(untuned)
+    return out
 
 
 def write_report(
@@ -547,6 +560,11 @@ def write_report(
     settings = Settings(**given)
     res = _Results(results, settings.data)
     exps = plan(settings, results)
+    waiting = _waiting_for_tuning(settings, results)
+    for exp in exps:  # rows of a family whose rate is not chosen yet would be default-rate runs: not shown
+        if exp.key in waiting:
+            exp.runs = []
+            exp.notes = f"Waiting for the tuning of: {', '.join(sorted(waiting[exp.key]))}. " + exp.notes
     claims = [e for e in exps if e.kind == "claim"]
     verdicts = _verdicts(claims, res)
     checks: dict[str, tuple[bool | None, str]] = {}
@@ -601,6 +619,7 @@ def write_report(
     lines += ["## Checks", "", "| check | result |", "|---|---|"]
     lines += [f"| {CHECKS[c].title} | {_check_text(r)} |" for c, r in checks.items()]
     lines += [""]
+    redraw_headline_figure(results, figures)
     lines += headline_section(results)
     lines += published_sections(headline, docs)
     for exp in claims:

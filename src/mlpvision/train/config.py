@@ -57,6 +57,7 @@ class TrainConfig:
     channels_last: bool = False  # channels-last memory format for images and weights (convnets on GPU)
     aug: AugmentConfig = field(default_factory=lambda: AugmentConfig(crop_padding=2, hflip=0.5))  # augmentation
     val_size: int = 5000  # images held out of the training set for validation (0: none)
+    val_every: int = 1  # validate (and keep the best model) every K epochs and after the last one
     train_subset: int = 0  # train on a seeded random subset of this many images (0: all)
     test_subset: int = 0  # report test figures on a fixed random subset of this many test images (0: all)
     workers: int = 0  # data-loading processes (0: load in the training process)
@@ -118,6 +119,7 @@ class TrainConfig:
     def validate(self) -> None:
         checks = [
             (self.epochs >= 1, "epochs must be >= 1"),
+            (self.val_every >= 1, f"val_every must be >= 1, got {self.val_every}"),
             (self.max_steps >= 0, f"max_steps must be >= 0 (0: no limit), got {self.max_steps}"),
             (self.batch_size >= 1 and self.accum_steps >= 1, "batch size and accumulation steps must be >= 1"),
             (self.lr > 0, "lr must be > 0"),

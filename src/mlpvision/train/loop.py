@@ -332,7 +332,8 @@ def _end_of_epoch(run: Run, epoch: int, metrics: dict, writer) -> None:
     """Validates (keeping the best model), logs and records the epoch's row; the main process only."""
     cfg, data, opt = run.cfg, run.data, run.optimizer
     row = {"epoch": epoch + 1, "step": run.loop.global_step, "lr": opt.param_groups[0]["lr"], **metrics}
-    if data.val is not None:
+    last = epoch + 1 >= cfg.epochs or (run.last_step is not None and run.loop.global_step >= run.last_step)
+    if data.val is not None and ((epoch + 1) % cfg.val_every == 0 or last):
         val = evaluate(run.eval_model, run.eval_loader(data.val), data.info.num_classes, run.dist.device, cfg.amp)
         row.update({"val_loss": val.loss, "val_top1": val.top1, "val_top5": val.top5})
         if val.top1 > run.loop.best_val_top1:

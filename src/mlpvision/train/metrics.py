@@ -15,7 +15,7 @@ __all__ = ["plot_curves", "write_metrics"]
 def write_metrics(out: Path, history: list[dict], plots: bool = True) -> None:
     """Rewrites the run's metric files from ``history`` (each atomically)."""
     write_text(out / "metrics.json", json.dumps(history, indent=2) + "\n")
-    keys = list(history[0]) if history else []
+    keys = list(dict.fromkeys(k for row in history for k in row))  # validation may skip epochs: every column
     with atomic_path(out / "metrics.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
@@ -33,8 +33,9 @@ def plot_curves(history: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, metric, label in zip(axes, ("loss", "top1"), ("loss", "top-1 (%)"), strict=True):
         ax.plot(ep, [h[f"train_{metric}"] for h in history], label="train")
-        if f"val_{metric}" in history[0]:
-            ax.plot(ep, [h[f"val_{metric}"] for h in history], label="validation")
+        val = [(h["epoch"], h[f"val_{metric}"]) for h in history if f"val_{metric}" in h]  # may skip epochs
+        if val:
+            ax.plot(*zip(*val, strict=True), marker="o", label="validation")
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.legend()
