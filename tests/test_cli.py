@@ -1,5 +1,6 @@
 """The command line: each subcommand end to end, and one clear line for every user error."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import mlpvision
-from mlpvision.cli import build_parser, main
+from mlpvision.cli import COMMANDS, build_parser, main
 from mlpvision.models.zoo import describe_models, markdown_table
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -76,6 +77,57 @@ def test_console_script_and_module_entry_points():
     assert "Traceback" not in bad.stderr
 
 
+def _modules_loaded_by(argv: list[str]) -> tuple[int, set[str]]:
+    """Runs ``python -m mlpvision ARGV`` in a fresh interpreter: (exit code, the top-level modules it imported)."""
+    code = (
+        "import sys\n"
+        "from mlpvision.cli import main\n"
+        "try:\n"
+        f"    code = main({argv!r})\n"
+        "except SystemExit as e:\n"
+        "    code = e.code\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules}))\n"
+        "sys.exit(code)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return out.returncode, set(json.loads(out.stdout.strip().splitlines()[-1].replace("'", '"')))
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_help_does_not_import_torch(command):
+    code, modules = _modules_loaded_by(["--help"] if command is None else [command, "--help"])
+    assert code == 0
+    assert not modules & {"torch", "torchvision", "numpy", "matplotlib", "onnxruntime"}, sorted(modules)
+
+
+def test_version_does_not_import_torch():
+    code, modules = _modules_loaded_by(["--version"])
+    assert code == 0 and "torch" not in modules
+
+
+def test_the_import_check_can_fail():
+    code, modules = _modules_loaded_by(["deploy", "missing.safetensors", "out.safetensors"])  # runs the command
+    assert code == 2 and "torch" in modules
+
+
+def test_train_flags_read_from_source_equal_the_imported_configs():
+    from mlpvision.cli.train import config_fields
+    from mlpvision.data import AugmentConfig
+    from mlpvision.fields import field_docs
+    from mlpvision.train import TrainConfig
+
+    fields, aug = config_fields()
+    assert aug is not AugmentConfig, "read from source, not imported (the reader fell back to importing)"
+    real = field_docs(TrainConfig)
+    assert [(f.name, f.help) for f in fields] == [(f.name, f.help) for f in real]
+    for mine, theirs in zip(fields, real, strict=True):
+        if mine.name == "aug":
+            assert dataclasses.asdict(mine.default) == dataclasses.asdict(theirs.default)
+        else:
+            assert (mine.hint, mine.default) == (theirs.hint, theirs.default), mine.name
+    assert aug.__source_field_docs__ == field_docs(AugmentConfig)
+
+
 def test_every_train_flag_has_help_and_shows_its_default():
     parser = build_parser()
     train = next(a for a in parser._actions if a.dest == "command").choices["train"]
@@ -88,14 +140,15 @@ def test_every_train_flag_has_help_and_shows_its_default():
 
 
 def test_train_flags_override_the_recipe_and_refine_its_augmentation(tmp_path):
-    from mlpvision.cli import _load_recipe, _train_overrides
+    from mlpvision.cli.common import load_recipe
+    from mlpvision.cli.train import train_overrides
     from mlpvision.train import TrainConfig
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text("lr: 1.0e-3\nepochs: 4\naug: {hflip: 0.0, mixup: 0.2}\nmodel_args: {depth: 2}\n")
     argv = ["train", "--config", str(recipe), "--epochs", "7", "--crop-padding", "3", "--model-arg", "embed_dim=32"]
     args = build_parser().parse_args(argv)
-    cfg = TrainConfig.from_recipe(_load_recipe(args.config), _train_overrides(args))
+    cfg = TrainConfig.from_recipe(load_recipe(args.config), train_overrides(args))
     assert (cfg.lr, cfg.epochs) == (1e-3, 7)
     assert (cfg.aug.crop_padding, cfg.aug.hflip, cfg.aug.mixup) == (3, 0.0, 0.2)
     assert cfg.model_args == {"depth": 2, "embed_dim": 32}

@@ -4,6 +4,7 @@ clear error naming the field instead of a failure deep inside."""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import functools
 import inspect
@@ -13,11 +14,12 @@ import tokenize
 import types
 import typing
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from .errors import ConfigError
 
-__all__ = ["FieldDoc", "checked_fields", "coerce", "field_docs"]
+__all__ = ["FieldDoc", "checked_fields", "coerce", "field_docs", "source_field_docs"]
 
 
 class FieldDoc(NamedTuple):
@@ -30,11 +32,17 @@ class FieldDoc(NamedTuple):
 
 
 def _comments(cls: type) -> dict[str, str]:
-    """Field name -> the comment written beside it (a comment line right under a field continues it)."""
+    """Field name -> the comment written beside it in ``cls``'s source."""
     try:
         source = inspect.getsource(cls)
     except (OSError, TypeError):  # no source shipped: fields without help
         return {}
+    return _comments_in(source)
+
+
+def _comments_in(source: str) -> dict[str, str]:
+    """Field name -> the comment written beside it in a class's source (a comment line right under a field
+    continues it)."""
     comments: dict[str, str] = {}
     current = None
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
@@ -45,6 +53,71 @@ def _comments(cls: type) -> dict[str, str]:
             text = tok.string.lstrip("#").strip()
             comments[current] = f"{comments[current]} {text}" if current in comments else text
     return comments
+
+
+# the names a config's annotations and defaults may use when read from source (see source_field_docs)
+_SOURCE_NAMES = {
+    "int": int,
+    "float": float,
+    "bool": bool,
+    "str": str,
+    "dict": dict,
+    "list": list,
+    "tuple": tuple,
+    "None": None,
+    "field": dataclasses.field,
+}
+
+
+def source_field_docs(
+    path: str | Path, class_name: str, names: Mapping[str, Any] | None = None
+) -> tuple[FieldDoc, ...]:
+    """The fields of dataclass ``class_name`` as :func:`field_docs` gives them, read from the source file ``path``
+    without importing it (and so without the heavy imports of its package): ``mlpvision --help`` stays fast.
+
+    Annotations and defaults are evaluated with builtin types, ``dataclasses.field`` and ``names`` (e.g. a
+    nested config rebuilt by :func:`source_dataclass`) only. Raises ValueError when the class is not found or
+    a field uses anything else; callers then import the real class.
+    """
+    source = Path(path).read_text()
+    tree = ast.parse(source)
+    node = next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == class_name), None)
+    if node is None:
+        raise ValueError(f"no class {class_name} in {path}")
+    scope = {"__builtins__": {}, **_SOURCE_NAMES, **(names or {})}
+    comments = _comments_in("".join(source.splitlines(keepends=True)[node.lineno - 1 : node.end_lineno]))
+    docs = []
+    for stmt in node.body:
+        if not (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)):
+            continue
+        if stmt.value is None:
+            raise ValueError(f"{class_name}.{stmt.target.id} has no default")
+        try:
+            # the package's own source, evaluated with the restricted names of `scope` only
+            hint = eval(ast.unparse(stmt.annotation), scope)
+            default = eval(ast.unparse(stmt.value), scope)
+        except Exception as e:
+            raise ValueError(f"{class_name}.{stmt.target.id}: cannot read it from source ({e})") from None
+        if isinstance(default, dataclasses.Field):
+            if default.default is not dataclasses.MISSING:
+                default = default.default
+            elif default.default_factory is not dataclasses.MISSING:
+                default = default.default_factory()
+            else:
+                raise ValueError(f"{class_name}.{stmt.target.id} has no default")
+        docs.append(FieldDoc(stmt.target.id, hint, default, comments.get(stmt.target.id, "")))
+    return tuple(docs)
+
+
+def source_dataclass(path: str | Path, class_name: str, names: Mapping[str, Any] | None = None) -> type:
+    """A frozen dataclass with the fields, types and defaults of ``class_name`` in ``path`` (read as
+    :func:`source_field_docs` reads it): a stand-in for a nested config whose module is heavy to import."""
+    docs = source_field_docs(path, class_name, names)
+    cls = dataclasses.make_dataclass(
+        class_name, [(d.name, d.hint, dataclasses.field(default=d.default)) for d in docs], frozen=True
+    )
+    cls.__source_field_docs__ = docs
+    return cls
 
 
 @functools.cache

@@ -1,0 +1,35 @@
+"""``mlpvision predict``: image files classified with a model file."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "predict",
+        help="classify image files with a model file",
+        description="Classify image files. Each is prepared as the model's training images were: grey or colour, "
+        "resized and centre-cropped to the model's input, normalised with the training set's statistics. "
+        "Fashion-MNIST models expect one light object on a black background, centred and filling the frame; "
+        "a photo on a light background needs --invert, and a warning says when an image looks far from the "
+        "training images.",
+    )
+    p.add_argument("--checkpoint", required=True, help="model file (.safetensors)")
+    p.add_argument("--top-k", type=int, default=3, help="classes shown per image (default: %(default)s)")
+    p.add_argument(
+        "--invert", action="store_true", help="invert the images first: dark objects on light -> light on dark"
+    )
+    p.add_argument("images", nargs="+", help="image files (PNG, JPEG)")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..deploy import predict_files
+
+    for p in predict_files(args.checkpoint, args.images, args.top_k, args.invert):
+        print(f"{p.path}: " + ", ".join(f"{name} {prob:.1%}" for name, prob in p.guesses))
+        for warning in p.warnings:
+            print(f"mlpvision: warning: {p.path}: {warning}", file=sys.stderr)
+    return 0

@@ -1,0 +1,170 @@
+"""``mlpvision train``: flags generated from :class:`~mlpvision.train.TrainConfig`'s fields (and the augmentation's),
+each with its field's comment as help text and its default.
+
+The fields are read from the configs' source files, not imported, so that ``mlpvision train --help`` answers
+without importing torch (a test checks that they equal the imported classes' fields).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import typing
+from functools import cache
+from pathlib import Path
+
+from ..fields import FieldDoc, source_dataclass, source_field_docs
+from .common import console, load_recipe, model_args
+
+_AUG_PREFIX = "aug."  # argparse dest of an augmentation flag: aug.crop_padding
+_PACKAGE = Path(__file__).resolve().parents[1]
+
+
+@cache
+def config_fields() -> tuple[tuple[FieldDoc, ...], type]:
+    """(TrainConfig's fields, the augmentation config class), read from source; imported when that fails."""
+    try:
+        aug = source_dataclass(_PACKAGE / "data" / "augment.py", "AugmentConfig")
+        return source_field_docs(_PACKAGE / "train" / "config.py", "TrainConfig", {"AugmentConfig": aug}), aug
+    except (OSError, ValueError):  # no source shipped, or a field the reader does not know: import the real ones
+        from ..data import AugmentConfig
+        from ..fields import field_docs
+        from ..train import TrainConfig
+
+        return field_docs(TrainConfig), AugmentConfig
+
+
+def _aug_fields(aug: type) -> tuple[FieldDoc, ...]:
+    from ..fields import field_docs
+
+    return getattr(aug, "__source_field_docs__", None) or field_docs(aug)
+
+
+def _scalar(hint) -> type:
+    """The argparse type of a field: its one non-None type (str for ``str | list[str] | None``)."""
+    options = [a for a in typing.get_args(hint) or (hint,) if a is not type(None)]
+    return next((a for a in options if a in (bool, int, float)), str)
+
+
+def _add_field_flag(p: argparse.ArgumentParser, name: str, hint, default, help_text: str, dest: str) -> None:
+    flag = "--" + name.replace("_", "-")
+    shown = "none" if default is None or default == {} else default
+    text = f"{help_text} (default: {shown})" if help_text else f"(default: {shown})"
+    kind = _scalar(hint)
+    if name == "model_args":
+        p.add_argument(
+            "--model-arg",
+            dest=dest,
+            action="append",
+            metavar="KEY=VALUE",
+            help=f"{help_text}; repeatable, each VALUE read as YAML (default: none)",
+        )
+    elif name == "teacher":
+        p.add_argument(
+            flag,
+            dest=dest,
+            action="append",
+            metavar="MODEL_FILE",
+            help=f"{help_text}; repeat for an ensemble (default: none)",
+        )
+    elif kind is bool:
+        p.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=text)
+    else:
+        p.add_argument(flag, dest=dest, type=kind, default=None, metavar=name.upper(), help=text)
+
+
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field (the augmentation's fields flattened), None when not given."""
+    fields, aug_cls = config_fields()
+    group = p.add_argument_group("training options (also recipe keys)")
+    for f in fields:
+        if f.hint is aug_cls:
+            aug = p.add_argument_group("augmentation (recipe key: aug)")
+            for a in _aug_fields(aug_cls):
+                _add_field_flag(aug, a.name, a.hint, getattr(f.default, a.name), a.help, _AUG_PREFIX + a.name)
+        else:
+            _add_field_flag(group, f.name, f.hint, f.default, f.help, f.name)
+
+
+def train_overrides(args: argparse.Namespace) -> dict:
+    """The train flags the user gave, as TrainConfig overrides (augmentation under ``aug``)."""
+    fields, aug_cls = config_fields()
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    overrides: dict = {"aug": {}}
+    for f in fields:
+        if f.hint is aug_cls:
+            overrides["aug"] = {
+                a.name: given[_AUG_PREFIX + a.name] for a in _aug_fields(aug_cls) if _AUG_PREFIX + a.name in given
+            }
+        elif f.name in given:
+            overrides[f.name] = given[f.name]
+    if "model_args" in overrides:
+        overrides["model_args"] = model_args(overrides["model_args"])
+    if "teacher" in overrides and len(overrides["teacher"]) == 1:
+        overrides["teacher"] = overrides["teacher"][0]
+    return overrides
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "train",
+        help="train a model (resumable; torchrun for several processes)",
+        description="Train a model. Every option is also a key of a recipe file (--config); flags override the "
+        "recipe, augmentation flags refine its `aug` mapping.",
+    )
+    p.add_argument("--config", metavar="RECIPE", help="recipe file (YAML) of the options below (default: none)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue OUT/last.safetensors when it exists (default: start afresh)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar (default: show one)")
+    _add_train_flags(p)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.table import Table
+
+    from ..train import TrainConfig, train
+
+    cfg = TrainConfig.from_recipe(load_recipe(args.config), train_overrides(args))
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    logging.basicConfig(level=logging.INFO if is_main else logging.WARNING, format="%(message)s")
+    columns = (
+        TextColumn("epoch {task.fields[epoch]}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]:.3f}"),
+        TextColumn("{task.fields[ips]:.0f} img/s"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console(), disable=not is_main or args.quiet, transient=True) as bar:
+        task = bar.add_task("train", total=1, epoch=1, loss=0.0, ips=0.0)
+
+        def progress(p: dict) -> None:
+            ips = p["images"] / max(p["seconds"], 1e-9)
+            bar.update(task, completed=p["step"], total=p["steps"], epoch=p["epoch"] + 1, loss=p["loss"], ips=ips)
+
+        summary = train(cfg, resume=args.resume, progress=progress)
+    if not is_main:
+        return 0
+    table = Table(title=f"{cfg.model} on {cfg.data}")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    rows = [
+        ("epochs / steps", f"{summary['epochs_done']} / {summary['steps']}"),
+        ("training time", f"{summary['train_seconds'] / 60:.1f} min"),
+        ("best validation top-1", "-" if summary["best_val_top1"] is None else f"{summary['best_val_top1']:.2f}%"),
+        ("test top-1 (best on validation)", f"{summary['test_top1_best']:.2f}%"),
+        ("test top-1 (final)", f"{summary['test_top1_final']:.2f}%"),
+    ]
+    for k, v in rows:
+        table.add_row(k, v)
+    console().print(table)
+    for k, v in summary["files"].items():
+        console().print(f"{k}: {v}")
+    return 0
+
+
+__all__ = ["add_parser", "config_fields", "run", "train_overrides"]
