@@ -10,7 +10,8 @@ import pytest
 
 import mlpvision
 from mlpvision.cli import COMMANDS, build_parser, main
-from mlpvision.models.zoo import describe_models, markdown_table
+from mlpvision.cli.models import markdown_table, zoo_rows
+from mlpvision.models.zoo import describe_models
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -23,10 +24,47 @@ def test_models_json_lists_every_model(capsys):
         assert r["params"] > 0 and r["macs"] > 0
 
 
-def test_models_table_and_pattern(capsys):
-    assert main(["models", "resmlp_*"]) == 0
-    out = capsys.readouterr().out
-    assert "resmlp_12_224" in out and "mixer_s16_224" not in out
+def test_shipped_model_table_equals_the_registry():
+    # `mlpvision models` reads the shipped table; it must be what counting every registered model gives today
+    assert zoo_rows() == describe_models(), "src/mlpvision/models/zoo.json is stale: run `make readme`"
+
+
+def test_models_reads_the_shipped_table(tmp_path, monkeypatch, capsys):
+    import mlpvision.cli.models as cli_models
+
+    row = {**zoo_rows()[0], "name": "only_in_this_table", "params": 123}
+    table = tmp_path / "zoo.json"
+    table.write_text(json.dumps({"rows": [row]}))
+    monkeypatch.setattr(cli_models, "ZOO_TABLE", table)
+    assert main(["models", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [row]
+
+
+@pytest.mark.parametrize(
+    "pattern, present, absent",
+    [
+        ("resmlp_*", ["resmlp_12_224", "resmlp_tiny_12_28"], ["mixer_s16_224"]),
+        ("mixer", ["mixer_s16_224", "mixer_t4_28"], ["resmlp_12_224"]),  # a substring
+        ("MIXER_T", ["mixer_t4_28"], ["mixer_s16_224"]),  # case-insensitive
+        ("*_28", ["mixer_t4_28", "repmlp_fast_28"], ["mixer_s16_224"]),
+    ],
+)
+def test_models_pattern_is_a_substring_or_a_glob(capsys, pattern, present, absent):
+    assert main(["models", pattern, "--json"]) == 0
+    names = {r["name"] for r in json.loads(capsys.readouterr().out)}
+    assert set(present) <= names and not set(absent) & names
+
+
+def test_models_without_a_match_explains_the_pattern(capsys):
+    assert main(["models", "mixr"]) == 2
+    err = capsys.readouterr().err
+    assert "part of a name" in err and "glob" in err and "mixer" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_models_does_not_import_torch():
+    code, modules = _modules_loaded_by(["models", "mixer"])
+    assert code == 0 and "torch" not in modules, sorted(modules)
 
 
 def test_readme_model_table_is_generated():
@@ -34,7 +72,7 @@ def test_readme_model_table_is_generated():
     start, end = "<!-- models:start -->\n", "<!-- models:end -->"
     assert start in text and end in text
     table = text.split(start, 1)[1].split(end, 1)[0]
-    assert table == markdown_table(describe_models()), "README model table is stale: run `make readme`"
+    assert table == markdown_table(zoo_rows()), "README model table is stale: run `make readme`"
 
 
 def test_readme_deploy_summary_is_generated_from_the_benchmark():
@@ -57,7 +95,7 @@ def test_demo_classifies_test_images(capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["models", "nomatch_*"], "no model matches"),
+        (["models", "nomatch_*"], "no model matches 'nomatch_*'"),
         (["demo", "--model", "mixr_t4_28"], "unknown model 'mixr_t4_28'; did you mean mixer_t4_28"),
         (["demo", "--data-dir", "/nonexistent/folder"], "does not exist"),
     ],

@@ -1,10 +1,12 @@
-"""Regenerates the generated parts of README.md: the model table from the registry and the deploy summary from
+"""Regenerates the model table shipped with the package (src/mlpvision/models/zoo.json, which `mlpvision models`
+reads) from the registry, and the generated parts of README.md: that model table and the deploy summary from
 docs/deploy_speed.json (between their start/end markers)."""
 
 import json
 from pathlib import Path
 
-from mlpvision.models.zoo import describe_models, markdown_table
+from mlpvision.cli.models import markdown_table, zoo_rows
+from mlpvision.models.zoo import write_zoo_table
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -50,8 +52,9 @@ def replace_between(text: str, start: str, end: str, body: str) -> str:
 
 
 def main() -> None:
+    print(f"wrote {write_zoo_table().relative_to(ROOT)}")
     text = README.read_text()
-    text = replace_between(text, "<!-- models:start -->\n", "<!-- models:end -->", markdown_table(describe_models()))
+    text = replace_between(text, "<!-- models:start -->\n", "<!-- models:end -->", markdown_table(zoo_rows()))
     text = replace_between(text, "<!-- deploy:start -->\n", "<!-- deploy:end -->", deploy_summary())
     README.write_text(text)
     print(f"updated {README.name}")

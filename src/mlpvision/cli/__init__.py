@@ -2,8 +2,9 @@
 library functions.
 
 Every command module defines ``add_parser(subparsers)`` (its flags and help, built without importing torch, so
-``--help`` answers at once) and ``run(args)`` (which imports what it needs and calls the library). To add a
-command, write its module and add its name to :data:`COMMANDS`.
+``--help`` answers at once) and ``run(args)`` (which imports what it needs and calls the library); a command that
+never touches torch sets ``light=True`` as a parser default. To add a command, write its module and add its name
+to :data:`COMMANDS`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         module = importlib.import_module(f".{name}", __name__)
         p = module.add_parser(sub)
-        p.set_defaults(func=module.run)
+        p.set_defaults(func=module.run, light=bool(p.get_default("light")))
     return parser
 
 
@@ -34,9 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     """Runs one command; user errors print one line on stderr and return 2."""
     args = build_parser().parse_args(argv)
     from ..errors import MlpVisionError
-    from ..runtime import tune_cpu_allocator
 
-    tune_cpu_allocator()
+    if not args.light:  # a command that runs models: before torch allocates anything
+        from ..runtime import tune_cpu_allocator
+
+        tune_cpu_allocator()
     try:
         return args.func(args)
     except MlpVisionError as e:
