@@ -24,7 +24,8 @@ def zoo_rows() -> list[dict]:
     try:
         return json.loads(ZOO_TABLE.read_text())["rows"]
     except (OSError, ValueError, KeyError) as e:
-        raise MlpVisionError(f"the model table {ZOO_TABLE.name} is missing or damaged ({e}); reinstall mlpvision") from None
+        message = f"the model table {ZOO_TABLE.name} is missing or damaged ({e}); reinstall mlpvision"
+        raise MlpVisionError(message) from None
 
 
 def matching(rows: list[dict], pattern: str) -> list[dict]:
