@@ -149,3 +149,10 @@ def test_results_based_checks_are_pending_without_results():
         for m, t in (("MLP-Mixer", a), ("ViT", b))
     }
     assert CHECKS["mixer_faster_than_vit"].fn(latency={"rows": rows})[0] is True
+
+
+def test_the_cli_writes_the_registered_plan(tmp_path):
+    from mlpvision.cli import main
+
+    assert main(["lab", "--write-plan", "--docs", str(tmp_path)]) == 0
+    assert (tmp_path / "lab_plan.md").read_text() == plan_markdown(Settings())

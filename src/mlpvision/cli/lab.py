@@ -20,6 +20,21 @@ def add_parser(sub) -> argparse.ArgumentParser:
     )
     p.add_argument("--report-only", action="store_true", help="only regenerate the report from the results")
     p.add_argument(
+        "--write-plan",
+        action="store_true",
+        help="write the registered plan (DOCS/lab_plan.md, with its hash) from the plan's code, and stop",
+    )
+    p.add_argument(
+        "--no-latency",
+        action="store_true",
+        help="do not time the experiments' models after their runs (time them later on an idle machine)",
+    )
+    p.add_argument(
+        "--latency-only",
+        action="store_true",
+        help="only time the deploy forms of the experiments whose latency table is missing (on an idle machine)",
+    )
+    p.add_argument(
         "--data",
         default="fashion-mnist",
         help="fashion-mnist (default), cifar10 or cifar100: the image data of every experiment except the "
@@ -40,13 +55,16 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..io import write_text
     from ..lab import (
         Settings,
         check_data,
         data_suffix,
         headline_vs_cnn,
+        latency_only,
         ledger,
         plan,
+        plan_markdown,
         published_models,
         run_lab,
         write_report,
@@ -58,19 +76,31 @@ def run(args: argparse.Namespace) -> int:
     suffix = data_suffix(args.data)
     results = args.results or f"results/lab{suffix}"
     runs = args.runs or f"runs/lab{suffix}"
+    if args.write_plan:
+        out = Path(args.docs) / f"lab_plan{suffix}.md"
+        write_text(out, plan_markdown(settings))
+        console().print(f"plan: {out}")
+        return 0
     if args.list:
-        for exp in plan(settings):
+        for exp in plan(settings, Path(results)):
             print(f"{exp.key:20s} {len(exp.runs):3d} runs  {exp.title}")
         return 0
     if args.plan:
+        if not (Path(results) / "runs").is_dir():
+            console().print(f"no lab results found in {results}/ (pass --results FOLDER): nothing counts as done")
         print_ledger(ledger(settings, Path(results), Path(runs), args.only))
         return 0
+    if args.latency_only:
+        latency_only(settings, results, args.only)
+        console().print(f"latency tables: {results}/*_latency.json")
     headline = [Path(h) for h in args.headline or []]
     if not headline and args.results is None and not suffix:  # the default Fashion-MNIST report shows every
         headline = published_models("results")  # published one, headline models before teachers
-    if not args.report_only:
+    if not args.report_only and not args.latency_only:
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
-        run_lab(settings, results, runs, args.only, args.data_dir, progress=console().print)
+        run_lab(
+            settings, results, runs, args.only, args.data_dir, progress=console().print, latency=not args.no_latency
+        )
         done = (Path(results) / "headline_vs_cnn.json").is_file()
         wanted = not args.only or "headline_vs_cnn" in args.only
         if headline and wanted and not settings.quick and not done:

@@ -84,7 +84,10 @@ class PlanContext:
 
         def make(lr: float, seed: int, rates) -> LabRun:
             label = f"{family} | lr {rate_label(lr)}" + (f" | seed {seed}" if seed != TUNE_SEED else "")
-            return LabRun(label, self.sized(name), seed, self.s.data, args, self.recipe(TUNE_EPOCHS, lr=lr))
+            train = self.recipe(TUNE_EPOCHS, lr=lr)
+            return LabRun(
+                label=label, model=self.sized(name), seed=seed, data=self.s.data, model_args=args, train=train
+            )
 
         return make
 
@@ -95,7 +98,8 @@ class PlanContext:
         def make(lr: float, seed: int, rates) -> LabRun:
             label = f"{family} | lr {rate_label(lr)}" + (f" | seed {seed}" if seed != TUNE_SEED else "")
             recipe = probe_recipe(self, PROBE_TUNE_SIZE)
-            return LabRun(label, name, seed, PROBE_TASKS[task], args, self.recipe(**{**recipe, "lr": lr}))
+            train = self.recipe(**{**recipe, "lr": lr})
+            return LabRun(label=label, model=name, seed=seed, data=PROBE_TASKS[task], model_args=args, train=train)
 
         return make
 
@@ -145,7 +149,11 @@ class PlanContext:
         args = {**base_args, **(args or {})}
         train = self.recipe(**{"lr": self.lr(family or model), **recipe})
         seeds = self.s.seeds if seeds is None else seeds
-        return [LabRun(label, self.sized(name), seed, data or self.s.data, args, train) for seed in seeds]
+        data = data or self.s.data
+        return [
+            LabRun(label=label, model=self.sized(name), seed=seed, data=data, model_args=args, train=train)
+            for seed in seeds
+        ]
 
     def budgeted(
         self, label: str, model: str, args: dict | None = None, epochs: int | None = None, seeds=None, **recipe

@@ -66,7 +66,7 @@ def _measured(results: Path) -> dict[str, float]:
     for f in (results / "runs").glob("*.json") if (results / "runs").is_dir() else []:
         try:
             r = json.loads(f.read_text())
-            run = LabRun(r["label"], r["model"], r["seed"], r["data"], r["model_args"], r["train_config"])
+            run = LabRun(label=r["label"], model=r["model"], model_args=r["model_args"], train=r["train_config"])
             seconds, steps = r["summary"]["train_seconds"], r["summary"].get("steps")
         except (OSError, ValueError, KeyError, TypeError):
             continue
