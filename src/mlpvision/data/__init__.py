@@ -1,7 +1,7 @@
 """Data: the catalogue of data sets, their sources, the lab's probe tasks, augmentation, and data for a trained
 model. Importing this package registers every data set."""
 
-from . import sources, tasks  # noqa: F401  (registration)
+from . import segmentation, sources, tasks  # noqa: F401  (registration)
 from .augment import AugmentConfig, Augmented, BatchCropFlip, build_transform, training_set
 from .catalog import (
     DataInfo,
@@ -14,6 +14,14 @@ from .catalog import (
     split_train_val,
 )
 from .images import calibration_images, evaluation_set, input_warnings, normalize, plain_split, read_images
+from .segmentation import (
+    IGNORE_INDEX,
+    SceneConfig,
+    SegmentationImages,
+    fashion_scenes,
+    segfolder,
+    shift_scenes,
+)
 from .sources import (
     FASHION_MNIST_CLASSES,
     FashionMNIST,
@@ -26,6 +34,7 @@ from .tasks import PERMUTABLE, TASKS, load_task, permuted, shift_images
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
+    "IGNORE_INDEX",
     "PERMUTABLE",
     "TASKS",
     "AugmentConfig",
@@ -33,11 +42,14 @@ __all__ = [
     "BatchCropFlip",
     "DataInfo",
     "FashionMNIST",
+    "SceneConfig",
+    "SegmentationImages",
     "TensorImages",
     "build_transform",
     "calibration_images",
     "dataset_names",
     "evaluation_set",
+    "fashion_scenes",
     "find_fashion_mnist",
     "get_source",
     "image_folder_samples",
@@ -51,7 +63,9 @@ __all__ = [
     "read_images",
     "register_dataset",
     "seeded_subset",
+    "segfolder",
     "shift_images",
+    "shift_scenes",
     "split_train_val",
     "synthetic_dataset",
     "training_set",
