@@ -227,7 +227,7 @@ def test_bad_recipe_key(tmp_path, capsys):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("epochs: 1\nlearning_rate: 0.1\n")
     assert main(["train", "--config", str(recipe), "--data", "synthetic", "--out", str(tmp_path)]) == 2
-    assert "unknown training option(s) learning_rate" in capsys.readouterr().err
+    assert "unknown option(s) learning_rate" in capsys.readouterr().err
 
 
 def test_eval_and_predict_commands(tmp_path, capsys):

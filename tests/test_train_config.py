@@ -29,8 +29,8 @@ def test_from_dict_builds_the_augmentation_and_round_trips():
 @pytest.mark.parametrize(
     ("recipe", "message"),
     [
-        ({"learning_rate": 0.1}, "unknown training option(s) learning_rate"),
-        ({"aug": {"cutout": 0.5}}, "unknown augmentation option(s) cutout"),
+        ({"learning_rate": 0.1}, "unknown option(s) learning_rate"),
+        ({"aug": {"cutout": 0.5}}, "unknown option(s) aug.cutout"),
     ],
 )
 def test_from_dict_names_an_unknown_key(recipe, message):
@@ -43,11 +43,13 @@ def test_from_dict_names_an_unknown_key(recipe, message):
     ("override", "message"),
     [
         ({"epochs": 0}, "epochs must be >= 1"),
-        ({"accum_steps": 0}, "accumulation steps must be >= 1"),
-        ({"optimizer": "lamb"}, "optimizer must be adamw or sgd"),
+        ({"min_lr": -1}, "min_lr must be >= 0"),
+        ({"lr": 0.01, "min_lr": 0.1}, "min_lr (0.1) must not exceed lr (0.01)"),
+        ({"accum_steps": 0}, "accum_steps must be >= 1"),
+        ({"optimizer": "lamb"}, "optimizer must be one of adamw, sgd"),
         ({"distill": "soft"}, "needs --teacher"),
         ({"teacher": "t.safetensors", "distill": "soft", "distill_tau": 0.0}, "distill_tau must be > 0"),
-        ({"ema_decay": 1.0}, "ema_decay must be in [0, 1)"),
+        ({"ema_decay": 1.0}, "ema_decay must be >= 0 and < 1"),
         ({"ema_bn_images": -1}, "ema_bn_images must be >= 0"),
         ({"ema_bn_images": 100}, "ema_bn_images acts on the weight EMA"),
     ],

@@ -11,6 +11,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from ..errors import DataError
+from ..fields import check_config, option
 from .catalog import DataInfo
 
 __all__ = ["AugmentConfig", "Augmented", "BatchCropFlip", "build_transform", "training_set"]
@@ -20,12 +21,16 @@ __all__ = ["AugmentConfig", "Augmented", "BatchCropFlip", "build_transform", "tr
 class AugmentConfig:
     """Training-time augmentation; evaluation only converts and normalises."""
 
-    crop_padding: int = 0  # random crop after zero padding by this many pixels (0: off)
-    hflip: float = 0.0  # probability of a horizontal flip
-    auto_augment: str = "none"  # "none", "randaugment" or "trivialaugment"
-    random_erasing: float = 0.0  # probability of erasing a random rectangle
-    mixup: float = 0.0  # MixUp alpha (0: off)
-    cutmix: float = 0.0  # CutMix alpha (0: off)
+    crop_padding: int = option(0, ge=0, le=1024)  # random crop after zero padding by this many pixels (0: off)
+    hflip: float = option(0.0, ge=0, le=1)  # probability of a horizontal flip
+    auto_augment: str = option("none", choices=("none", "randaugment", "trivialaugment"))  # "none", "randaugment" or
+    # "trivialaugment"
+    random_erasing: float = option(0.0, ge=0, le=1)  # probability of erasing a random rectangle
+    mixup: float = option(0.0, ge=0, le=100)  # MixUp alpha (0: off)
+    cutmix: float = option(0.0, ge=0, le=100)  # CutMix alpha (0: off)
+
+    def __post_init__(self) -> None:
+        check_config(self, "augmentation option(s)")
 
 
 def build_transform(info: DataInfo, aug: AugmentConfig | None) -> v2.Compose:

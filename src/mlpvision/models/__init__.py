@@ -13,6 +13,8 @@ from . import (  # noqa: F401  (registration)
 )
 from .complexity import ModelStats, count, flop_counter
 from .registry import (
+    MAX_SIDE,
+    MAX_WIDTH,
     ModelConfig,
     ModelSpec,
     Variant,
@@ -25,6 +27,8 @@ from .registry import (
 )
 
 __all__ = [
+    "MAX_SIDE",
+    "MAX_WIDTH",
     "ModelConfig",
     "ModelSpec",
     "ModelStats",

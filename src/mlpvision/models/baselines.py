@@ -14,17 +14,18 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..fields import option
 from ..layers import check_input, conv_bn_relu
 from .base import ImageClassifier, make_head
-from .registry import ModelConfig, Variant, register_family
+from .registry import MAX_WIDTH, ModelConfig, Variant, register_family
 
 __all__ = ["LocalConvNet", "LocalConvNetConfig", "PlainMLP", "PlainMLPConfig"]
 
 
 @dataclass(frozen=True, kw_only=True)
 class PlainMLPConfig(ModelConfig):
-    hidden: tuple[int, ...] = (1024, 1024)  # widths of the hidden FC layers
-    drop_rate: float = 0.1  # dropout after every hidden layer
+    hidden: tuple[int, ...] = option((1024, 1024), ge=1, le=MAX_WIDTH, max_items=64)  # widths of the hidden FC layers
+    drop_rate: float = option(0.1, ge=0, lt=1)  # dropout after every hidden layer
 
 
 class PlainMLP(ImageClassifier):
@@ -52,7 +53,8 @@ class PlainMLP(ImageClassifier):
 
 @dataclass(frozen=True, kw_only=True)
 class LocalConvNetConfig(ModelConfig):
-    channels: tuple[int, ...] = (32, 64)  # one 3x3 conv-BN-ReLU layer per entry (stride 1)
+    channels: tuple[int, ...] = option((32, 64), ge=1, le=MAX_WIDTH, max_items=64)  # one 3x3 conv-BN-ReLU layer per
+    # entry (stride 1)
 
 
 class LocalConvNet(ImageClassifier):

@@ -19,10 +19,11 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..fields import option
 from ..layers import PatchEmbed, PreNormBlock
 from .base import ImageClassifier, make_head
 from .mixer import stochastic_depth_rates
-from .registry import ModelConfig, Variant, register_family
+from .registry import MAX_DEPTH, MAX_SIDE, MAX_WIDTH, ModelConfig, Variant, register_family
 
 __all__ = ["EANet", "EANetConfig", "ExternalAttention", "ExternalAttentionBlock"]
 
@@ -75,14 +76,14 @@ class ExternalAttentionBlock(PreNormBlock):
 
 @dataclass(frozen=True, kw_only=True)
 class EANetConfig(ModelConfig):
-    patch_size: int = 4  # side of a square patch
-    embed_dim: int = 128  # token width
-    depth: int = 6  # number of blocks
-    memory_size: int = 64  # memory slots S (the paper's default)
-    num_heads: int = 4  # external-attention heads
-    mlp_ratio: float = 4.0  # MLP hidden width as a multiple of embed_dim
-    drop_rate: float = 0.0  # dropout inside the MLP and before the head
-    drop_path_rate: float = 0.0  # stochastic depth, rising linearly over the blocks
+    patch_size: int = option(4, ge=1, le=MAX_SIDE)  # side of a square patch
+    embed_dim: int = option(128, ge=1, le=MAX_WIDTH)  # token width
+    depth: int = option(6, ge=1, le=MAX_DEPTH)  # number of blocks
+    memory_size: int = option(64, ge=1, le=MAX_WIDTH)  # memory slots S (the paper's default)
+    num_heads: int = option(4, ge=1, le=1024)  # external-attention heads
+    mlp_ratio: float = option(4.0, gt=0, le=64)  # MLP hidden width as a multiple of embed_dim
+    drop_rate: float = option(0.0, ge=0, lt=1)  # dropout inside the MLP and before the head
+    drop_path_rate: float = option(0.0, ge=0, lt=1)  # stochastic depth, rising linearly over the blocks
     pos_embed: bool = True  # learned position embedding (without it the model is a bag of patches)
 
 

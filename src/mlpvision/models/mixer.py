@@ -18,9 +18,10 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..fields import option
 from ..layers import Mlp, PatchEmbed, drop_path_or_identity, lecun_normal_, token_mlp
 from .base import ImageClassifier, make_head
-from .registry import ModelConfig, Variant, register_family
+from .registry import MAX_DEPTH, MAX_SIDE, MAX_WIDTH, ModelConfig, Variant, register_family
 
 __all__ = ["MixerBlock", "MixerConfig", "MlpMixer", "PatchMlpNet", "UntiedTokenMlp"]
 
@@ -29,15 +30,18 @@ PAPER = "MLP-Mixer, arXiv 2105.01601"
 
 @dataclass(frozen=True, kw_only=True)
 class MixerConfig(ModelConfig):
-    patch_size: int = 16  # side of a square patch; tokens S = (img_size / patch_size)^2
-    embed_dim: int = 512  # hidden width C of every token
-    depth: int = 8  # number of Mixer blocks
-    token_mlp_dim: int = 256  # D_S, hidden width of the token-mixing MLP (paper: C / 2, independent of S)
-    channel_mlp_dim: int = 2048  # D_C, hidden width of the channel-mixing MLP (paper: 4 C)
-    drop_rate: float = 0.0  # dropout inside the MLPs and before the head
-    drop_path_rate: float = 0.0  # stochastic depth, rising linearly from 0 to this over the blocks
+    patch_size: int = option(16, ge=1, le=MAX_SIDE)  # side of a square patch; tokens S = (img_size / patch_size)^2
+    embed_dim: int = option(512, ge=1, le=MAX_WIDTH)  # hidden width C of every token
+    depth: int = option(8, ge=1, le=MAX_DEPTH)  # number of Mixer blocks
+    token_mlp_dim: int = option(256, ge=1, le=MAX_WIDTH)  # D_S, hidden width of the token-mixing MLP (paper: C / 2,
+    # independent of S)
+    channel_mlp_dim: int = option(2048, ge=1, le=MAX_WIDTH)  # D_C, hidden width of the channel-mixing MLP (paper: 4 C)
+    drop_rate: float = option(0.0, ge=0, lt=1)  # dropout inside the MLPs and before the head
+    drop_path_rate: float = option(0.0, ge=0, lt=1)  # stochastic depth, rising linearly from 0 to this over the blocks
     pos_embed: bool = False  # add a learned position embedding after the stem (the paper has none: the lab's test)
-    token_mixing_groups: int = 1  # channel groups, each with its own token-mixing MLP (1: tied across all channels,
+    token_mixing_groups: int = option(
+        1, ge=1, le=MAX_WIDTH
+    )  # channel groups, each with its own token-mixing MLP (1: tied across all channels,
     # as the paper; embed_dim: untied, one per channel, the paper's appendix ablation)
 
 

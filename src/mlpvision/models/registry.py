@@ -19,9 +19,12 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, UnknownModelError
-from ..fields import checked_fields
+from ..fields import check_config, checked_fields, option
 
 __all__ = [
+    "MAX_DEPTH",
+    "MAX_SIDE",
+    "MAX_WIDTH",
     "ModelConfig",
     "ModelSpec",
     "Variant",
@@ -34,14 +37,25 @@ __all__ = [
 ]
 
 
+# The ranges of model config fields: generous for every published architecture, small enough that no config can
+# ask for more than a machine could build (the parameter budget of io.model_file bounds the whole model).
+MAX_SIDE = 4096  # input side, patch and partition sides
+MAX_WIDTH = 65536  # channels, token widths, MLP hidden widths, classes
+MAX_DEPTH = 1024  # blocks of a model or a stage
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-    """Fields every model config has; each family's config extends it."""
+    """Fields every model config has; each family's config extends it. Each field declares its range
+    (:func:`~mlpvision.fields.option`); a config is checked whenever it is built."""
 
-    num_classes: int = 1000  # size of the classifier head; 0 means no head (features only)
-    in_chans: int = 3  # input image channels
-    img_size: int = 224  # input side length (fixed for MLP models; nominal for convnets)
+    num_classes: int = option(1000, ge=0, le=MAX_WIDTH * 4)  # size of the classifier head; 0 means no head
+    in_chans: int = option(3, ge=1, le=1024)  # input image channels
+    img_size: int = option(224, ge=1, le=MAX_SIDE)  # input side length (fixed for MLP models; nominal for convnets)
     deploy: bool = False  # build the deploy form of re-parameterizable parts (no-op for other models)
+
+    def __post_init__(self) -> None:
+        check_config(self, f"{type(self).__name__} option(s)")
 
 
 @dataclass(frozen=True)

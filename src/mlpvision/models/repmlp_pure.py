@@ -15,9 +15,10 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..fields import option
 from ..layers import MaxPool2x2, check_input, conv_bn_relu, linear_bn
 from .base import ImageClassifier, make_head
-from .registry import ModelConfig, Variant, register_family
+from .registry import MAX_DEPTH, MAX_SIDE, MAX_WIDTH, ModelConfig, Variant, register_family
 from .repmlp import RepMLPBlock
 
 __all__ = ["StageNet", "StageNetConfig"]
@@ -27,19 +28,23 @@ PAPER = "RepMLP, arXiv 2105.01883"
 
 @dataclass(frozen=True, kw_only=True)
 class StageNetConfig(ModelConfig):
-    channels: tuple[int, ...] = (16, 32, 64)  # width of each stage; 2x2 max-pool between stages
-    depth: int = 2  # [spatial -> FC] pairs per stage (the paper: 2)
-    layer: str = "repmlp"  # the spatial layer: "repmlp" or "conv" (conv-BN, for the baselines)
-    conv_kernel: int = 3  # kernel of the spatial layer when layer="conv"
-    groups: int = 2  # groups of FC3 and the LP convs (or of the spatial conv)
-    partition: int = 8  # RepMLP partition side h = w
-    kernels: tuple[int, ...] = (1, 3, 5, 7)  # Local Perceptron kernel sizes; () for no LP
+    channels: tuple[int, ...] = option((16, 32, 64), ge=1, le=MAX_WIDTH, max_items=64)  # width of each stage; 2x2
+    # max-pool between stages
+    depth: int = option(2, ge=1, le=MAX_DEPTH)  # [spatial -> FC] pairs per stage (the paper: 2)
+    layer: str = option("repmlp", choices=("repmlp", "conv"))  # the spatial layer: "repmlp" or "conv" (conv-BN, for the
+    # baselines)
+    conv_kernel: int = option(3, ge=1, le=63)  # kernel of the spatial layer when layer="conv"
+    groups: int = option(2, ge=1, le=MAX_WIDTH)  # groups of FC3 and the LP convs (or of the spatial conv)
+    partition: int = option(8, ge=1, le=MAX_SIDE)  # RepMLP partition side h = w
+    kernels: tuple[int, ...] = option((1, 3, 5, 7), ge=1, le=63, max_items=16)  # Local Perceptron kernel sizes; () for
+    # no LP
     global_perceptron: bool = True  # use the Global Perceptron (where a stage has more than one partition)
     partition_perceptron: bool = True  # use FC3 + BN in the train form
-    gp_reduction: int = 1  # GP hidden width C hp wp / gp_reduction
-    fc_as_conv: int = 0  # k > 0 replaces FC3 by a k x k conv (the paper's "FC vs conv" ablation)
-    hidden_dim: int = 512  # width of the FC between global pooling and the classifier
-    stem_patch: int = 1  # stem: an FC on each p x p patch (stride p); 1 is the paper's per-pixel FC
+    gp_reduction: int = option(1, ge=1, le=MAX_WIDTH)  # GP hidden width C hp wp / gp_reduction
+    fc_as_conv: int = option(0, ge=0, le=63)  # k > 0 replaces FC3 by a k x k conv (the paper's "FC vs conv" ablation)
+    hidden_dim: int = option(512, ge=1, le=MAX_WIDTH)  # width of the FC between global pooling and the classifier
+    stem_patch: int = option(1, ge=1, le=MAX_SIDE)  # stem: an FC on each p x p patch (stride p); 1 is the paper's
+    # per-pixel FC
 
 
 class StageNet(ImageClassifier):

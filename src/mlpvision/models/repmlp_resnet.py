@@ -13,9 +13,10 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..fields import option
 from ..layers import check_input, conv_bn, conv_bn_relu
 from .base import ImageClassifier, make_head
-from .registry import ModelConfig, Variant, register_family
+from .registry import MAX_DEPTH, MAX_SIDE, MAX_WIDTH, ModelConfig, Variant, register_family
 from .repmlp import RepMLPBlock
 
 __all__ = ["RepMLPResNet", "RepMLPResNetConfig"]
@@ -25,21 +26,28 @@ PAPER = "RepMLP, arXiv 2105.01883"
 
 @dataclass(frozen=True, kw_only=True)
 class RepMLPResNetConfig(ModelConfig):
-    block: str = "bottleneck"  # "bottleneck" (ResNet-50) or "basic" (ResNet-18)
-    layers: tuple[int, ...] = (3, 4, 6, 3)  # blocks per stage (c2, c3, c4, c5)
-    stem: str = "imagenet"  # "imagenet" (7x7 stride 2 + max-pool) or "cifar" (3x3 stride 1)
+    block: str = option("bottleneck", choices=("basic", "bottleneck"))  # "bottleneck" (ResNet-50) or "basic"
+    # (ResNet-18)
+    layers: tuple[int, ...] = option((3, 4, 6, 3), ge=0, le=MAX_DEPTH, max_items=64)  # blocks per stage (c2, c3, c4,
+    # c5)
+    stem: str = option("imagenet", choices=("imagenet", "cifar"))  # "imagenet" (7x7 stride 2 + max-pool) or "cifar"
+    # (3x3 stride 1)
     # "bottleneck": RepMLP between two 3x3 convs (bottleneck blocks; basic blocks: 1x1 -> RepMLP -> 1x1);
     # "inside": basic blocks keep their two 3x3 convs, narrowed to C/r around the RepMLP (the paper's form);
     # "light": 1x1 -> RepMLP -> 1x1
-    repmlp_form: str = "bottleneck"
-    repmlp_stages: tuple[int, ...] = (1, 2)  # stages (0-based) whose stride-1 blocks get RepMLP: c3 and c4
-    reductions: tuple[int, ...] = (1, 2, 4, 1)  # per stage: RepMLP width = block mid width / r (bottleneck form)
-    light_reduction: int = 8  # light form: RepMLP width = block input width / light_reduction
-    groups: int = 8  # FC3 and LP groups
-    partition: int = 7  # RepMLP partition side h = w
-    kernels: tuple[int, ...] = (1, 3, 5)  # Local Perceptron kernel sizes
-    gp_reduction: int = 1  # GP hidden width C hp wp / gp_reduction
-    width: int = 64  # channels of the stem and the first stage (doubling per stage): 64 is ResNet's
+    repmlp_form: str = option("bottleneck", choices=("bottleneck", "inside", "light"))
+    repmlp_stages: tuple[int, ...] = option((1, 2), ge=0, le=63, max_items=64)  # stages (0-based) whose stride-1 blocks
+    # get RepMLP: c3 and c4
+    reductions: tuple[int, ...] = option((1, 2, 4, 1), ge=1, le=MAX_WIDTH, max_items=64)  # per stage: RepMLP width =
+    # block mid width / r (bottleneck form)
+    light_reduction: int = option(8, ge=1, le=MAX_WIDTH)  # light form: RepMLP width = block input width /
+    # light_reduction
+    groups: int = option(8, ge=1, le=MAX_WIDTH)  # FC3 and LP groups
+    partition: int = option(7, ge=1, le=MAX_SIDE)  # RepMLP partition side h = w
+    kernels: tuple[int, ...] = option((1, 3, 5), ge=1, le=63, max_items=16)  # Local Perceptron kernel sizes
+    gp_reduction: int = option(1, ge=1, le=MAX_WIDTH)  # GP hidden width C hp wp / gp_reduction
+    width: int = option(64, ge=1, le=MAX_WIDTH)  # channels of the stem and the first stage (doubling per stage): 64 is
+    # ResNet's
 
 
 class _Residual(nn.Module):

@@ -22,11 +22,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, InputShapeError
+from ..fields import option
 from ..layers import Affine, ConvBN, check_input, conv_bn_relu, drop_path_or_identity
 from ..reparam import Reparameterizable, absorb_bn_into_next_linear, bn_scale_shift, conv_to_fc, fuse_bn, pad_kernel
 from .base import ImageClassifier, make_head
 from .mixer import stochastic_depth_rates
-from .registry import ModelConfig, Variant, register_family
+from .registry import MAX_DEPTH, MAX_SIDE, MAX_WIDTH, ModelConfig, Variant, register_family
 
 __all__ = ["RepMLPNet", "RepMLPNetConfig", "ShareSetMixer"]
 
@@ -216,15 +217,18 @@ class RepMLPNetUnit(nn.Module):
 
 @dataclass(frozen=True, kw_only=True)
 class RepMLPNetConfig(ModelConfig):
-    patch_size: int = 4  # stem: an FC on each non-overlapping p x p patch
-    channels: tuple[int, ...] = (64, 128, 256, 512)  # width per stage; a 2x2 patch FC (stride 2) between stages
-    depths: tuple[int, ...] = (2, 2, 6, 2)  # units per stage
-    sets: tuple[int, ...] = (1, 4, 16, 128)  # FC3 share-sets S per stage (S = C: one FC3 per channel)
-    partitions: tuple[int, ...] = ()  # partition side h = w per stage; () = each stage's whole map (the paper)
-    kernels: tuple[int, ...] = (1, 3)  # Local Perceptron kernel sizes; () for none
-    gp_reduction: int = 4  # Global Perceptron hidden width C / gp_reduction
-    ffn_ratio: int = 4  # FFN hidden width C * ffn_ratio
-    drop_path_rate: float = 0.0  # stochastic depth, rising linearly to this over the units
+    patch_size: int = option(4, ge=1, le=MAX_SIDE)  # stem: an FC on each non-overlapping p x p patch
+    channels: tuple[int, ...] = option((64, 128, 256, 512), ge=1, le=MAX_WIDTH, max_items=64)  # width per stage; a 2x2
+    # patch FC (stride 2) between stages
+    depths: tuple[int, ...] = option((2, 2, 6, 2), ge=0, le=MAX_DEPTH, max_items=64)  # units per stage
+    sets: tuple[int, ...] = option((1, 4, 16, 128), ge=1, le=MAX_WIDTH, max_items=64)  # FC3 share-sets S per stage (S =
+    # C: one FC3 per channel)
+    partitions: tuple[int, ...] = option((), ge=1, le=MAX_SIDE, max_items=64)  # partition side h = w per stage; () =
+    # each stage's whole map (the paper)
+    kernels: tuple[int, ...] = option((1, 3), ge=1, le=63, max_items=16)  # Local Perceptron kernel sizes; () for none
+    gp_reduction: int = option(4, ge=1, le=MAX_WIDTH)  # Global Perceptron hidden width C / gp_reduction
+    ffn_ratio: int = option(4, ge=1, le=64)  # FFN hidden width C * ffn_ratio
+    drop_path_rate: float = option(0.0, ge=0, lt=1)  # stochastic depth, rising linearly to this over the units
 
 
 class RepMLPNet(ImageClassifier):

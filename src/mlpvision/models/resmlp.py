@@ -24,10 +24,11 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..fields import option
 from ..layers import Affine, Mlp, drop_path_or_identity, token_linear
 from ..reparam import Reparameterizable
 from .mixer import PatchMlpNet, stochastic_depth_rates
-from .registry import ModelConfig, Variant, register_family
+from .registry import MAX_DEPTH, MAX_SIDE, MAX_WIDTH, ModelConfig, Variant, register_family
 
 __all__ = ["ResMLP", "ResMLPBlock", "ResMLPConfig"]
 
@@ -36,14 +37,16 @@ PAPER = "ResMLP, arXiv 2105.03404"
 
 @dataclass(frozen=True, kw_only=True)
 class ResMLPConfig(ModelConfig):
-    patch_size: int = 16  # side of a square patch
-    embed_dim: int = 384  # width d of every token
-    depth: int = 12  # number of residual blocks
-    mlp_ratio: float = 4.0  # hidden width of the channel MLP is mlp_ratio * d
-    init_values: float = 0.1  # LayerScale init (paper: 0.1 for depth 12, 1e-5 for 24, 1e-6 for 36)
-    norm: str = "affine"  # "affine" (the paper) or "layernorm" (for the ablation)
-    drop_rate: float = 0.0  # dropout inside the channel MLP and before the head
-    drop_path_rate: float = 0.0  # stochastic depth, rising linearly over the blocks
+    patch_size: int = option(16, ge=1, le=MAX_SIDE)  # side of a square patch
+    embed_dim: int = option(384, ge=1, le=MAX_WIDTH)  # width d of every token
+    depth: int = option(12, ge=1, le=MAX_DEPTH)  # number of residual blocks
+    mlp_ratio: float = option(4.0, gt=0, le=64)  # hidden width of the channel MLP is mlp_ratio * d
+    init_values: float = option(0.1, ge=0, le=1000)  # LayerScale init (paper: 0.1 for depth 12, 1e-5 for 24, 1e-6 for
+    # 36)
+    norm: str = option("affine", choices=("affine", "layernorm"))  # "affine" (the paper) or "layernorm" (for the
+    # ablation)
+    drop_rate: float = option(0.0, ge=0, lt=1)  # dropout inside the channel MLP and before the head
+    drop_path_rate: float = option(0.0, ge=0, lt=1)  # stochastic depth, rising linearly over the blocks
 
 
 def _norm_layer(kind: str, dim: int) -> nn.Module:

@@ -15,18 +15,21 @@ import torchvision.models.resnet as tvr
 from torch import nn
 
 from ..errors import ConfigError
+from ..fields import option
 from ..layers import check_input
 from .base import ImageClassifier
-from .registry import ModelConfig, Variant, register_family
+from .registry import MAX_DEPTH, ModelConfig, Variant, register_family
 
 __all__ = ["ResNet", "ResNetConfig"]
 
 
 @dataclass(frozen=True, kw_only=True)
 class ResNetConfig(ModelConfig):
-    block: str = "basic"  # "basic" (ResNet-18/34) or "bottleneck" (ResNet-50 and deeper)
-    layers: tuple[int, ...] = (2, 2, 2, 2)  # blocks per stage
-    stem: str = "imagenet"  # "imagenet" (7x7 stride 2 + max-pool) or "cifar" (3x3 stride 1, no pool)
+    block: str = option("basic", choices=("basic", "bottleneck"))  # "basic" (ResNet-18/34) or "bottleneck" (ResNet-50
+    # and deeper)
+    layers: tuple[int, ...] = option((2, 2, 2, 2), ge=0, le=MAX_DEPTH, max_items=64)  # blocks per stage
+    stem: str = option("imagenet", choices=("imagenet", "cifar"))  # "imagenet" (7x7 stride 2 + max-pool) or "cifar"
+    # (3x3 stride 1, no pool)
     zero_init_residual: bool = False  # zero the last BN of every residual branch
 
 

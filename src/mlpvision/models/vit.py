@@ -15,10 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from ..fields import option
 from ..layers import PatchEmbed, PreNormBlock
 from .base import ImageClassifier, make_head
 from .mixer import stochastic_depth_rates
-from .registry import ModelConfig, Variant, register_family
+from .registry import MAX_DEPTH, MAX_SIDE, MAX_WIDTH, ModelConfig, Variant, register_family
 
 __all__ = ["Attention", "ViTBlock", "ViTConfig", "VisionTransformer"]
 
@@ -27,14 +28,15 @@ PAPER = "ViT, arXiv 2010.11929"
 
 @dataclass(frozen=True, kw_only=True)
 class ViTConfig(ModelConfig):
-    patch_size: int = 16  # side of a square patch
-    embed_dim: int = 768  # token width
-    depth: int = 12  # number of transformer blocks
-    num_heads: int = 12  # attention heads; must divide embed_dim
-    mlp_ratio: float = 4.0  # MLP hidden width as a multiple of embed_dim
-    drop_rate: float = 0.0  # dropout after the position embedding, inside the MLP and before the head
-    attn_drop_rate: float = 0.0  # dropout on the attention weights
-    drop_path_rate: float = 0.0  # stochastic depth, rising linearly over the blocks
+    patch_size: int = option(16, ge=1, le=MAX_SIDE)  # side of a square patch
+    embed_dim: int = option(768, ge=1, le=MAX_WIDTH)  # token width
+    depth: int = option(12, ge=1, le=MAX_DEPTH)  # number of transformer blocks
+    num_heads: int = option(12, ge=1, le=1024)  # attention heads; must divide embed_dim
+    mlp_ratio: float = option(4.0, gt=0, le=64)  # MLP hidden width as a multiple of embed_dim
+    drop_rate: float = option(0.0, ge=0, lt=1)  # dropout after the position embedding, inside the MLP and before the
+    # head
+    attn_drop_rate: float = option(0.0, ge=0, lt=1)  # dropout on the attention weights
+    drop_path_rate: float = option(0.0, ge=0, lt=1)  # stochastic depth, rising linearly over the blocks
     pos_embed: bool = True  # learned position embedding (without it the tokens are an unordered set)
 
 

@@ -14,8 +14,9 @@ from typing import Any
 import torch
 
 from ..data import AugmentConfig
-from ..errors import ConfigError
-from ..fields import checked_fields
+from ..errors import ConfigError, MlpVisionError
+from ..fields import check_config, checked_fields, config_problems, option
+from ..models import MAX_SIDE, resolve_config
 from ..runtime import native_bf16
 
 __all__ = ["RESUMABLE_CHANGES", "TrainConfig"]
@@ -37,42 +38,55 @@ class TrainConfig:
     data: str = "fashion-mnist"  # fashion-mnist | cifar10 | cifar100 | imagefolder | synthetic
     data_dir: str | None = None  # folder of the data set (Fashion-MNIST: Debian's location by default)
     out: str = "runs/train"  # output folder
-    epochs: int = 10  # passes over the training set
-    max_steps: int = 0  # stop after this many optimizer steps, the schedule ending there (0: epochs x steps/epoch)
-    batch_size: int = 128  # global batch per optimizer step (split over processes and accumulation steps)
-    accum_steps: int = 1  # micro-batches per optimizer step
-    optimizer: str = "adamw"  # adamw | sgd
-    lr: float = 2e-3  # peak learning rate
-    min_lr: float = 1e-5  # learning rate at the end of the cosine decay
-    weight_decay: float = 0.05  # AdamW / SGD weight decay (not applied to biases and norm or scale parameters)
-    momentum: float = 0.9  # SGD only
-    warmup_epochs: float = 1.0  # linear warm-up from lr / 100
-    label_smoothing: float = 0.1  # label smoothing of the cross-entropy (0: off)
-    grad_clip: float = 0.0  # max gradient norm (0: off)
-    ema_decay: float = 0.0  # decay of the weight EMA (0: off); the final model is the EMA when on
+    epochs: int = option(10, ge=1, le=100_000)  # passes over the training set
+    max_steps: int = option(0, ge=0, le=10**12)  # stop after this many optimizer steps, the schedule ending there (0:
+    # epochs x steps/epoch)
+    batch_size: int = option(128, ge=1, le=2**20)  # global batch per optimizer step (split over processes and
+    # accumulation steps)
+    accum_steps: int = option(1, ge=1, le=2**16)  # micro-batches per optimizer step
+    optimizer: str = option("adamw", choices=("adamw", "sgd"))  # adamw | sgd
+    lr: float = option(2e-3, gt=0, le=100)  # peak learning rate
+    min_lr: float = option(1e-5, ge=0, le=100)  # learning rate at the end of the cosine decay
+    weight_decay: float = option(0.05, ge=0, le=100)  # AdamW / SGD weight decay (not applied to biases and norm or
+    # scale parameters)
+    momentum: float = option(0.9, ge=0, lt=1)  # SGD only
+    warmup_epochs: float = option(1.0, ge=0, le=100_000)  # linear warm-up from lr / 100
+    label_smoothing: float = option(0.1, ge=0, lt=1)  # label smoothing of the cross-entropy (0: off)
+    grad_clip: float = option(0.0, ge=0)  # max gradient norm (0: off)
+    ema_decay: float = option(0.0, ge=0, lt=1)  # decay of the weight EMA (0: off); the final model is the EMA when on
     ema_warmup: bool = False  # EMA decay min(ema_decay, (1 + n) / (10 + n)) at update n: early averages forget init
-    ema_bn_images: int = 0  # recompute the EMA's BatchNorm statistics on this many training images before each
+    ema_bn_images: int = option(0, ge=0, le=10**9)  # recompute the EMA's BatchNorm statistics on this many training
+    # images before each
     # evaluation and for the saved models (0: keep the averaged statistics, which lag the averaged weights)
     amp: bool | None = None  # bfloat16 autocast; None: where the device runs it natively (runtime.native_bf16)
     channels_last: bool = False  # channels-last memory format for images and weights (convnets on GPU)
     aug: AugmentConfig = field(default_factory=lambda: AugmentConfig(crop_padding=2, hflip=0.5))  # augmentation
-    val_size: int = 5000  # images held out of the training set for validation (0: none)
-    val_every: int = 1  # validate (and keep the best model) every K epochs and after the last one
-    train_subset: int = 0  # train on a seeded random subset of this many images (0: all)
-    test_subset: int = 0  # report test figures on a fixed random subset of this many test images (0: all)
-    workers: int = 0  # data-loading processes (0: load in the training process)
-    seed: int = 0  # seed of everything random: split, initialisation, batch order, augmentation
-    save_every_steps: int = 0  # also checkpoint every K optimizer steps (0: only at epoch ends)
+    val_size: int = option(5000, ge=0, le=10**9)  # images held out of the training set for validation (0: none)
+    val_every: int = option(
+        1, ge=1, le=100_000
+    )  # validate (and keep the best model) every K epochs and after the last one
+    train_subset: int = option(0, ge=0, le=10**9)  # train on a seeded random subset of this many images (0: all)
+    test_subset: int = option(0, ge=0, le=10**9)  # report test figures on a fixed random subset of this many test
+    # images (0: all)
+    workers: int = option(0, ge=0, le=256)  # data-loading processes (0: load in the training process)
+    seed: int = option(0, ge=0, le=2**32 - 1)  # seed of everything random: split, initialisation, batch order,
+    # augmentation
+    save_every_steps: int = option(0, ge=0)  # also checkpoint every K optimizer steps (0: only at epoch ends)
     plots: bool = True  # write curves.png and confusion.png (off for many small runs, e.g. the lab's quick mode)
-    time_limit_min: float = 0.0  # stop after this much training time, then evaluate (0: no limit)
-    teacher: str | list[str] | None = None  # model file of a distillation teacher; a list: an ensemble (mean logits)
-    distill: str = "none"  # none | hard | soft
-    distill_alpha: float = 0.5  # weight of the distillation loss
-    distill_tau: float = 1.0  # soft distillation temperature
+    time_limit_min: float = option(0.0, ge=0)  # stop after this much training time, then evaluate (0: no limit)
+    teacher: str | list[str] | None = option(None, max_items=64)  # model file of a distillation teacher; a list: an
+    # ensemble (mean logits)
+    distill: str = option("none", choices=("none", "hard", "soft"))  # none | hard | soft
+    distill_alpha: float = option(0.5, ge=0, le=1)  # weight of the distillation loss
+    distill_tau: float = option(1.0, gt=0, le=1000)  # soft distillation temperature
     init: str | None = None  # model file to fine-tune from (head reset when classes differ)
-    img_size: int | None = None  # train at this input size (from --init: resolution transfer)
+    img_size: int | None = option(None, ge=1, le=MAX_SIDE)  # train at this input size (from --init: resolution
+    # transfer)
     device: str | None = None  # cpu | cuda | cuda:1; auto-detected when None
     tensorboard: bool = False  # also log metrics to OUT/tensorboard (needs the tensorboard package)
+
+    def __post_init__(self) -> None:
+        check_config(self, "training option(s)")
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -117,21 +131,17 @@ class TrainConfig:
         return {k: (saved.get(k), now.get(k)) for k in fixed if now.get(k) != saved.get(k)}
 
     def validate(self) -> None:
+        """Every problem of this config at once, as one :class:`ConfigError`: values out of their fields' ranges
+        (checked on construction too) and combinations that cannot run."""
         checks = [
-            (self.epochs >= 1, "epochs must be >= 1"),
-            (self.val_every >= 1, f"val_every must be >= 1, got {self.val_every}"),
-            (self.max_steps >= 0, f"max_steps must be >= 0 (0: no limit), got {self.max_steps}"),
-            (self.batch_size >= 1 and self.accum_steps >= 1, "batch size and accumulation steps must be >= 1"),
-            (self.lr > 0, "lr must be > 0"),
-            (self.optimizer in ("adamw", "sgd"), f"optimizer must be adamw or sgd, got {self.optimizer!r}"),
-            (self.distill in ("none", "hard", "soft"), f"distill must be none, hard or soft, got {self.distill!r}"),
+            (self.min_lr <= self.lr, f"min_lr ({self.min_lr:g}) must not exceed lr ({self.lr:g})"),
             (self.distill == "none" or self.teacher, "distillation needs --teacher MODEL_FILE"),
-            (0 <= self.distill_alpha <= 1, f"distill_alpha must be in [0, 1], got {self.distill_alpha}"),
-            (self.distill_tau > 0, f"distill_tau must be > 0, got {self.distill_tau}"),
-            (0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)"),
-            (self.ema_bn_images >= 0, f"ema_bn_images must be >= 0 (0: off), got {self.ema_bn_images}"),
             (self.ema_bn_images == 0 or self.ema_decay > 0, "ema_bn_images acts on the weight EMA: set ema_decay too"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        problems = config_problems(self) + [message for ok, message in checks if not ok]
+        try:  # the model and its options, checked with the rest before anything is built
+            resolve_config(self.model, **self.model_args)
+        except MlpVisionError as e:
+            problems.append(f"model: {e}")
+        if problems:
+            raise ConfigError(f"invalid training option(s): {'; '.join(problems)}")
