@@ -17,6 +17,7 @@ LAYERS = {
     "runtime": 0,
     "plotting": 0,
     "fields": 0,
+    "limits": 0,
     "layers": 0,
     "reparam": 0,
     "models": 1,

@@ -3,25 +3,38 @@
 A model file needs no other information to be rebuilt: ``load_checkpoint(path)`` reads the name and config,
 builds the model with :func:`~mlpvision.models.create_model` and loads the weights strictly. Plain weights (a
 state dict without our metadata, timm's included) load with ``create_model(name, pretrained=path)``.
+
+A model file is untrusted input, read in this order so that a small crafted file costs nothing: the header (size
+capped, every byte range inside the file); the name and config (length capped, each value in its field's range);
+the model the config describes, built on the meta device (no memory) while the registration of its parameters is
+counted, so that a config asking for more parameters than the file holds, or than the parameter budget
+(``limits.max_params``, ``--max-params``) allows, stops the build early; then the name, dtype and shape of every
+tensor are compared with that model's; only then is the model built and the weights read, each checked finite.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules import module as torch_module
 
 from .._version import __version__
-from ..errors import CheckpointError, MlpVisionError
+from ..errors import CheckpointError, LimitError, MlpVisionError, brief
+from ..limits import current as current_limits
 from ..models import create_model as build_model
 from ..models import get_spec
+from .files import parse_json
 from .onnx_file import read_onnx_metadata
-from .weights import load_into, read_metadata, read_safetensors, write_safetensors
+from .weights import TensorSpec, check_fits, load_into, read_header, read_metadata, read_safetensors, write_safetensors
 
 __all__ = [
     "CONFIG_KEY",
@@ -29,11 +42,13 @@ __all__ = [
     "MODEL_NAME_KEY",
     "create_model",
     "data_metadata",
+    "expected_tensors",
     "file_metadata",
     "load_checkpoint",
     "model_metadata",
     "save_model",
     "saved_data",
+    "stored_model",
 ]
 
 MODEL_NAME_KEY = "mlpvision.model"  # the registered name of the model whose weights a file holds
@@ -58,10 +73,7 @@ def saved_data(path: str | os.PathLike) -> dict:
     Raises:
         CheckpointError: a description that is not valid JSON, or whose normalisation cannot be applied.
     """
-    try:
-        data = json.loads(file_metadata(path).get(DATA_KEY, "{}"))
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path}: the data description stored in the file is not valid JSON ({e})") from None
+    data = parse_json(file_metadata(path).get(DATA_KEY, "{}"), f"{path}: the stored data description", CheckpointError)
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: the data description stored in the file is not a mapping")
     mean, std = data.get("mean", []), data.get("std", [])
@@ -70,8 +82,11 @@ def saved_data(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"{path}: the stored normalisation is not two equal-length lists of numbers")
     if any(v <= 0 for v in std):
         raise CheckpointError(f"{path}: the stored normalisation has a standard deviation <= 0 ({std})")
-    if not isinstance(data.get("classes", []), list):
-        raise CheckpointError(f"{path}: the stored class names are not a list")
+    classes = data.get("classes", [])
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise CheckpointError(f"{path}: the stored class names are not a list of strings")
+    if not isinstance(data.get("name", ""), str | None):
+        raise CheckpointError(f"{path}: the stored data set name is not a string ({brief(data['name'])})")
     return data
 
 
@@ -91,34 +106,114 @@ def save_model(model: nn.Module, path: str | os.PathLike, extra_metadata: dict[s
     return write_safetensors(model.state_dict(), path, model_metadata(model, extra_metadata))
 
 
+MAX_NAME_CHARS = 200  # a registered model name is a few dozen characters
+
+
 def _config_overrides(path: str | os.PathLike, name: str, config_json: str) -> dict[str, Any]:
-    try:
-        saved = json.loads(config_json)
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path}: the config stored in the file is not valid JSON ({e})") from None
+    saved = parse_json(config_json, f"{path}: the config stored in the file", CheckpointError)
     if not isinstance(saved, dict):
         raise CheckpointError(f"{path}: the config stored in the file is not a mapping of option: value")
-    return saved  # create_model checks each value against the config's field types
+    return saved  # create_model checks each value against the config's field types and ranges
 
 
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None = None) -> nn.Module:
-    """Rebuilds a model saved by :func:`save_model` (or by training) and loads its weights strictly.
-
-    Raises:
-        CheckpointError: the file is missing, not safetensors, lacks the model metadata, or does not fit.
-    """
-    tensors, metadata = read_safetensors(path)
+def stored_model(path: str | os.PathLike) -> tuple[str, dict[str, Any]]:
+    """The registered name and config overrides a model file records, checked (an unknown name is an
+    :class:`~mlpvision.errors.UnknownModelError`)."""
+    metadata = read_metadata(path)
     name = metadata.get(MODEL_NAME_KEY)
     if name is None:
         raise CheckpointError(
             f"{path} has no model name in its metadata; load plain weights with create_model(NAME, pretrained=PATH)"
         )
+    if len(name) > MAX_NAME_CHARS:
+        raise CheckpointError(f"{path}: its model name is {len(name)} characters long, not a registered name")
     get_spec(name)  # an unknown model is an UnknownModelError, as create_model gives it
-    overrides = _config_overrides(path, name, metadata.get(CONFIG_KEY, "{}"))
+    return name, _config_overrides(path, name, metadata.get(CONFIG_KEY, "{}"))
+
+
+class _Budget(Exception):
+    """Raised inside a meta-device build that registers more than it may."""
+
+
+@contextlib.contextmanager
+def _counting_registrations(max_tensors: int, max_numel: int) -> Iterator[None]:
+    """Counts every parameter and buffer registered in the block; exceeding a bound stops the build at once."""
+    seen = {"tensors": 0, "numel": 0}
+
+    def count(module, name, tensor):
+        if tensor is not None:
+            seen["tensors"] += 1
+            seen["numel"] += tensor.numel()
+            if seen["tensors"] > max_tensors or seen["numel"] > max_numel:
+                raise _Budget(seen["numel"])
+
+    hooks = [
+        torch_module.register_module_parameter_registration_hook(count),
+        torch_module.register_module_buffer_registration_hook(count),
+    ]
+    try:
+        yield
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def expected_tensors(
+    path: str | os.PathLike,
+    name: str,
+    overrides: dict[str, Any],
+    specs: dict[str, TensorSpec],
+    max_params: int | None = None,
+) -> dict[str, TensorSpec]:
+    """The state dict (name -> dtype, shape) of the model a file's config describes, computed on the meta device
+    without allocating it. The build stops as soon as the model registers more tensors or elements than the file
+    could hold (twice its count, for modules a build makes and drops) or more than ``max_params``."""
+    budget = max_params or current_limits().max_params
+    in_file = sum(math.prod(s.shape) for s in specs.values())
+    try:
+        with _counting_registrations(2 * len(specs) + 64, min(budget, 2 * in_file + 1_000_000)):
+            meta = build_model(name, device="meta", **overrides)
+    except _Budget as e:
+        if e.args[0] > budget:
+            raise LimitError(
+                f"{path}: its stored config describes a model of more than {budget} parameters, the limit; pass "
+                "--max-params N (or limits.set_limits(max_params=N)) to load a model that large"
+            ) from None
+        raise CheckpointError(f"{path}: its stored config describes a model larger than the weights it holds") from None
+    except (MlpVisionError, ValueError, TypeError, RuntimeError, ZeroDivisionError, IndexError) as e:
+        raise CheckpointError(f"{path}: cannot rebuild {name} from its stored config: {e}") from None
+    params = sum(p.numel() for p in meta.parameters())
+    if params > budget:
+        raise LimitError(
+            f"{path}: {name} has {params} parameters, more than the limit of {budget}; pass --max-params N to load it"
+        )
+    return {k: TensorSpec(v.dtype, tuple(v.shape)) for k, v in meta.state_dict().items()}
+
+
+def load_checkpoint(
+    path: str | os.PathLike, device: str | torch.device | None = None, max_params: int | None = None
+) -> nn.Module:
+    """Rebuilds a model saved by :func:`save_model` (or by training) and loads its weights strictly.
+
+    Everything is checked before the model is built or a weight read (see the module's docstring).
+
+    Args:
+        path: the model file.
+        device: where to build the model.
+        max_params: the parameter budget (default: ``limits.max_params``).
+
+    Raises:
+        CheckpointError: the file is missing, not safetensors, lacks the model metadata, or does not fit.
+        LimitError: the model it describes is larger than the parameter budget.
+    """
+    specs, _ = read_header(path)
+    name, overrides = stored_model(path)
+    check_fits(expected_tensors(path, name, overrides, specs, max_params), specs, f"weights in {path}", name)
     try:
         model = build_model(name, device=device, **overrides)
     except (MlpVisionError, ValueError, TypeError, RuntimeError, ZeroDivisionError) as e:  # a crafted config
         raise CheckpointError(f"{path}: cannot rebuild {name} from its stored config: {e}") from None
+    tensors, _ = read_safetensors(path)
     load_into(model, tensors, source=f"weights in {path}")
     return model.eval()
 

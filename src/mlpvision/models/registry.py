@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from ..errors import ConfigError, UnknownModelError
+from ..errors import ConfigError, UnknownModelError, brief
 from ..fields import check_config, checked_fields, option
 
 __all__ = [
@@ -129,6 +129,8 @@ def list_models(pattern: str = "*", family: str | None = None) -> list[str]:
 
 def get_spec(name: str) -> ModelSpec:
     """The registered spec of ``name``; an unknown name raises with the closest registered names."""
+    if not isinstance(name, str) or len(name) > 200:  # no registered name looks like that: no close matches either
+        raise UnknownModelError(f"unknown model {brief(name)}; `mlpvision models` lists them")
     try:
         return _REGISTRY[name]
     except KeyError:
