@@ -7,30 +7,50 @@ import os
 from collections.abc import Sequence
 
 import torch
-from PIL import Image, UnidentifiedImageError
 from torchvision.transforms import v2
 
-from ..errors import DataError
-from ..io import saved_data
+from ..errors import CheckpointError, DataError, MlpVisionError
+from ..io import CONFIG_KEY, MODEL_NAME_KEY, file_metadata, saved_data
+from ..io.files import parse_json
+from ..models import resolve_config
 from .augment import Augmented, build_transform
 from .catalog import DataInfo, load_split
+from .decode import decode_image
 
 __all__ = [
     "calibration_images",
     "evaluation_set",
     "input_warnings",
+    "model_input",
     "normalize",
     "plain_split",
     "read_images",
 ]
 
-MAX_PIXELS = 64 * 2**20  # larger images are refused before they are decoded (a "decompression bomb")
 
-
-def plain_split(name: str, split: str = "test", data_dir=None) -> tuple[Augmented, DataInfo]:
-    """The ``train`` or ``test`` split of data set ``name``, converted and normalised, without augmentation."""
-    raw, info = load_split(name, split, data_dir)
+def plain_split(
+    name: str, split: str = "test", data_dir=None, img_size: int | None = None, in_chans: int | None = None
+) -> tuple[Augmented, DataInfo]:
+    """The ``train`` or ``test`` split of data set ``name``, converted and normalised, without augmentation; at
+    ``img_size`` and ``in_chans`` when given (image folders are decoded so, in-memory images resized)."""
+    raw, info = load_split(name, split, data_dir, img_size, in_chans)
     return Augmented(raw, None, build_transform(info, None)), info
+
+
+def model_input(model_file: str | os.PathLike) -> tuple[int | None, int | None]:
+    """The input side and channels a model file's stored config records, or (None, None) when it records none."""
+    meta = file_metadata(model_file)
+    name = meta.get(MODEL_NAME_KEY)
+    if name is None:
+        return None, None
+    config = parse_json(meta.get(CONFIG_KEY, "{}"), f"{model_file}: the stored config", CheckpointError)
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{model_file}: the config stored in the file is not a mapping of option: value")
+    try:
+        cfg = resolve_config(name, **config)
+    except MlpVisionError as e:
+        raise CheckpointError(f"{model_file}: {e}") from None
+    return cfg.img_size, cfg.in_chans
 
 
 def evaluation_set(
@@ -39,7 +59,8 @@ def evaluation_set(
     """The split to evaluate a model file on: ``data`` when given, else the data set the file records having been
     trained on (Fashion-MNIST for a file that records none)."""
     name = data or saved_data(model_file).get("name") or "fashion-mnist"
-    return plain_split(name, "train" if split == "train" else "test", data_dir)
+    img_size, in_chans = model_input(model_file)
+    return plain_split(name, "train" if split == "train" else "test", data_dir, img_size, in_chans)
 
 
 def read_images(paths: Sequence[str | os.PathLike], img_size: int, in_chans: int) -> torch.Tensor:
@@ -47,7 +68,8 @@ def read_images(paths: Sequence[str | os.PathLike], img_size: int, in_chans: int
     resized (shorter side) and centre-cropped to its input size.
 
     Raises:
-        DataError: a file that is not a readable image, or one too large to decode safely.
+        DataError: a file that is not a readable image (see :func:`~mlpvision.data.decode.decode_image`).
+        LimitError: an image of more pixels than ``limits.max_pixels``.
     """
     prep = v2.Compose(
         [
@@ -57,20 +79,7 @@ def read_images(paths: Sequence[str | os.PathLike], img_size: int, in_chans: int
             v2.ToDtype(torch.float32, scale=True),
         ]
     )
-    mode = "L" if in_chans == 1 else "RGB"
-    images = []
-    for path in paths:
-        try:
-            with Image.open(path) as img:
-                if img.width * img.height > MAX_PIXELS:
-                    raise DataError(
-                        f"image {path} is {img.width}x{img.height} pixels, more than the {MAX_PIXELS >> 20} M "
-                        "pixels mlpvision decodes"
-                    )
-                images.append(prep(img.convert(mode)))
-        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
-            raise DataError(f"cannot read image {path}: {e}") from None
-    return torch.stack(images)
+    return torch.stack([prep(decode_image(path, in_chans)) for path in paths])
 
 
 def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

@@ -8,23 +8,27 @@ import gzip
 import logging
 import os
 import pickle
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.datasets import FashionMNIST as _TorchvisionFashionMNIST
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
-from ..errors import DataError
+from ..errors import DataError, LimitError, brief
+from ..io.files import open_regular, read_bounded
+from ..limits import current as current_limits
 from .catalog import TensorImages, register_dataset
+from .decode import decode_image
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
     "FashionMNIST",
     "ImageFiles",
+    "checked_labels",
     "find_fashion_mnist",
     "image_folder_samples",
     "read_idx",
@@ -63,24 +67,55 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 @functools.lru_cache(maxsize=4)  # Fashion-MNIST's four files, ~55 MB decoded
 def _decode_idx(path: Path, size: int, mtime_ns: int) -> np.ndarray:
+    # the header is read first (through the decompressor when gzipped) and the size it declares checked against
+    # the limit, so a small gzip file cannot make this decompress gigabytes
+    limit = current_limits().max_data_bytes
     try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        with open_regular(path, "idx file", DataError) as f:
+            gzipped = f.read(2) == b"\x1f\x8b"
+            f.seek(0)
+            stream = gzip.GzipFile(fileobj=f, mode="rb") if gzipped else f
+            head = stream.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES or not 1 <= head[3] <= 4:
+                raise DataError(f"{path} is not an idx file (bad header)")
+            dtype, ndim = np.dtype(_IDX_DTYPES[head[2]]), head[3]
+            dims = stream.read(4 * ndim)
+            if len(dims) < 4 * ndim:
+                raise DataError(f"{path} is truncated (inside its header)")
+            shape = tuple(int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(ndim))
+            expected = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+            if expected > limit:
+                raise LimitError(
+                    f"{path}: its header declares {expected} bytes of data, more than the limit of {limit}"
+                )
+            if not gzipped and size != 4 + 4 * ndim + expected:
+                raise DataError(
+                    f"{path} is truncated or corrupt: {size} bytes, its header promises {4 + 4 * ndim + expected}"
+                )
+            raw = stream.read(expected + 1)
+    except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"cannot read {path}: {e}") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES or not 1 <= raw[3] <= 4:
-        raise DataError(f"{path} is not an idx file (bad header)")
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(shape)) * dtype.itemsize
     if len(raw) != expected:
-        raise DataError(f"{path} is truncated or corrupt: {len(raw)} bytes, its header promises {expected}")
-    array = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+        raise DataError(f"{path} is truncated or corrupt: its header promises {expected} bytes of data, not {len(raw)}")
+    array = np.frombuffer(raw, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
     array.flags.writeable = False
     return array
+
+
+def checked_labels(labels: np.ndarray, num_classes: int, where: str) -> torch.Tensor:
+    """``labels`` as int64 class indices, refused with one line naming ``where`` when a label is not a whole number
+    (a float label would be truncated to a class) or lies outside ``0 .. num_classes - 1``."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iub":
+        whole = (
+            labels.dtype.kind == "f" and bool(np.all(np.isfinite(labels))) and bool(np.all(labels == np.rint(labels)))
+        )
+        if not whole:
+            raise DataError(f"{where}: labels must be whole numbers (class indices), found {labels.dtype} values")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        bad = labels[(labels < 0) | (labels >= num_classes)][0]
+        raise DataError(f"{where}: label {bad} is out of range: {num_classes} classes take labels 0..{num_classes - 1}")
+    return torch.from_numpy(labels.astype(np.int64))
 
 
 def find_fashion_mnist(data_dir: str | os.PathLike | None = None) -> Path:
@@ -134,9 +169,10 @@ class FashionMNIST(_TorchvisionFashionMNIST):
             raise DataError(f"{self._folder}: unexpected Fashion-MNIST shapes {images.shape} and {labels.shape}")
         if len(images) != len(labels):
             raise DataError(f"{self._folder}: {len(images)} images but {len(labels)} labels")
-        if labels.size and labels.max() >= len(self.classes):
-            raise DataError(f"{self._folder}: label {labels.max()} out of range")
-        return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
+        if images.dtype != np.uint8:
+            raise DataError(f"{self._folder}: Fashion-MNIST images must be bytes (uint8), found {images.dtype}")
+        where = f"{self._folder}/{prefix}-labels-idx1-ubyte"
+        return torch.from_numpy(images.copy()), checked_labels(labels, len(self.classes), where)
 
 
 class ImageFiles(Dataset):
@@ -152,11 +188,7 @@ class ImageFiles(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[i]
-        try:
-            with Image.open(path) as img:
-                return self._prep(img.convert("L" if self.in_chans == 1 else "RGB")), label
-        except (UnidentifiedImageError, OSError) as e:
-            raise DataError(f"cannot decode image {path}: {e}") from None
+        return self._prep(decode_image(path, self.in_chans)), label
 
 
 def synthetic_dataset(n: int, num_classes: int = 4, size: int = 28, in_chans: int = 1, seed: int = 0) -> TensorImages:
@@ -192,11 +224,23 @@ class _ArraysOnlyUnpickler(pickle.Unpickler):
 
 
 def _read_cifar_pickle(path: Path) -> dict:
-    try:
-        with open(path, "rb") as f:
-            return _ArraysOnlyUnpickler(f, encoding="latin1").load()
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
-        raise DataError(f"cannot read CIFAR file {path}: {e}") from None
+    limit = current_limits().max_data_bytes
+    with open_regular(path, "CIFAR file", DataError) as f:
+        if os.fstat(f.fileno()).st_size > limit:
+            raise LimitError(f"CIFAR file {path} is larger than the limit of {limit} bytes")
+        try:
+            data = _ArraysOnlyUnpickler(f, encoding="latin1").load()
+        except Exception as e:  # whatever a crafted pickle makes the unpickler raise is bad input
+            raise DataError(f"cannot read CIFAR file {path}: {brief(str(e), 120)}") from None
+    if not isinstance(data, dict):
+        raise DataError(f"CIFAR file {path} does not hold a mapping (the python layout's batches do)")
+    return data
+
+
+def _cifar_field(part: dict, key: str, path: Path):
+    if key not in part:
+        raise DataError(f"CIFAR file {path} has no {key!r} entry")
+    return part[key]
 
 
 def _cifar_files(ten: bool, train: bool) -> list[str]:
@@ -214,24 +258,35 @@ def _cifar(name: str, data_dir, train: bool) -> TensorImages:
     py = root / ("cifar-10-batches-py" if ten else "cifar-100-python")
     binary = root / ("cifar-10-batches-bin" if ten else "cifar-100-binary")
     if py.is_dir():
-        parts = [_read_cifar_pickle(py / f) for f in _cifar_files(ten, train)]
-        data = np.concatenate([np.asarray(p["data"], dtype=np.uint8) for p in parts])
-        labels = np.concatenate([np.asarray(p["labels" if ten else "fine_labels"]) for p in parts])
-        meta = _read_cifar_pickle(py / ("batches.meta" if ten else "meta"))
-        classes = tuple(meta["label_names" if ten else "fine_label_names"])
+        files = [py / f for f in _cifar_files(ten, train)]
+        parts = [_read_cifar_pickle(f) for f in files]
+        try:
+            data = np.concatenate(
+                [np.asarray(_cifar_field(p, "data", f), dtype=np.uint8) for p, f in zip(parts, files, strict=True)]
+            )
+            key = "labels" if ten else "fine_labels"
+            labels = np.concatenate(
+                [np.asarray(_cifar_field(p, key, f)).reshape(-1) for p, f in zip(parts, files, strict=True)]
+            )
+        except (ValueError, TypeError, OverflowError) as e:
+            raise DataError(f"{py}: CIFAR images or labels of an unexpected form ({brief(str(e), 100)})") from None
+        meta_file = py / ("batches.meta" if ten else "meta")
+        names = _cifar_field(_read_cifar_pickle(meta_file), "label_names" if ten else "fine_label_names", meta_file)
+        if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+            raise DataError(f"{meta_file}: the class names are not a list of strings")
+        classes = tuple(names)
     elif binary.is_dir():
         head = 1 if ten else 2  # CIFAR-100 records carry (coarse, fine) labels
         files = [binary / f"{f}.bin" for f in _cifar_files(ten, train)]
-        try:
-            raw = np.concatenate([np.fromfile(f, dtype=np.uint8) for f in files])
-        except OSError as e:
-            raise DataError(f"cannot read {binary}: {e}") from None
+        limit = current_limits().max_data_bytes
+        raw = np.concatenate([np.frombuffer(read_bounded(f, "CIFAR file", limit, DataError), np.uint8) for f in files])
         if raw.size % (head + 3072):
             raise DataError(f"{binary}: file size is not a whole number of CIFAR records")
         records = raw.reshape(-1, head + 3072)
         data, labels = records[:, head:], records[:, head - 1]
         names = binary / ("batches.meta.txt" if ten else "fine_label_names.txt")
-        lines = names.read_text().splitlines() if names.is_file() else []
+        text = read_bounded(names, "CIFAR class list", 1 << 20, DataError) if names.is_file() else b""
+        lines = text.decode("utf-8", errors="replace").splitlines()
         classes = tuple(line.strip() for line in lines if line.strip())
     else:
         raise DataError(f"{name} not found in {root}: expected {py.name}/ or {binary.name}/ (the extracted archive)")
@@ -240,18 +295,44 @@ def _cifar(name: str, data_dir, train: bool) -> TensorImages:
     num_classes = 10 if ten else 100
     classes = classes if len(classes) == num_classes else tuple(str(i) for i in range(num_classes))
     images = torch.from_numpy(data.reshape(-1, 3, 32, 32).copy())
-    return TensorImages(images, torch.from_numpy(labels.astype(np.int64)), classes)
+    return TensorImages(images, checked_labels(labels, num_classes, f"{name} in {root}"), classes)
 
 
 def _imagefolder(data_dir, split: str, in_chans: int, size: int) -> ImageFiles:
     if data_dir is None:
         raise DataError("imagefolder needs --data-dir: a folder with train/ (and val/ or test/) class subfolders")
     root = Path(data_dir)
-    folder = root / split if (root / split).is_dir() else (root if split == "train" else None)
-    if folder is None:
+    train_folder = root / "train" if (root / "train").is_dir() else root
+    if split == "train":
+        samples, classes = image_folder_samples(train_folder)
+        return ImageFiles(samples, classes, in_chans, size)
+    if not (root / split).is_dir():
         raise DataError(f"{root} has no {split}/ folder")
-    samples, classes = image_folder_samples(folder)
-    return ImageFiles(samples, classes, in_chans, size)
+    # the labels of every split are the training classes, matched by name (never by position)
+    classes = _class_folders(train_folder)
+    samples, split_classes = image_folder_samples(root / split)
+    unknown = [c for c in split_classes if c not in classes]
+    if unknown:
+        raise DataError(
+            f"{root / split}: class folder(s) {', '.join(map(brief, unknown[:3]))} are not classes of "
+            f"{train_folder} ({len(classes)} classes); every {split}/ class must be a training class"
+        )
+    index = {name: classes.index(name) for name in split_classes}
+    return ImageFiles([(path, index[split_classes[i]]) for path, i in samples], classes, in_chans, size)
+
+
+def _hidden(name: str) -> bool:
+    """A name a file browser hides (``.ipynb_checkpoints``, ``.DS_Store``) or a notebook leaves behind."""
+    return name.startswith((".", "__"))
+
+
+def _class_folders(folder: Path) -> tuple[str, ...]:
+    if not folder.is_dir():
+        raise DataError(f"{folder} is not a folder of class subfolders")
+    classes = tuple(sorted(e.name for e in os.scandir(folder) if e.is_dir() and not _hidden(e.name)))
+    if not classes:
+        raise DataError(f"{folder} has no class subfolders (expected {folder}/CLASS/IMAGE files)")
+    return classes
 
 
 def image_folder_samples(folder: Path) -> tuple[list[tuple[str, int]], tuple[str, ...]]:
@@ -259,21 +340,18 @@ def image_folder_samples(folder: Path) -> tuple[list[tuple[str, int]], tuple[str
 
     Files are found at any depth inside a class folder, but a folder reached through a symbolic link is not entered:
     a link can lead out of the class (its images would get this class's label) or back up into the tree (a loop
-    that lists the same images again and again). What is skipped is logged.
+    that lists the same images again and again). Hidden entries (names starting with ``.`` or ``__``, such as
+    ``.ipynb_checkpoints``) are neither classes nor images. What is skipped is logged.
     """
-    if not folder.is_dir():
-        raise DataError(f"{folder} is not a folder of class subfolders")
-    classes = tuple(sorted(e.name for e in os.scandir(folder) if e.is_dir()))
-    if not classes:
-        raise DataError(f"{folder} has no class subfolders (expected {folder}/CLASS/IMAGE files)")
+    classes = _class_folders(folder)
     samples, skipped = [], []
     for index, name in enumerate(classes):
         for root, dirs, files in os.walk(folder / name, followlinks=False):
             skipped += [os.path.join(root, d) for d in dirs if os.path.islink(os.path.join(root, d))]
+            dirs[:] = sorted(d for d in dirs if not _hidden(d))
             for f in sorted(files):
-                if f.lower().endswith(IMG_EXTENSIONS):
+                if f.lower().endswith(IMG_EXTENSIONS) and not _hidden(f):
                     samples.append((os.path.join(root, f), index))
-            dirs.sort()
     if skipped:
         log.warning("%s: not following %d linked folder(s): %s", folder, len(skipped), ", ".join(skipped[:3]))
     if not samples:

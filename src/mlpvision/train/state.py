@@ -14,8 +14,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, brief
 from ..io import MODEL_NAME_KEY, model_metadata, read_metadata, read_safetensors, write_safetensors
+from ..io.files import parse_json
+from ..io.weights import check_finite
 
 __all__ = ["LoopState", "load_training_checkpoint", "save_training_checkpoint", "saved_train_config"]
 
@@ -94,9 +96,11 @@ def load_training_checkpoint(
         raise CheckpointError(f"{path} is a model file, not a training checkpoint (it has no training state)")
     saved_name = meta.get(MODEL_NAME_KEY)
     if saved_name != getattr(model, "model_name", None):
-        raise CheckpointError(f"{path} is a checkpoint of {saved_name}, not of {model.model_name}")
+        raise CheckpointError(f"{path} is a checkpoint of {brief(saved_name)}, not of {model.model_name}")
+    check_finite(tensors, str(path))
+    state = parse_json(meta[STATE_KEY], f"{path}: its training state", CheckpointError)
+    _check_optimizer_state(path, tensors, optimizer)
     try:
-        state = json.loads(meta[STATE_KEY])
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
         if ema is not None:
             ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}, strict=True)
@@ -106,7 +110,27 @@ def load_training_checkpoint(
         torch.set_rng_state(tensors["rng.torch"])
     except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{path} does not match this run's model or optimizer, or is damaged: {e}") from None
+    counters = (loop.epoch, loop.step_in_epoch, loop.global_step, loop.best_epoch)
+    if not all(isinstance(c, int) and not isinstance(c, bool) and c >= -1 for c in counters) or not isinstance(
+        loop.history, list
+    ):
+        raise CheckpointError(f"{path}: its loop state is damaged (counters that are not whole numbers)")
     return loop
+
+
+def _check_optimizer_state(path, tensors: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer) -> None:
+    """Each saved optimizer tensor (``optim.INDEX.NAME``) names a parameter of this optimizer, and a per-parameter
+    statistic (momentum, Adam's moments) has that parameter's shape: a crafted checkpoint would otherwise load and
+    fail at the first step, after the run folder was set up."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for key, v in tensors.items():
+        if not key.startswith("optim."):
+            continue
+        _, idx, name = [*key.split(".", 2), "", ""][:3]
+        if not idx.isdigit() or int(idx) >= len(params):
+            raise CheckpointError(f"{path}: optimizer state {brief(key)} names no parameter of this model")
+        if name in ("exp_avg", "exp_avg_sq", "momentum_buffer", "max_exp_avg_sq") and v.shape != params[int(idx)].shape:
+            raise CheckpointError(f"{path}: optimizer state {key} has shape {tuple(v.shape)}, its parameter another")
 
 
 def saved_train_config(path: str | os.PathLike) -> dict:
@@ -114,10 +138,7 @@ def saved_train_config(path: str | os.PathLike) -> dict:
     meta = read_metadata(path)
     if STATE_KEY not in meta:
         raise CheckpointError(f"{path} is a model file, not a training checkpoint (it has no training state)")
-    try:
-        saved = json.loads(meta.get(TRAIN_CONFIG_KEY, "{}"))
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path}: its training config is not valid JSON ({e})") from None
+    saved = parse_json(meta.get(TRAIN_CONFIG_KEY, "{}"), f"{path}: its training config", CheckpointError)
     if not isinstance(saved, dict):
         raise CheckpointError(f"{path}: its training config is not a mapping")
     return saved
