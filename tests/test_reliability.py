@@ -7,6 +7,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -83,12 +84,16 @@ def test_export_leaves_a_users_file_named_like_a_temporary_alone(tmp_path, run_f
 def test_resume_removes_partial_files_of_a_killed_write_and_only_those(tmp_path):
     out = tmp_path / "run"
     train(tiny_cfg(out, epochs=1, plots=False))
-    partial = out / ".last.safetensors.ab12_xyz.tmp"  # what a kill -9 during a checkpoint write leaves
+    partial = out / ".mlpvision-tmp.999999999.last.safetensors.ab12_xyz.tmp"  # what a kill -9 mid-write leaves
     partial.write_bytes(b"\0" * 1000)
-    mine = out / "notes.tmp"
-    mine.write_text("keep")
-    train(tiny_cfg(out, epochs=2, plots=False), resume=False)
-    assert not partial.exists() and mine.read_text() == "keep"
+    live = out / f".mlpvision-tmp.{os.getppid()}.model.safetensors.ab12_xyz.tmp"  # its writer still runs
+    live.write_bytes(b"\0")
+    mine = [out / "notes.tmp", out / ".backup.20241203.tmp", out / ".last.safetensors.ab12_xyz.tmp"]
+    for f in mine:
+        f.write_text("keep")
+    train(tiny_cfg(out, epochs=2, plots=False), resume=True)
+    assert not partial.exists() and live.exists()
+    assert all(f.read_text() == "keep" for f in mine)
 
 
 def test_saved_model_files_have_the_modes_of_the_other_outputs(run_folder):
@@ -138,6 +143,83 @@ def test_an_image_folder_with_a_linked_folder_loop_lists_each_image_once(tmp_pat
     assert classes == ("cat", "dog") and len(samples) == 6
     assert all(Path(p).parent.parent.name == classes[label] for p, label in samples)  # labels stay right
     assert "not following 4 linked folder(s)" in caplog.text
+
+
+def test_a_lock_file_that_is_a_link_or_a_folder_is_refused_and_its_target_untouched(tmp_path):
+    victim = tmp_path / "precious.txt"
+    victim.write_text("the user's data")
+    for kind in ("symlink", "hardlink", "folder"):
+        out = tmp_path / kind
+        out.mkdir()
+        if kind == "symlink":
+            (out / ".lock").symlink_to(victim)
+        elif kind == "hardlink":
+            os.link(victim, out / ".lock")
+        else:
+            (out / ".lock").mkdir()
+        with pytest.raises(ConfigError, match=r"\.lock"):
+            train(tiny_cfg(out, epochs=1, plots=False))
+        assert victim.read_text() == "the user's data"
+        assert not (out / "config.json").exists()
+
+
+def test_a_finished_run_is_not_replaced_without_resume_or_overwrite(tmp_path, run_folder):
+    before = _snapshot(run_folder)
+    with pytest.raises(ConfigError, match=r"already holds a run .*--overwrite"):
+        train(tiny_cfg(run_folder, epochs=1, plots=False))
+    assert _snapshot(run_folder) == before
+    out = tmp_path / "again"
+    train(tiny_cfg(out, epochs=1, plots=False))
+    first = (out / "model.safetensors").read_bytes()
+    train(tiny_cfg(out, epochs=1, plots=False, seed=4), overwrite=True)
+    assert (out / "model.safetensors").read_bytes() != first
+
+
+def _image_tree(root: Path, split: str, classes: list[str], per_class: int = 2) -> None:
+    for c in classes:
+        (root / split / c).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.new("L", (8, 8), 30 * i).save(root / split / c / f"{i}.png")
+
+
+def test_image_folder_splits_are_labelled_by_class_name_and_hidden_entries_skipped(tmp_path):
+    from mlpvision.data import load_split
+
+    _image_tree(tmp_path, "train", ["ant", "bee", "cat"])
+    _image_tree(tmp_path, "test", ["bee", "cat"])  # fewer classes: position would shift every label
+    (tmp_path / "train" / ".ipynb_checkpoints").mkdir()
+    Image.new("L", (8, 8)).save(tmp_path / "train" / "ant" / ".hidden.png")
+    train_ds, info = load_split("imagefolder", "train", tmp_path, 8, 1)
+    test_ds, _ = load_split("imagefolder", "test", tmp_path, 8, 1)
+    assert info.classes == ("ant", "bee", "cat") and len(train_ds) == 6
+    assert test_ds.classes == info.classes
+    assert [(Path(p).parent.name, label) for p, label in test_ds.samples] == [("bee", 1)] * 2 + [("cat", 2)] * 2
+    _image_tree(tmp_path, "test", ["dog"])
+    with pytest.raises(mlpvision.errors.DataError, match="'dog' are not classes of"):
+        load_split("imagefolder", "test", tmp_path, 8, 1)
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [([0, 10], "label 10 is out of range"), ([0, -1], "label -1 is out of range"), ([0.5, 1.0], "whole numbers")],
+)
+def test_cifar_labels_out_of_range_or_fractional_are_refused_before_the_run_folder(tmp_path, labels, message):
+    import pickle
+
+    import numpy as np
+
+    folder = tmp_path / "data" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    batch = {"data": np.zeros((2, 3072), np.uint8), "labels": labels}
+    for name in ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]:
+        (folder / name).write_bytes(pickle.dumps(batch))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}))
+    out = tmp_path / "run"
+    cfg = tiny_cfg(out, epochs=1, plots=False)
+    cfg = TrainConfig(**{**cfg.as_dict(), "aug": cfg.aug, "data": "cifar10", "data_dir": str(tmp_path / "data")})
+    with pytest.raises(mlpvision.errors.DataError, match=message):
+        train(cfg)
+    assert not out.exists()  # checked before the run folder was created
 
 
 def test_a_nan_before_the_first_checkpoint_does_not_promise_one(tmp_path, monkeypatch):
@@ -239,6 +321,94 @@ def _bad_inputs(tmp: Path, run: Path) -> list[tuple[list[str], str]]:
         (["models", "nomatch_*"], "no model matches"),
         (["lab", "--data", "mnist"], "the lab runs on"),
         (["lab", "--only", "nope", "--results", str(tmp / "lab"), "--runs", str(tmp / "runs")], "unknown experiment"),
+        *_bad_inputs_v2(tmp, run),
+    ]
+
+
+def _fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
+
+
+def _stored(tmp: Path, name: str, edit) -> Path:
+    """A copy of a tiny model file with ``edit(tensors, metadata)`` applied."""
+    model = mlpvision.create_model("mixer_t4_28", **TINY["model_args"], num_classes=3, in_chans=1, img_size=28)
+    tensors = {k: v.clone() for k, v in model.state_dict().items()}
+    meta = mlpvision.io.model_metadata(model)
+    edit(tensors, meta)
+    return write_safetensors(tensors, tmp / name, meta)
+
+
+def _bad_inputs_v2(tmp: Path, run: Path) -> list[tuple[list[str], str]]:
+    """Every class of the second reliability review: bombs, special files, ranges, crafted files, folders."""
+    out = str(tmp / "fresh")
+    recipes = tmp / "recipes"
+    bomb = recipes / "bomb.yaml"
+    levels = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    bomb.write_text("\n".join(levels) + "\nlr: *a8\n")  # a few hundred bytes, 387 million values expanded
+    deep = recipes / "deep.yaml"
+    deep.write_text("aug: " + "[" * 200 + "]" * 200 + "\n")
+    latin = recipes / "latin1.yaml"
+    latin.write_bytes("model: caf\xe9\n".encode("latin-1"))
+    model = str(run / "model.safetensors")
+
+    def config(**changes):
+        def edit(tensors, meta):
+            meta["mlpvision.config"] = json.dumps({**json.loads(meta["mlpvision.config"]), **changes})
+
+        return edit
+
+    def nan(tensors, meta):
+        tensors["head.weight"][0, 0] = float("nan")
+
+    def int32(tensors, meta):
+        tensors["head.weight"] = tensors["head.weight"].to(torch.int32)
+
+    def long_name(tensors, meta):
+        meta["mlpvision.model"] = "\x1b[31m" + "m" * 10_000_000
+
+    def data_list(tensors, meta):
+        meta["mlpvision.data"] = json.dumps({"name": ["fashion-mnist"], "classes": [], "mean": [], "std": []})
+
+    lock_run = tmp / "linked"
+    lock_run.mkdir()
+    (lock_run / ".lock").symlink_to(tmp / "afile.txt")
+    folders = tmp / "folders"
+    for split, classes in (("train", ["ant", "bee"]), ("test", ["ant", "cow"])):
+        for c in classes:
+            (folders / split / c).mkdir(parents=True)
+            Image.new("L", (8, 8)).save(folders / split / c / "0.png")
+    flags = [*TINY_FLAGS, "--epochs", "1", "--out", out]
+    small = tmp / "small.png"
+    Image.new("L", (20, 20)).save(small)
+    return [
+        (["train", "--config", str(bomb), "--out", out], "alias bomb"),
+        (["train", "--config", str(deep), "--out", out], "nested more than 32 levels"),
+        (["train", "--config", str(latin), "--out", out], "not UTF-8"),
+        (["train", "--config", str(_fifo(tmp / "recipe.fifo")), "--out", out], "is a pipe"),
+        (["train", *flags, "--min-lr", "-1"], "min_lr must be >= 0"),
+        (["train", *flags, "--hflip", "7", "--workers", "-1", "--label-smoothing", "2"], "aug.hflip must be"),
+        (["train", *flags, "--crop-padding", "-5", "--img-size", "100000"], "img_size must be >= 1 and <= 4096"),
+        (["train", *flags, "--seed", "1e23"], "invalid int value: '1e23'"),
+        (["train", *flags[:-2], "--out", str(tmp / "v"), "--val-size", "100000"], "leaves no training images"),
+        (["train", *flags, "--device", "cuda:7"], "--device cuda:7"),
+        (["train", *TINY_FLAGS, "--epochs", "1", "--out", str(run)], "already holds a run"),
+        (["train", *TINY_FLAGS, "--epochs", "1", "--out", str(lock_run)], "is a symbolic link"),
+        (["train", *flags[:-2], "--data", "imagefolder", "--data-dir", str(folders)], "'cow' are not classes of"),
+        (["eval", "--checkpoint", model, "--batch-size", "0"], "--batch-size must be"),
+        (["eval", "--checkpoint", str(_stored(tmp, "deep.safetensors", config(depth=100000)))], "depth must be"),
+        (["eval", "--checkpoint", str(_stored(tmp, "wide.safetensors", config(embed_dim=4096)))], "larger than"),
+        (["eval", "--checkpoint", str(_stored(tmp, "nan.safetensors", nan))], "NaN or infinite"),
+        (["eval", "--checkpoint", str(_stored(tmp, "int.safetensors", int32))], "holds integer data (int32)"),
+        (["eval", "--checkpoint", str(_stored(tmp, "name.safetensors", long_name))], "characters long"),
+        (["eval", "--checkpoint", str(_stored(tmp, "data.safetensors", data_list))], "name is not a string"),
+        (["eval", "--checkpoint", str(_fifo(tmp / "model.fifo"))], "is a pipe"),
+        (["predict", "--checkpoint", model, str(_fifo(tmp / "image.fifo"))], "is a pipe"),
+        (["predict", "--checkpoint", model, "--max-pixels", "100", str(small)], "--max-pixels"),
+        (["bench", "--model", "mixer_t4_28", "--threads", "-2", "--batch-size", "0"], "threads must be >= 1"),
+        (["export", "--checkpoint", model, "--onnx", str(tmp / "m.onnx"), "--calibration-images", "0"], "at least 1"),
+        (["lab", "--docs", str(tmp / "afile.txt"), "--report-only", "--results", str(tmp / "nolab")], "is a file"),
     ]
 
 
@@ -247,14 +417,49 @@ def test_every_bad_input_is_one_line_and_exit_2_and_the_run_folder_is_unchanged(
     before = _snapshot(run_folder)
     failures = []
     for argv, message in cases:
-        code = main(argv)
+        try:
+            code = main(argv)
+        except SystemExit as e:  # argparse's own exit
+            code = e.code
         err = capsys.readouterr().err
         lines = err.strip().splitlines()
         ok = code == 2 and len(lines) == 1 and "Traceback" not in err and message in err
+        ok = ok and len(err) < 4000 and "\x1b" not in err  # short, and no raw terminal escapes
         if not ok:
             failures.append(f"{' '.join(argv)} -> exit {code}: {err.strip()[-300:]!r} (wanted {message!r})")
     assert not failures, "\n".join(failures)
     assert _snapshot(run_folder) == before
+    assert not (tmp_path / "fresh").exists() and not (tmp_path / "v").exists()  # refused before any folder
+
+
+def test_a_run_that_fails_is_one_line_and_exit_1(tmp_path, capsys, monkeypatch):
+    import mlpvision.train.loop as engine
+
+    real = engine.F.cross_entropy
+    monkeypatch.setattr(engine.F, "cross_entropy", lambda *a, **k: real(*a, **k) * float("nan"))
+    code = main(["train", *TINY_FLAGS, "--epochs", "1", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and err[0].startswith("mlpvision: error: ") and "NaN" in err[0]
+
+
+def test_class_names_with_terminal_escapes_are_printed_escaped(tmp_path, capsys):
+    from mlpvision.models import create_model
+
+    model = create_model("mixer_t4_28", **TINY["model_args"], num_classes=2, in_chans=1, img_size=28)
+    names = ["\x1b[2J\x1b[31mred", "[bold]x" * 5000]
+    path = save_model(model, tmp_path / "m.safetensors", mlpvision.io.data_metadata("x", names, (0.5,), (0.25,)))
+    image = tmp_path / "i.png"
+    Image.new("L", (28, 28), 20).save(image)
+    assert main(["predict", "--checkpoint", str(path), str(image)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\\x1b[31mred" in out and len(out) < 2000
+
+
+def test_eval_json_is_valid_json_without_nan():
+    from mlpvision.io import to_json
+
+    text = to_json({"loss": float("nan"), "top1": 50.0, "per_class": {"a": float("inf")}})
+    assert json.loads(text) == {"loss": None, "top1": 50.0, "per_class": {"a": None}}
 
 
 def test_an_onnx_file_with_a_scalar_input_is_refused(tmp_path, capsys):

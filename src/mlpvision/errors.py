@@ -23,7 +23,10 @@ __all__ = [
 
 
 class MlpVisionError(Exception):
-    """Base class of every error caused by user input."""
+    """Base class of every expected failure: bad input (the command line exits with status 2) or a run that started
+    and could not finish (a subclass with ``exit_code = 1``)."""
+
+    exit_code = 2
 
 
 class UnknownModelError(MlpVisionError, KeyError):

@@ -11,7 +11,10 @@ import platform
 
 import torch
 
+from .errors import ConfigError, brief
+
 __all__ = [
+    "checked_device",
     "cpu_model",
     "int8_dot_product_exact",
     "machine_description",
@@ -47,10 +50,29 @@ def pick_device(device: str | torch.device | None = None, local_rank: int = 0) -
     """The device rule of every command: ``device`` when given, else this process's GPU when CUDA is available
     (``local_rank`` picks it among several), else the CPU."""
     if device:
-        return torch.device(device)
+        return checked_device(device)
     if torch.cuda.is_available():
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device("cpu")
+
+
+def checked_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device that this machine has: a misspelt name, CUDA without a CUDA GPU (or a GPU index
+    past the last one) is a :class:`~mlpvision.errors.ConfigError` saying what there is."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(f"unknown device {brief(device)}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"--device {device}: this machine has no CUDA GPU (or PyTorch was built without CUDA); use --device cpu"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    elif dev.type not in ("cpu", "meta"):
+        raise ConfigError(f"--device {device}: mlpvision runs on cpu or cuda")
+    return dev
 
 
 def native_bf16(device: torch.device | str) -> bool:

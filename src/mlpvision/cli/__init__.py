@@ -19,9 +19,18 @@ from .._version import __version__
 COMMANDS = ("models", "demo", "deploy", "train", "eval", "bench", "export", "lab", "predict")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors as one line (the usage itself is one ``--help`` away), exit status 2."""
+
+    def error(self, message: str):
+        from ..errors import printable
+
+        self.exit(2, f"mlpvision: error: {printable(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command (no heavy imports: the command's ``run`` imports what it uses)."""
-    parser = argparse.ArgumentParser(prog="mlpvision", description="MLP-style vision models: zoo, training, lab.")
+    parser = _Parser(prog="mlpvision", description="MLP-style vision models: zoo, training, lab.")
     parser.add_argument("--version", action="version", version=f"mlpvision {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
@@ -32,19 +41,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs one command; user errors print one line on stderr and return 2."""
-    args = build_parser().parse_args(argv)
-    from ..errors import MlpVisionError
+    """Runs one command: the one error boundary of the command line.
+
+    Every expected failure is one line on stderr, its values escaped and cut: bad input (options, files, data) exits
+    with status 2 before anything is written over, a run that started and failed with status 1, an interruption
+    with 130. Anything else is a bug and keeps its traceback.
+    """
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, --version and usage errors: argparse has printed them
+        return e.code if isinstance(e.code, int) else 2
+    from ..errors import MlpVisionError, printable
+    from ..fields import Limits
+    from ..limits import limited
+    from .common import check_range
 
     if not args.light:  # a command that runs models: before torch allocates anything
         from ..runtime import tune_cpu_allocator
 
         tune_cpu_allocator()
     try:
-        return args.func(args)
+        limits = {k: getattr(args, k, None) for k in ("max_pixels", "max_params")}
+        for name, value in limits.items():
+            check_range("--" + name.replace("_", "-"), value, Limits(ge=1))
+        with limited(**limits):
+            return args.func(args)
     except MlpVisionError as e:
-        print(f"mlpvision: error: {e}", file=sys.stderr)
-        return 2
+        print(f"mlpvision: error: {printable(str(e), 1000)}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print("mlpvision: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print("mlpvision: error: out of memory; use a smaller batch, model or input", file=sys.stderr)
+        return 1
+    except OSError as e:  # the machine failed the run: a full disk, a lost mount
+        where = f" ({printable(e.filename, 200)})" if e.filename else ""
+        print(f"mlpvision: error: {e.strerror or e}{where}; free space or fix the path and run again", file=sys.stderr)
+        return 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from .common import console, fmt, model_args
 
@@ -43,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from ..deploy import run_bench
-    from ..io import check_writable, write_text
+    from ..io import check_writable, to_json, write_text
 
     if args.json:
         check_writable(args.json)
@@ -62,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         model_args=model_args(args.model_arg),
     )
     if args.json:
-        write_text(args.json, json.dumps(rows, indent=2) + "\n")
+        write_text(args.json, to_json(rows) + "\n")
     r0 = rows[0]
     title = (
         f"{args.model}: {r0['mode']}, batch {r0['batch_size']}, {r0['img_size']} px, {r0['threads']} threads, "

@@ -1,11 +1,14 @@
-"""What several commands share: the console, recipes and ``--model-arg`` parsing, number formatting."""
+"""What several commands share: the console, recipes and ``--model-arg`` parsing, checks of a command's own flags,
+the resource-limit flags, printing of untrusted text, number formatting."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from functools import cache
 
-from ..errors import MlpVisionError
+from ..errors import ConfigError, MlpVisionError, printable
+from ..fields import Limits
 
 
 @cache
@@ -17,18 +20,13 @@ def console():
 
 
 def load_recipe(path: str | None) -> dict:
-    """A recipe file (YAML mapping of training option: value); {} when ``path`` is None."""
-    import yaml
+    """A recipe file (YAML mapping of training option: value); {} when ``path`` is None. Read as untrusted input: a
+    regular file of at most 1 MB, YAML without alias bombs or deep nesting (:mod:`mlpvision.io.files`)."""
+    from ..io.files import MAX_YAML_BYTES, load_yaml, read_bounded
 
     if path is None:
         return {}
-    try:
-        with open(path) as f:
-            recipe = yaml.safe_load(f) or {}
-    except OSError as e:
-        raise MlpVisionError(f"cannot read recipe {path}: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise MlpVisionError(f"recipe {path} is not valid YAML: {e}") from None
+    recipe = load_yaml(read_bounded(path, "recipe", MAX_YAML_BYTES), f"recipe {path}") or {}
     if not isinstance(recipe, dict):
         raise MlpVisionError(f"recipe {path} must be a mapping of option: value")
     return recipe
@@ -36,15 +34,48 @@ def load_recipe(path: str | None) -> dict:
 
 def model_args(items: list[str] | None) -> dict:
     """``--model-arg KEY=VALUE`` flags -> a dict, each value parsed as YAML (numbers, lists, booleans)."""
-    import yaml
+    from ..io.files import load_yaml
 
     out = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep:
-            raise MlpVisionError(f"--model-arg takes KEY=VALUE, got {item!r}")
-        out[key] = yaml.safe_load(value)
+            raise MlpVisionError(f"--model-arg takes KEY=VALUE, got {printable(item, 100)}")
+        out[key] = load_yaml(value, f"--model-arg {printable(key, 60)}")
     return out
+
+
+def check_range(flag: str, value, limits: Limits) -> None:
+    """A command's own numeric flag, checked as config fields are (:class:`~mlpvision.fields.Limits`)."""
+    why = limits.problem(value)
+    if why:
+        raise ConfigError(f"{flag} {why}")
+
+
+def add_limit_flags(p: argparse.ArgumentParser) -> None:
+    """The resource limits of a command that reads model files or images (see :mod:`mlpvision.limits`)."""
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        metavar="N",
+        help="largest image (width x height) to decode (default: 67108864)",
+    )
+    p.add_argument(
+        "--max-params",
+        type=int,
+        default=None,
+        metavar="N",
+        help="largest model a model file's config may describe (default: 500000000)",
+    )
+
+
+def shown(text) -> str:
+    """Untrusted text (a class name, a model name, a path) for the rich console: control characters escaped, long
+    values cut, rich markup inert."""
+    from rich.markup import escape
+
+    return escape(printable(str(text), 200))
 
 
 def fmt(value, spec: str) -> str:

@@ -20,8 +20,13 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from ..deploy import classify_samples
+    from ..fields import Limits
     from ..models import get_spec
     from ..models.zoo import describe_models
+    from .common import check_range
+
+    check_range("--num-images", args.num_images, Limits(ge=1, le=10000))
+    check_range("--seed", args.seed, Limits(ge=0, le=2**32 - 1))
 
     get_spec(args.model)  # an unknown name fails before anything is printed
     rows = describe_models("*_28")

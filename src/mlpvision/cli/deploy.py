@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from .common import add_limit_flags
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("deploy", help="re-parameterize a model file into its deploy form and verify it")
     p.add_argument("input", help="train-form model file (.safetensors)")
     p.add_argument("output", help="where to write the deploy-form model file")
     p.add_argument("--batch-size", type=int, default=4, help="random images for the check (default: %(default)s)")
+    add_limit_flags(p)
     return p
 
 

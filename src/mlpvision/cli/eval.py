@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from ..errors import MlpVisionError
-from .common import console
+from .common import add_limit_flags, check_range, console, shown
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -17,7 +16,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("test", "train"), default="test", help="(default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=256, help="(default: %(default)s)")
     p.add_argument("--confusion", metavar="PNG", help="write the confusion matrix plot here")
-    p.add_argument("--json", action="store_true", help="print a JSON object (top1 in percent)")
+    p.add_argument("--json", action="store_true", help="print a JSON object (top1 in percent; valid JSON, NaN as null)")
+    add_limit_flags(p)
     return p
 
 
@@ -27,9 +27,11 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data import evaluation_set
     from ..deploy import OrtModel
-    from ..io import check_writable, load_checkpoint
+    from ..fields import Limits
+    from ..io import check_writable, load_checkpoint, to_json
     from ..train import evaluate, save_confusion_png
 
+    check_range("--batch-size", args.batch_size, Limits(ge=1, le=65536))
     if args.confusion:
         check_writable(args.confusion)
     model = OrtModel(args.checkpoint) if args.checkpoint.endswith(".onnx") else load_checkpoint(args.checkpoint)
@@ -45,15 +47,15 @@ def run(args: argparse.Namespace) -> int:
     if args.confusion:
         out["confusion_png"] = str(save_confusion_png(result.confusion, info.classes, args.confusion))
     if args.json:
-        print(json.dumps(out, indent=2))
+        print(to_json(out))
         return 0
-    table = Table(title=f"{model.model_name} on {info.name} ({args.split}, {result.num_images} images)")
+    table = Table(title=shown(f"{model.model_name} on {info.name} ({args.split}, {result.num_images} images)"))
     table.add_column("class")
     table.add_column("top-1", justify="right")
     for cls, acc in out["per_class"].items():
-        table.add_row(cls, f"{acc:.2f}%")
+        table.add_row(shown(cls), f"{acc:.2f}%")
     console().print(table)
     console().print(f"top-1 {result.top1:.2f}%, top-5 {result.top5:.2f}%, loss {result.loss:.4f}")
     if args.confusion:
-        console().print(f"confusion matrix: {out['confusion_png']}")
+        console().print(shown(f"confusion matrix: {out['confusion_png']}"))
     return 0

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import printable
+from .common import add_limit_flags
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a model file to ONNX (re-parameterized), optionally int8")
@@ -25,6 +28,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="training images that calibrate static int8 (default: %(default)s)",
     )
     p.add_argument("--data-dir", default=None, help="folder of the training data set (static int8 calibration)")
+    add_limit_flags(p)
     return p
 
 
@@ -42,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     meta = {DATA_KEY: data} if data else None
     r = export_onnx(model, args.onnx, int8=args.int8 or False, calibration=calibration, metadata=meta)
     form = "deploy form (re-parameterized)" if r.reparameterized else "model"
-    print(f"{model.model_name}: {form} exported to {r.path}")
+    print(printable(f"{model.model_name}: {form} exported to {r.path}"))
     print(f"max |onnxruntime - torch| on random input: {r.max_abs_diff:.3g} (output scale {r.output_scale:.3g})")
     if r.int8_path is not None:
         on = f"{len(calibration)} calibration images" if calibration is not None else "the check batch"

@@ -7,6 +7,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
+from ..errors import ConfigError
 from .common import console
 
 
@@ -73,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings.tiny() if args.quick else Settings.full()
     settings = dataclasses.replace(settings, data=args.data)
     check_data(args.data)
+    if Path(args.docs).exists() and not Path(args.docs).is_dir():  # found now, not after every run has finished
+        raise ConfigError(f"--docs {args.docs} is a file; give the folder where results.md and figures/ go")
     suffix = data_suffix(args.data)
     results = args.results or f"results/lab{suffix}"
     runs = args.runs or f"runs/lab{suffix}"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .common import add_limit_flags
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
@@ -21,15 +23,18 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument(
         "--invert", action="store_true", help="invert the images first: dark objects on light -> light on dark"
     )
-    p.add_argument("images", nargs="+", help="image files (PNG, JPEG)")
+    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, PPM, TIFF, WebP, GIF)")
+    add_limit_flags(p)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     from ..deploy import predict_files
+    from ..errors import printable
 
     for p in predict_files(args.checkpoint, args.images, args.top_k, args.invert):
-        print(f"{p.path}: " + ", ".join(f"{name} {prob:.1%}" for name, prob in p.guesses))
+        guesses = ", ".join(f"{printable(name, 80)} {prob:.1%}" for name, prob in p.guesses)
+        print(f"{printable(p.path)}: {guesses}")
         for warning in p.warnings:
-            print(f"mlpvision: warning: {p.path}: {warning}", file=sys.stderr)
+            print(f"mlpvision: warning: {printable(p.path)}: {warning}", file=sys.stderr)
     return 0

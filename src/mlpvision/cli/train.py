@@ -15,7 +15,7 @@ from functools import cache
 from pathlib import Path
 
 from ..fields import FieldDoc, source_dataclass, source_field_docs
-from .common import console, load_recipe, model_args
+from .common import add_limit_flags, console, load_recipe, model_args
 
 _AUG_PREFIX = "aug."  # argparse dest of an augmentation flag: aug.crop_padding
 _PACKAGE = Path(__file__).resolve().parents[1]
@@ -117,7 +117,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument(
         "--resume", action="store_true", help="continue OUT/last.safetensors when it exists (default: start afresh)"
     )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace the run already in OUT (default: refuse to replace it)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar (default: show one)")
+    add_limit_flags(p)
     _add_train_flags(p)
     return p
 
@@ -146,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
             ips = p["images"] / max(p["seconds"], 1e-9)
             bar.update(task, completed=p["step"], total=p["steps"], epoch=p["epoch"] + 1, loss=p["loss"], ips=ips)
 
-        summary = train(cfg, resume=args.resume, progress=progress)
+        summary = train(cfg, resume=args.resume, progress=progress, overwrite=args.overwrite)
     if not is_main:
         return 0
     table = Table(title=f"{cfg.model} on {cfg.data}")

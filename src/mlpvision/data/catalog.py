@@ -49,6 +49,11 @@ class TensorImages(Dataset):
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes: tuple[str, ...]) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4 or len(images) != len(labels):
             raise DataError(f"expected uint8 images (N, C, H, W) and N labels, got {tuple(images.shape)}")
+        if labels.is_floating_point() or labels.is_complex():
+            raise DataError(f"labels must be whole numbers (class indices), got {labels.dtype}")
+        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= len(classes)):
+            bad = int(labels.min()) if int(labels.min()) < 0 else int(labels.max())
+            raise DataError(f"label {bad} is out of range: {len(classes)} classes take labels 0..{len(classes) - 1}")
         self.images, self.labels, self.classes = images, labels.long(), classes
 
     def __len__(self) -> int:

@@ -14,7 +14,7 @@ import os
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import DataError, LimitError
 from ..io.files import open_regular
@@ -46,6 +46,7 @@ def decode_image(path: str | os.PathLike, in_chans: int) -> Image.Image:
     with open_regular(path, "image", DataError) as f:
         try:
             with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a damaged tag is skipped by Pillow; only the bomb warning matters
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 with Image.open(f, formats=FORMATS) as img:
                     w, h = img.size
@@ -66,6 +67,8 @@ def decode_image(path: str | os.PathLike, in_chans: int) -> Image.Image:
             ) from None
         except LimitError:
             raise
+        except UnidentifiedImageError:
+            raise DataError(f"cannot read image {path}: not an image in {', '.join(FORMATS)} format") from None
         except Exception as e:  # whatever a hostile file makes a decoder raise is bad input
             reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-            raise DataError(f"cannot decode image {path}: {reason}") from None
+            raise DataError(f"cannot read image {path}: damaged or unsupported ({reason})") from None

@@ -29,7 +29,8 @@ from torch.utils._pytree import tree_flatten
 from torch.utils.weak import WeakIdKeyDictionary
 
 from ..errors import ConfigError
-from ..models import count, create_model, flop_counter, get_spec
+from ..fields import check_config, option
+from ..models import MAX_SIDE, count, create_model, flop_counter, get_spec
 from ..reparam import reparameterize
 from ..runtime import pick_device
 from .export import export_onnx
@@ -38,6 +39,7 @@ from .ort import INPUT_NAME, OrtModel
 __all__ = [
     "BACKENDS",
     "INFERENCE_BACKENDS",
+    "BenchOptions",
     "Candidate",
     "inference_call",
     "int8_matmul_candidate",
@@ -321,6 +323,22 @@ def _model_candidates(
     return out
 
 
+@dataclass(frozen=True)
+class BenchOptions:
+    """The numeric options of a benchmark, each with its range (checked together when built)."""
+
+    batch_size: int = option(16, ge=1, le=65536)  # images per call
+    img_size: int | None = option(None, ge=1, le=MAX_SIDE)  # input side (None: the model's)
+    threads: int | None = option(None, ge=1, le=4096)  # intra-op CPU threads (None: torch's setting)
+    repeats: int = option(20, ge=1, le=100_000)  # timed calls per candidate
+    warmup: int = option(3, ge=0, le=100_000)  # untimed calls per candidate
+    matmul_size: int = option(2048, ge=16, le=16384)  # side of the square matmul timed as the machine's peak
+    seed: int = option(0, ge=0, le=2**32 - 1)  # seed of the random input
+
+    def __post_init__(self) -> None:
+        check_config(self, "bench option(s)")
+
+
 def run_bench(
     model: str,
     batch_size: int = 16,
@@ -364,8 +382,7 @@ def run_bench(
             raise ConfigError(f"unknown backend {b!r}; choose from {', '.join(BACKENDS)}")
     if train and any(b.startswith("onnxruntime") for b in backends):
         raise ConfigError("--train times PyTorch training steps: use the eager, autocast or compile backend")
-    if batch_size < 1 or repeats < 1 or warmup < 0:
-        raise ConfigError("batch size and repeats must be at least 1, warm-up at least 0")
+    BenchOptions(batch_size, img_size, threads, repeats, warmup, matmul_size, seed)  # every range, checked at once
     device = pick_device(device)
     if threads:
         torch.set_num_threads(threads)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, InputShapeError, printable
 from ..io import MODEL_NAME_KEY, require_onnx
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAME", "OrtModel", "ort_session"]
@@ -50,10 +50,16 @@ class OrtModel:
                 "(batch, channels, height, width) and (batch, classes)"
             )
         self.in_chans, self.img_size = shape[1], shape[2]
+        self.input_shape = tuple(shape[1:])
         self.num_classes = out[1]
-        self.model_name = self.metadata.get(MODEL_NAME_KEY, self.path.stem)
+        self.model_name = printable(self.metadata.get(MODEL_NAME_KEY, self.path.stem), 200)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or tuple(x.shape[1:]) != self.input_shape:
+            raise InputShapeError(
+                f"{self.path} takes images of shape (C, H, W) = {self.input_shape}, got {tuple(x.shape[1:])}; "
+                "evaluate it on the data it was exported for (--data)"
+            )
         feed = {INPUT_NAME: np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)}
         return torch.from_numpy(self.session.run([OUTPUT_NAME], feed)[0])
 

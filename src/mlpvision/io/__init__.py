@@ -3,9 +3,11 @@
 from .atomic import (
     atomic_path,
     check_writable,
+    json_safe,
     output_folder,
     remove_stale_temporaries,
     save_figure,
+    to_json,
     write_json,
     write_text,
 )
@@ -36,6 +38,7 @@ __all__ = [
     "create_model",
     "data_metadata",
     "file_metadata",
+    "json_safe",
     "load_checkpoint",
     "load_into",
     "model_metadata",
@@ -49,6 +52,7 @@ __all__ = [
     "save_model",
     "saved_data",
     "shown_path",
+    "to_json",
     "write_json",
     "write_onnx_metadata",
     "write_safetensors",

@@ -119,8 +119,9 @@ def load_yaml(text: str | bytes, what: str) -> Any:
             text = text.decode("utf-8")
         except UnicodeDecodeError as e:
             raise MlpVisionError(f"{what} is not UTF-8 text (byte {e.start})") from None
-    loader = _BoundedLoader(text)
+    loader = None
     try:
+        loader = _BoundedLoader(text)  # the reader checks the characters here already
         return loader.get_single_data()
     except LimitError as e:
         raise LimitError(f"{what}: {e}") from None
@@ -131,7 +132,8 @@ def load_yaml(text: str | bytes, what: str) -> Any:
     except (yaml.YAMLError, RecursionError, ValueError, OverflowError) as e:
         raise MlpVisionError(f"{what} is not valid YAML: {brief(str(e), 100)}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def parse_json(text: str, what: str, error: type[MlpVisionError] = MlpVisionError, max_bytes: int = MAX_JSON_BYTES):

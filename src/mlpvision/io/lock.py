@@ -3,11 +3,15 @@
 The lock is an advisory ``flock`` on ``FOLDER/.lock``, which holds the owner's process id: the operating system
 releases it when the owner exits, however it exits (``kill -9`` included), so a lock left by a dead process is
 stale by construction and is simply taken over.
+
+``.lock`` is opened without following a symbolic link (``O_NOFOLLOW``) and must be a regular file: a link planted
+there (to a user's file, or to a system file when training runs as root) is refused, never truncated.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -30,11 +34,32 @@ class RunLock:
         self._fd: int | None = None
         self.stale_owner: int | None = None  # the dead process whose lock was taken over, if any
 
-    def _owner(self) -> int | None:
+    def _owner(self, fd: int) -> int | None:
         try:
-            return int(self.path.read_text().split()[0])
+            return int(os.pread(fd, 64, 0).split()[0])
         except (OSError, ValueError, IndexError):
             return None
+
+    def _open(self) -> int:
+        """``.lock`` opened (created when missing) without following a link; a link, folder or special file there
+        is a :class:`ConfigError`."""
+        nofollow = getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | nofollow | getattr(os, "O_CLOEXEC", 0), 0o644)
+        except OSError as e:
+            if os.path.islink(self.path):
+                raise ConfigError(
+                    f"{self.path} is a symbolic link; the lock file of a {self.what} must be a regular file (remove "
+                    "the link, or choose another --out)"
+                ) from None
+            what = "a folder" if self.path.is_dir() else (e.strerror or str(e))
+            raise ConfigError(f"cannot use {self.path} as the lock of {self.what} {self.folder}: {what}") from None
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:  # a hard link is another name of someone's file
+            os.close(fd)
+            kind = "a second name (hard link) of another file" if info.st_nlink > 1 else "not a regular file"
+            raise ConfigError(f"{self.path} is {kind}; remove it or choose another --out")
+        return fd
 
     def _refuse(self, pid: int | None) -> ConfigError:
         who = f"process {pid}" if pid else "another process"
@@ -44,8 +69,8 @@ class RunLock:
         )
 
     def __enter__(self) -> RunLock:
-        previous = self._owner()
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = self._open()
+        previous = self._owner(fd)
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -16,8 +16,8 @@ import torch
 from ..data import AugmentConfig
 from ..errors import ConfigError, MlpVisionError
 from ..fields import check_config, checked_fields, config_problems, option
-from ..models import MAX_SIDE, resolve_config
-from ..runtime import native_bf16
+from ..models import resolve_config
+from ..runtime import checked_device, native_bf16
 
 __all__ = ["RESUMABLE_CHANGES", "TrainConfig"]
 
@@ -80,7 +80,7 @@ class TrainConfig:
     distill_alpha: float = option(0.5, ge=0, le=1)  # weight of the distillation loss
     distill_tau: float = option(1.0, gt=0, le=1000)  # soft distillation temperature
     init: str | None = None  # model file to fine-tune from (head reset when classes differ)
-    img_size: int | None = option(None, ge=1, le=MAX_SIDE)  # train at this input size (from --init: resolution
+    img_size: int | None = option(None, ge=1, le=4096)  # train at this input size (from --init: resolution
     # transfer)
     device: str | None = None  # cpu | cuda | cuda:1; auto-detected when None
     tensorboard: bool = False  # also log metrics to OUT/tensorboard (needs the tensorboard package)
@@ -139,6 +139,11 @@ class TrainConfig:
             (self.ema_bn_images == 0 or self.ema_decay > 0, "ema_bn_images acts on the weight EMA: set ema_decay too"),
         ]
         problems = config_problems(self) + [message for ok, message in checks if not ok]
+        if self.device:
+            try:
+                checked_device(self.device)
+            except MlpVisionError as e:
+                problems.append(str(e))
         try:  # the model and its options, checked with the rest before anything is built
             resolve_config(self.model, **self.model_args)
         except MlpVisionError as e:

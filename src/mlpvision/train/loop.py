@@ -25,7 +25,7 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 
 from ..data import Augmented, DataInfo, build_transform, load_split, seeded_subset, split_train_val, training_set
-from ..errors import ConfigError, MlpVisionError
+from ..errors import ConfigError, DataError, MlpVisionError
 from ..io import (
     RunLock,
     data_metadata,
@@ -48,13 +48,16 @@ from .metrics import write_metrics
 from .schedule import build_mixing, build_optimizer, build_scheduler, epoch_batches, step_seed, total_steps
 from .state import LoopState, load_training_checkpoint, save_training_checkpoint, saved_train_config
 
-__all__ = ["Data", "Run", "TrainingError", "build_data", "train", "train_one_epoch"]
+__all__ = ["RUN_FILES", "Data", "Run", "TrainingError", "build_data", "run_data", "train", "train_one_epoch"]
 
 log = logging.getLogger(__name__)
 
 
 class TrainingError(MlpVisionError):
-    """Training cannot go on (e.g. the loss became NaN); the last good checkpoint is kept."""
+    """Training cannot go on (e.g. the loss became NaN); the last good checkpoint is kept. A run that failed: the
+    command line exits with status 1."""
+
+    exit_code = 1
 
 
 # ---- building blocks -------------------------------------------------------------------------------------------
@@ -74,8 +77,19 @@ def build_data(cfg: TrainConfig, img_size: int | None, in_chans: int | None) -> 
     set, test (a fixed subset when asked), and the images that recompute the EMA's BatchNorm statistics."""
     train_raw, info = load_split(cfg.data, "train", cfg.data_dir, img_size, in_chans)
     test_raw, _ = load_split(cfg.data, "test", cfg.data_dir, img_size, in_chans)
-    val_size = min(cfg.val_size, len(train_raw) // 5)
-    train_idx, val_idx = split_train_val(len(train_raw), val_size, cfg.seed)
+    n = len(train_raw)
+    if cfg.val_size >= n:
+        raise DataError(f"val_size {cfg.val_size} leaves no training images: {cfg.data} has {n} (use at most {n // 5})")
+    val_size = min(cfg.val_size, n // 5)
+    if val_size < cfg.val_size:
+        log.warning(
+            "validation: %d of the %d training images (val_size %d is capped at a fifth)", val_size, n, cfg.val_size
+        )
+    train_idx, val_idx = split_train_val(n, val_size, cfg.seed)
+    if cfg.train_subset > len(train_idx):
+        raise DataError(
+            f"train_subset {cfg.train_subset} is more than the {len(train_idx)} training images left after validation"
+        )
     if cfg.train_subset:
         train_idx = seeded_subset(train_idx, cfg.train_subset, cfg.seed + 1).sort().values
     plain = build_transform(info, None)
@@ -163,15 +177,23 @@ class Run:
         distributed.barrier(self.dist)
 
 
-def build_run(cfg: TrainConfig, dist: distributed.DistInfo, progress: Callable[[dict], None] | None) -> Run:
-    """Data, model, optimizer, schedule, EMA and teacher of a run, before any checkpoint is restored."""
-    torch.manual_seed(cfg.seed)
+def run_data(cfg: TrainConfig) -> Data:
+    """The run's data, read and checked (labels, class lists, sizes): image folders are decoded at the model's size;
+    other data sets keep their own size unless asked."""
     spec_cfg = get_spec(cfg.model).config
-    # image folders are decoded at the model's size; other data sets keep their own size unless asked
     img_size = (
         cfg.img_size or cfg.model_args.get("img_size") or (spec_cfg.img_size if cfg.data == "imagefolder" else None)
     )
-    data = build_data(cfg, img_size, cfg.model_args.get("in_chans", spec_cfg.in_chans))
+    return build_data(cfg, img_size, cfg.model_args.get("in_chans", spec_cfg.in_chans))
+
+
+def build_run(
+    cfg: TrainConfig, dist: distributed.DistInfo, progress: Callable[[dict], None] | None, data: Data | None = None
+) -> Run:
+    """Data (unless given), model, optimizer, schedule, EMA and teacher of a run, before any checkpoint is
+    restored."""
+    torch.manual_seed(cfg.seed)
+    data = data if data is not None else run_data(cfg)
     model = build_model(cfg, data.info).to(dist.device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -352,8 +374,40 @@ def _end_of_epoch(run: Run, epoch: int, metrics: dict, writer) -> None:
 # ---- the whole run ---------------------------------------------------------------------------------------------
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: Callable[[dict], None] | None = None) -> dict:
+# the files of a run that a fresh start would replace
+RUN_FILES = ("model.safetensors", "best.safetensors", "last.safetensors", "summary.json")
+
+
+def _check_out(cfg: TrainConfig, resume: bool, overwrite: bool) -> None:
+    """Refuses a run folder that holds another run unless told what to do with it: ``resume`` continues its
+    ``last.safetensors``, ``overwrite`` replaces it; a finished run is never replaced silently."""
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder")
+    if overwrite or not out.is_dir():
+        return
+    present = [f for f in RUN_FILES if (out / f).is_file()]
+    if resume and (out / "last.safetensors").is_file():
+        return
+    if present:
+        hint = "--resume to continue it, " if (out / "last.safetensors").is_file() else ""
+        raise ConfigError(
+            f"{out} already holds a run ({', '.join(present)}); pass {hint}--overwrite to replace it, or choose "
+            "another --out"
+        )
+
+
+def train(
+    cfg: TrainConfig,
+    resume: bool = False,
+    progress: Callable[[dict], None] | None = None,
+    overwrite: bool = False,
+) -> dict:
     """Runs (or resumes) a training run and returns its summary; files go to ``cfg.out``.
+
+    Everything that can be checked is checked before the run folder is created or touched: the options, the data
+    (labels, class lists, sizes) and what the folder holds (a run there is continued only with ``resume`` and
+    replaced only with ``overwrite``).
 
     Writes ``last.safetensors`` (resumable state), ``model.safetensors`` (final weights, EMA when on),
     ``best.safetensors`` (best validation top-1), the deploy form of both when the model re-parameterizes,
@@ -361,17 +415,20 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Callable[[dict], Non
     """
     cfg.validate()
     get_spec(cfg.model)  # an unknown name fails before any data is read
+    _check_out(cfg, resume, overwrite)
     dist = distributed.setup(cfg.device)
     if cfg.amp is None:  # config.json then records the precision the run used
         cfg = dataclasses.replace(cfg, amp=cfg.amp_on(dist.device))
     try:
-        # one training per folder: the main process holds its lock from before anything is read until the end
+        data = run_data(cfg)  # read and checked before the run folder is created
+        # one training per folder: the main process holds its lock from before anything is written until the end
         with RunLock(output_folder(cfg.out)) if dist.is_main else contextlib.nullcontext() as lock:
             if lock is not None and lock.stale_owner:
                 log.info("%s: took over the lock of process %d, which has ended", cfg.out, lock.stale_owner)
+            _check_out(cfg, resume, overwrite)  # again, now that no other process can write there
             if resume:
                 _check_resumable(cfg)
-            run = build_run(cfg, dist, progress)
+            run = build_run(cfg, dist, progress, data)
             _start_or_resume(run, resume)
             stopped_early = _epochs(run)
             return _finish(run, stopped_early)
