@@ -91,7 +91,7 @@ def test_resume_removes_partial_files_of_a_killed_write_and_only_those(tmp_path)
     mine = [out / "notes.tmp", out / ".backup.20241203.tmp", out / ".last.safetensors.ab12_xyz.tmp"]
     for f in mine:
         f.write_text("keep")
-    train(tiny_cfg(out, epochs=2, plots=False), resume=True)
+    train(tiny_cfg(out, epochs=2, plots=False), overwrite=True)
     assert not partial.exists() and live.exists()
     assert all(f.read_text() == "keep" for f in mine)
 
@@ -407,7 +407,20 @@ def _bad_inputs_v2(tmp: Path, run: Path) -> list[tuple[list[str], str]]:
         (["predict", "--checkpoint", model, str(_fifo(tmp / "image.fifo"))], "is a pipe"),
         (["predict", "--checkpoint", model, "--max-pixels", "100", str(small)], "--max-pixels"),
         (["bench", "--model", "mixer_t4_28", "--threads", "-2", "--batch-size", "0"], "threads must be >= 1"),
-        (["export", "--checkpoint", model, "--onnx", str(tmp / "m.onnx"), "--calibration-images", "0"], "at least 1"),
+        (
+            [
+                "export",
+                "--checkpoint",
+                model,
+                "--onnx",
+                str(tmp / "m.onnx"),
+                "--int8",
+                "static",
+                "--calibration-images",
+                "0",
+            ],
+            "at least 1",
+        ),
         (["lab", "--docs", str(tmp / "afile.txt"), "--report-only", "--results", str(tmp / "nolab")], "is a file"),
     ]
 
@@ -439,7 +452,7 @@ def test_a_run_that_fails_is_one_line_and_exit_1(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(engine.F, "cross_entropy", lambda *a, **k: real(*a, **k) * float("nan"))
     code = main(["train", *TINY_FLAGS, "--epochs", "1", "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 1 and len(err) == 1 and err[0].startswith("mlpvision: error: ") and "NaN" in err[0]
+    assert code == 1 and len(err) == 1 and err[0].startswith("mlpvision: error: ") and "loss became nan" in err[0]
 
 
 def test_class_names_with_terminal_escapes_are_printed_escaped(tmp_path, capsys):

@@ -48,13 +48,15 @@ def open_regular(path: str | os.PathLike, what: str, error: type[MlpVisionError]
     except FileNotFoundError:
         raise error(f"{what} not found: {path}") from None
     except IsADirectoryError:
-        raise error(f"{what} {path} is a folder, not a file") from None
+        raise error(f"{path} is a folder, not a {what}") from None
     except OSError as e:
         raise error(f"cannot read {what} {path}: {e.strerror or e}") from None
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
-        kind = "a folder" if stat.S_ISDIR(mode) else "a pipe" if stat.S_ISFIFO(mode) else "not a regular file"
+        if stat.S_ISDIR(mode):
+            raise error(f"{path} is a folder, not a {what}")
+        kind = "a pipe" if stat.S_ISFIFO(mode) else "not a regular file"
         raise error(f"{what} {path} is {kind}; give a regular file")
     if hasattr(os, "O_NONBLOCK"):
         os.set_blocking(fd, True)

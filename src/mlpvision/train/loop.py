@@ -78,7 +78,8 @@ def build_data(cfg: TrainConfig, img_size: int | None, in_chans: int | None) -> 
     train_raw, info = load_split(cfg.data, "train", cfg.data_dir, img_size, in_chans)
     test_raw, _ = load_split(cfg.data, "test", cfg.data_dir, img_size, in_chans)
     n = len(train_raw)
-    if cfg.val_size >= n:
+    default = TrainConfig.__dataclass_fields__["val_size"].default
+    if cfg.val_size >= n and cfg.val_size != default:  # asked for: never cut quietly
         raise DataError(f"val_size {cfg.val_size} leaves no training images: {cfg.data} has {n} (use at most {n // 5})")
     val_size = min(cfg.val_size, n // 5)
     if val_size < cfg.val_size:
