@@ -39,10 +39,8 @@ class MixerConfig(ModelConfig):
     drop_rate: float = option(0.0, ge=0, lt=1)  # dropout inside the MLPs and before the head
     drop_path_rate: float = option(0.0, ge=0, lt=1)  # stochastic depth, rising linearly from 0 to this over the blocks
     pos_embed: bool = False  # add a learned position embedding after the stem (the paper has none: the lab's test)
-    token_mixing_groups: int = option(
-        1, ge=1, le=MAX_WIDTH
-    )  # channel groups, each with its own token-mixing MLP (1: tied across all channels,
-    # as the paper; embed_dim: untied, one per channel, the paper's appendix ablation)
+    token_mixing_groups: int = option(1, ge=1, le=MAX_WIDTH)  # channel groups, each with its own token-mixing MLP
+    # (1: tied across all channels, as the paper; embed_dim: untied, one per channel, the paper's appendix ablation)
 
 
 class UntiedTokenMlp(nn.Module):
