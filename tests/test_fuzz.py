@@ -2,7 +2,7 @@
 and images. Each either gives a valid result or raises one :class:`MlpVisionError` (a one-line message): never
 another exception, a hang, or memory beyond the limits.
 
-Bounded in time (40 fixed examples each, each under a 2-second deadline) and in memory (every example runs under
+Bounded in time (40 fixed examples each, each under a 10-second deadline) and in memory (every example runs under
 small limits, ``limits.limited``, and builds inputs of a few kilobytes), so the whole file adds well under a minute
 to ``make test``. ``MLPVISION_FUZZ_EXAMPLES=N`` runs N fresh random examples of each, to look for new cases.
 """
@@ -37,7 +37,7 @@ from mlpvision.train import TrainConfig
 _EXPLORE = int(os.environ.get("MLPVISION_FUZZ_EXAMPLES", "0"))
 FUZZ = settings(
     max_examples=_EXPLORE or 40,
-    deadline=2000,  # ms per example: a slow example is a finding (a bomb), not noise
+    deadline=10_000,  # ms per example: a bomb takes minutes; a busy machine can take a few seconds
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
     derandomize=not _EXPLORE,
 )
@@ -315,3 +315,47 @@ def test_a_decompression_bomb_is_refused_from_its_header(tmp_path):
     assert path.stat().st_size < 200_000
     with pytest.raises(mlpvision.errors.LimitError, match="--max-pixels"):
         decode_image(path, 3)
+
+
+# ---- command-line flags ----------------------------------------------------------------------------------------
+
+_TRAIN_FLAGS = ["--" + f.replace("_", "-") for f in _FIELDS if f not in ("aug", "model_args", "teacher")]
+_TRAIN_FLAGS += ["--crop-padding", "--hflip", "--auto-augment", "--random-erasing", "--mixup", "--cutmix"]
+_FLAG_VALUES = st.one_of(
+    st.integers(-(10**12), 10**12).map(str),
+    st.floats(allow_nan=True).map(repr),
+    st.sampled_from(["1e23", "-0", "nan", "inf", "", "x", "\x1b[31m", "9" * 400, "cuda", "cuda:9", "mps", "0x1f"]),
+)
+
+
+class _Started(Exception):
+    """Raised in place of training: the flags made it through every check."""
+
+
+@FUZZ
+@given(
+    flags=st.lists(st.tuples(st.sampled_from(_TRAIN_FLAGS), _FLAG_VALUES), max_size=5),
+    model_args=st.lists(st.tuples(st.sampled_from(_CONFIG_KEYS), st.text(max_size=12)), max_size=2),
+)
+def test_any_train_flags_start_a_run_or_are_one_line(monkeypatch, capsys, flags, model_args):
+    import mlpvision.train
+    from mlpvision.cli import main
+
+    def started(cfg, *args, **kwargs):
+        cfg.validate()
+        raise _Started
+
+    for module in (mlpvision.train, __import__("mlpvision.cli", fromlist=["x"])):
+        if hasattr(module, "train"):
+            monkeypatch.setattr(module, "train", started)
+    argv = ["train", "--out", "unused"]
+    for flag, value in flags:
+        argv += [flag, value] if not flag.startswith("--no-") else [flag]
+    argv += [f"--model-arg={k}={v}" for k, v in model_args]
+    try:
+        code = main(argv)
+    except _Started:
+        return
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err[:500]
+    assert len(err) < 3000 and "\x1b" not in err

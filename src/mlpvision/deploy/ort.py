@@ -11,6 +11,7 @@ import torch
 
 from ..errors import CheckpointError, ConfigError, InputShapeError, printable
 from ..io import MODEL_NAME_KEY, require_onnx
+from ..io.files import open_regular
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAME", "OrtModel", "ort_session"]
 
@@ -22,6 +23,7 @@ def ort_session(path: str | os.PathLike, threads: int | None = None):
     require_onnx()
     import onnxruntime as ort
 
+    open_regular(path, "ONNX file", CheckpointError).close()  # a pipe or a device would hang the session
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = threads or torch.get_num_threads()

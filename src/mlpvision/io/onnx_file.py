@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from ..errors import CheckpointError, ConfigError
+from .files import open_regular
 
 __all__ = ["read_onnx_metadata", "require_onnx", "write_onnx_metadata"]
 
@@ -31,6 +32,7 @@ def read_onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
     require_onnx()
     import onnx
 
+    open_regular(path, "ONNX file", CheckpointError).close()  # a pipe or a device would hang the reader
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # protobuf raises DecodeError and others for broken files
