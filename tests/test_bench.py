@@ -154,7 +154,7 @@ def test_model_args_reach_both_implementations(capsys):
     [
         ({"backends": ["tensorrt"]}, "unknown backend 'tensorrt'"),
         ({"backends": ["onnxruntime"], "train": True}, "use the eager, autocast or compile backend"),
-        ({"batch_size": 0}, "at least 1"),
+        ({"batch_size": 0}, "batch_size must be >= 1"),
     ],
 )
 def test_bench_errors(kwargs, message):
