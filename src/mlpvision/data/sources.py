@@ -18,7 +18,7 @@ from torchvision.datasets import FashionMNIST as _TorchvisionFashionMNIST
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
-from ..errors import DataError, LimitError, brief
+from ..errors import DataError, LimitError, brief, printable
 from ..io.files import open_regular, read_bounded
 from ..limits import current as current_limits
 from .catalog import TensorImages, register_dataset
@@ -231,7 +231,7 @@ def _read_cifar_pickle(path: Path) -> dict:
         try:
             data = _ArraysOnlyUnpickler(f, encoding="latin1").load()
         except Exception as e:  # whatever a crafted pickle makes the unpickler raise is bad input
-            raise DataError(f"cannot read CIFAR file {path}: {brief(str(e), 120)}") from None
+            raise DataError(f"cannot read CIFAR file {path}: {printable(str(e), 120)}") from None
     if not isinstance(data, dict):
         raise DataError(f"CIFAR file {path} does not hold a mapping (the python layout's batches do)")
     return data
@@ -269,7 +269,7 @@ def _cifar(name: str, data_dir, train: bool) -> TensorImages:
                 [np.asarray(_cifar_field(p, key, f)).reshape(-1) for p, f in zip(parts, files, strict=True)]
             )
         except (ValueError, TypeError, OverflowError) as e:
-            raise DataError(f"{py}: CIFAR images or labels of an unexpected form ({brief(str(e), 100)})") from None
+            raise DataError(f"{py}: CIFAR images or labels of an unexpected form ({printable(str(e), 100)})") from None
         meta_file = py / ("batches.meta" if ten else "meta")
         names = _cifar_field(_read_cifar_pickle(meta_file), "label_names" if ten else "fine_label_names", meta_file)
         if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):

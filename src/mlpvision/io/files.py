@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 
 import yaml
 
-from ..errors import LimitError, MlpVisionError, brief
+from ..errors import LimitError, MlpVisionError, printable
 
 __all__ = [
     "MAX_JSON_BYTES",
@@ -130,9 +130,10 @@ def load_yaml(text: str | bytes, what: str) -> Any:
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise MlpVisionError(f"{what} is not valid YAML{where}: {brief(e.problem, 100)}") from None
+        problem = printable(e.problem or "syntax error", 100)
+        raise MlpVisionError(f"{what} is not valid YAML{where}: {problem}") from None
     except (yaml.YAMLError, RecursionError, ValueError, OverflowError) as e:
-        raise MlpVisionError(f"{what} is not valid YAML: {brief(str(e), 100)}") from None
+        raise MlpVisionError(f"{what} is not valid YAML: {printable(str(e), 100)}") from None
     finally:
         if loader is not None:
             loader.dispose()
@@ -149,4 +150,4 @@ def parse_json(text: str, what: str, error: type[MlpVisionError] = MlpVisionErro
     except json.JSONDecodeError as e:
         raise error(f"{what} is not valid JSON ({e.msg} at character {e.pos})") from None
     except (RecursionError, ValueError) as e:  # nested too deeply, or a number too long to convert
-        raise error(f"{what} is not valid JSON ({brief(str(e), 80)})") from None
+        raise error(f"{what} is not valid JSON ({printable(str(e), 80)})") from None
