@@ -388,10 +388,13 @@ def _check_out(cfg: TrainConfig, resume: bool, overwrite: bool) -> None:
     if overwrite or not out.is_dir():
         return
     present = [f for f in RUN_FILES if (out / f).is_file()]
-    if resume and (out / "last.safetensors").is_file():
-        return
+    if resume:
+        if "last.safetensors" in present:
+            return
+        # nothing to continue: a start afresh may replace a partial run, never a finished one
+        present = [f for f in present if f in ("model.safetensors", "summary.json")]
     if present:
-        hint = "--resume to continue it, " if (out / "last.safetensors").is_file() else ""
+        hint = "--resume to continue it, " if "last.safetensors" in present else ""
         raise ConfigError(
             f"{out} already holds a run ({', '.join(present)}); pass {hint}--overwrite to replace it, or choose "
             "another --out"
