@@ -133,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
     from ..train import TrainConfig, train
 
     cfg = TrainConfig.from_recipe(load_recipe(args.config), train_overrides(args))
+    cfg.validate()  # every problem of the options, before the progress display starts
     is_main = int(os.environ.get("RANK", "0")) == 0
     logging.basicConfig(level=logging.INFO if is_main else logging.WARNING, format="%(message)s")
     columns = (
