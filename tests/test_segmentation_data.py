@@ -139,3 +139,13 @@ def test_segfolder_errors_name_the_file(tmp_path):
         segfolder(root, "val")
     with pytest.raises(DataError, match="needs --data-dir"):
         segfolder(None, "train")
+
+
+def test_segfolder_masks_go_through_the_guarded_decoder(tmp_path):
+    root = _folder(tmp_path)
+    Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(root / "val" / "masks" / "s1.png")  # RGB: not a mask
+    with pytest.raises(DataError, match=r"s1\.png has mode RGB"):
+        segfolder(root, "val")
+    (root / "val" / "masks" / "s1.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match=r"cannot read image .*s1\.png"):
+        segfolder(root, "val")

@@ -24,6 +24,7 @@ __all__ = ["FORMATS", "decode_image"]
 
 # the formats of the extensions an image folder lists (torchvision's IMG_EXTENSIONS); no other decoder is tried
 FORMATS = ("PNG", "JPEG", "BMP", "PPM", "TIFF", "WEBP", "GIF")
+_LABEL_MODES = ("L", "P", "1", "I;16", "I;16B", "I;16L", "I;16N", "I")  # single-channel: class indices
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
@@ -34,8 +35,11 @@ def _to_eight_bits(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(array * (255.0 / top)), 0, 255).astype(np.uint8), mode="L")
 
 
-def decode_image(path: str | os.PathLike, in_chans: int) -> Image.Image:
+def decode_image(path: str | os.PathLike, in_chans: int, labels: bool = False) -> Image.Image:
     """The image at ``path`` decoded, upright, as 8-bit grey (``in_chans`` 1) or RGB (otherwise).
+
+    With ``labels`` the file is a segmentation mask: its values are class indices, kept as they are (a palette
+    image's indices, not its colours; no 16-bit scaling), and a file with colour channels is refused.
 
     Raises:
         LimitError: more pixels than ``limits.max_pixels`` (``--max-pixels`` raises it).
@@ -56,6 +60,14 @@ def decode_image(path: str | os.PathLike, in_chans: int) -> Image.Image:
                             "to read it"
                         )
                     img = ImageOps.exif_transpose(img) or img
+                    if labels:
+                        if img.mode not in _LABEL_MODES:
+                            raise DataError(
+                                f"mask {path} has mode {img.mode}: masks are single-channel (grey or palette) images "
+                                "of class indices"
+                            )
+                        img.load()
+                        return img
                     if img.mode in _SIXTEEN_BIT:
                         img = _to_eight_bits(img)
                     img = img.convert("L" if in_chans == 1 else "RGB")
@@ -65,7 +77,7 @@ def decode_image(path: str | os.PathLike, in_chans: int) -> Image.Image:
             raise LimitError(
                 f"image {path} has more pixels than the limit of {limit}; pass --max-pixels N to read it"
             ) from None
-        except LimitError:
+        except (LimitError, DataError):
             raise
         except UnidentifiedImageError:
             raise DataError(f"cannot read image {path}: not an image in {', '.join(FORMATS)} format") from None

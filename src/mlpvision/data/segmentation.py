@@ -18,7 +18,8 @@ single-channel ``DATA_DIR/SPLIT/masks/STEM.png`` masks (grey or palette PNGs who
 :data:`IGNORE_INDEX` for pixels no loss or metric counts). An optional ``DATA_DIR/classes.txt`` names the classes
 one per line; without it the classes are 0..the largest label in the training masks. The layout is checked when
 it is loaded: every image has a mask of the same stem and size and the other way round, and every mask value is a
-class or the ignore index; the first problem is one error naming the file.
+class or the ignore index; the first problem is one error naming the file. Files are decoded by
+:func:`~mlpvision.data.decode.decode_image` (its pixel limit and EXIF orientation; masks keep their indices).
 """
 
 from __future__ import annotations
@@ -31,13 +32,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
 from ..errors import DataError
 from .catalog import register_dataset, split_train_val
+from .decode import decode_image
 from .sources import FASHION_MNIST_CLASSES, FashionMNIST
 
 __all__ = [
@@ -216,24 +217,14 @@ def shift_scenes(scenes: SegmentationImages, dy: int, dx: int) -> SegmentationIm
 
 def _read_mask(path: Path) -> np.ndarray:
     """A mask file -> (H, W) uint8 class indices (a palette PNG's indices, not its colours)."""
-    try:
-        with Image.open(path) as img:
-            if img.mode not in ("L", "P", "I", "I;16", "1"):
-                raise DataError(f"mask {path} has mode {img.mode}: masks are single-channel (grey or palette) PNGs")
-            array = np.asarray(img)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
-        raise DataError(f"cannot read mask {path}: {e}") from None
+    array = np.asarray(decode_image(path, 1, labels=True))
     if array.max(initial=0) > 255:
         raise DataError(f"mask {path} has values above 255")
     return array.astype(np.uint8)
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    try:
-        with Image.open(path) as img:
-            return img.size
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
-        raise DataError(f"cannot read image {path}: {e}") from None
+    return decode_image(path, 1).size  # (width, height), upright
 
 
 def _files(folder: Path) -> dict[str, Path]:
@@ -303,11 +294,7 @@ class SegFolder(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         image_path, mask_path = self.samples[i]
-        try:
-            with Image.open(image_path) as img:
-                image = v2.functional.pil_to_tensor(img.convert("L" if self.in_chans == 1 else "RGB"))
-        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
-            raise DataError(f"cannot decode image {image_path}: {e}") from None
+        image = v2.functional.pil_to_tensor(decode_image(image_path, self.in_chans))
         mask = torch.from_numpy(_read_mask(mask_path))[None]
         image = self._resize(image)
         mask = v2.functional.resize(mask, [self.size, self.size], v2.InterpolationMode.NEAREST_EXACT)
