@@ -210,12 +210,22 @@ def load_checkpoint(
     name, overrides = stored_model(path)
     check_fits(expected_tensors(path, name, overrides, specs, max_params), specs, f"weights in {path}", name)
     try:
-        model = build_model(name, device=device, **overrides)
+        # on the meta device: no memory and no initialisation (an orthogonal init of a large FC costs seconds),
+        # as every tensor comes from the file
+        model = build_model(name, device="meta", **overrides)
     except (MlpVisionError, ValueError, TypeError, RuntimeError, ZeroDivisionError) as e:  # a crafted config
         raise CheckpointError(f"{path}: cannot rebuild {name} from its stored config: {e}") from None
     tensors, _ = read_safetensors(path)
-    load_into(model, tensors, source=f"weights in {path}")
-    return model.eval()
+    own = model.state_dict()  # the dtypes the model is built with: a float16 file loads into float32, as copied
+    tensors = {
+        k: v.to(own[k].dtype) if k in own and v.is_floating_point() and own[k].is_floating_point() else v
+        for k, v in tensors.items()
+    }
+    load_into(model, tensors, source=f"weights in {path}", assign=True)
+    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):  # a tensor the file does not hold
+        model = build_model(name, **overrides)
+        load_into(model, tensors, source=f"weights in {path}")
+    return model.to(device).eval() if device is not None else model.eval()
 
 
 def create_model(name: str, *args: Any, pretrained: str | os.PathLike | None = None, **kwargs: Any) -> nn.Module:

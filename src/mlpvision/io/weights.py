@@ -203,11 +203,14 @@ def check_finite(tensors: dict[str, torch.Tensor], source: str) -> None:
         )
 
 
-def load_into(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "weights") -> None:
+def load_into(
+    model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "weights", assign: bool = False
+) -> None:
     """Loads ``state_dict`` strictly into ``model``, turning every mismatch (names, shapes, kinds of data) and any
-    non-finite weight into one :class:`CheckpointError`."""
+    non-finite weight into one :class:`CheckpointError`. ``assign``: the model's tensors become the state dict's
+    (a model built on the meta device), keeping each parameter's ``requires_grad``."""
     own = {k: TensorSpec(v.dtype, tuple(v.shape)) for k, v in model.state_dict().items()}
     found = {k: TensorSpec(v.dtype, tuple(v.shape)) for k, v in state_dict.items()}
     check_fits(own, found, source, getattr(model, "model_name", type(model).__name__))
     check_finite(state_dict, source)
-    model.load_state_dict(state_dict, strict=True)
+    model.load_state_dict(state_dict, strict=True, assign=assign)
