@@ -29,8 +29,8 @@ CASES = [
     ("wide_convnet_32", 64),
     ("repmlp_resnet18_32", 16),
     ("repmlp_resnet18_28", 16),
-    ("repmlp_resnet50_224", 8),
-    ("repmlp_resnet50_light_224", 8),
+    ("repmlp_resnet50_g8_224", 8),
+    ("repmlp_resnet50_light_g8_224", 8),
 ]
 
 

@@ -25,7 +25,7 @@ PURE_MLP = ["repmlp_pure_28", "repmlp_pure_32", "repmlp_pure_nogp_32", "repmlp_p
 
 
 def test_every_repmlp_and_stage_model_is_reparameterizable():
-    assert set(PURE_MLP) | {"repmlp_resnet50_224", "repmlp_resnet18_28", "wide_convnet_32"} <= set(REPARAM_MODELS)
+    assert set(PURE_MLP) | {"repmlp_resnet50_g8_224", "repmlp_resnet18_28", "wide_convnet_32"} <= set(REPARAM_MODELS)
 
 
 @pytest.mark.parametrize("name", REPARAM_MODELS)
@@ -200,8 +200,8 @@ PAPER_SIZES = {
     ("repmlp_pure_fc3conv9_32", "deploy"): (0.81, 66.2),
     ("repmlp_pure_conv9_32", "deploy"): (0.48, 65.8),
     ("wide_convnet_32", "deploy"): (0.50, 65.1),
-    ("repmlp_resnet50_224", "deploy"): (40.87, 3890),
-    ("repmlp_resnet50_light_224", "deploy"): (57.86, 2919),
+    ("repmlp_resnet50_g8_224", "deploy"): (40.87, 3890),
+    ("repmlp_resnet50_light_g8_224", "deploy"): (57.86, 2919),
     ("repmlpnet_t224", "deploy"): (38.3, 2800),  # RepMLPNet Table: 2.8B FLOPs, 6.7B for B224
     ("repmlpnet_b224", "deploy"): (68.2, 6700),
 }

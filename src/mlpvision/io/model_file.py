@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 import os
 from collections.abc import Iterator
@@ -28,10 +29,12 @@ from torch import nn
 from torch.nn.modules import module as torch_module
 
 from .._version import __version__
-from ..errors import CheckpointError, LimitError, MlpVisionError, brief
+from ..errors import CheckpointError, ConfigError, LimitError, MlpVisionError, brief
 from ..limits import current as current_limits
 from ..models import create_model as build_model
 from ..models import get_spec
+from ..models.features import wrap_features
+from ..models.pretrained_cfg import fit_channels
 from .files import parse_json
 from .onnx_file import read_onnx_metadata
 from .weights import TensorSpec, check_fits, load_into, read_header, read_metadata, read_safetensors, write_safetensors
@@ -40,6 +43,9 @@ __all__ = [
     "CONFIG_KEY",
     "DATA_KEY",
     "MODEL_NAME_KEY",
+    "PRETRAINED_CFG_KEY",
+    "load_pretrained",
+    "saved_pretrained_cfg",
     "create_model",
     "data_metadata",
     "expected_tensors",
@@ -54,6 +60,9 @@ __all__ = [
 MODEL_NAME_KEY = "mlpvision.model"  # the registered name of the model whose weights a file holds
 CONFIG_KEY = "mlpvision.config"
 DATA_KEY = "mlpvision.data"  # the training data set's name, classes and normalisation
+PRETRAINED_CFG_KEY = "mlpvision.pretrained_cfg"  # how the weights expect images prepared (converted weights)
+
+log = logging.getLogger(__name__)
 
 
 def data_metadata(name: str, classes, mean, std) -> dict[str, str]:
@@ -228,24 +237,124 @@ def load_checkpoint(
     return model.to(device).eval() if device is not None else model.eval()
 
 
-def create_model(name: str, *args: Any, pretrained: str | os.PathLike | None = None, **kwargs: Any) -> nn.Module:
-    """Builds a registered model and loads local weights into it.
+def saved_pretrained_cfg(path: str | os.PathLike) -> dict:
+    """The ``pretrained_cfg`` a model file records ({} when it records none, as files trained here)."""
+    try:
+        cfg = json.loads(file_metadata(path).get(PRETRAINED_CFG_KEY, "{}"))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: the pretrained_cfg stored in the file is not valid JSON ({e})") from None
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{path}: the pretrained_cfg stored in the file is not a mapping")
+    return cfg
+
+
+def _first_conv_key(model: nn.Module, own: dict[str, torch.Tensor]) -> str | None:
+    """The state-dict key of the weight that reads the input channels (the stem), train or deploy form."""
+    named = getattr(model, "pretrained_cfg", {}).get("first_conv", "") + ".weight"
+    if named in own:
+        return named
+    return next((k for k, v in own.items() if k.endswith("weight") and v.dim() == 4), None)
+
+
+def adapt_input_channels(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """A first-layer weight (O, C, k, k) trained on C channels, adapted to ``in_chans`` (as timm does).
+
+    One channel: the sum over the C input channels (a grey image seen as C equal channels gives the same
+    response). More channels: the C channels repeated cyclically, scaled by C / in_chans so the response to an
+    input with equal channels keeps its size.
+    """
+    c = weight.shape[1]
+    if in_chans == c:
+        return weight
+    if in_chans == 1:
+        return weight.sum(dim=1, keepdim=True)
+    reps = -(-in_chans // c)
+    return weight.repeat(1, reps, *([1] * (weight.dim() - 2)))[:, :in_chans] * (c / in_chans)
+
+
+def load_pretrained(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> list[str]:
+    """Loads weights as timm's ``pretrained=FILE`` does: strictly, except that a classifier of another size is
+    skipped (the model keeps its new zero-initialised head) and a stem trained on other input channels is adapted
+    (:func:`adapt_input_channels`).
+
+    Returns:
+        The keys of the file that were skipped or adapted (also logged).
+
+    Raises:
+        CheckpointError: any other missing, unexpected or mis-shaped key.
+    """
+    own = model.state_dict()
+    tensors = dict(tensors)
+    classifier = getattr(model, "pretrained_cfg", {}).get("classifier", getattr(model, "head_name", "head"))
+    skipped = []
+    for key in [k for k in tensors if k.split(".")[0] == classifier]:
+        if key not in own or own[key].shape != tensors[key].shape:
+            skipped.append(key)
+            tensors.pop(key)
+    adapted = []
+    stem = _first_conv_key(model, own)
+    if stem is not None and stem in tensors and tensors[stem].shape != own[stem].shape:
+        w = tensors[stem]
+        if w.dim() == own[stem].dim() and w.shape[0] == own[stem].shape[0] and w.shape[2:] == own[stem].shape[2:]:
+            tensors[stem] = adapt_input_channels(w, own[stem].shape[1]).to(w.dtype)
+            adapted.append(stem)
+    missing_head = [k for k in own if k not in tensors and k.split(".")[0] == classifier]
+    if skipped:
+        log.warning(
+            "%s: classifier %s of another size skipped (%s); the model's new head (%d classes) starts from zero",
+            source,
+            classifier,
+            ", ".join(skipped),
+            getattr(model, "num_classes", 0),
+        )
+    if adapted:
+        log.warning("%s: %s adapted to %d input channels", source, ", ".join(adapted), own[adapted[0]].shape[1])
+    for key in missing_head:
+        tensors[key] = own[key]
+    load_into(model, tensors, source=source)
+    return skipped + adapted
+
+
+def create_model(name: str, *args: Any, pretrained: bool | str | os.PathLike | None = None, **kwargs: Any) -> nn.Module:
+    """Builds a registered model and loads local weights into it, with timm's ``pretrained`` semantics.
 
     Args:
         name: registered name, e.g. ``"mixer_s16_224"`` (see :func:`~mlpvision.list_models`).
         *args, **kwargs: what :func:`mlpvision.models.create_model` takes: ``num_classes``, ``in_chans``,
-            ``img_size``, ``device`` and any field of the family's config (e.g. ``drop_path_rate=0.1``).
-        pretrained: path of a local safetensors file to load strictly (nothing is downloaded); a file of
-            another model is refused.
+            ``img_size``, ``device``, ``features_only``, ``out_indices`` and any field of the family's config
+            (e.g. ``drop_path_rate=0.1``).
+        pretrained: path of a local safetensors file (nothing is downloaded; ``mlpvision convert`` turns the papers'
+            checkpoints into one). Loaded strictly, except that a classifier of another size is skipped and
+            re-initialised (another ``num_classes``, or 0 for none) and a stem trained on other input channels is
+            adapted (another ``in_chans``); what was skipped is logged. A file of another model is refused.
+            ``True`` is refused with a message: there is no download.
 
     Returns:
-        The model, with ``model_name`` and ``config`` attributes.
+        The model, with ``model_name``, ``config`` and ``pretrained_cfg`` attributes (or, with
+        ``features_only``, its feature extractor).
     """
+    if pretrained is True:
+        raise ConfigError(
+            "pretrained=True would download weights, and mlpvision never downloads: weights are local files. "
+            "Pass pretrained=PATH of a safetensors file (`mlpvision convert` turns the papers' checkpoints into one)"
+        )
+    if pretrained is False or pretrained is None:
+        return build_model(name, *args, **kwargs)
+    features_only = kwargs.pop("features_only", False)
+    out_indices, feature_cfg = kwargs.pop("out_indices", None), kwargs.pop("feature_cfg", None)
+    if (out_indices is not None or feature_cfg) and not features_only:
+        raise ConfigError("out_indices and feature_cfg need features_only=True")
     model = build_model(name, *args, **kwargs)
-    if pretrained is not None:
-        tensors, metadata = read_safetensors(pretrained)
-        saved_name = metadata.get(MODEL_NAME_KEY)
-        if saved_name is not None and saved_name != name:
-            raise CheckpointError(f"{pretrained} holds weights of {saved_name}, not {name}")
-        load_into(model, tensors, source=f"weights in {pretrained}")
-    return model
+    tensors, metadata = read_safetensors(pretrained)
+    saved_name = metadata.get(MODEL_NAME_KEY)
+    if saved_name is not None and saved_name != name:
+        raise CheckpointError(f"{pretrained} holds weights of {saved_name}, not {name}")
+    load_pretrained(model, tensors, source=f"weights in {pretrained}")
+    saved_cfg = saved_pretrained_cfg(pretrained)
+    if saved_cfg:  # how the weights expect images, as recorded by `mlpvision convert`; the model's own sizes win
+        keep = ("input_size", "num_classes", "classifier", "first_conv", "fixed_input_size")
+        merged = {**model.pretrained_cfg, **{k: v for k, v in saved_cfg.items() if k not in keep}}
+        for k in ("mean", "std"):
+            merged[k] = fit_channels(tuple(merged[k]), model.pretrained_cfg["input_size"][0])
+        model.pretrained_cfg = merged
+    return wrap_features(model, out_indices, feature_cfg) if features_only else model

@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -17,6 +17,8 @@ from torch import nn
 from ..fields import option
 from ..layers import check_input, conv_bn_relu
 from .base import ImageClassifier, make_head
+from .features import GradCheckpointing, StagedFeatures, run_blocks
+from .pretrained_cfg import IMAGENET_DEFAULT
 from .registry import MAX_WIDTH, ModelConfig, Variant, register_family
 
 __all__ = ["LocalConvNet", "LocalConvNetConfig", "PlainMLP", "PlainMLPConfig"]
@@ -28,8 +30,14 @@ class PlainMLPConfig(ModelConfig):
     drop_rate: float = option(0.1, ge=0, lt=1)  # dropout after every hidden layer
 
 
-class PlainMLP(ImageClassifier):
-    """Flatten -> [Linear -> GELU -> Dropout] x len(hidden) -> classifier."""
+class PlainMLP(GradCheckpointing, ImageClassifier):
+    """Flatten -> [Linear -> GELU -> Dropout] x len(hidden) -> classifier.
+
+    No spatial map survives the flattening, so it has no ``feature_info`` and cannot be a ``features_only``
+    backbone; gradient checkpointing recomputes each hidden layer.
+    """
+
+    feature_info: list[dict] = []
 
     def __init__(self, cfg: PlainMLPConfig) -> None:
         super().__init__()
@@ -45,7 +53,8 @@ class PlainMLP(ImageClassifier):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.in_chans, (self.img_size, self.img_size))
-        return self.layers(x.flatten(1))  # (B, C, H, W) -> (B, C H W) -> (B, hidden)
+        # (B, C, H, W) -> (B, C H W) -> (B, hidden); a hidden layer is three modules: Linear, GELU, Dropout
+        return run_blocks(self.layers, x.flatten(1), self.grad_checkpointing, every=3)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return x if pre_logits else self.head(x)
@@ -57,8 +66,9 @@ class LocalConvNetConfig(ModelConfig):
     # entry (stride 1)
 
 
-class LocalConvNet(ImageClassifier):
-    """[3x3 conv -> BN -> ReLU] x len(channels) -> global average pool -> classifier."""
+class LocalConvNet(StagedFeatures, ImageClassifier):
+    """[3x3 conv -> BN -> ReLU] x len(channels) -> global average pool -> classifier. Features: each layer's map
+    (``layers.i``, reduction 1)."""
 
     fixed_input_size = False
 
@@ -72,14 +82,19 @@ class LocalConvNet(ImageClassifier):
         self.layers = nn.Sequential(*layers)
         self.num_features = c_in
         self.head = make_head(c_in, cfg.num_classes)
+        self.feature_info = [
+            {"num_chs": c, "reduction": 1, "module": f"layers.{i}"} for i, c in enumerate(cfg.channels)
+        ]
 
     @property
     def receptive_field(self) -> int:
         return 1 + 2 * len(self.layers)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def check_feature_input(self, x: torch.Tensor) -> None:
         check_input(x, self.in_chans, None)
-        return self.layers(x)
+
+    def feature_stages(self) -> list[nn.Module]:
+        return list(self.layers)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = x.mean(dim=(2, 3))  # (B, C, H, W) -> (B, C)
@@ -94,9 +109,13 @@ def _small_images(prefix: str, config: type[ModelConfig], description: str) -> d
     }
 
 
-register_family("mlp", PlainMLP, _small_images("mlp", PlainMLPConfig, "plain MLP on the flattened image (2 x 1024)"))
+_MLP_DATA = replace(IMAGENET_DEFAULT, first_conv="layers.0")
+register_family(
+    "mlp", PlainMLP, _small_images("mlp", PlainMLPConfig, "plain MLP on the flattened image (2 x 1024)"), data=_MLP_DATA
+)
 register_family(
     "convnet",
     LocalConvNet,
     _small_images("cnn_local", LocalConvNetConfig, "two 3x3 conv layers + global pooling (5x5 receptive field)"),
+    data=replace(IMAGENET_DEFAULT, first_conv="layers.0.0.conv"),
 )

@@ -22,6 +22,7 @@ from ..errors import ConfigError
 from ..fields import option
 from ..layers import PatchEmbed, PreNormBlock
 from .base import ImageClassifier, make_head
+from .features import TokenFeatures
 from .mixer import stochastic_depth_rates
 from .registry import MAX_DEPTH, MAX_SIDE, MAX_WIDTH, ModelConfig, Variant, register_family
 
@@ -87,8 +88,9 @@ class EANetConfig(ModelConfig):
     pos_embed: bool = True  # learned position embedding (without it the model is a bag of patches)
 
 
-class EANet(ImageClassifier):
-    """A small external-attention transformer built from an :class:`EANetConfig`."""
+class EANet(TokenFeatures, ImageClassifier):
+    """A small external-attention transformer built from an :class:`EANetConfig`. Feature i is the output of
+    block i, (B, d, H / p, W / p) as a map."""
 
     def __init__(self, cfg: EANetConfig) -> None:
         super().__init__()
@@ -110,12 +112,11 @@ class EANet(ImageClassifier):
         self.norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
         self.head_drop = nn.Dropout(cfg.drop_rate)
         self.head = make_head(cfg.embed_dim, cfg.num_classes)
+        self._init_token_features(cfg.patch_size, self.stem.grid_size, cfg.embed_dim)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def embed_tokens(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)  # (B, C_in, H, W) -> (B, N, d)
-        if self.pos_embed is not None:
-            x = x + self.pos_embed
-        return self.norm(self.blocks(x))
+        return x if self.pos_embed is None else x + self.pos_embed
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.head_drop(x.mean(dim=1))  # (B, N, d) -> (B, d)

@@ -21,6 +21,8 @@ from ..errors import ConfigError
 from ..fields import option
 from ..layers import Mlp, PatchEmbed, drop_path_or_identity, lecun_normal_, token_mlp
 from .base import ImageClassifier, make_head
+from .features import TokenFeatures
+from .pretrained_cfg import IMAGENET_INCEPTION
 from .registry import MAX_DEPTH, MAX_SIDE, MAX_WIDTH, ModelConfig, Variant, register_family
 
 __all__ = ["MixerBlock", "MixerConfig", "MlpMixer", "PatchMlpNet", "UntiedTokenMlp"]
@@ -122,11 +124,13 @@ class MixerBlock(nn.Module):
         return x + self.drop_path(self.mlp_channels(self.norm2(x)))  # channel mixing: MLP over C
 
 
-class PatchMlpNet(ImageClassifier):
+class PatchMlpNet(TokenFeatures, ImageClassifier):
     """Patch stem → a stack of blocks → norm → global average pool → linear head.
 
     Subclasses build ``blocks`` and ``norm`` for their family and pass them in. Provides the uniform model
-    interface (``forward_features``, ``forward_head``, ``reset_classifier``) and timm's initialisation.
+    interface (``forward_features``, ``forward_head``, ``reset_classifier``), timm's initialisation, and the
+    backbone interface of :class:`~mlpvision.models.features.TokenFeatures`: feature i is the output of block i,
+    (B, C, H / p, W / p) as a map.
     """
 
     def __init__(self, cfg: ModelConfig, blocks: list[nn.Module], norm: nn.Module, embed_dim: int) -> None:
@@ -142,6 +146,7 @@ class PatchMlpNet(ImageClassifier):
         self.norm = norm
         self.head_drop = nn.Dropout(getattr(cfg, "drop_rate", 0.0))
         self.head = make_head(embed_dim, cfg.num_classes)
+        self._init_token_features(cfg.patch_size, self.stem.grid_size, embed_dim)
         self.init_weights()
 
     @property
@@ -170,12 +175,9 @@ class PatchMlpNet(ImageClassifier):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def embed_tokens(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)  # (B, C_in, H, W) -> (B, S, C)
-        if self.pos_embed is not None:
-            x = x + self.pos_embed
-        x = self.blocks(x)
-        return self.norm(x)  # (B, S, C)
+        return x if self.pos_embed is None else x + self.pos_embed
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.head_drop(x.mean(dim=1))  # (B, S, C) -> (B, C)
@@ -231,4 +233,4 @@ VARIANTS = {
     "mixer_t4_28": Variant(_tiny(img_size=28, in_chans=1, num_classes=10), "tiny Mixer, 28x28x1 (Fashion-MNIST)"),
     "mixer_t4_32": Variant(_tiny(img_size=32, in_chans=3, num_classes=10), "tiny Mixer, 32x32x3 (CIFAR)"),
 }
-register_family("mixer", MlpMixer, VARIANTS, PAPER)
+register_family("mixer", MlpMixer, VARIANTS, PAPER, IMAGENET_INCEPTION)

@@ -11,7 +11,7 @@ import contextlib
 import dataclasses
 import difflib
 import fnmatch
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -20,6 +20,8 @@ from torch import nn
 
 from ..errors import ConfigError, UnknownModelError, brief
 from ..fields import check_config, checked_fields, option
+from .features import wrap_features
+from .pretrained_cfg import IMAGENET_DEFAULT, DataDefaults, build_pretrained_cfg
 
 __all__ = [
     "MAX_DEPTH",
@@ -69,12 +71,22 @@ class ModelSpec:
     paper: str = ""
     description: str = ""
     timm_name: str | None = None  # the same architecture in timm, when timm has it
+    data: DataDefaults = IMAGENET_DEFAULT  # the family's ImageNet preprocessing (see pretrained_cfg.py)
+
+    def pretrained_cfg(self, config: ModelConfig | None = None) -> dict[str, Any]:
+        """timm's ``pretrained_cfg`` of this model built from ``config`` (its registered config by default)."""
+        cfg = config or self.config
+        classifier = getattr(self.cls, "head_name", "head")
+        fixed = getattr(self.cls, "fixed_input_size", True)
+        return build_pretrained_cfg(cfg, self.data, self.config.img_size, classifier, fixed)
 
     def build(self, config: ModelConfig | None = None) -> nn.Module:
         cfg = config or self.config
         model = self.cls(cfg)
         model.model_name = self.name
         model.config = cfg
+        model.pretrained_cfg = self.pretrained_cfg(cfg)
+        model.pretrained_cfg["fixed_input_size"] = getattr(model, "fixed_input_size", True)
         return model
 
 
@@ -90,11 +102,12 @@ def register_model(
     paper: str = "",
     description: str = "",
     timm_name: str | None = None,
+    data: DataDefaults = IMAGENET_DEFAULT,
 ) -> ModelSpec:
     """Adds a model to the registry; a name can be registered only once."""
     if name in _REGISTRY:
         raise ValueError(f"model name {name!r} is already registered")
-    spec = ModelSpec(name, cls, config, family, paper, description, timm_name)
+    spec = ModelSpec(name, cls, config, family, paper, description, timm_name, data)
     _REGISTRY[name] = spec
     return spec
 
@@ -108,13 +121,24 @@ class Variant(NamedTuple):
 
 
 def register_family(
-    family: str, cls: type[nn.Module], variants: Mapping[str, Variant], paper: str = ""
+    family: str,
+    cls: type[nn.Module],
+    variants: Mapping[str, Variant],
+    paper: str = "",
+    data: DataDefaults = IMAGENET_DEFAULT,
 ) -> list[ModelSpec]:
     """Registers every variant of a family: ``variants`` maps each name to its :class:`Variant` row, all built by
-    ``cls``."""
+    ``cls``; ``data`` is the family's ImageNet preprocessing (its ``pretrained_cfg``)."""
     return [
         register_model(
-            name, cls, v.config, family=family, paper=paper, description=v.description, timm_name=v.timm_name
+            name,
+            cls,
+            v.config,
+            family=family,
+            paper=paper,
+            description=v.description,
+            timm_name=v.timm_name,
+            data=data,
         )
         for name, v in variants.items()
     ]
@@ -157,9 +181,12 @@ def create_model(
     in_chans: int | None = None,
     img_size: int | None = None,
     device: str | torch.device | None = None,
+    features_only: bool = False,
+    out_indices: int | Sequence[int] | None = None,
+    feature_cfg: dict | None = None,
     **overrides: Any,
 ) -> nn.Module:
-    """Builds a registered model.
+    """Builds a registered model (or, with ``features_only``, the backbone of one, as timm does).
 
     Args:
         name: registered name, e.g. ``"mixer_s16_224"`` (see :func:`list_models`).
@@ -167,14 +194,22 @@ def create_model(
         in_chans: input channels; the variant's default when None.
         img_size: input side length; MLP models are built for exactly this size.
         device: where to build the parameters (``"meta"`` builds without memory, for counting).
+        features_only: return a :class:`~mlpvision.models.features.FeatureExtractor` whose forward gives a list
+            of feature maps (B, C_i, H / r_i, W / r_i), described by its ``feature_info``.
+        out_indices: which features (timm's meaning: positions in ``model.feature_info``, negative from the end,
+            or an int n for the last n); the family's default when None. Only with ``features_only``.
+        feature_cfg: ``{"norm": bool, "output_fmt": "NCHW" | "NLC"}`` for the feature maps.
         **overrides: any other field of the family's config, e.g. ``drop_path_rate=0.1``.
 
     Returns:
-        The model, with ``model_name`` and ``config`` attributes.
+        The model, with ``model_name``, ``config`` and ``pretrained_cfg`` attributes.
     """
+    if (out_indices is not None or feature_cfg) and not features_only:
+        raise ConfigError("out_indices and feature_cfg need features_only=True")
     given = {"num_classes": num_classes, "in_chans": in_chans, "img_size": img_size}
     overrides.update({k: v for k, v in given.items() if v is not None})
     spec = get_spec(name)
     cfg = resolve_config(name, **overrides)
     with torch.device(device) if device is not None else contextlib.nullcontext():
-        return spec.build(cfg)
+        model = spec.build(cfg)
+    return wrap_features(model, out_indices, feature_cfg) if features_only else model

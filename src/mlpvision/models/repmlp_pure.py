@@ -8,7 +8,7 @@ turns the pure-MLP network into FC layers only (1x1 convs are per-pixel FC layer
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import torch
@@ -18,6 +18,8 @@ from ..errors import ConfigError
 from ..fields import option
 from ..layers import MaxPool2x2, check_input, conv_bn_relu, linear_bn
 from .base import ImageClassifier, make_head
+from .features import StagedFeatures
+from .pretrained_cfg import IMAGENET_DEFAULT
 from .registry import MAX_DEPTH, MAX_SIDE, MAX_WIDTH, ModelConfig, Variant, register_family
 from .repmlp import RepMLPBlock
 
@@ -47,13 +49,16 @@ class StageNetConfig(ModelConfig):
     # per-pixel FC
 
 
-class StageNet(ImageClassifier):
+class StageNet(StagedFeatures, ImageClassifier):
     """The RepMLP paper's CIFAR layout (Fig. 2), with RepMLP or a conv as its spatial layer.
 
     stem FC (1x1, or p x p patches with ``stem_patch``) -> per stage of width C, with ``depth`` = 2:
     [spatial(C) -> ReLU -> FC(C, C) -> spatial(C) -> ReLU -> FC(C, C')],
     with BN after every FC and conv and ReLU after every FC; a 2x2 max-pool between stages; then global average
     pool -> FC(C_last, hidden) -> BN -> ReLU -> classifier. Stage s sees maps of side img_size / 2^s.
+
+    Features: the output of each stage (``stages.s``, after its max-pool), at reductions p 2^(s+1) and p 2^(S-1)
+    for the last stage (p the stem patch).
     """
 
     def __init__(self, cfg: StageNetConfig) -> None:
@@ -82,6 +87,11 @@ class StageNet(ImageClassifier):
                 size //= 2
             stages.append(nn.Sequential(*layers))
         self.stages = nn.Sequential(*stages)
+        n = len(chans)
+        self.feature_info = [
+            {"num_chs": chans[min(i + 1, n - 1)], "reduction": p * 2 ** min(i + 1, n - 1), "module": f"stages.{i}"}
+            for i in range(n)
+        ]
         self.pre_logits = nn.Sequential(linear_bn(chans[-1], cfg.hidden_dim, deploy), nn.ReLU(inplace=True))
         self.head = make_head(cfg.hidden_dim, cfg.num_classes)
         # RepMLP layers are FC layers sized for one map; the conv baselines take any size
@@ -111,9 +121,13 @@ class StageNet(ImageClassifier):
         )
         return nn.Sequential(block, nn.ReLU(inplace=True))
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def check_feature_input(self, x: torch.Tensor) -> None:
         check_input(x, self.in_chans, (self.img_size, self.img_size) if self.fixed_input_size else None)
-        return self.stages(self.stem(x))  # (B, C_last, H / 2^(S-1), W / 2^(S-1))
+
+    def feature_stages(self) -> list[nn.Module]:
+        """[stem, stage 0] -> stage 1 -> ...: (B, C_last, H / (p 2^(S-1)), W / (p 2^(S-1))) at the end."""
+        stages = list(self.stages)
+        return [nn.Sequential(self.stem, *stages[0]), *stages[1:]]
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.pre_logits(x.mean(dim=(2, 3)))  # (B, C, h, w) -> (B, hidden)
@@ -164,5 +178,6 @@ CONVNET_VARIANTS = _both_sizes(
         "wide_convnet": (_wide, "Wide ConvNet (RepMLP Table 1 baseline)"),
     }
 )
-register_family("repmlp", StageNet, VARIANTS, PAPER)
-register_family("convnet", StageNet, CONVNET_VARIANTS, PAPER)
+_STEM = replace(IMAGENET_DEFAULT, first_conv="stem.0.conv")
+register_family("repmlp", StageNet, VARIANTS, PAPER, _STEM)
+register_family("convnet", StageNet, CONVNET_VARIANTS, PAPER, _STEM)

@@ -6,7 +6,7 @@ removes every BatchNorm; ``create_model(name, deploy=True)`` builds that deploy 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import torch
@@ -16,6 +16,8 @@ from ..errors import ConfigError
 from ..fields import option
 from ..layers import check_input, conv_bn, conv_bn_relu
 from .base import ImageClassifier, make_head
+from .features import StagedFeatures
+from .pretrained_cfg import IMAGENET_DEFAULT
 from .registry import MAX_DEPTH, MAX_SIDE, MAX_WIDTH, ModelConfig, Variant, register_family
 from .repmlp import RepMLPBlock
 
@@ -61,12 +63,15 @@ class _Residual(nn.Module):
         return torch.relu(self.branch(x) + self.shortcut(x))
 
 
-class RepMLPResNet(ImageClassifier):
+class RepMLPResNet(StagedFeatures, ImageClassifier):
     """A ResNet whose stride-1 blocks in chosen stages carry a RepMLP block (the paper's RepMLP-ResNet).
 
     Bottleneck form: 1x1 (in -> mid) -> 3x3 (mid -> mid / r) -> RepMLP -> ReLU -> 3x3 (mid / r -> mid)
     -> 1x1 (mid -> out), plus the shortcut. Light form: 1x1 (in -> in / 8) -> RepMLP -> ReLU -> 1x1 (-> out).
     All other blocks are plain ResNet blocks; every conv is a ConvBN, so deployment removes every BN.
+
+    Features: the stem's output before its max-pool (``stem.0``, reduction 2) and the four stages (4, 8, 16, 32)
+    with the ImageNet stem; the stem and the stages (1, 1, 2, 4, 8) with the CIFAR stem.
     """
 
     def __init__(self, cfg: RepMLPResNetConfig) -> None:
@@ -100,6 +105,13 @@ class RepMLPResNet(ImageClassifier):
         self.stages = nn.Sequential(*stages)
         self.num_features = in_chans
         self.head = make_head(in_chans, cfg.num_classes)
+        imagenet = cfg.stem == "imagenet"
+        first = 2 if imagenet else 1
+        self.feature_info = [{"num_chs": cfg.width, "reduction": first, "module": "stem.0" if imagenet else "stem"}]
+        self.feature_info += [
+            {"num_chs": cfg.width * 2**s * expansion, "reduction": first * 2 ** (s + imagenet), "module": f"stages.{s}"}
+            for s in range(len(cfg.layers))
+        ]
 
     @staticmethod
     def _block(cfg, in_chans, mid, expansion, stride, size, stage, use_repmlp) -> nn.Module:
@@ -149,9 +161,15 @@ class RepMLPResNet(ImageClassifier):
                 branch = [conv_bn_relu(in_chans, mid, 3, stride, deploy=d), conv_bn(mid, out, 3, deploy=d)]
         return _Residual(nn.Sequential(*branch), shortcut)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def check_feature_input(self, x: torch.Tensor) -> None:
         check_input(x, self.in_chans, (self.img_size, self.img_size))
-        return self.stages(self.stem(x))
+
+    def feature_stages(self) -> list[nn.Module]:
+        """stem (before its max-pool) -> [max-pool, stage 0] -> stage 1 -> ...; every block a checkpoint unit."""
+        stages = list(self.stages)
+        if isinstance(self.stem, nn.Sequential) and isinstance(self.stem[-1], nn.MaxPool2d):  # the ImageNet stem
+            return [self.stem[0], nn.Sequential(self.stem[1], *stages[0]), *stages[1:]]
+        return [self.stem, *stages]
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = x.mean(dim=(2, 3))  # (B, C, h, w) -> (B, C)
@@ -171,11 +189,18 @@ _small = partial(
     num_classes=10,
 )
 VARIANTS = {
-    "repmlp_resnet50_224": Variant(RepMLPResNetConfig(), "RepMLP-Res50, bottleneck form, g8, c3+c4"),
-    "repmlp_resnet50_light_224": Variant(
-        RepMLPResNetConfig(repmlp_form="light"), "RepMLP-Res50, Light Block, g8, c3+c4"
+    # FC3 groups: the bottleneck form has g = 8 in the paper (Table 4) and in the official code. The Light Block is
+    # g = 8 in the paper's Table 4 (57.86 M parameters deployed) but g = 4 in the official code and its released
+    # checkpoint (RepMLP-Res50-light-224, 86.1 M): both are here, each named after its groups.
+    "repmlp_resnet50_g8_224": Variant(RepMLPResNetConfig(), "RepMLP-Res50, bottleneck form, FC3 groups 8, c3+c4"),
+    "repmlp_resnet50_light_g8_224": Variant(
+        RepMLPResNetConfig(repmlp_form="light"), "RepMLP-Res50, Light Block, FC3 groups 8 (paper Table 4), c3+c4"
+    ),
+    "repmlp_resnet50_light_g4_224": Variant(
+        RepMLPResNetConfig(repmlp_form="light", groups=4),
+        "RepMLP-Res50, Light Block, FC3 groups 4 (the official code's), c3+c4",
     ),
     "repmlp_resnet18_28": Variant(_small(img_size=28, in_chans=1, partition=7), "small RepMLP-ResNet-18, 28x28x1"),
     "repmlp_resnet18_32": Variant(_small(img_size=32, partition=8), "small RepMLP-ResNet-18, 32x32x3"),
 }
-register_family("repmlp", RepMLPResNet, VARIANTS, PAPER)
+register_family("repmlp", RepMLPResNet, VARIANTS, PAPER, replace(IMAGENET_DEFAULT, interpolation="bilinear", first_conv="stem.0.0.conv"))

@@ -7,7 +7,8 @@ width. Its Local Perceptron, convolutions of the S set-channels (one kernel per 
 training (Locality Injection); its Global Perceptron is a squeeze-excitation gate on the channels.
 
 Deployed (``reparameterize`` or ``deploy=True``) every conv other than the non-overlapping patch projections and
-every BatchNorm is gone: the FFN's pre-norm folds into its first FC, the head's norm into the classifier, and the
+every BatchNorm is gone: the FFN's pre-norm folds into its first FC, the head's norm (a BatchNorm2d on the last
+map, before global pooling, as in the official release) into the classifier, and the
 token mixer's pre-norm into FC3 and the gate when each channel has its own FC3 (S = C). With shared sets (S < C) a
 per-channel affine (ResMLP's ``Affine``, on channels first) stays, as the channels of a set share one matrix but not
 one scale.
@@ -15,7 +16,7 @@ one scale.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +27,9 @@ from ..fields import option
 from ..layers import Affine, ConvBN, check_input, conv_bn_relu, drop_path_or_identity
 from ..reparam import Reparameterizable, absorb_bn_into_next_linear, bn_scale_shift, conv_to_fc, fuse_bn, pad_kernel
 from .base import ImageClassifier, make_head
+from .features import StagedFeatures
 from .mixer import stochastic_depth_rates
+from .pretrained_cfg import IMAGENET_DEFAULT
 from .registry import MAX_DEPTH, MAX_SIDE, MAX_WIDTH, ModelConfig, Variant, register_family
 
 __all__ = ["RepMLPNet", "RepMLPNetConfig", "ShareSetMixer"]
@@ -231,12 +234,18 @@ class RepMLPNetConfig(ModelConfig):
     drop_path_rate: float = option(0.0, ge=0, lt=1)  # stochastic depth, rising linearly to this over the units
 
 
-class RepMLPNet(ImageClassifier):
+class RepMLPNet(StagedFeatures, ImageClassifier):
     """A hierarchical vision MLP of RepMLPNet units (see the module docstring).
 
     stem patch FC (+BN, ReLU) -> per stage: ``depths[i]`` units at width ``channels[i]``, then a 2x2 patch FC to the
-    next stage's width -> global average pool -> BN -> classifier (``pre_logits`` gives the pooled features).
+    next stage's width -> BN on the last map (``head_norm``, BatchNorm2d, as the official release) -> global
+    average pool -> classifier. ``pre_logits`` gives the pooled features before the head norm, the same in the
+    train form and in the deploy form (where the head norm lives in the classifier).
     Stage i sees maps of side img_size / (patch_size * 2^i).
+
+    Features: the output of each stage (``stages.i``, before the next downsampling), (B, channels[i],
+    H / (p 2^i), W / (p 2^i)); ``forward_intermediates(norm=True)`` applies the head norm to the last one (as
+    mmpretrain's ``final_norm``).
     """
 
     def __init__(self, cfg: RepMLPNetConfig) -> None:
@@ -266,32 +275,44 @@ class RepMLPNet(ImageClassifier):
                 size //= 2
         self.stages, self.downsamples = nn.ModuleList(stages), nn.ModuleList(downs)
         self.num_features = chans[-1]
-        # the classifier's input norm; the deploy form folds it into the classifier (see fold_into_deploy_form)
-        self.head_norm = nn.Identity() if d else nn.BatchNorm1d(chans[-1])
+        # the last map's norm; the deploy form folds it into the classifier (see fold_into_deploy_form)
+        self.head_norm = nn.Identity() if d else nn.BatchNorm2d(chans[-1])
         self.head = make_head(chans[-1], cfg.num_classes)
+        self.feature_info = [
+            {"num_chs": c, "reduction": cfg.patch_size * 2**i, "module": f"stages.{i}"} for i, c in enumerate(chans)
+        ]
 
     @torch.no_grad()
     def fold_into_deploy_form(self) -> None:
-        """Called by :func:`~mlpvision.reparam.reparameterize`: folds the head norm into the classifier."""
-        if isinstance(self.head_norm, nn.BatchNorm1d) and isinstance(self.head, nn.Linear):
+        """Called by :func:`~mlpvision.reparam.reparameterize`: folds the head norm into the classifier.
+
+        In eval mode the norm is a per-channel affine map, which commutes with the global average pool, so
+        ``head(pool(BN(x))) = head'(pool(x))`` with the norm absorbed into the classifier's columns.
+        """
+        if isinstance(self.head_norm, nn.BatchNorm2d) and isinstance(self.head, nn.Linear):
             weight, bias = absorb_bn_into_next_linear(self.head_norm, self.head.weight, self.head.bias)
             self.head.weight.copy_(weight)
             self.head.bias.copy_(bias)
         self.head_norm = nn.Identity()
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def check_feature_input(self, x: torch.Tensor) -> None:
         check_input(x, self.in_chans, (self.img_size, self.img_size))
-        x = self.stem(x)
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i < len(self.downsamples):
-                x = self.downsamples[i](x)
-        return x
+
+    def feature_stages(self) -> list[nn.Module]:
+        """[stem, stage 0] -> [downsample 0, stage 1] -> ...; each unit (and each downsampling) a checkpoint unit."""
+        first = nn.Sequential(self.stem, *self.stages[0])
+        return [first] + [nn.Sequential(down, *stage) for down, stage in zip(self.downsamples, self.stages[1:])]
+
+    def final_feature_norm(self) -> nn.Module | None:
+        return self.head_norm if isinstance(self.head_norm, nn.BatchNorm2d) else None
+
+    def _folded_final_norm(self) -> bool:
+        return not isinstance(self.head_norm, nn.BatchNorm2d)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x.mean(dim=(2, 3))  # (B, C, h, w) -> (B, C)
-        # the head norm belongs to the classifier: without one (num_classes 0) the pooled features come out as they are
-        return x if pre_logits or self.num_classes <= 0 else self.head(self.head_norm(x))
+        if pre_logits or self.num_classes <= 0:
+            return x.mean(dim=(2, 3))  # (B, C, h, w) -> (B, C), the head norm is the classifier's
+        return self.head(self.head_norm(x).mean(dim=(2, 3)))  # BN over (B, h, w) per channel, then pool
 
 
 # ---- registry ------------------------------------------------------------------------------------------------
@@ -310,9 +331,20 @@ _small = {
     "partitions": (7, 7),
     "drop_path_rate": 0.1,
 }
+_d = {"channels": (80, 160, 320, 640), "depths": (2, 2, 18, 2), "sets": (1, 4, 16, 128)}
+_l = {"channels": (96, 192, 384, 768), "depths": (2, 2, 18, 2), "sets": (1, 4, 32, 256)}
 VARIANTS = {
     "repmlpnet_t224": Variant(RepMLPNetConfig(), "RepMLPNet-T224: 64-512 wide, 2/2/6/2 units, S 1/4/16/128"),
     "repmlpnet_b224": Variant(RepMLPNetConfig(**_b), "RepMLPNet-B224: 96-768 wide, 2/2/12/2 units, S 1/4/32/128"),
+    # the 256 px variants of the official release: partitions are the whole stage map (64, 32, 16, 8)
+    "repmlpnet_t256": Variant(RepMLPNetConfig(img_size=256), "RepMLPNet-T256 (the T224 layout at 256 px)"),
+    "repmlpnet_b256": Variant(RepMLPNetConfig(img_size=256, **_b), "RepMLPNet-B256 (the B224 layout at 256 px)"),
+    "repmlpnet_d256": Variant(
+        RepMLPNetConfig(img_size=256, **_d), "RepMLPNet-D256: 80-640 wide, 2/2/18/2 units, S 1/4/16/128"
+    ),
+    "repmlpnet_l256": Variant(
+        RepMLPNetConfig(img_size=256, **_l), "RepMLPNet-L256: 96-768 wide, 2/2/18/2 units, S 1/4/32/256"
+    ),
     "repmlpnet_28": Variant(
         RepMLPNetConfig(**_small), "small RepMLPNet for 28x28x1, one FC3 per channel on 7x7 partitions"
     ),
@@ -320,4 +352,4 @@ VARIANTS = {
         RepMLPNetConfig(**{**_small, "img_size": 32, "in_chans": 3, "partitions": (8, 8)}), "small RepMLPNet, 32x32x3"
     ),
 }
-register_family("repmlp", RepMLPNet, VARIANTS, PAPER)
+register_family("repmlp", RepMLPNet, VARIANTS, PAPER, replace(IMAGENET_DEFAULT, first_conv="stem.0.conv"))

@@ -7,7 +7,7 @@ beside the pure-MLP network it is compared with, in ``repmlp_pure.py``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import torch
@@ -18,6 +18,8 @@ from ..errors import ConfigError
 from ..fields import option
 from ..layers import check_input
 from .base import ImageClassifier
+from .features import StagedFeatures
+from .pretrained_cfg import IMAGENET_DEFAULT
 from .registry import MAX_DEPTH, ModelConfig, Variant, register_family
 
 __all__ = ["ResNet", "ResNetConfig"]
@@ -33,10 +35,12 @@ class ResNetConfig(ModelConfig):
     zero_init_residual: bool = False  # zero the last BN of every residual branch
 
 
-class ResNet(ImageClassifier, tvr.ResNet):
+class ResNet(StagedFeatures, ImageClassifier, tvr.ResNet):
     """torchvision's ResNet with the zoo interface, any input channel count and a CIFAR stem option.
 
-    Convolutional: any input size works; ``img_size`` is only the nominal size used for counting.
+    Convolutional: any input size works; ``img_size`` is only the nominal size used for counting. Features, as
+    timm's: ``act1`` (the stem's ReLU, before the max-pool) and ``layer1`` to ``layer4``, at reductions 2, 4, 8, 16,
+    32 with the ImageNet stem (1, 1, 2, 4, 8 with the CIFAR stem).
     """
 
     head_name = "fc"
@@ -68,11 +72,24 @@ class ResNet(ImageClassifier, tvr.ResNet):
             nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
         if cfg.num_classes <= 0:
             self.fc = nn.Identity()
+        expansion = tvr.Bottleneck.expansion if cfg.block == "bottleneck" else tvr.BasicBlock.expansion
+        first = 1 if cfg.stem == "cifar" else 2
+        self.feature_info = [{"num_chs": 64, "reduction": first, "module": "act1"}] + [
+            {"num_chs": 64 * 2**i * expansion, "reduction": first * 2 ** (i + (cfg.stem != "cifar")), "module": f"layer{i + 1}"}
+            for i in range(len(cfg.layers))
+        ]
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def check_feature_input(self, x: torch.Tensor) -> None:
         check_input(x, self.in_chans, None)
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))  # (B, C, H/32, W/32) at the ImageNet stem
+
+    def feature_stages(self) -> list[nn.Module]:
+        """stem -> [max-pool, layer1] -> layer2 -> ...: (B, C, H/32, W/32) at the end with the ImageNet stem."""
+        layers = [getattr(self, f"layer{i + 1}") for i in range(len(self.feature_info) - 1)]
+        return [
+            nn.Sequential(self.conv1, self.bn1, self.relu),
+            nn.Sequential(self.maxpool, *layers[0]),
+            *layers[1:],
+        ]
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = torch.flatten(self.avgpool(x), 1)  # (B, C, h, w) -> (B, C)
@@ -89,4 +106,4 @@ VARIANTS = {
     "resnet18_28": Variant(_cifar(img_size=28, in_chans=1), "ResNet-18, CIFAR stem, 28x28x1"),
     "resnet18_32": Variant(_cifar(img_size=32), "ResNet-18, CIFAR stem, 32x32x3"),
 }
-register_family("resnet", ResNet, VARIANTS, RESNET_PAPER)
+register_family("resnet", ResNet, VARIANTS, RESNET_PAPER, replace(IMAGENET_DEFAULT, interpolation="bilinear", first_conv="conv1"))

@@ -7,7 +7,7 @@ linear cost. State-dict keys match timm's ``vit_*`` models.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import torch
@@ -18,7 +18,9 @@ from ..errors import ConfigError
 from ..fields import option
 from ..layers import PatchEmbed, PreNormBlock
 from .base import ImageClassifier, make_head
+from .features import TokenFeatures
 from .mixer import stochastic_depth_rates
+from .pretrained_cfg import IMAGENET_INCEPTION
 from .registry import MAX_DEPTH, MAX_SIDE, MAX_WIDTH, ModelConfig, Variant, register_family
 
 __all__ = ["Attention", "ViTBlock", "ViTConfig", "VisionTransformer"]
@@ -76,8 +78,11 @@ class ViTBlock(PreNormBlock):
         super().__init__(dim, Attention(dim, num_heads, attn_drop, drop), mlp_ratio, drop, drop_path)
 
 
-class VisionTransformer(ImageClassifier):
-    """ViT with a class token, built from a :class:`ViTConfig`."""
+class VisionTransformer(TokenFeatures, ImageClassifier):
+    """ViT with a class token, built from a :class:`ViTConfig`. Feature i is the output of block i without the
+    class token, (B, D, H / p, W / p) as a map."""
+
+    num_prefix_tokens = 1
 
     def __init__(self, cfg: ViTConfig) -> None:
         super().__init__()
@@ -99,6 +104,7 @@ class VisionTransformer(ImageClassifier):
         self.norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
         self.head_drop = nn.Dropout(cfg.drop_rate)
         self.head = make_head(cfg.embed_dim, cfg.num_classes)
+        self._init_token_features(cfg.patch_size, self.patch_embed.grid_size, cfg.embed_dim)
         self.init_weights()
 
     @torch.no_grad()
@@ -115,13 +121,12 @@ class VisionTransformer(ImageClassifier):
                 else:
                     nn.init.trunc_normal_(m.weight, std=0.02)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def embed_tokens(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)  # (B, C_in, H, W) -> (B, N, D)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # -> (B, 1 + N, D)
         if self.pos_embed is not None:
             x = x + self.pos_embed
-        x = self.blocks(self.pos_drop(x))
-        return self.norm(x)
+        return self.pos_drop(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.head_drop(x[:, 0])  # the class token: (B, 1 + N, D) -> (B, D)
@@ -138,4 +143,4 @@ VARIANTS = {
     "vit_mini_patch4_28": Variant(_mini(img_size=28, in_chans=1, num_classes=10), "mini ViT, 28x28x1"),
     "vit_mini_patch4_32": Variant(_mini(img_size=32, in_chans=3, num_classes=10), "mini ViT, 32x32x3"),
 }
-register_family("vit", VisionTransformer, VARIANTS, PAPER)
+register_family("vit", VisionTransformer, VARIANTS, PAPER, replace(IMAGENET_INCEPTION, first_conv="patch_embed.proj", crop_pct=0.9))
