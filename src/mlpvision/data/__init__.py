@@ -14,6 +14,7 @@ from .catalog import (
     split_train_val,
 )
 from .images import calibration_images, evaluation_set, input_warnings, normalize, plain_split, read_images
+from .preprocess import DataConfig, create_transform, resolve_data_config
 from .segmentation import (
     IGNORE_INDEX,
     SceneConfig,
@@ -40,6 +41,7 @@ __all__ = [
     "AugmentConfig",
     "Augmented",
     "BatchCropFlip",
+    "DataConfig",
     "DataInfo",
     "FashionMNIST",
     "SceneConfig",
@@ -47,6 +49,7 @@ __all__ = [
     "TensorImages",
     "build_transform",
     "calibration_images",
+    "create_transform",
     "dataset_names",
     "evaluation_set",
     "fashion_scenes",
@@ -62,6 +65,7 @@ __all__ = [
     "read_idx",
     "read_images",
     "register_dataset",
+    "resolve_data_config",
     "seeded_subset",
     "segfolder",
     "shift_images",

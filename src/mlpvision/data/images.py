@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
-from torchvision.transforms import v2
 
 from ..errors import CheckpointError, DataError, MlpVisionError
 from ..io import CONFIG_KEY, MODEL_NAME_KEY, file_metadata, saved_data
@@ -16,6 +16,8 @@ from ..models import resolve_config
 from .augment import Augmented, build_transform
 from .catalog import DataInfo, load_split
 from .decode import decode_image
+from .preprocess import DataConfig, create_transform, resolve_data_config
+from .sources import ImageFiles
 
 __all__ = [
     "calibration_images",
@@ -57,28 +59,44 @@ def evaluation_set(
     model_file: str | os.PathLike, data: str | None = None, data_dir=None, split: str = "test"
 ) -> tuple[Augmented, DataInfo]:
     """The split to evaluate a model file on: ``data`` when given, else the data set the file records having been
-    trained on (Fashion-MNIST for a file that records none)."""
-    name = data or saved_data(model_file).get("name") or "fashion-mnist"
-    img_size, in_chans = model_input(model_file)
-    return plain_split(name, "train" if split == "train" else "test", data_dir, img_size, in_chans)
+    trained on (Fashion-MNIST for a file that records none).
+
+    A file trained here is evaluated on images prepared as in its training (its data set's normalisation). A file
+    that records no normalisation (converted or plain weights) gets its ``pretrained_cfg``'s: image files resized
+    to size / crop_pct with its interpolation and centre-cropped, then standardised with its mean and std.
+    """
+    saved = saved_data(model_file)
+    name = data or saved.get("name") or "fashion-mnist"
+    split = "train" if split == "train" else "test"
+    if saved.get("mean"):
+        img_size, in_chans = model_input(model_file)
+        return plain_split(name, split, data_dir, img_size, in_chans)
+    cfg = resolve_data_config(model_file=model_file)
+    in_chans, size = cfg.input_size[0], cfg.input_size[-1]
+    raw, info = load_split(name, split, data_dir, size, in_chans)
+    if isinstance(raw, ImageFiles):
+        raw.set_preprocessing(create_transform(replace(cfg, input_size=(in_chans, size, size)), normalize=False))
+    if info.in_chans == len(cfg.mean):
+        info = replace(info, mean=cfg.mean, std=cfg.std)
+    return Augmented(raw, None, build_transform(info, None)), info
 
 
-def read_images(paths: Sequence[str | os.PathLike], img_size: int, in_chans: int) -> torch.Tensor:
+def read_images(
+    paths: Sequence[str | os.PathLike],
+    img_size: int,
+    in_chans: int,
+    interpolation: str = "bilinear",
+    crop_pct: float = 1.0,
+) -> torch.Tensor:
     """Image files -> a float batch (B, in_chans, img_size, img_size) in [0, 1]: grey or RGB as the model takes,
-    resized (shorter side) and centre-cropped to its input size.
+    the shorter side resized to img_size / crop_pct (``interpolation``), then centre-cropped to the input size.
 
     Raises:
         DataError: a file that is not a readable image (see :func:`~mlpvision.data.decode.decode_image`).
         LimitError: an image of more pixels than ``limits.max_pixels``.
     """
-    prep = v2.Compose(
-        [
-            v2.PILToTensor(),
-            v2.Resize(img_size, antialias=True),
-            v2.CenterCrop(img_size),
-            v2.ToDtype(torch.float32, scale=True),
-        ]
-    )
+    cfg = DataConfig((in_chans, img_size, img_size), (0.0,) * in_chans, (1.0,) * in_chans, interpolation, crop_pct)
+    prep = create_transform(cfg, normalize=False)
     return torch.stack([prep(decode_image(path, in_chans)) for path in paths])
 
 

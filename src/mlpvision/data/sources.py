@@ -183,6 +183,10 @@ class ImageFiles(Dataset):
         self.labels = torch.tensor([label for _, label in samples])
         self._prep = v2.Compose([v2.PILToTensor(), v2.Resize(size, antialias=True), v2.CenterCrop(size)])
 
+    def set_preprocessing(self, transform) -> None:
+        """Replaces the resize and crop (PIL image -> (C, size, size) tensor), e.g. by a model's data config's."""
+        self._prep = transform
+
     def __len__(self) -> int:
         return len(self.samples)
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..data import FashionMNIST, get_source, input_warnings, normalize, read_images
+from ..data import FashionMNIST, get_source, input_warnings, normalize, read_images, resolve_data_config
 from ..errors import ConfigError
 from ..io import load_checkpoint, saved_data
 from ..models import create_model
@@ -39,8 +39,9 @@ def predict_files(
     """Classifies image files with a model file, using the classes and normalisation it records.
 
     Each image is prepared as the training images were: grey or colour, resized and centre-cropped to the model's
-    input, normalised with the training set's statistics. ``invert`` turns dark-on-light pictures into the
-    light-on-dark form of Fashion-MNIST first.
+    input, normalised with the training set's statistics; a file that records none (converted or plain weights) is
+    prepared as its ``pretrained_cfg`` says (resize to size / crop_pct, centre crop, its mean and std). ``invert``
+    turns dark-on-light pictures into the light-on-dark form of Fashion-MNIST first.
     """
     if top_k < 1:
         raise ConfigError(f"--top-k must be at least 1, got {top_k}")
@@ -49,9 +50,9 @@ def predict_files(
     classes = saved.get("classes") or [str(i) for i in range(model.num_classes)]
     if len(classes) != model.num_classes:
         raise ConfigError(f"{model_file} names {len(classes)} classes but predicts {model.num_classes}")
-    mean = saved.get("mean") or [0.5] * model.in_chans
-    std = saved.get("std") or [0.25] * model.in_chans
-    images = read_images(paths, model.img_size, model.in_chans)
+    data_cfg = resolve_data_config(model, model_file)  # the file's training normalisation, else its pretrained_cfg
+    mean, std = data_cfg.mean, data_cfg.std
+    images = read_images(paths, model.img_size, model.in_chans, data_cfg.interpolation, data_cfg.crop_pct)
     if invert:
         images = 1.0 - images
     probs, idx = predict_images(model, normalize(images, mean, std), top_k)

@@ -98,7 +98,7 @@ def read_foreign_checkpoint(path: str | os.PathLike) -> Tensors:
             raise CheckpointError(f"{path} is not a readable .npz of arrays ({e})") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001  (an unpickling error has many types; each is one line for the user)
+    except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path} is not a readable weights-only torch checkpoint ({first})") from None
     return _unwrap(obj, path)
@@ -152,7 +152,11 @@ MMPRETRAIN_TO_OFFICIAL: list[Rule] = [
     (r"backbone\.patch_embed\.projection\.weight", r"conv_embedding.conv.weight", None),
     (rf"backbone\.patch_embed\.norm\.{_BN}", r"conv_embedding.bn.\1", None),
     (rf"backbone\.{_UNIT}norm([12])\.{_BN}", r"stages.\1.\2.prebn\3.\4", None),
-    (rf"backbone\.{_UNIT}repmlp_block\.gp\.conv([12])\.conv\.(weight|bias)", r"stages.\1.\2.repmlp_block.gp.fc\3.\4", None),
+    (
+        rf"backbone\.{_UNIT}repmlp_block\.gp\.conv([12])\.conv\.(weight|bias)",
+        r"stages.\1.\2.repmlp_block.gp.fc\3.\4",
+        None,
+    ),
     (rf"backbone\.{_UNIT}(repmlp_block\.(fc3|fc3_bn|repconv\d+)\..+)", r"stages.\1.\2.\3", None),
     (rf"backbone\.{_UNIT}(ffn_block\.ffn_fc[12]\.(conv|bn)\..+)", r"stages.\1.\2.\3", None),
     (r"backbone\.downsample_layers\.(\d+)\.(conv|bn)\.(.+)", r"embeds.\1.\2.\3", None),
@@ -287,7 +291,7 @@ def _identity_bn_(prefix: str, tensors: Tensors, channels: int, like: torch.Tens
     tensors[f"{prefix}.num_batches_tracked"] = torch.tensor(0)
 
 
-def _repmlpnet_from_deploy(name: str, mapped: Tensors, num_classes: int) -> nn.Module:
+def _repmlpnet_from_deploy(name: str, mapped: Tensors, num_classes: int, overrides: dict) -> nn.Module:
     """Our deploy-form RepMLPNet from the official deploy form (FC3 with bias; pre-norms, FFN BNs and head norm kept).
 
     The official deploy form keeps every BatchNorm but the FC3's and merges the Local Perceptron into a biased
@@ -298,9 +302,9 @@ def _repmlpnet_from_deploy(name: str, mapped: Tensors, num_classes: int) -> nn.M
     biases = {k: mapped.pop(k) for k in [k for k in mapped if k.endswith("mixer.fc3.bias")]}
     for key in biases:
         prefix = key[: -len(".fc3.bias")]
-        sets = create_model(name, device="meta").get_submodule(prefix).sets
+        sets = create_model(name, device="meta", **overrides).get_submodule(prefix).sets
         _identity_bn_(f"{prefix}.fc3_bn", mapped, sets, biases[key])
-    train = create_model(name, num_classes=num_classes, kernels=())
+    train = create_model(name, num_classes=num_classes, **{**overrides, "kernels": ()})
     load_into(train, mapped, source="the mapped deploy-form checkpoint")
     deployed = reparameterize(train.eval())
     with torch.no_grad():
@@ -308,13 +312,15 @@ def _repmlpnet_from_deploy(name: str, mapped: Tensors, num_classes: int) -> nn.M
             mixer = deployed.get_submodule(key[: -len(".fc3.bias")])
             assert isinstance(mixer, ShareSetMixer)
             mixer.fc3_bias.add_(bias.reshape(mixer.fc3_bias.shape).to(mixer.fc3_bias.dtype))
-    model = create_model(name, num_classes=num_classes, deploy=True)
+    model = create_model(name, num_classes=num_classes, **{**overrides, "deploy": True})
     load_into(model, deployed.state_dict(), source="the converted deploy form")
     return model
 
 
-def map_checkpoint(source: str, model_name: str, tensors: Tensors) -> nn.Module:
+def map_checkpoint(source: str, model_name: str, tensors: Tensors, **overrides) -> nn.Module:
     """Maps a checkpoint of layout ``source`` onto ``model_name`` and returns the loaded model (eval mode).
+
+    ``overrides`` are config fields of a model built differently from the registered variant (e.g. ``img_size``).
 
     Raises:
         ConfigError: an unknown source, or a model of another family than the source's.
@@ -327,6 +333,10 @@ def map_checkpoint(source: str, model_name: str, tensors: Tensors) -> nn.Module:
         raise ConfigError(
             f"{source} checkpoints hold a {SOURCES[source].family.__name__}; {model_name} is a {spec.cls.__name__}"
         )
+    if source == "official-repmlp-resnet":
+        cfg = create_model(model_name, device="meta", **overrides).config
+        if cfg.block != "bottleneck" or cfg.stem != "imagenet":
+            raise ConfigError(f"{source} checkpoints hold a ResNet-50 layout (bottleneck blocks); {model_name} is not")
     deploy = False
     if source == "mmpretrain-repmlpnet":
         tensors = _apply_rules(tensors, MMPRETRAIN_TO_OFFICIAL, source)
@@ -344,11 +354,11 @@ def map_checkpoint(source: str, model_name: str, tensors: Tensors) -> nn.Module:
     src = f"{source} checkpoint mapped onto {model_name}"
     if source.endswith("repmlpnet") and deploy:
         try:
-            model = _repmlpnet_from_deploy(model_name, mapped, num_classes)
+            model = _repmlpnet_from_deploy(model_name, mapped, num_classes, overrides)
         except CheckpointError as e:
             raise CheckpointError(f"{src}: {e}") from None
     else:
-        model = create_model(model_name, num_classes=num_classes, deploy=deploy)
+        model = create_model(model_name, num_classes=num_classes, deploy=deploy, **overrides)
         load_into(model, mapped, source=src)
     return model.eval()
 
@@ -364,7 +374,7 @@ class ConvertResult:
 
 
 def convert_checkpoint(
-    source: str, model_name: str, in_path: str | os.PathLike, out_path: str | os.PathLike
+    source: str, model_name: str, in_path: str | os.PathLike, out_path: str | os.PathLike, **overrides
 ) -> ConvertResult:
     """Reads a released checkpoint, maps it onto ``model_name`` and writes a model file (name, config and
     ``pretrained_cfg`` in its metadata) that :func:`~mlpvision.io.load_checkpoint` rebuilds and loads strictly.
@@ -374,12 +384,13 @@ def convert_checkpoint(
         model_name: the registered model the checkpoint holds (e.g. ``repmlpnet_b224``).
         in_path: the checkpoint (``.pth`` / ``.pt`` / ``.bin``, or ``.npz`` for ``jax-mixer``).
         out_path: the model file to write (``.safetensors``).
+        **overrides: config fields where the checkpoint's model differs from the registered variant.
     """
     if source not in SOURCES:
         raise ConfigError(f"unknown checkpoint layout {source!r}; known: {', '.join(SOURCES)}")
     if not str(out_path).endswith(".safetensors"):
         raise ConfigError(f"the output must be a .safetensors file, got {out_path}")
-    model = map_checkpoint(source, model_name, read_foreign_checkpoint(in_path))
+    model = map_checkpoint(source, model_name, read_foreign_checkpoint(in_path), **overrides)
     meta = {PRETRAINED_CFG_KEY: json.dumps(model.pretrained_cfg), "mlpvision.converted_from": source}
     path = save_model(model, out_path, meta)
     log.info("%s: %s checkpoint %s -> %s", model_name, source, in_path, path)

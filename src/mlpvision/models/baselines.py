@@ -37,7 +37,7 @@ class PlainMLP(GradCheckpointing, ImageClassifier):
     backbone; gradient checkpointing recomputes each hidden layer.
     """
 
-    feature_info: list[dict] = []
+    feature_info: tuple = ()  # no maps: features_only refuses it
 
     def __init__(self, cfg: PlainMLPConfig) -> None:
         super().__init__()

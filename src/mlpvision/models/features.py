@@ -61,7 +61,9 @@ def feature_take_indices(num_features: int, indices: int | Sequence[int] | None 
         indices = num_features
     if isinstance(indices, int):
         if not 0 < indices <= num_features:
-            raise ConfigError(f"cannot take the last {indices} features: the model has {num_features} (1 to {num_features})")
+            raise ConfigError(
+                f"cannot take the last {indices} features: the model has {num_features} (1 to {num_features})"
+            )
         return list(range(num_features - indices, num_features))
     taken = []
     for i in indices:
@@ -393,4 +395,3 @@ def wrap_features(model: nn.Module, out_indices: Any = None, feature_cfg: dict |
     if unknown:
         raise ConfigError(f"feature_cfg takes norm and output_fmt, not {', '.join(unknown)}")
     return FeatureExtractor(model, out_indices, **cfg)
-

@@ -15,11 +15,11 @@ from typing import Any
 __all__ = [
     "CIFAR10_MEAN",
     "CIFAR10_STD",
-    "DataDefaults",
     "FASHION_MNIST_MEAN",
     "FASHION_MNIST_STD",
     "IMAGENET_DEFAULT",
     "IMAGENET_INCEPTION",
+    "DataDefaults",
     "build_pretrained_cfg",
     "fit_channels",
 ]

@@ -203,4 +203,10 @@ VARIANTS = {
     "repmlp_resnet18_28": Variant(_small(img_size=28, in_chans=1, partition=7), "small RepMLP-ResNet-18, 28x28x1"),
     "repmlp_resnet18_32": Variant(_small(img_size=32, partition=8), "small RepMLP-ResNet-18, 32x32x3"),
 }
-register_family("repmlp", RepMLPResNet, VARIANTS, PAPER, replace(IMAGENET_DEFAULT, interpolation="bilinear", first_conv="stem.0.0.conv"))
+register_family(
+    "repmlp",
+    RepMLPResNet,
+    VARIANTS,
+    PAPER,
+    replace(IMAGENET_DEFAULT, interpolation="bilinear", first_conv="stem.0.0.conv"),
+)

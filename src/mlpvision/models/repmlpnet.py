@@ -301,7 +301,9 @@ class RepMLPNet(StagedFeatures, ImageClassifier):
     def feature_stages(self) -> list[nn.Module]:
         """[stem, stage 0] -> [downsample 0, stage 1] -> ...; each unit (and each downsampling) a checkpoint unit."""
         first = nn.Sequential(self.stem, *self.stages[0])
-        return [first] + [nn.Sequential(down, *stage) for down, stage in zip(self.downsamples, self.stages[1:])]
+        return [first] + [
+            nn.Sequential(down, *stage) for down, stage in zip(self.downsamples, self.stages[1:], strict=True)
+        ]
 
     def final_feature_norm(self) -> nn.Module | None:
         return self.head_norm if isinstance(self.head_norm, nn.BatchNorm2d) else None

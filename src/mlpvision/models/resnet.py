@@ -75,7 +75,11 @@ class ResNet(StagedFeatures, ImageClassifier, tvr.ResNet):
         expansion = tvr.Bottleneck.expansion if cfg.block == "bottleneck" else tvr.BasicBlock.expansion
         first = 1 if cfg.stem == "cifar" else 2
         self.feature_info = [{"num_chs": 64, "reduction": first, "module": "act1"}] + [
-            {"num_chs": 64 * 2**i * expansion, "reduction": first * 2 ** (i + (cfg.stem != "cifar")), "module": f"layer{i + 1}"}
+            {
+                "num_chs": 64 * 2**i * expansion,
+                "reduction": first * 2 ** (i + (cfg.stem != "cifar")),
+                "module": f"layer{i + 1}",
+            }
             for i in range(len(cfg.layers))
         ]
 
@@ -106,4 +110,6 @@ VARIANTS = {
     "resnet18_28": Variant(_cifar(img_size=28, in_chans=1), "ResNet-18, CIFAR stem, 28x28x1"),
     "resnet18_32": Variant(_cifar(img_size=32), "ResNet-18, CIFAR stem, 32x32x3"),
 }
-register_family("resnet", ResNet, VARIANTS, RESNET_PAPER, replace(IMAGENET_DEFAULT, interpolation="bilinear", first_conv="conv1"))
+register_family(
+    "resnet", ResNet, VARIANTS, RESNET_PAPER, replace(IMAGENET_DEFAULT, interpolation="bilinear", first_conv="conv1")
+)

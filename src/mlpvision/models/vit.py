@@ -143,4 +143,6 @@ VARIANTS = {
     "vit_mini_patch4_28": Variant(_mini(img_size=28, in_chans=1, num_classes=10), "mini ViT, 28x28x1"),
     "vit_mini_patch4_32": Variant(_mini(img_size=32, in_chans=3, num_classes=10), "mini ViT, 32x32x3"),
 }
-register_family("vit", VisionTransformer, VARIANTS, PAPER, replace(IMAGENET_INCEPTION, first_conv="patch_embed.proj", crop_pct=0.9))
+register_family(
+    "vit", VisionTransformer, VARIANTS, PAPER, replace(IMAGENET_INCEPTION, first_conv="patch_embed.proj", crop_pct=0.9)
+)

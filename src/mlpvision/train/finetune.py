@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..io import load_checkpoint
+from ..io import MODEL_NAME_KEY, load_checkpoint, read_metadata
+from ..io import create_model as create_pretrained
 from ..models import create_model
 from ..models.mixer import MlpMixer
 from ..models.resmlp import ResMLP
@@ -109,17 +110,30 @@ def load_for_finetuning(
     num_classes: int | None = None,
     img_size: int | None = None,
     new_head: bool = False,
+    in_chans: int | None = None,
+    model_args: dict | None = None,
 ) -> nn.Module:
-    """Loads a model file to fine-tune: a new head when ``num_classes`` differs (or ``new_head``: the classes of
+    """Loads weights to fine-tune: a new head when ``num_classes`` differs (or ``new_head``: the classes of
     another task), a new input size if asked.
 
     Args:
-        path: a model file written by mlpvision (name and config in its metadata).
+        path: a model file written by mlpvision (name and config in its metadata), or plain weights (a state dict
+            with the zoo's keys, timm's included), which then need ``model_name``.
         model_name: the model the run expects; must match the file's when given.
         num_classes: classes of the new task.
         img_size: new input side (a multiple of the trained one for Mixer and ResMLP).
         new_head: replace the classifier even when the number of classes is the same.
+        in_chans: plain weights only: the input channels of the new task (the stem is adapted, as timm does).
+        model_args: plain weights only: config fields of the model the weights were trained as.
     """
+    if read_metadata(path).get(MODEL_NAME_KEY) is None:
+        if model_name is None:
+            raise ConfigError(f"{path} holds plain weights without a model name: name the model (--model NAME)")
+        kwargs = {k: v for k, v in {"num_classes": num_classes, "in_chans": in_chans}.items() if v is not None}
+        model = create_pretrained(model_name, pretrained=path, **{**(model_args or {}), **kwargs})
+        if img_size is not None and img_size != model.img_size:
+            model = expand_token_mixing(model, img_size)
+        return model.train()
     model = load_checkpoint(path)
     if model_name is not None and model.model_name != model_name:
         raise ConfigError(f"--init {path} holds {model.model_name}, but the run trains {model_name}")

@@ -24,13 +24,24 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 
-from ..data import Augmented, DataInfo, build_transform, load_split, seeded_subset, split_train_val, training_set
+from ..data import (
+    Augmented,
+    DataInfo,
+    build_transform,
+    load_split,
+    resolve_data_config,
+    seeded_subset,
+    split_train_val,
+    training_set,
+)
 from ..errors import ConfigError, DataError, MlpVisionError
 from ..io import (
+    MODEL_NAME_KEY,
     RunLock,
     data_metadata,
     load_checkpoint,
     output_folder,
+    read_metadata,
     remove_stale_temporaries,
     save_model,
     saved_data,
@@ -77,6 +88,7 @@ def build_data(cfg: TrainConfig, img_size: int | None, in_chans: int | None) -> 
     set, test (a fixed subset when asked), and the images that recompute the EMA's BatchNorm statistics."""
     train_raw, info = load_split(cfg.data, "train", cfg.data_dir, img_size, in_chans)
     test_raw, _ = load_split(cfg.data, "test", cfg.data_dir, img_size, in_chans)
+    info = init_normalisation(cfg, info)
     n = len(train_raw)
     default = TrainConfig.__dataclass_fields__["val_size"].default
     if cfg.val_size >= n and cfg.val_size != default:  # asked for: never cut quietly
@@ -105,8 +117,29 @@ def build_data(cfg: TrainConfig, img_size: int | None, in_chans: int | None) -> 
     return Data(info, train, val, Augmented(test_raw, test_idx, plain), bn_images)
 
 
+def init_normalisation(cfg: TrainConfig, info: DataInfo) -> DataInfo:
+    """The data set's normalisation, or, when fine-tuning weights that record none of their own (converted or
+    plain weights), the one their ``pretrained_cfg`` names: the images those weights learned from were normalised
+    that way (timm's fine-tuning does the same)."""
+    if cfg.init is None or saved_data(cfg.init).get("mean"):
+        return info
+    if read_metadata(cfg.init).get(MODEL_NAME_KEY) is not None:
+        data_cfg = resolve_data_config(model_file=cfg.init)
+    else:
+        data_cfg = resolve_data_config(create_model(cfg.model, device="meta", in_chans=info.in_chans))
+    if len(data_cfg.mean) != info.in_chans:
+        return info
+    log.info("normalising with the initial weights' statistics: mean %s, std %s", data_cfg.mean, data_cfg.std)
+    return dataclasses.replace(info, mean=data_cfg.mean, std=data_cfg.std)
+
+
 def build_model(cfg: TrainConfig, info: DataInfo) -> nn.Module:
     """The model to train: fine-tuned from ``cfg.init`` when given, else built for the data's shape."""
+    if cfg.init is not None and read_metadata(cfg.init).get(MODEL_NAME_KEY) is None:
+        # plain weights (timm's keys, or another tool's file): the run's model, its head sized for our classes
+        return load_for_finetuning(
+            cfg.init, cfg.model, info.num_classes, cfg.img_size, in_chans=info.in_chans, model_args=cfg.model_args
+        )
     if cfg.init is not None:  # a model trained on another data set brings its classes, not ours: a new head
         other_task = saved_data(cfg.init).get("name", cfg.data) != cfg.data
         return load_for_finetuning(cfg.init, cfg.model, info.num_classes, cfg.img_size, new_head=other_task)
