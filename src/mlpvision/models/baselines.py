@@ -93,8 +93,8 @@ class LocalConvNet(StagedFeatures, ImageClassifier):
     def check_feature_input(self, x: torch.Tensor) -> None:
         check_input(x, self.in_chans, None)
 
-    def feature_stages(self) -> list[nn.Module]:
-        return list(self.layers)
+    def feature_stages(self) -> list[list[nn.Module]]:
+        return [[layer] for layer in self.layers]  # each conv-BN-ReLU is one stage and one checkpoint unit
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = x.mean(dim=(2, 3))  # (B, C, H, W) -> (B, C)

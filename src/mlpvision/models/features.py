@@ -41,6 +41,7 @@ __all__ = [
     "checkpointed",
     "feature_take_indices",
     "run_blocks",
+    "run_units",
     "wrap_features",
 ]
 
@@ -150,15 +151,19 @@ def checkpointed(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def run_blocks(blocks: nn.Module, x: torch.Tensor, checkpointing: bool = False, every: int = 1) -> torch.Tensor:
-    """Runs a sequence of blocks; with ``checkpointing`` each run of ``every`` consecutive blocks is checkpointed.
+    """Runs an ``nn.Sequential`` of blocks; with ``checkpointing`` each run of ``every`` consecutive blocks is one
+    checkpoint (a unit must not be split where a layer works in place on its input, e.g. an in-place ReLU)."""
+    return run_units(list(blocks), x, checkpointing, every)
 
-    A module that is not an ``nn.Sequential`` counts as one block.
-    """
+
+def run_units(units: list[nn.Module], x: torch.Tensor, checkpointing: bool = False, every: int = 1) -> torch.Tensor:
+    """Applies ``units`` in order; with ``checkpointing`` (and gradients on) each run of ``every`` is checkpointed."""
     if not (checkpointing and torch.is_grad_enabled()):
-        return blocks(x)
-    children = list(blocks) if isinstance(blocks, nn.Sequential) else [blocks]
-    for i in range(0, len(children), every):
-        part = children[i : i + every]
+        for unit in units:
+            x = unit(x)
+        return x
+    for i in range(0, len(units), every):
+        part = units[i : i + every]
         x = checkpointed(part[0] if len(part) == 1 else nn.Sequential(*part), x)
     return x
 
@@ -260,15 +265,16 @@ class TokenFeatures(GradCheckpointing):
 class StagedFeatures(GradCheckpointing):
     """Features of a model that is a sequence of stages, one map per stage.
 
-    The family provides ``feature_stages()``: the modules that, applied in order, compute ``forward_features``
-    (``nn.Sequential`` stages are checkpointed block by block), and ``feature_info`` with one entry per stage. A
+    The family provides ``feature_stages()``: one list of units per stage, which applied in order compute
+    ``forward_features`` (a unit is what gradient checkpointing recomputes: a residual block, a conv-BN-ReLU), and
+    ``feature_info`` with one entry per stage. A
     family with a norm on its last map that belongs to the backbone (RepMLPNet's head norm) overrides
     :meth:`final_feature_norm`.
     """
 
     default_out_indices: int | tuple[int, ...] | None = None  # every stage
 
-    def feature_stages(self) -> list[nn.Module]:
+    def feature_stages(self) -> list[list[nn.Module]]:
         raise NotImplementedError
 
     def final_feature_norm(self) -> nn.Module | None:
@@ -281,7 +287,7 @@ class StagedFeatures(GradCheckpointing):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self.check_feature_input(x)
         for stage in self.feature_stages():
-            x = run_blocks(stage, x, self.grad_checkpointing)
+            x = run_units(stage, x, self.grad_checkpointing)
         return x
 
     def forward_intermediates(
@@ -320,7 +326,7 @@ class StagedFeatures(GradCheckpointing):
             )
         out = []
         for i, stage in enumerate(stages[: last + 1]):
-            x = run_blocks(stage, x, self.grad_checkpointing)
+            x = run_units(stage, x, self.grad_checkpointing)
             if i in take:
                 out.append(final_norm(x) if final_norm is not None and i == len(stages) - 1 else x)
         if output_fmt == "NLC":

@@ -87,6 +87,12 @@ class ModelSpec:
         model.config = cfg
         model.pretrained_cfg = self.pretrained_cfg(cfg)
         model.pretrained_cfg["fixed_input_size"] = getattr(model, "fixed_input_size", True)
+        # the layer that reads the image, in this form of the model (train or deploy form, either stem)
+        stem = next(
+            (n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.in_channels == cfg.in_chans), None
+        )
+        if stem is not None:
+            model.pretrained_cfg["first_conv"] = stem
         return model
 
 

@@ -124,10 +124,10 @@ class StageNet(StagedFeatures, ImageClassifier):
     def check_feature_input(self, x: torch.Tensor) -> None:
         check_input(x, self.in_chans, (self.img_size, self.img_size) if self.fixed_input_size else None)
 
-    def feature_stages(self) -> list[nn.Module]:
-        """[stem, stage 0] -> stage 1 -> ...: (B, C_last, H / (p 2^(S-1)), W / (p 2^(S-1))) at the end."""
-        stages = list(self.stages)
-        return [nn.Sequential(self.stem, *stages[0]), *stages[1:]]
+    def feature_stages(self) -> list[list[nn.Module]]:
+        """[stem, stage 0's layers] -> stage 1's layers -> ...: (B, C_last, H / (p 2^(S-1)), W / (p 2^(S-1)))."""
+        stages = [list(stage) for stage in self.stages]
+        return [[self.stem, *stages[0]], *stages[1:]]
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.pre_logits(x.mean(dim=(2, 3)))  # (B, C, h, w) -> (B, hidden)

@@ -164,12 +164,12 @@ class RepMLPResNet(StagedFeatures, ImageClassifier):
     def check_feature_input(self, x: torch.Tensor) -> None:
         check_input(x, self.in_chans, (self.img_size, self.img_size))
 
-    def feature_stages(self) -> list[nn.Module]:
-        """stem (before its max-pool) -> [max-pool, stage 0] -> stage 1 -> ...; every block a checkpoint unit."""
-        stages = list(self.stages)
+    def feature_stages(self) -> list[list[nn.Module]]:
+        """stem (before its max-pool) -> [max-pool, stage 0's blocks] -> stage 1's blocks -> ..."""
+        stages = [list(stage) for stage in self.stages]
         if isinstance(self.stem, nn.Sequential) and isinstance(self.stem[-1], nn.MaxPool2d):  # the ImageNet stem
-            return [self.stem[0], nn.Sequential(self.stem[1], *stages[0]), *stages[1:]]
-        return [self.stem, *stages]
+            return [[self.stem[0]], [self.stem[1], *stages[0]], *stages[1:]]
+        return [[self.stem], *stages]
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = x.mean(dim=(2, 3))  # (B, C, h, w) -> (B, C)

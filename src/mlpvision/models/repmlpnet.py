@@ -298,12 +298,10 @@ class RepMLPNet(StagedFeatures, ImageClassifier):
     def check_feature_input(self, x: torch.Tensor) -> None:
         check_input(x, self.in_chans, (self.img_size, self.img_size))
 
-    def feature_stages(self) -> list[nn.Module]:
-        """[stem, stage 0] -> [downsample 0, stage 1] -> ...; each unit (and each downsampling) a checkpoint unit."""
-        first = nn.Sequential(self.stem, *self.stages[0])
-        return [first] + [
-            nn.Sequential(down, *stage) for down, stage in zip(self.downsamples, self.stages[1:], strict=True)
-        ]
+    def feature_stages(self) -> list[list[nn.Module]]:
+        """[stem, stage 0's units] -> [downsample 0, stage 1's units] -> ...; each unit a checkpoint unit."""
+        stages = [[self.stem, *self.stages[0]]]
+        return stages + [[down, *stage] for down, stage in zip(self.downsamples, self.stages[1:], strict=True)]
 
     def final_feature_norm(self) -> nn.Module | None:
         return self.head_norm if isinstance(self.head_norm, nn.BatchNorm2d) else None

@@ -72,6 +72,7 @@ class ResNet(StagedFeatures, ImageClassifier, tvr.ResNet):
             nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
         if cfg.num_classes <= 0:
             self.fc = nn.Identity()
+        self.act1 = self.relu  # timm's name of the stem's activation (the first feature); the same module
         expansion = tvr.Bottleneck.expansion if cfg.block == "bottleneck" else tvr.BasicBlock.expansion
         first = 1 if cfg.stem == "cifar" else 2
         self.feature_info = [{"num_chs": 64, "reduction": first, "module": "act1"}] + [
@@ -86,14 +87,10 @@ class ResNet(StagedFeatures, ImageClassifier, tvr.ResNet):
     def check_feature_input(self, x: torch.Tensor) -> None:
         check_input(x, self.in_chans, None)
 
-    def feature_stages(self) -> list[nn.Module]:
-        """stem -> [max-pool, layer1] -> layer2 -> ...: (B, C, H/32, W/32) at the end with the ImageNet stem."""
-        layers = [getattr(self, f"layer{i + 1}") for i in range(len(self.feature_info) - 1)]
-        return [
-            nn.Sequential(self.conv1, self.bn1, self.relu),
-            nn.Sequential(self.maxpool, *layers[0]),
-            *layers[1:],
-        ]
+    def feature_stages(self) -> list[list[nn.Module]]:
+        """stem -> [max-pool, layer1 blocks] -> layer2 blocks -> ...: (B, C, H/32, W/32) at the end (ImageNet stem)."""
+        layers = [list(getattr(self, f"layer{i + 1}")) for i in range(len(self.feature_info) - 1)]
+        return [[nn.Sequential(self.conv1, self.bn1, self.act1)], [self.maxpool, *layers[0]], *layers[1:]]
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = torch.flatten(self.avgpool(x), 1)  # (B, C, h, w) -> (B, C)
