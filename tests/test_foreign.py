@@ -360,3 +360,10 @@ def test_an_object_array_in_npz_is_refused(tmp_path):
     np.savez(tmp_path / "o.npz", a=np.array([{"x": 1}], dtype=object))
     with pytest.raises(CheckpointError, match="npz"):
         read_foreign_checkpoint(tmp_path / "o.npz")
+
+
+@pytest.mark.parametrize(("name", "millions"), [("repmlpnet_b224", 68.24), ("repmlpnet_b256", 96.45)])
+def test_repmlpnet_sizes_match_the_released_checkpoints(name, millions):
+    # mmpretrain's model index lists the converted official checkpoints at these parameter counts
+    model = create_model(name, device="meta")
+    assert sum(p.numel() for p in model.parameters()) / 1e6 == pytest.approx(millions, abs=0.01)
