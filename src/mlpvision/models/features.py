@@ -267,9 +267,8 @@ class StagedFeatures(GradCheckpointing):
 
     The family provides ``feature_stages()``: one list of units per stage, which applied in order compute
     ``forward_features`` (a unit is what gradient checkpointing recomputes: a residual block, a conv-BN-ReLU), and
-    ``feature_info`` with one entry per stage. A
-    family with a norm on its last map that belongs to the backbone (RepMLPNet's head norm) overrides
-    :meth:`final_feature_norm`.
+    ``feature_info`` with one entry per stage. A family with a norm on its last map that belongs to the backbone
+    (RepMLPNet's head norm) overrides :meth:`final_feature_norm`.
     """
 
     default_out_indices: int | tuple[int, ...] | None = None  # every stage
@@ -352,7 +351,8 @@ class FeatureExtractor(nn.Module):
 
     Attributes:
         feature_info: a :class:`FeatureInfo` of the returned maps: ``channels()``, ``reduction()``,
-            ``module_name()``. Map i is (B, channels()[i], H / reduction()[i], W / reduction()[i]).
+            ``module_name()``. Map i is (B, channels()[i], ceil(H / reduction()[i]), ceil(W / reduction()[i]))
+            (strided convolutions round up; fixed-size MLP models divide exactly).
         model: the wrapped model (its state-dict keys appear under ``model.``).
     """
 
