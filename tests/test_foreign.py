@@ -367,3 +367,21 @@ def test_repmlpnet_sizes_match_the_released_checkpoints(name, millions):
     # mmpretrain's model index lists the converted official checkpoints at these parameter counts
     model = create_model(name, device="meta")
     assert sum(p.numel() for p in model.parameters()) / 1e6 == pytest.approx(millions, abs=0.01)
+
+
+def test_the_convert_command(tmp_path, capsys):
+    from mlpvision.cli import main
+    from mlpvision.cli.convert import LAYOUTS
+    from mlpvision.io.foreign import SOURCES
+
+    assert set(LAYOUTS) == set(SOURCES)
+    torch.save({"model": deit_resmlp(12, 128, 4, 64, 10)}, tmp_path / "r.pth")
+    args = ["convert", "--from", "deit-resmlp", "--model", "resmlp_tiny_12_32", str(tmp_path / "r.pth")]
+    assert main([*args, str(tmp_path / "r.safetensors")]) == 0
+    assert "10 classes" in capsys.readouterr().out
+    assert load_checkpoint(tmp_path / "r.safetensors").num_classes == 10
+    (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+    assert main([*args[:-1], str(tmp_path / "bad.pth"), str(tmp_path / "b.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bad.pth" in err
+    assert not (tmp_path / "b.safetensors").exists()

@@ -16,7 +16,7 @@ import sys
 from .._version import __version__
 
 # the commands in the order `mlpvision --help` lists them; each is the module cli/<name>.py
-COMMANDS = ("models", "demo", "deploy", "train", "eval", "bench", "export", "lab", "predict")
+COMMANDS = ("models", "demo", "deploy", "convert", "train", "eval", "bench", "export", "lab", "predict")
 
 
 class _Parser(argparse.ArgumentParser):
