@@ -12,6 +12,7 @@ from . import (  # noqa: F401  (registration)
     vit,
 )
 from .complexity import ModelStats, count, flop_counter
+from .features import FeatureExtractor, FeatureInfo
 from .registry import (
     MAX_SIDE,
     MAX_WIDTH,
@@ -27,6 +28,8 @@ from .registry import (
 )
 
 __all__ = [
+    "FeatureExtractor",
+    "FeatureInfo",
     "MAX_SIDE",
     "MAX_WIDTH",
     "ModelConfig",
