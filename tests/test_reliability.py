@@ -318,6 +318,18 @@ def _bad_inputs(tmp: Path, run: Path) -> list[tuple[list[str], str]]:
         (["predict", "--checkpoint", model, "--top-k", "0", str(afile)], "--top-k must be at least 1"),
         (["predict", "--checkpoint", model, str(afile)], "cannot read image"),
         (["predict", "--checkpoint", model, str(_bomb(tmp / "bomb.png"))], "bomb.png"),
+        (
+            ["convert", "--from", "deit-resmlp", "--model", "resmlp_12_224", str(afile), str(tmp / "c.safetensors")],
+            "not a readable weights-only torch checkpoint",
+        ),
+        (
+            ["convert", "--from", "jax-mixer", "--model", "resmlp_12_224", str(afile), str(tmp / "c.safetensors")],
+            "jax-mixer checkpoints hold a MlpMixer",
+        ),
+        (
+            ["convert", "--from", "jax-mixer", "--model", "mixer_b16_224", str(afile), "/proc/x/c.safetensors"],
+            "cannot write to folder /proc/x",
+        ),
         (["models", "nomatch_*"], "no model matches"),
         (["lab", "--data", "mnist"], "the lab runs on"),
         (["lab", "--only", "nope", "--results", str(tmp / "lab"), "--runs", str(tmp / "runs")], "unknown experiment"),

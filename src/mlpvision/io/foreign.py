@@ -317,6 +317,16 @@ def _repmlpnet_from_deploy(name: str, mapped: Tensors, num_classes: int, overrid
     return model
 
 
+def _check_source(source: str, model_name: str) -> None:
+    if source not in SOURCES:
+        raise ConfigError(f"unknown checkpoint layout {source!r}; known: {', '.join(SOURCES)}")
+    spec = get_spec(model_name)
+    if not issubclass(spec.cls, SOURCES[source].family):
+        raise ConfigError(
+            f"{source} checkpoints hold a {SOURCES[source].family.__name__}; {model_name} is a {spec.cls.__name__}"
+        )
+
+
 def map_checkpoint(source: str, model_name: str, tensors: Tensors, **overrides) -> nn.Module:
     """Maps a checkpoint of layout ``source`` onto ``model_name`` and returns the loaded model (eval mode).
 
@@ -326,13 +336,7 @@ def map_checkpoint(source: str, model_name: str, tensors: Tensors, **overrides) 
         ConfigError: an unknown source, or a model of another family than the source's.
         CheckpointError: a key that does not map, or a mapped checkpoint that does not load strictly.
     """
-    if source not in SOURCES:
-        raise ConfigError(f"unknown checkpoint layout {source!r}; known: {', '.join(SOURCES)}")
-    spec = get_spec(model_name)
-    if not issubclass(spec.cls, SOURCES[source].family):
-        raise ConfigError(
-            f"{source} checkpoints hold a {SOURCES[source].family.__name__}; {model_name} is a {spec.cls.__name__}"
-        )
+    _check_source(source, model_name)
     if source == "official-repmlp-resnet":
         cfg = create_model(model_name, device="meta", **overrides).config
         if cfg.block != "bottleneck" or cfg.stem != "imagenet":
@@ -386,8 +390,7 @@ def convert_checkpoint(
         out_path: the model file to write (``.safetensors``).
         **overrides: config fields where the checkpoint's model differs from the registered variant.
     """
-    if source not in SOURCES:
-        raise ConfigError(f"unknown checkpoint layout {source!r}; known: {', '.join(SOURCES)}")
+    _check_source(source, model_name)
     if not str(out_path).endswith(".safetensors"):
         raise ConfigError(f"the output must be a .safetensors file, got {out_path}")
     model = map_checkpoint(source, model_name, read_foreign_checkpoint(in_path), **overrides)
