@@ -165,3 +165,19 @@ def test_a_file_trained_here_keeps_its_own_normalisation(tmp_path):
     )
     cfg = resolve_data_config(model_file=tmp_path / "c.safetensors")
     assert (cfg.mean, cfg.std, cfg.crop_pct, cfg.interpolation) == ((0.3,), (0.4,), 0.9, "bicubic")
+
+
+def test_fine_tuning_plain_weights_normalises_as_they_expect(tmp_path):
+    from mlpvision.data import DataInfo
+    from mlpvision.io import data_metadata
+    from mlpvision.train import TrainConfig
+    from mlpvision.train.loop import init_normalisation
+
+    info = DataInfo("synthetic", 4, 1, 28, ("a", "b", "c", "d"), (0.5,), (0.25,))
+    model = mlpvision.create_model("resmlp_tiny_12_28")
+    write_safetensors(model.state_dict(), tmp_path / "plain.safetensors")
+    cfg = TrainConfig(model="resmlp_tiny_12_28", data="synthetic", init=str(tmp_path / "plain.safetensors"))
+    assert init_normalisation(cfg, info).mean == FASHION_MNIST_MEAN  # the model's pretrained_cfg
+    save_model(model, tmp_path / "own.safetensors", data_metadata("synthetic", "abcd", [0.5], [0.25]))
+    cfg = TrainConfig(model="resmlp_tiny_12_28", data="synthetic", init=str(tmp_path / "own.safetensors"))
+    assert init_normalisation(cfg, info) == info  # a file trained here: the data set's own statistics

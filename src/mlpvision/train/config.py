@@ -79,7 +79,7 @@ class TrainConfig:
     distill: str = option("none", choices=("none", "hard", "soft"))  # none | hard | soft
     distill_alpha: float = option(0.5, ge=0, le=1)  # weight of the distillation loss
     distill_tau: float = option(1.0, gt=0, le=1000)  # soft distillation temperature
-    init: str | None = None  # model file to fine-tune from (head reset when classes differ)
+    init: str | None = None  # model file or plain weights of --model to fine-tune (new head when classes differ)
     img_size: int | None = option(None, ge=1, le=4096)  # train at this input size (from --init: resolution
     # transfer)
     device: str | None = None  # cpu | cuda | cuda:1; auto-detected when None
