@@ -28,10 +28,10 @@ from .registry import (
 )
 
 __all__ = [
-    "FeatureExtractor",
-    "FeatureInfo",
     "MAX_SIDE",
     "MAX_WIDTH",
+    "FeatureExtractor",
+    "FeatureInfo",
     "ModelConfig",
     "ModelSpec",
     "ModelStats",
