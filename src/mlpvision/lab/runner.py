@@ -15,6 +15,7 @@ import logging
 import os
 import statistics
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from ..reparam import reparameterize
 from ..runtime import machine_description
 from ..train import TrainConfig, TrainingError, build_data, expand_token_mixing, train
 from .context import FINE_TUNING
+from .executors import Batch, Executor, LocalExecutor
 from .plan import plan, plan_context
 from .spec import EVAL_KEYS, SHIFTS, Experiment, LabRun, Settings
 
@@ -70,14 +72,25 @@ class Lab:
         has_model = self.model_path(run).is_file()
         if path.is_file():
             result = json.loads(path.read_text())
-            missing = [e for e in run.evals if EVAL_KEYS[e] not in result]
-            if not missing and (has_model or not need_model or result.get("diverged")):
+            if self._complete(run, result, has_model, need_model):
                 return result
             if has_model:  # trained for another experiment that did not need these measurements
                 self._measure(run, _load(self.model_path(run)), result)
                 write_json(path, result)
                 return result
         return self._train(run)
+
+    def finished(self, run: LabRun, need_model: bool = False) -> bool:
+        """Whether ``ensure(run, need_model)`` would return the result file as it is."""
+        path = self.result_path(run)
+        if not path.is_file():
+            return False
+        return self._complete(run, json.loads(path.read_text()), self.model_path(run).is_file(), need_model)
+
+    @staticmethod
+    def _complete(run: LabRun, result: dict, has_model: bool, need_model: bool) -> bool:
+        missing = [e for e in run.evals if EVAL_KEYS[e] not in result]
+        return not missing and (has_model or not need_model or bool(result.get("diverged")))
 
     def _train(self, run: LabRun) -> dict:
         cfg = self._config(run)
@@ -266,13 +279,16 @@ def run_lab(
     data_dir: str | None = None,
     progress: Callable[[str], None] | None = None,
     latency: bool = True,
+    executor: Executor | None = None,
 ) -> list[Experiment]:
     """Runs (or resumes) the experiments of ``plan(settings)`` (``only`` selects by key) and returns them.
 
     The tuning comes first, whatever ``only`` selects: every other run trains at the rate it chooses. ``latency``:
     also time each experiment's models once its runs are done (leave it off while other work loads the machine, and
-    time them later with ``latency_only``)."""
+    time them later with ``latency_only``). ``executor``: where the runs train (:mod:`mlpvision.lab.executors`; in
+    this process by default)."""
     results = Path(results)
+    executor = executor or LocalExecutor()
     selected(settings, only, results)  # an unknown key fails before anything trains
     lab = Lab(settings, results, Path(runs), data_dir)
     from .registration import plan_hash  # the plan's record imports the plan, which imports this module's users
@@ -285,18 +301,21 @@ def run_lab(
     write_json(results / "meta.json", meta)
     needed = _needed_families(settings, only)
     while pending := plan_context(settings, results)[0].tuning.pending_of(needed):
-        for i, run in enumerate(pending):
-            if progress:
-                progress(f"tuning: run {i + 1}/{len(pending)} {run.label}")
-            lab.ensure(run)
+        jobs = [(f"tuning: run {i + 1}/{len(pending)} {run.label}", run) for i, run in enumerate(pending)]
+        executor.run(lab, [Batch("tuning", jobs)], progress)
     exps = [e for e in selected(settings, only, results) if e.kind != "tuning"]  # every family's rate is chosen
-    for exp in exps:
-        for i, run in enumerate(exp.runs):
-            if progress:
-                progress(f"{exp.key}: run {i + 1}/{len(exp.runs)} {run.label} (seed {run.seed})")
-            lab.ensure(run)
-        if latency:
-            lab.latency(exp)
+    batches = [
+        Batch(
+            exp.key,
+            [
+                (f"{exp.key}: run {i + 1}/{len(exp.runs)} {run.label} (seed {run.seed})", run)
+                for i, run in enumerate(exp.runs)
+            ],
+            partial(lab.latency, exp) if latency else None,
+        )
+        for exp in exps
+    ]
+    executor.run(lab, batches, progress)
     return exps
 
 

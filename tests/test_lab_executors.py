@@ -1,0 +1,153 @@
+"""The lab's executors: the Ray executor gives the in-process executor's result files, retries and reports failing
+runs, and declares resources (GPUs, memory) by rule."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mlpvision.errors import ConfigError
+from mlpvision.lab import Settings, run_lab
+from mlpvision.lab.executors import (
+    EXECUTORS,
+    SMALL_GPU_FRACTION,
+    LabRunsFailed,
+    LocalExecutor,
+    RayExecutor,
+    make_executor,
+    resources,
+    train_task,
+)
+from mlpvision.lab.spec import LabRun
+
+ONLY = ["tying", "resmlp_distill"]  # the second trains teachers first: dependencies cross tasks
+TIMING = {"train_seconds", "epoch_seconds", "eval_seconds", "seconds", "machine", "images_per_second"}
+
+
+def _strip(obj):
+    """A result without its timing fields and machine description (they differ from run to run)."""
+    if isinstance(obj, dict):
+        return {k: _strip(v) for k, v in obj.items() if k not in TIMING and "seconds" not in k}
+    if isinstance(obj, list):
+        return [_strip(v) for v in obj]
+    return obj
+
+
+def _results(folder: Path) -> dict[str, dict]:
+    return {f.stem: _strip(json.loads(f.read_text())) for f in sorted((folder / "runs").glob("*.json"))}
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'mlpvision[cluster]')")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_gives_the_in_process_result_files(ray_cluster, tmp_path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each Ray task trains: the same arithmetic, bit for bit
+    try:
+        run_lab(Settings.tiny(), tmp_path / "local", tmp_path / "runs-local", only=ONLY, latency=False)
+    finally:
+        torch.set_num_threads(threads)
+    run_lab(Settings.tiny(), tmp_path / "ray", tmp_path / "runs-ray", only=ONLY, latency=False, executor=RayExecutor())
+    local, remote = _results(tmp_path / "local"), _results(tmp_path / "ray")
+    assert local and local.keys() == remote.keys()
+    for key in local:
+        assert remote[key] == local[key], key
+    # the driver keeps the model files other runs need (the teachers), written from the tasks' bytes
+    teachers = [k for k, r in local.items() if "teacher" in r["train_config"]]
+    assert teachers
+    for key in teachers:
+        teacher = Path(local[key]["train_config"]["teacher"]).parent.name
+        assert (tmp_path / "runs-ray" / teacher / "model.safetensors").is_file()
+
+
+def test_finished_runs_are_not_sent_to_the_cluster(ray_cluster, tmp_path):
+    def refuse(payload):
+        raise AssertionError(f"{payload['run'].key} trained again")
+
+    run_lab(Settings.tiny(), tmp_path, tmp_path / "runs", only=["tying"], latency=False, executor=RayExecutor())
+    before = _results(tmp_path)
+    run_lab(Settings.tiny(), tmp_path, tmp_path / "runs", only=["tying"], executor=RayExecutor(work=refuse))
+    assert _results(tmp_path) == before
+
+
+class Flaky:
+    """Fails the first ``fails`` attempts of every run (counted in files under ``folder``), then trains it."""
+
+    def __init__(self, folder: Path, fails: int) -> None:
+        self.folder, self.fails = folder, fails
+
+    def __call__(self, payload: dict) -> dict:
+        log = self.folder / payload["run"].key
+        attempts = int(log.read_text()) + 1 if log.is_file() else 1
+        log.write_text(str(attempts))
+        if attempts <= self.fails:
+            raise RuntimeError(f"attempt {attempts} failed on purpose")
+        return train_task(payload)
+
+
+def test_a_failing_task_is_retried_then_reported(ray_cluster, tmp_path):
+    attempts = tmp_path / "attempts"
+    attempts.mkdir()
+    once = RayExecutor(retries=2, work=Flaky(attempts, fails=1))
+    run_lab(Settings.tiny(), tmp_path / "a", tmp_path / "runs-a", only=["tying"], latency=False, executor=once)
+    tried = {f.name: int(f.read_text()) for f in attempts.iterdir()}
+    assert tried and set(tried.values()) == {2}  # each run failed once and succeeded on its retry
+    assert len(list((tmp_path / "a" / "runs").glob("*.json"))) == len(tried)
+
+    never = RayExecutor(retries=1, work=Flaky(tmp_path / "attempts", fails=99))
+    for f in attempts.iterdir():
+        f.unlink()
+    with pytest.raises(LabRunsFailed) as caught:
+        run_lab(Settings.tiny(), tmp_path / "b", tmp_path / "runs-b", only=["tying"], executor=never)
+    failures = caught.value.failures
+    assert {f.key for f in failures} == set(tried)  # every run reported, none dropped
+    assert all(f.attempts == 2 and "on purpose" in f.error for f in failures)
+    assert {int(f.read_text()) for f in attempts.iterdir()} == {2}  # one try and one retry each
+    assert not list((tmp_path / "b" / "runs").glob("*.json"))
+
+
+def test_a_run_whose_teacher_failed_is_reported_not_submitted(ray_cluster, tmp_path):
+    teacher = LabRun("teacher", "no_such_model_28", data="fashion-mnist")
+    student = LabRun("student", "mlp_28", teacher=teacher, train={"epochs": 1})
+    from mlpvision.lab.executors import Batch
+    from mlpvision.lab.runner import Lab
+
+    lab = Lab(Settings.tiny(), tmp_path, tmp_path / "runs")
+    with pytest.raises(LabRunsFailed) as caught:
+        RayExecutor(retries=0).run(lab, [Batch("x", [("student", student)])])
+    reasons = {f.label: f.error for f in caught.value.failures}
+    assert "no_such_model" in reasons["teacher"]
+    assert "dependency teacher failed" in reasons["student"]
+
+
+def test_resources_follow_the_gpu_rule():
+    s, quick = Settings.full(), Settings.tiny()
+    big = LabRun("big", "repmlp_fast_28", train={"train_subset": 5000})
+    few = LabRun("few", "mlp_28", train={"train_subset": 100})
+    wide = LabRun("224", "mixer_s16_224")
+    assert resources(big, s, cluster_gpus=0) == {"num_cpus": 1, "num_gpus": 0.0, "memory": 1 << 30}
+    assert resources(big, s, cluster_gpus=8)["num_gpus"] == 1.0  # one GPU per run
+    assert resources(few, s, cluster_gpus=8)["num_gpus"] == SMALL_GPU_FRACTION  # the few-image probes share
+    assert resources(big, quick, cluster_gpus=1)["num_gpus"] == SMALL_GPU_FRACTION  # so does the quick mode
+    assert resources(wide, s, cluster_gpus=1, cpus=4) == {"num_cpus": 4, "num_gpus": 1.0, "memory": 8 << 30}
+    assert resources(big, quick, cluster_gpus=0)["memory"] < resources(big, s, cluster_gpus=0)["memory"]
+
+
+def test_the_executor_table_and_its_errors(monkeypatch):
+    assert set(EXECUTORS) == {"local", "ray"}
+    assert isinstance(make_executor("local"), LocalExecutor)
+    with pytest.raises(ConfigError, match="choose from local, ray"):
+        make_executor("dask")
+    with pytest.raises(ConfigError, match="--executor ray"):
+        make_executor("local", address="auto")
+    monkeypatch.setitem(__import__("sys").modules, "ray", None)  # as if Ray were not installed
+    with pytest.raises(ConfigError, match=r"pip install 'mlpvision\[cluster\]'"):
+        make_executor("ray")
