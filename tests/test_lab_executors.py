@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from mlpvision.cli import main
 from mlpvision.errors import ConfigError
-from mlpvision.lab import Settings, run_lab
+from mlpvision.lab import Settings, plan, run_lab
 from mlpvision.lab.executors import (
     EXECUTORS,
     SMALL_GPU_FRACTION,
@@ -23,7 +24,7 @@ from mlpvision.lab.executors import (
 )
 from mlpvision.lab.spec import LabRun
 
-ONLY = ["tying", "resmlp_distill"]  # the second trains teachers first: dependencies cross tasks
+ONLY = ["resmlp_distill"]  # teachers train first: dependencies cross tasks
 TIMING = {"train_seconds", "epoch_seconds", "eval_seconds", "seconds", "machine", "images_per_second"}
 
 
@@ -66,6 +67,17 @@ def test_ray_gives_the_in_process_result_files(ray_cluster, tmp_path):
     for key in teachers:
         teacher = Path(local[key]["train_config"]["teacher"]).parent.name
         assert (tmp_path / "runs-ray" / teacher / "model.safetensors").is_file()
+
+
+def test_the_command_runs_the_quick_lab_on_ray(ray_cluster, tmp_path, capsys):
+    results, docs = tmp_path / "results", tmp_path / "docs"
+    args = ["lab", "--quick", "--executor", "ray", "--only", "tying", "--results", str(results)]
+    assert main([*args, "--runs", str(tmp_path / "runs"), "--docs", str(docs)]) == 0
+    assert "ray: done" in capsys.readouterr().out
+    keys = {r.key for e in plan(Settings.tiny()) if e.key == "tying" for r in e.runs}
+    assert {f.stem for f in (results / "runs").glob("*.json")} == keys
+    assert (results / "tying_latency.json").is_file()  # timed on the driver once the runs are in
+    assert (docs / "results.md").is_file()
 
 
 def test_finished_runs_are_not_sent_to_the_cluster(ray_cluster, tmp_path):
@@ -141,7 +153,7 @@ def test_resources_follow_the_gpu_rule():
     assert resources(big, quick, cluster_gpus=0)["memory"] < resources(big, s, cluster_gpus=0)["memory"]
 
 
-def test_the_executor_table_and_its_errors(monkeypatch):
+def test_the_executor_table_and_its_errors(monkeypatch, capsys):
     assert set(EXECUTORS) == {"local", "ray"}
     assert isinstance(make_executor("local"), LocalExecutor)
     with pytest.raises(ConfigError, match="choose from local, ray"):
@@ -151,3 +163,6 @@ def test_the_executor_table_and_its_errors(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "ray", None)  # as if Ray were not installed
     with pytest.raises(ConfigError, match=r"pip install 'mlpvision\[cluster\]'"):
         make_executor("ray")
+    assert main(["lab", "--quick", "--executor", "ray"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "mlpvision[cluster]" in err

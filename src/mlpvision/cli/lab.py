@@ -52,6 +52,21 @@ def add_parser(sub) -> argparse.ArgumentParser:
     )
     p.add_argument("--data-dir", default=None, help="folder with the data set's files")
     p.add_argument("--verbose", action="store_true", help="log each training run")
+    p.add_argument(
+        "--executor",
+        default="local",
+        help="where runs train: local (default: in this process) or ray (as Ray tasks on a cluster; needs "
+        "pip install 'mlpvision[cluster]')",
+    )
+    p.add_argument("--address", default=None, help="the Ray cluster to join (auto: the one started with ray start)")
+    p.add_argument("--cpus-per-run", type=float, default=1, help="CPUs (threads) each Ray task declares (default: 1)")
+    p.add_argument(
+        "--profile",
+        choices=("lab", "paper"),
+        default="lab",
+        help="lab (default): the lab's small models; paper: the papers' sizes and budgets on --data cifar10 or "
+        "--data imagefolder --data-dir DIR, for a GPU cluster (--plan prints the estimated GPU hours)",
+    )
     return p
 
 
@@ -64,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         headline_vs_cnn,
         latency_only,
         ledger,
+        make_executor,
         plan,
         plan_markdown,
         published_models,
@@ -71,6 +87,9 @@ def run(args: argparse.Namespace) -> int:
         write_report,
     )
 
+    executor = make_executor(args.executor, args.address, args.cpus_per_run)
+    if args.profile == "paper":
+        return run_paper_profile(args, executor)
     settings = Settings.tiny() if args.quick else Settings.full()
     settings = dataclasses.replace(settings, data=args.data)
     check_data(args.data)
@@ -102,7 +121,14 @@ def run(args: argparse.Namespace) -> int:
     if not args.report_only and not args.latency_only:
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
         run_lab(
-            settings, results, runs, args.only, args.data_dir, progress=console().print, latency=not args.no_latency
+            settings,
+            results,
+            runs,
+            args.only,
+            args.data_dir,
+            progress=console().print,
+            latency=not args.no_latency,
+            executor=executor,
         )
         done = (Path(results) / "headline_vs_cnn.json").is_file()
         wanted = not args.only or "headline_vs_cnn" in args.only
@@ -111,6 +137,38 @@ def run(args: argparse.Namespace) -> int:
             headline_vs_cnn(headline, Path(results), Path(args.docs) / "figures")
     out = write_report(results, args.docs, headline)
     console().print(f"report: {out}")
+    return 0
+
+
+def run_paper_profile(args: argparse.Namespace, executor) -> int:
+    """``lab --profile paper``: the papers' experiments at their sizes (see mlpvision.lab.paper)."""
+    from rich.table import Table
+
+    from ..errors import MlpVisionError
+    from ..lab import PAPER_GPU, paper_ledger, paper_plan, run_paper
+
+    data = None if args.data == "fashion-mnist" else args.data  # no --data: the plan shows both parts
+    if args.plan:
+        rows = paper_ledger(data, args.data_dir)
+        table = Table(title="the paper profile: runs and estimated GPU hours")
+        for col in ("experiment", "data", "runs", "GPU hours"):
+            table.add_column(col, justify="left" if col in ("experiment", "data") else "right")
+        total = {"experiment": "all", "data": "", **{k: sum(r[k] for r in rows) for k in ("runs", "gpu_hours")}}
+        for r in [*rows, total]:
+            table.add_row(r["experiment"], r["data"], str(r["runs"]), f"{r['gpu_hours']:.1f}")
+        console().print(table)
+        console().print(f"GPU hours assume {PAPER_GPU.describe()}.")
+        return 0
+    if args.list:
+        for exp in paper_plan(data):
+            print(f"{exp.key:24s} {len(exp.runs):3d} runs  {exp.title}")
+        return 0
+    if data is None:
+        raise MlpVisionError("the paper profile trains on --data cifar10, or on --data imagefolder --data-dir DIR")
+    results, runs = args.results or f"results/lab-paper-{data}", args.runs or f"runs/lab-paper-{data}"
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    run_paper(data, results, runs, args.data_dir, executor, progress=console().print)
+    console().print(f"results: {results}/runs")
     return 0
 
 
