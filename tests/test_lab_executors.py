@@ -76,7 +76,6 @@ def test_the_command_runs_the_quick_lab_on_ray(ray_cluster, tmp_path, capsys):
     assert "ray: done" in capsys.readouterr().out
     keys = {r.key for e in plan(Settings.tiny()) if e.key == "tying" for r in e.runs}
     assert {f.stem for f in (results / "runs").glob("*.json")} == keys
-    assert (results / "tying_latency.json").is_file()  # timed on the driver once the runs are in
     assert (docs / "results.md").is_file()
 
 

@@ -96,7 +96,8 @@ def test_the_ledger_counts_a_shared_run_once(tmp_path):
     assert training_images("imagefolder", str(tmp_path)) == 3
     rows = {r["experiment"]: r for r in paper_ledger("cifar10")}
     # RepMLP's runs belong to the ablation: against the Wide ConvNet only the ConvNet's three runs cost
-    wide = LabRun("w", "wide_convnet_32", 0, "cifar10", {}, paper_plan("cifar10")[1].runs[-1].train)
+    recipe = paper_plan("cifar10")[1].runs[-1].train
+    wide = LabRun(label="w", model="wide_convnet_32", data="cifar10", train=recipe)
     assert rows["paper_repmlp_vs_convnet"]["gpu_hours"] == pytest.approx(3 * gpu_hours(wide, CIFAR_TRAIN))
 
 

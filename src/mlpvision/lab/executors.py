@@ -120,16 +120,15 @@ def _input_side(run: LabRun) -> int:
 def train_task(payload: dict) -> dict:
     """Ensures one run in a scratch folder (on a Ray worker) and returns ``{"result": dict, "model": bytes|None}``.
 
-    ``payload``: the settings, the run, the data folder, the threads, the result and model bytes of the run and
-    its teacher / init run as far as the driver has them (``given``), and whether to return the model's bytes."""
+    ``payload``: the lab's class (the driver's, :class:`~mlpvision.lab.runner.Lab`), the settings, the run, the
+    data folder, the threads, the result and model bytes of the run and its teacher / init run as far as the
+    driver has them (``given``), and whether to return the model's bytes."""
     import torch
-
-    from .runner import Lab  # the runner builds batches for executors: import it where it is used
 
     torch.set_num_threads(max(1, int(payload["threads"])))
     run: LabRun = payload["run"]
     with tempfile.TemporaryDirectory(prefix="mlpvision-lab-") as tmp:
-        lab = Lab(payload["settings"], Path(tmp) / "results", Path(tmp) / "runs", payload["data_dir"])
+        lab = payload["lab"](payload["settings"], Path(tmp) / "results", Path(tmp) / "runs", payload["data_dir"])
         for key, (result, model) in payload["given"].items():
             if result is not None:
                 write_json(lab.results / "runs" / f"{key}.json", result)
@@ -209,6 +208,7 @@ class RayExecutor:
                     continue
                 del todo[key]
                 payload = {
+                    "lab": type(lab),
                     "settings": lab.s,
                     "run": run,
                     "data_dir": lab.data_dir,

@@ -136,12 +136,17 @@ FOLDER_ROWS = {  # 224 px, from scratch: row -> (model, model_args)
 
 
 def _cifar_runs(label: str) -> list[LabRun]:
-    return [LabRun(label, REPMLP_ROWS[label], seed, "cifar10", {}, CIFAR_RECIPE) for seed in SEEDS]
+    return [
+        LabRun(label=label, model=REPMLP_ROWS[label], seed=seed, data="cifar10", train=CIFAR_RECIPE) for seed in SEEDS
+    ]
 
 
 def _folder_runs(label: str) -> list[LabRun]:
     name, args = FOLDER_ROWS[label]
-    return [LabRun(label, name, seed, "imagefolder", args, FOLDER_RECIPE) for seed in SEEDS]
+    return [
+        LabRun(label=label, model=name, seed=seed, data="imagefolder", model_args=args, train=FOLDER_RECIPE)
+        for seed in SEEDS
+    ]
 
 
 def _cifar_budget() -> str:
