@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -39,6 +40,7 @@ def main() -> None:
     args, _allocator, command = start(parser, repeats=1)
     ray = require_ray()
     settings = Settings.tiny()
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         t0 = time.perf_counter()
@@ -58,6 +60,7 @@ def main() -> None:
             ray.shutdown()
         remote = _trained(tmp / "ray")
 
+    load_after = os.getloadavg()[0]
     n = len(local)
     assert remote.keys() == local.keys(), "the two executors trained different runs"
     same = sum(
@@ -81,11 +84,15 @@ def main() -> None:
         "speedup_with_start": local_s / (init_s + ray_s),
         "speedup_after_start": local_s / ray_s,
         "break_even_runs": break_even,
+        "load_average_1min": [load_before, load_after],
     }
     md = [
         "# The lab's executors: in-process against Ray",
         "",
-        f"`{command}` (wrapped so nothing else ran), on {machine()}; Ray {ray.__version__}.",
+        f"`{command}`, on {machine()}; Ray {ray.__version__}; one-minute load average {load_before:.1f} before "
+        f"and {load_after:.1f} after (above the core count, other processes competed for the cores: a "
+        "multi-threaded in-process run suffers more from that than one-thread workers, and the ratio overstates "
+        "Ray's gain).",
         f"The quick lab's {', '.join(args.only)}: {n} runs (mean training time {train_local:.1f} s each in process), "
         f"each executor in a fresh folder; {same} of {n} runs gave the same test top-1 on both.",
         "",
