@@ -4,6 +4,7 @@ diverged runs, and the all-MLP against CNN comparison."""
 import dataclasses
 import json
 import statistics
+from pathlib import Path
 
 import pytest
 import torch
@@ -151,10 +152,20 @@ def test_the_report_gives_each_comparison_the_verdict_its_numbers_decide(tmp_pat
     assert "budget check pending" in lines["ViT: with vs without"]  # its half-budget rows are missing
 
 
-def test_a_run_whose_loss_becomes_nan_is_a_diverged_result_at_chance(tmp_path):
+def test_a_run_whose_loss_becomes_nan_is_a_diverged_result_at_chance(tmp_path, monkeypatch):
+    import mlpvision.lab.runner
+    from mlpvision.train import TrainingError
+
+    def diverging(cfg, **_):  # the engine's own NaN detection is tested in test_train.py
+        out = Path(cfg.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(cfg.as_dict()))  # as train() writes it before the first step
+        raise TrainingError("loss became nan at step 3")
+
+    monkeypatch.setattr(mlpvision.lab.runner, "train", diverging)
     settings = Settings.tiny()
     lab = Lab(settings, tmp_path / "results", tmp_path / "runs")
-    train = {"epochs": 1, "batch_size": 32, "val_size": 64, "train_subset": 96, "amp": False, "lr": 1e6,
+    train = {"epochs": 1, "batch_size": 32, "val_size": 64, "train_subset": 96, "amp": False, "lr": 0.03,
              "plots": False, "aug": {"crop_padding": 0, "hflip": 0.0}, "test_subset": 64}  # fmt: skip
     run = LabRun("too hot", "mixer_t4_28", 0, "fashion-mnist", {"depth": 1, "embed_dim": 16}, train)
     result = lab.ensure(run)

@@ -150,10 +150,8 @@ class PlanContext:
         train = self.recipe(**{"lr": self.lr(family or model), **recipe})
         seeds = self.s.seeds if seeds is None else seeds
         data = data or self.s.data
-        return [
-            LabRun(label=label, model=self.sized(name), seed=seed, data=data, model_args=args, train=train)
-            for seed in seeds
-        ]
+        model = name if data.endswith("-task") else self.sized(name)  # the synthetic probes are 28 px everywhere
+        return [LabRun(label=label, model=model, seed=seed, data=data, model_args=args, train=train) for seed in seeds]
 
     def budgeted(
         self, label: str, model: str, args: dict | None = None, epochs: int | None = None, seeds=None, **recipe
