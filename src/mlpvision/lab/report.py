@@ -12,7 +12,6 @@ comparisons as pending.
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from collections import Counter
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from ..io import save_figure, write_text
 from ..plotting import pyplot
 from . import measures as m
 from .checks import CHECKS, run_check
+from .context import PlanContext
 from .headline import headline_section, published_sections, redraw_headline_figure
 from .plan import EXPERIMENTS, plan, plan_context
 from .registration import plan_hash
@@ -288,7 +288,7 @@ def _verdict_table(verdicts: list[Verdict]) -> list[str]:
     return lines
 
 
-def _tuning_section(exp: Experiment, res: _Results) -> list[str]:
+def _tuning_section(exp: Experiment, res: _Results, chosen_rates: dict[str, float]) -> list[str]:
     rows = res.rows(exp)
     fams: dict[str, dict[float, float]] = {}
     for label, rs in rows.items():
@@ -308,8 +308,7 @@ def _tuning_section(exp: Experiment, res: _Results) -> list[str]:
         "|---|---:|" + "---:|" * len(rates),
     ]
     for fam, scores in fams.items():
-        done = [lr for lr in scores if not math.isnan(scores[lr])]
-        best = max(done, key=lambda lr: (scores[lr], -lr)) if done else None
+        best = chosen_rates.get(fam)  # decided by the protocol: none while a family's ladder is still growing
         cells = []
         for lr in rates:
             if lr not in scores:
@@ -536,12 +535,13 @@ def _check_text(result: tuple[bool | None, str]) -> str:
 
 def _waiting_for_tuning(settings: Settings, results: Path) -> dict[str, set[str]]:
     """Experiment key -> the families it trains whose rate the tuning has not chosen yet."""
+    base, _ = plan_context(settings, results)  # the result files are read once
     out = {}
     for experiment in EXPERIMENTS:
-        p, untuned = plan_context(settings, results)
+        p = PlanContext(base.s, base.size, base.tuning)  # a fresh record of the families this experiment asks
         key = experiment(p).key
-        if untuned:
-            out[key] = set(untuned)
+        if p.untuned:
+            out[key] = set(p.untuned)
     return out
 
 
@@ -615,7 +615,7 @@ def write_report(
     ]
     tuning = next((e for e in exps if e.kind == "tuning"), None)
     if tuning is not None:
-        lines += _tuning_section(tuning, res)
+        lines += _tuning_section(tuning, res, plan_context(settings, results)[0].tuning.rates)
     lines += ["## Checks", "", "| check | result |", "|---|---|"]
     lines += [f"| {CHECKS[c].title} | {_check_text(r)} |" for c, r in checks.items()]
     lines += [""]
