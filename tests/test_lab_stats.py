@@ -195,6 +195,23 @@ def test_the_ledger_counts_every_run_once_and_prices_what_is_left(tmp_path, caps
     assert "CPU hours" in capsys.readouterr().out
 
 
+def test_the_ledger_prices_a_model_by_its_fastest_finished_run(tmp_path):
+    """A run that shared the machine is slower, never faster: the estimate follows the fastest run of a model."""
+    from mlpvision.lab.ledger import _measured
+
+    for name, seconds in (("a", 100.0), ("b", 40.0), ("c", 900.0)):
+        record = {
+            "label": name,
+            "model": "mlp_28",
+            "model_args": {},
+            "train_config": {"batch_size": 10},
+            "summary": {"train_seconds": seconds, "steps": 100},
+        }
+        (tmp_path / "runs").mkdir(exist_ok=True)
+        (tmp_path / "runs" / f"{name}.json").write_text(json.dumps(record))
+    assert list(_measured(tmp_path).values()) == [pytest.approx(40.0 / 1000)]
+
+
 def _publish(folder, model, role=None):
     folder.mkdir(parents=True)
     meta = data_metadata("fashion-mnist", [str(i) for i in range(10)], (0.2860,), (0.3530,))

@@ -61,7 +61,9 @@ def _cache_path() -> Path:
 
 
 def _measured(results: Path) -> dict[str, float]:
-    """Seconds per training image by probe key, read off the finished result files (median over runs)."""
+    """Seconds per training image by probe key, read off the finished result files: the fastest run of each key.
+    A shared machine only ever slows a run down (other jobs take its cores), so the fastest run is the closest to
+    what the model costs on the machine alone; a median would carry the load of whichever runs shared it."""
     seen: dict[str, list[float]] = {}
     for f in (results / "runs").glob("*.json") if (results / "runs").is_dir() else []:
         try:
@@ -73,7 +75,7 @@ def _measured(results: Path) -> dict[str, float]:
         if seconds and steps:
             batch = int(r["train_config"].get("batch_size", 128))
             seen.setdefault(_probe_key(run), []).append(seconds / (steps * batch))
-    return {k: statistics.median(v) for k, v in seen.items()}
+    return {k: min(v) for k, v in seen.items()}
 
 
 def ledger(settings: Settings, results: Path, runs: Path, only: list[str] | None = None) -> list[dict]:
