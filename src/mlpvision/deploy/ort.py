@@ -45,12 +45,14 @@ class OrtModel:
         self.path = Path(path)
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         shape = self.session.get_inputs()[0].shape  # [batch, C, H, W]
-        out = self.session.get_outputs()[0].shape  # [batch, classes]
-        if len(shape) != 4 or not all(isinstance(d, int) for d in shape[1:]) or len(out) != 2:
+        out = self.session.get_outputs()[0].shape  # [batch, classes], or [batch, classes, H, W] for segmentation
+        dense = len(out) == 4 and list(out[2:]) == list(shape[2:])
+        if len(shape) != 4 or not all(isinstance(d, int) for d in shape[1:]) or (len(out) != 2 and not dense):
             raise CheckpointError(
-                f"{path}: not an image classifier: input shape {shape} and output shape {out}, expected "
-                "(batch, channels, height, width) and (batch, classes)"
+                f"{path}: not an image classifier or segmenter: input shape {shape} and output shape {out}, "
+                "expected (batch, channels, height, width) and (batch, classes) or (batch, classes, height, width)"
             )
+        self.dense = dense  # per-pixel logits (a segmentation model)
         self.in_chans, self.img_size = shape[1], shape[2]
         self.input_shape = tuple(shape[1:])
         self.num_classes = out[1]

@@ -9,6 +9,7 @@ from . import (  # noqa: F401  (registration)
     repmlpnet,
     resmlp,
     resnet,
+    segmentation,
     vit,
 )
 from .complexity import ModelStats, count, flop_counter

@@ -232,5 +232,8 @@ VARIANTS = {
     "mixer_h14_224": Variant(_paper(32, 1280, 14), "Mixer-H/14"),
     "mixer_t4_28": Variant(_tiny(img_size=28, in_chans=1, num_classes=10), "tiny Mixer, 28x28x1 (Fashion-MNIST)"),
     "mixer_t4_32": Variant(_tiny(img_size=32, in_chans=3, num_classes=10), "tiny Mixer, 32x32x3 (CIFAR)"),
+    "mixer_t8_64": Variant(
+        _tiny(img_size=64, in_chans=1, patch_size=8, num_classes=11), "tiny Mixer, 8x8 patches of 64x64x1 (scenes)"
+    ),
 }
 register_family("mixer", MlpMixer, VARIANTS, PAPER, IMAGENET_INCEPTION)

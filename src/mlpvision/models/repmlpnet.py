@@ -351,5 +351,9 @@ VARIANTS = {
     "repmlpnet_32": Variant(
         RepMLPNetConfig(**{**_small, "img_size": 32, "in_chans": 3, "partitions": (8, 8)}), "small RepMLPNet, 32x32x3"
     ),
+    "repmlpnet_64": Variant(
+        RepMLPNetConfig(**{**_small, "img_size": 64, "patch_size": 4, "partitions": (8, 8), "num_classes": 11}),
+        "small RepMLPNet for 64x64x1 (scenes): 4x4 patches, 16x16 and 8x8 stages, 8x8 partitions",
+    ),
 }
 register_family("repmlp", RepMLPNet, VARIANTS, PAPER, replace(IMAGENET_DEFAULT, first_conv="stem.0.conv"))

@@ -182,5 +182,8 @@ VARIANTS = {
     ),
     "resmlp_tiny_12_28": Variant(_tiny(img_size=28, in_chans=1, num_classes=10), "tiny ResMLP, 28x28x1"),
     "resmlp_tiny_12_32": Variant(_tiny(img_size=32, in_chans=3, num_classes=10), "tiny ResMLP, 32x32x3"),
+    "resmlp_tiny_12_p8_64": Variant(
+        _tiny(img_size=64, in_chans=1, patch_size=8, num_classes=11), "tiny ResMLP, 8x8 patches of 64x64x1 (scenes)"
+    ),
 }
 register_family("resmlp", ResMLP, VARIANTS, PAPER)
