@@ -33,6 +33,7 @@ _NESTED = {"aug": "augmentation option"}
 class TrainConfig:
     """A training run. Every field is a command-line flag (``--batch-size``) and a key of a recipe file."""
 
+    task: str = option("classify", choices=("classify", "segment"))  # classify (a label per image) | segment (a label per pixel: seg_ models, mask data)
     model: str = "repmlp_fast_28"  # registered model name
     model_args: dict = field(default_factory=dict)  # overrides of the model config, e.g. {"drop_path_rate": 0.1}
     data: str = "fashion-mnist"  # fashion-mnist | cifar10 | cifar100 | imagefolder | synthetic
@@ -138,6 +139,26 @@ class TrainConfig:
             (self.distill == "none" or self.teacher, "distillation needs --teacher MODEL_FILE"),
             (self.ema_bn_images == 0 or self.ema_decay > 0, "ema_bn_images acts on the weight EMA: set ema_decay too"),
         ]
+        if self.task == "segment":
+            a = self.aug
+            unsupported = [
+                name
+                for name, on in (
+                    ("auto_augment", a.auto_augment != "none"),
+                    ("random_erasing", a.random_erasing > 0),
+                    ("mixup", a.mixup > 0),
+                    ("cutmix", a.cutmix > 0),
+                    ("distill", self.distill != "none"),
+                )
+                if on
+            ]
+            checks.append(
+                (
+                    not unsupported,
+                    f"--task segment augments with crop_padding and hflip (image and mask alike) only; turn off "
+                    f"{', '.join(unsupported)}",
+                )
+            )
         problems = config_problems(self) + [message for ok, message in checks if not ok]
         if self.device:
             try:

@@ -1,4 +1,5 @@
-"""Evaluation: accuracy, per-class accuracy and confusion matrix of a model on a data set."""
+"""Evaluation: accuracy, per-class accuracy and confusion matrix of a classifier on a data set; mean IoU, pixel
+accuracy, per-class IoU and the pixel confusion matrix of a segmentation model."""
 
 from __future__ import annotations
 
@@ -14,7 +15,15 @@ from torch.utils.data import DataLoader
 from ..io import save_figure
 from ..plotting import pyplot
 
-__all__ = ["EvalResult", "evaluate", "save_confusion_png"]
+__all__ = [
+    "EvalResult",
+    "SegEvalResult",
+    "evaluate",
+    "evaluate_segmentation",
+    "iou_from_confusion",
+    "pixel_confusion",
+    "save_confusion_png",
+]
 
 
 @dataclass
@@ -27,6 +36,11 @@ class EvalResult:
     num_images: int
     per_class: list[float] = field(default_factory=list)  # top-1 per true class
     confusion: list[list[int]] = field(default_factory=list)  # [true][predicted] counts
+
+    @property
+    def score(self) -> float:
+        """The figure the best model is chosen on."""
+        return self.top1
 
     def as_dict(self) -> dict:
         return {
@@ -107,3 +121,94 @@ def save_confusion_png(
     path = Path(path)
     save_figure(fig, path, dpi=120)
     return path
+
+
+# ---- segmentation ----------------------------------------------------------------------------------------------
+
+
+def iou_from_confusion(confusion: torch.Tensor) -> torch.Tensor:
+    """Per-class intersection over union from a [true][predicted] confusion matrix of pixel counts; NaN for a
+    class that is neither present nor predicted (it does not count in the mean)."""
+    confusion = confusion.double()
+    tp = confusion.diag()
+    union = confusion.sum(0) + confusion.sum(1) - tp
+    return torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, float("nan")))
+
+
+def pixel_confusion(logits: torch.Tensor, masks: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
+    """[true][predicted] pixel counts of one batch: logits (B, K, H, W), masks (B, H, W); ignored pixels skipped."""
+    keep = masks != ignore_index
+    truth, pred = masks[keep].cpu(), logits.argmax(dim=1)[keep].cpu()
+    return torch.bincount(truth * num_classes + pred, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+@dataclass
+class SegEvalResult:
+    """Metrics of one pass of a segmentation model over a data set (percent), ignored pixels excluded.
+
+    ``miou`` is the mean over classes of intersection / union, over the classes present in the ground truth or
+    the predictions; ``pixel_acc`` the share of labelled pixels predicted right.
+    """
+
+    loss: float
+    miou: float
+    pixel_acc: float
+    num_images: int
+    per_class_iou: list[float] = field(default_factory=list)  # NaN for a class neither present nor predicted
+    confusion: list[list[int]] = field(default_factory=list)  # [true][predicted] pixel counts
+
+    @property
+    def score(self) -> float:
+        """The figure the best model is chosen on."""
+        return self.miou
+
+    def as_dict(self) -> dict:
+        return {
+            "loss": self.loss,
+            "miou": self.miou,
+            "pixel_acc": self.pixel_acc,
+            "num_images": self.num_images,
+            "per_class_iou": self.per_class_iou,
+            "confusion": self.confusion,
+        }
+
+
+@torch.no_grad()
+def evaluate_segmentation(
+    model: nn.Module,
+    loader: DataLoader,
+    num_classes: int,
+    device: torch.device | str = "cpu",
+    amp: bool = False,
+    channels_last: bool = False,
+    ignore_index: int = 255,
+) -> SegEvalResult:
+    """Runs ``model`` in eval mode over ``loader`` (images, masks (B, H, W)) and gathers pixel metrics."""
+    was_training = model.training
+    model.eval()
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    loss_sum, pixels, n = 0.0, 0, 0
+    device = torch.device(device)
+    for images, masks in loader:
+        images, masks = images.to(device), masks.to(device)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(images)
+        logits = logits.float()
+        loss_sum += F.cross_entropy(logits, masks, ignore_index=ignore_index, reduction="sum").item()
+        pixels += int((masks != ignore_index).sum())
+        confusion += pixel_confusion(logits, masks, num_classes, ignore_index)
+        n += len(images)
+    model.train(was_training)
+    if pixels == 0:
+        return SegEvalResult(float("nan"), float("nan"), float("nan"), n)
+    iou = iou_from_confusion(confusion)
+    return SegEvalResult(
+        loss=loss_sum / pixels,
+        miou=100.0 * float(iou.nanmean()),
+        pixel_acc=100.0 * confusion.diag().sum().item() / pixels,
+        num_images=n,
+        per_class_iou=(100.0 * iou).tolist(),
+        confusion=confusion.tolist(),
+    )

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
@@ -53,11 +52,12 @@ from . import distributed
 from .config import RESUMABLE_CHANGES, TrainConfig
 from .distill import distillation_loss, load_teacher
 from .ema import build_ema, recompute_bn_stats
-from .evaluate import EvalResult, evaluate, save_confusion_png
+from .evaluate import save_confusion_png
 from .finetune import load_for_finetuning
 from .metrics import write_metrics
 from .schedule import build_mixing, build_optimizer, build_scheduler, epoch_batches, step_seed, total_steps
 from .state import LoopState, load_training_checkpoint, save_training_checkpoint, saved_train_config
+from .task import get_task
 
 __all__ = ["RUN_FILES", "Data", "Run", "TrainingError", "build_data", "run_data", "train", "train_one_epoch"]
 
@@ -106,7 +106,10 @@ def build_data(cfg: TrainConfig, img_size: int | None, in_chans: int | None) -> 
     if cfg.train_subset:
         train_idx = seeded_subset(train_idx, cfg.train_subset, cfg.seed + 1).sort().values
     plain = build_transform(info, None)
-    train = training_set(train_raw, train_idx, info, cfg.aug, cfg.seed)
+    if cfg.task == "segment":  # images and masks are augmented together, per batch (Segmentation.augment)
+        train = Augmented(train_raw, train_idx, plain)
+    else:
+        train = training_set(train_raw, train_idx, info, cfg.aug, cfg.seed)
     val = Augmented(train_raw, val_idx, plain) if len(val_idx) else None
     test_idx = None
     if cfg.test_subset and cfg.test_subset < len(test_raw):
@@ -169,6 +172,7 @@ class Run:
     steps_per_epoch: int
     last_step: int | None  # the global step the run ends at when ``max_steps`` is set
     progress: Callable[[dict], None] | None = None
+    task: Any = None  # what is learnt (train.task): the loss, the training hits, evaluation, the best-model figure
     # (global step, EMA copy with recomputed statistics): evaluation and saving at one step share the copy
     _recomputed: tuple[int, nn.Module] | None = field(default=None, init=False, repr=False)
 
@@ -185,6 +189,12 @@ class Run:
                 model = recompute_bn_stats(copy.deepcopy(self.ema.module), self.eval_loader(self.data.bn_images))
             self._recomputed = (self.loop.global_step, model)
         return self._recomputed[1]
+
+    @property
+    def black(self) -> torch.Tensor:
+        """A black pixel after normalisation, per channel (what a padded border holds)."""
+        info = self.data.info
+        return -torch.tensor(info.mean) / torch.tensor(info.std)
 
     @property
     def data_metadata(self) -> dict[str, str]:
@@ -242,6 +252,8 @@ def build_run(
     ema = build_ema(model, cfg.ema_decay, cfg.ema_warmup)
     teacher = load_teacher(cfg.teacher_files, dist.device)
     mixing = build_mixing(cfg, data.info.num_classes)
+    task = get_task(cfg.task, getattr(data.train.base, "ignore_index", None))
+    task.check(model, data.train.base[0][1])
     return Run(
         cfg,
         dist,
@@ -258,6 +270,7 @@ def build_run(
         steps_per_epoch,
         last_step,
         progress,
+        task,
     )
 
 
@@ -285,7 +298,7 @@ def _loss(run: Run, images: torch.Tensor, targets: torch.Tensor, epoch: int) -> 
     """Logits and training loss of one micro-batch: cross-entropy, plus distillation when a teacher is set."""
     cfg = run.cfg
     logits = run.engine(images)
-    loss = F.cross_entropy(logits.float(), targets, label_smoothing=cfg.label_smoothing)
+    loss = run.task.loss(logits, targets, cfg.label_smoothing)
     if run.teacher is not None:
         with torch.no_grad():
             t_logits = run.teacher(images).float()
@@ -302,15 +315,17 @@ def _loss(run: Run, images: torch.Tensor, targets: torch.Tensor, epoch: int) -> 
 
 
 def _optimizer_step(run: Run, step_micro: list[torch.Tensor], it, epoch: int) -> tuple[float, int, int]:
-    """One optimizer step over its micro-batches; returns (summed loss, correct predictions, images)."""
+    """One optimizer step over its micro-batches; returns (summed loss, correct predictions, predictions, images):
+    a prediction is an image's label, or a labelled pixel's when segmenting."""
     cfg, dist = run.cfg, run.dist
     torch.manual_seed(step_seed(cfg.seed, run.loop.global_step, dist.rank))  # dropout, drop path, MixUp
     run.optimizer.zero_grad(set_to_none=True)
-    loss_sum, correct, seen = 0.0, 0, 0
+    loss_sum, correct, seen, n_images = 0.0, 0, 0, 0
     for a, idx in enumerate(step_micro):
         images, labels = next(it)
         if run.data.train.batch_aug is not None:
             images = run.data.train.batch_aug(images, idx)
+        images, labels = run.task.augment(images, labels, cfg.aug, run.black)
         images, labels = images.to(dist.device, non_blocking=True), labels.to(dist.device, non_blocking=True)
         targets = labels
         if run.mixing is not None:
@@ -324,9 +339,11 @@ def _optimizer_step(run: Run, step_micro: list[torch.Tensor], it, epoch: int) ->
         ):
             logits, loss = _loss(run, images, targets, epoch)
         (loss / cfg.accum_steps).backward()
-        loss_sum += loss.item() * len(labels)
-        correct += (logits.argmax(1) == labels).sum().item()
-        seen += len(labels)
+        right, count = run.task.hits(logits, labels)
+        loss_sum += loss.item() * count
+        correct += right
+        seen += count
+        n_images += len(images)
     if cfg.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(run.engine.parameters(), cfg.grad_clip)
     run.optimizer.step()
@@ -334,7 +351,7 @@ def _optimizer_step(run: Run, step_micro: list[torch.Tensor], it, epoch: int) ->
     if run.ema is not None:
         run.ema.update_parameters(run.model)
     run.loop.global_step += 1
-    return loss_sum, correct, seen
+    return loss_sum, correct, seen, n_images
 
 
 def train_one_epoch(run: Run, epoch: int, deadline: float | None) -> dict:
@@ -345,17 +362,18 @@ def train_one_epoch(run: Run, epoch: int, deadline: float | None) -> dict:
     run.data.train.set_epoch(epoch)
     steps, micro = _micro_batches(run, epoch)
     first_step = run.loop.step_in_epoch
-    loss_sum, correct, seen = 0.0, 0, 0
+    loss_sum, correct, seen, n_images = 0.0, 0, 0, 0
     epoch_t0 = banked_t0 = time.perf_counter()  # banked_t0: start of time not yet added to elapsed_s
     it = iter(run.loader(run.data.train, micro))
     for step_idx in range(first_step, steps):
         offset = (step_idx - first_step) * cfg.accum_steps
         step = _optimizer_step(run, micro[offset : offset + cfg.accum_steps], it, epoch)
         loss_sum, correct, seen = loss_sum + step[0], correct + step[1], seen + step[2]
+        n_images += step[3]
         run.loop.step_in_epoch = step_idx + 1
         if run.progress is not None and dist.is_main:
             seconds = time.perf_counter() - epoch_t0
-            images = seen * dist.world_size
+            images = n_images * dist.world_size
             run.progress(
                 {
                     "epoch": epoch,
@@ -378,9 +396,9 @@ def train_one_epoch(run: Run, epoch: int, deadline: float | None) -> dict:
     seconds = time.perf_counter() - epoch_t0
     return {
         "train_loss": loss_sum / max(seen, 1),
-        "train_top1": 100.0 * correct / max(seen, 1),
+        run.task.train_hits_name: 100.0 * correct / max(seen, 1),
         "epoch_seconds": seconds,
-        "img_per_s": seen * dist.world_size / max(seconds, 1e-9),
+        "img_per_s": n_images * dist.world_size / max(seconds, 1e-9),
     }
 
 
@@ -390,10 +408,13 @@ def _end_of_epoch(run: Run, epoch: int, metrics: dict, writer) -> None:
     row = {"epoch": epoch + 1, "step": run.loop.global_step, "lr": opt.param_groups[0]["lr"], **metrics}
     last = epoch + 1 >= cfg.epochs or (run.last_step is not None and run.loop.global_step >= run.last_step)
     if data.val is not None and ((epoch + 1) % cfg.val_every == 0 or last):
-        val = evaluate(run.eval_model, run.eval_loader(data.val), data.info.num_classes, run.dist.device, cfg.amp)
-        row.update({"val_loss": val.loss, "val_top1": val.top1, "val_top5": val.top5})
-        if val.top1 > run.loop.best_val_top1:
-            run.loop.best_val_top1, run.loop.best_epoch = val.top1, epoch + 1
+        val = run.task.evaluate(
+            run.eval_model, run.eval_loader(data.val), data.info.num_classes, run.dist.device, cfg.amp
+        )
+        row.update(run.task.columns("val", val))
+        # best_val_top1 holds the task's figure (top-1, or mean IoU when segmenting)
+        if val.score > run.loop.best_val_top1:
+            run.loop.best_val_top1, run.loop.best_epoch = val.score, epoch + 1
             save_model(run.eval_model, run.out / "best.safetensors", run.data_metadata)
     log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
     run.loop.history.append(row)
@@ -556,9 +577,9 @@ def _finish(run: Run, stopped_early: bool) -> dict:
             save_model(final, out / "best.safetensors", run.data_metadata)
         test_loader = run.eval_loader(data.test)
         # the reported figures are the model's own, in float32, whatever autocast training used
-        test: EvalResult = evaluate(final, test_loader, data.info.num_classes, dist.device)
+        test = run.task.evaluate(final, test_loader, data.info.num_classes, dist.device)
         best = load_checkpoint(out / "best.safetensors", device=dist.device)
-        test_best = evaluate(best, test_loader, data.info.num_classes, dist.device)
+        test_best = run.task.evaluate(best, test_loader, data.info.num_classes, dist.device)
         if cfg.plots:
             save_confusion_png(test_best.confusion, data.info.classes, out / "confusion.png")
         deployed = _save_deploy_forms(run, {"model": final, "best": best})
@@ -571,10 +592,8 @@ def _finish(run: Run, stopped_early: bool) -> dict:
             "stopped_by_time_limit": stopped_early,
             "train_seconds": run.loop.elapsed_s,
             "best_epoch": run.loop.best_epoch,
-            "best_val_top1": run.loop.best_val_top1 if data.val is not None else None,
-            "test_top1_final": test.top1,
-            "test_top1_best": test_best.top1,
-            "test_top5_best": test_best.top5,
+            f"best_val_{run.task.score_name}": run.loop.best_val_top1 if data.val is not None else None,
+            **run.task.summary(test, test_best),
             "params": sum(p.numel() for p in final.parameters()),
             "out": str(out),
             "files": {

@@ -25,13 +25,14 @@ def write_metrics(out: Path, history: list[dict], plots: bool = True) -> None:
 
 
 def plot_curves(history: list[dict], path: Path) -> None:
-    """Loss and accuracy per epoch, training and validation."""
+    """Loss and accuracy (top-1, or pixel accuracy when segmenting) per epoch, training and validation."""
     if not history:
         return
     plt = pyplot()
     ep = [h["epoch"] for h in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, metric, label in zip(axes, ("loss", "top1"), ("loss", "top-1 (%)"), strict=True):
+    second = ("top1", "top-1 (%)") if "train_top1" in history[0] else ("pixel_acc", "pixel accuracy (%)")
+    for ax, metric, label in zip(axes, ("loss", second[0]), ("loss", second[1]), strict=True):
         ax.plot(ep, [h[f"train_{metric}"] for h in history], label="train")
         val = [(h["epoch"], h[f"val_{metric}"]) for h in history if f"val_{metric}" in h]  # may skip epochs
         if val:
