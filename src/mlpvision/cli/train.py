@@ -157,13 +157,17 @@ def run(args: argparse.Namespace) -> int:
     table = Table(title=f"{cfg.model} on {cfg.data}")
     table.add_column("")
     table.add_column("value", justify="right")
+    figure, name = ("miou", "mean IoU") if cfg.task == "segment" else ("top1", "top-1")
+    best_val = summary[f"best_val_{figure}"]
     rows = [
         ("epochs / steps", f"{summary['epochs_done']} / {summary['steps']}"),
         ("training time", f"{summary['train_seconds'] / 60:.1f} min"),
-        ("best validation top-1", "-" if summary["best_val_top1"] is None else f"{summary['best_val_top1']:.2f}%"),
-        ("test top-1 (best on validation)", f"{summary['test_top1_best']:.2f}%"),
-        ("test top-1 (final)", f"{summary['test_top1_final']:.2f}%"),
+        (f"best validation {name}", "-" if best_val is None else f"{best_val:.2f}%"),
+        (f"test {name} (best on validation)", f"{summary[f'test_{figure}_best']:.2f}%"),
+        (f"test {name} (final)", f"{summary[f'test_{figure}_final']:.2f}%"),
     ]
+    if cfg.task == "segment":
+        rows.append(("test pixel accuracy (best on validation)", f"{summary['test_pixel_acc_best']:.2f}%"))
     for k, v in rows:
         table.add_row(k, v)
     console().print(table)
