@@ -95,3 +95,104 @@ def test_the_task_must_fit_the_model_and_the_data(tmp_path):
         train(TrainConfig.from_recipe({**TINY, "task": "classify", "out": str(tmp_path / "b")}))
     with pytest.raises(ConfigError, match="per-pixel masks"):
         train(TrainConfig.from_recipe({**TINY, "data": "synthetic", "out": str(tmp_path / "c")}))
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    """A tiny segmentation run through ``mlpvision train --task segment``."""
+    from mlpvision.cli import main
+
+    out = tmp_path_factory.mktemp("seg") / "run"
+    argv = ["train", "--task", "segment", "--model", "seg_mixer", "--data", "fashion-scenes", "--img-size", "32"]
+    argv += ["--model-arg", "img_size=32", "--model-arg", "decoder_dim=16", "--epochs", "1", "--batch-size", "8"]
+    argv += [
+        "--train-subset",
+        "16",
+        "--val-size",
+        "8",
+        "--test-subset",
+        "8",
+        "--no-plots",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    return out
+
+
+def test_eval_reports_mean_iou_of_a_segmentation_model(cli_run, capsys):
+    from mlpvision.cli import main
+
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(cli_run / "best.safetensors"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    summary = json.loads((cli_run / "summary.json").read_text())
+    assert result["data"] == "fashion-scenes" and len(result["per_class_iou"]) == 11
+    assert 0 <= result["miou"] <= 100 and 0 <= result["pixel_acc"] <= 100
+    assert result["num_images"] == 2000  # the whole test split, where the run's summary used a subset
+    assert "test_miou_best" in summary
+
+
+def test_predict_writes_a_coloured_mask_and_an_overlay(cli_run, tmp_path, capsys):
+    from PIL import Image
+
+    from mlpvision.cli import main
+    from mlpvision.data import fashion_scenes
+    from mlpvision.data.segmentation import SceneConfig
+
+    scene = fashion_scenes("test", 1, SceneConfig(size=32)).images[0, 0].numpy()
+    Image.fromarray(scene).save(tmp_path / "scene.png")
+    out = tmp_path / "pred"
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(cli_run / "model.safetensors"),
+                "--out",
+                str(out),
+                str(tmp_path / "scene.png"),
+            ]
+        )
+        == 0
+    )
+    assert "scene_mask.png" in capsys.readouterr().out
+    mask, overlay = Image.open(out / "scene_mask.png"), Image.open(out / "scene_overlay.png")
+    assert mask.size == overlay.size == (32, 32) and mask.mode == overlay.mode == "RGB"
+
+
+def test_a_segfolder_trains(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 12), ("val", 4)):
+        for sub in ("images", "masks"):
+            (tmp_path / "data" / split / sub).mkdir(parents=True)
+        for i in range(n):
+            mask = np.zeros((16, 16), np.uint8)
+            y, x = rng.integers(0, 8, 2)
+            mask[y : y + 8, x : x + 8] = 1 + i % 2
+            mask[0, :] = 255
+            image = (mask == 1) * 200 + (mask == 2) * 100
+            Image.fromarray(np.stack([image] * 3, -1).astype(np.uint8)).save(
+                tmp_path / "data" / split / "images" / f"{i}.png"
+            )
+            Image.fromarray(mask).save(tmp_path / "data" / split / "masks" / f"{i}.png")
+    cfg = {
+        "task": "segment",
+        "model": "seg_fpn",
+        "model_args": {"backbone": "resnet18_32", "feature_indices": [1, 2], "decoder_dim": 8},
+        "data": "segfolder",
+        "data_dir": str(tmp_path / "data"),
+        "img_size": 16,
+        "epochs": 1,
+        "batch_size": 4,
+        "val_size": 0,
+        "warmup_epochs": 0.0,
+        "plots": False,
+        "out": str(tmp_path / "run"),
+    }
+    summary = train(TrainConfig.from_recipe(cfg))
+    assert len(summary["test_per_class_iou_best"]) == 3 and 0 <= summary["test_miou_best"] <= 100

@@ -1,4 +1,5 @@
-"""``mlpvision eval``: a model file's top-1/top-5, per-class accuracy and confusion matrix on a data set split."""
+"""``mlpvision eval``: a model file's top-1/top-5, per-class accuracy and confusion matrix on a data set split (a
+segmentation model's mean IoU, pixel accuracy, per-class IoU and pixel confusion matrix)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
     if args.confusion:
         check_writable(args.confusion)
     model = OrtModel(args.checkpoint) if args.checkpoint.endswith(".onnx") else load_checkpoint(args.checkpoint)
+    if getattr(model, "dense", False):
+        return _run_segmentation(args, model)
     ds, info = evaluation_set(args.checkpoint, args.data, args.data_dir, args.split)
     if info.num_classes != model.num_classes:
         raise MlpVisionError(
@@ -59,3 +62,50 @@ def run(args: argparse.Namespace) -> int:
     if args.confusion:
         console().print(shown(f"confusion matrix: {out['confusion_png']}"))
     return 0
+
+
+def _run_segmentation(args: argparse.Namespace, model) -> int:
+    """A segmentation model (or its ONNX file): mean IoU, pixel accuracy, per-class IoU, pixel confusion."""
+    from rich.table import Table
+    from torch.utils.data import DataLoader
+
+    from ..data import segmentation_evaluation_set
+    from ..train import evaluate_segmentation, save_confusion_png
+
+    ds, info, ignore_index = segmentation_evaluation_set(
+        args.checkpoint, model.img_size, model.in_chans, args.data, args.data_dir, args.split
+    )
+    if info.num_classes != model.num_classes:
+        raise MlpVisionError(
+            f"{args.checkpoint} predicts {model.num_classes} classes but {info.name} has {info.num_classes}"
+        )
+    loader = DataLoader(ds, batch_size=args.batch_size)
+    result = evaluate_segmentation(model, loader, info.num_classes, ignore_index=ignore_index)
+    out = {"checkpoint": args.checkpoint, "model": model.model_name, "data": info.name, "split": args.split}
+    out.update(result.as_dict())
+    out["per_class_iou"] = dict(zip(info.classes, result.per_class_iou, strict=True))
+    if args.confusion:
+        out["confusion_png"] = str(save_confusion_png(result.confusion, info.classes, args.confusion))
+    if args.json:
+        print(json.dumps(_no_nan(out), indent=2))  # a class neither present nor predicted has IoU null
+        return 0
+    table = Table(title=f"{model.model_name} on {info.name} ({args.split}, {result.num_images} images)")
+    table.add_column("class")
+    table.add_column("IoU", justify="right")
+    for cls, iou in out["per_class_iou"].items():
+        table.add_row(cls, "-" if iou != iou else f"{iou:.2f}%")
+    console().print(table)
+    console().print(f"mean IoU {result.miou:.2f}%, pixel accuracy {result.pixel_acc:.2f}%, loss {result.loss:.4f}")
+    if args.confusion:
+        console().print(f"confusion matrix (pixels): {out['confusion_png']}")
+    return 0
+
+
+def _no_nan(value):
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_nan(v) for v in value]
+    return value

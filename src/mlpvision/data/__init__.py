@@ -13,7 +13,15 @@ from .catalog import (
     seeded_subset,
     split_train_val,
 )
-from .images import calibration_images, evaluation_set, input_warnings, normalize, plain_split, read_images
+from .images import (
+    calibration_images,
+    evaluation_set,
+    input_warnings,
+    normalize,
+    plain_split,
+    read_images,
+    segmentation_evaluation_set,
+)
 from .preprocess import DataConfig, create_transform, resolve_data_config
 from .segmentation import (
     IGNORE_INDEX,
@@ -68,6 +76,7 @@ __all__ = [
     "resolve_data_config",
     "seeded_subset",
     "segfolder",
+    "segmentation_evaluation_set",
     "shift_images",
     "shift_scenes",
     "split_train_val",

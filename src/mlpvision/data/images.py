@@ -27,6 +27,7 @@ __all__ = [
     "normalize",
     "plain_split",
     "read_images",
+    "segmentation_evaluation_set",
 ]
 
 
@@ -79,6 +80,27 @@ def evaluation_set(
     if info.in_chans == len(cfg.mean):
         info = replace(info, mean=cfg.mean, std=cfg.std)
     return Augmented(raw, None, build_transform(info, None)), info
+
+
+def segmentation_evaluation_set(
+    model_file: str | os.PathLike,
+    img_size: int,
+    in_chans: int,
+    data: str | None = None,
+    data_dir=None,
+    split: str = "test",
+) -> tuple[Augmented, DataInfo, int]:
+    """The split a segmentation model file is evaluated on, at the model's input size and channels, normalised as
+    its training images were; also the data set's ignore index.
+
+    Scenes are made at the model's size; a ``segfolder`` is resized to it (images bilinear, masks nearest).
+    """
+    saved = saved_data(model_file)
+    name = data or saved.get("name") or "fashion-scenes"
+    raw, info = load_split(name, "train" if split == "train" else "test", data_dir, img_size, in_chans)
+    if saved.get("mean") and len(saved["mean"]) == info.in_chans:
+        info = replace(info, mean=tuple(saved["mean"]), std=tuple(saved["std"]))
+    return Augmented(raw, None, build_transform(info, None)), info, getattr(raw, "ignore_index", 255)
 
 
 def read_images(

@@ -5,7 +5,16 @@ from .bench import BACKENDS, MATMUL, Candidate, inference_call, matmul_candidate
 from .convert import DeployReport, deploy_checkpoint
 from .export import ExportReport, export_onnx
 from .ort import OrtModel, ort_session
-from .predict import FilePrediction, Prediction, classify_samples, predict_files, predict_images
+from .predict import (
+    FilePrediction,
+    Prediction,
+    SegmentedFile,
+    classify_samples,
+    mask_colours,
+    predict_files,
+    predict_images,
+    segment_files,
+)
 from .quantize import INT8_MODES, int8_path, quantize_int8
 
 __all__ = [
@@ -18,11 +27,13 @@ __all__ = [
     "FilePrediction",
     "OrtModel",
     "Prediction",
+    "SegmentedFile",
     "classify_samples",
     "deploy_checkpoint",
     "export_onnx",
     "inference_call",
     "int8_path",
+    "mask_colours",
     "matmul_candidate",
     "measure",
     "ort_session",
@@ -30,5 +41,6 @@ __all__ = [
     "predict_images",
     "quantize_int8",
     "run_bench",
+    "segment_files",
     "timm_counterpart",
 ]

@@ -15,7 +15,16 @@ from ..errors import ConfigError
 from ..io import load_checkpoint, saved_data
 from ..models import create_model
 
-__all__ = ["FilePrediction", "Prediction", "classify_samples", "predict_files", "predict_images"]
+__all__ = [
+    "FilePrediction",
+    "Prediction",
+    "SegmentedFile",
+    "classify_samples",
+    "mask_colours",
+    "predict_files",
+    "predict_images",
+    "segment_files",
+]
 
 
 @torch.no_grad()
@@ -62,6 +71,69 @@ def predict_files(
         )
         for path, x, p, i in zip(paths, images, probs, idx, strict=True)
     ]
+
+
+def mask_colours(num_classes: int) -> torch.Tensor:
+    """A fixed colour per class, (num_classes, 3) uint8: class 0 (background) black, the others spread over the hue
+    circle at full saturation, consecutive classes far apart."""
+    import colorsys
+
+    colours = [(0, 0, 0)]
+    for c in range(1, num_classes):
+        hue = ((c - 1) * 0.381966) % 1.0  # the golden-ratio step keeps neighbouring classes apart
+        colours.append(tuple(round(255 * v) for v in colorsys.hsv_to_rgb(hue, 0.85, 1.0)))
+    return torch.tensor(colours, dtype=torch.uint8)
+
+
+@dataclass(frozen=True)
+class SegmentedFile:
+    path: str
+    mask_png: str  # the predicted classes, one colour each (mask_colours)
+    overlay_png: str  # the image with the coloured mask blended over its objects
+    shares: list[tuple[str, float]]  # (class, share of the pixels), largest first, background included
+    warnings: list[str]
+
+
+@torch.no_grad()
+def segment_files(
+    model_file: str | os.PathLike, paths: Sequence[str], out_dir: str | os.PathLike, invert: bool = False
+) -> list[SegmentedFile]:
+    """Segments image files with a segmentation model file; writes ``STEM_mask.png`` and ``STEM_overlay.png`` for
+    each into ``out_dir``. Images are prepared as for classification (resized and centre-cropped to the model's
+    input, normalised as its training images); the masks are at the model's input size."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    model = load_checkpoint(model_file)
+    saved = saved_data(model_file)
+    classes = saved.get("classes") or [str(i) for i in range(model.num_classes)]
+    if len(classes) != model.num_classes:
+        raise ConfigError(f"{model_file} names {len(classes)} classes but predicts {model.num_classes}")
+    data_cfg = resolve_data_config(model, model_file)
+    mean, std = data_cfg.mean, data_cfg.std
+    images = read_images(paths, model.img_size, model.in_chans, data_cfg.interpolation, data_cfg.crop_pct)
+    if invert:
+        images = 1.0 - images
+    masks = model.eval()(normalize(images, mean, std)).argmax(dim=1)  # (B, H, W)
+    colours = mask_colours(model.num_classes)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for path, image, mask in zip(paths, images, masks, strict=True):
+        stem = Path(path).stem
+        coloured = colours[mask]  # (H, W, 3)
+        rgb = (image.expand(3, -1, -1) * 255).round().to(torch.uint8).permute(1, 2, 0)
+        alpha = (mask > 0).unsqueeze(-1) * 0.55
+        overlay = (rgb * (1 - alpha) + coloured * alpha).round().to(torch.uint8)
+        mask_png, overlay_png = out / f"{stem}_mask.png", out / f"{stem}_overlay.png"
+        Image.fromarray(coloured.numpy()).save(mask_png)
+        Image.fromarray(overlay.numpy()).save(overlay_png)
+        counts = torch.bincount(mask.flatten(), minlength=model.num_classes).double() / mask.numel()
+        shares = sorted(((classes[c], float(v)) for c, v in enumerate(counts) if v > 0), key=lambda t: -t[1])
+        warnings = input_warnings(image, mean, std)
+        results.append(SegmentedFile(str(path), str(mask_png), str(overlay_png), shares, warnings))
+    return results
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,7 @@ class SegmentationModel(nn.Module):
     """
 
     fixed_input_size = True
+    dense = True  # per-pixel logits: evaluation and prediction treat it as a segmenter
 
     def __init__(self, cfg: SegmentationConfig) -> None:
         super().__init__()
