@@ -83,6 +83,7 @@ def test_create_segmentation_model_on_any_backbone():
     model = create_segmentation_model("resnet18_32", 5, img_size=32, in_chans=3, feature_indices=(1, 2, 3))
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 5, 32, 32)
     assert model.config.backbone == "resnet18_32" and model.model_name == "seg_fpn"
+    assert model.get_classifier() is model.head and model.pretrained_cfg["classifier"] == "head"
     model.reset_classifier(3)
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 3, 32, 32)
     with pytest.raises(ConfigError):

@@ -132,6 +132,13 @@ def test_eval_reports_mean_iou_of_a_segmentation_model(cli_run, capsys):
     assert 0 <= result["miou"] <= 100 and 0 <= result["pixel_acc"] <= 100
     assert result["num_images"] == 2000  # the whole test split, where the run's summary used a subset
     assert "test_miou_best" in summary
+    pytest.importorskip("onnxruntime")
+    onnx_file = cli_run / "best.onnx"
+    assert main(["export", "--checkpoint", str(cli_run / "best.safetensors"), "--onnx", str(onnx_file)]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(onnx_file), "--json"]) == 0
+    from_onnx = json.loads(capsys.readouterr().out)
+    assert from_onnx["miou"] == pytest.approx(result["miou"], abs=0.05)
 
 
 def test_predict_writes_a_coloured_mask_and_an_overlay(cli_run, tmp_path, capsys):

@@ -21,10 +21,11 @@ for 64x64 takes 64x64 inputs only: another size is an :class:`~mlpvision.errors.
 the model was built for. The honest choices at another size ``S``:
 
 * build the model for it: ``create_model("seg_mixer", img_size=S)`` (train at S; weights of another size do not
-  load, as the token-mixing shapes differ);
-* the block-diagonal expansion of ``mlpvision.train.finetune.expand_token_mixing``, which carries trained weights
-  to a k times larger grid by applying the learned mixing to each tile (the model then mixes within tiles only);
-* a sliding window: run the model on S-sized tiles of the input and stitch the logits (not provided here).
+  load, as the token-mixing shapes differ) -- the choice implemented here;
+* the block-diagonal expansion (``mlpvision.train.finetune.expand_token_mixing``), which carries a trained
+  classifier's weights to a K times larger grid by applying the learned mixing within each tile; a segmentation
+  model would need its backbone's expanded token-MLP width in its config, which it does not carry yet;
+* a sliding window: run the model on S-sized windows of the input and stitch the logits (not provided yet).
 
 Convolutional and RepMLP-ResNet backbones keep their own rules (a ResNet takes any size; RepMLP needs maps that its
 partitions divide, a RepMLP-ResNet checks the size it was built for).
@@ -133,6 +134,9 @@ class SegmentationModel(nn.Module):
         """(B, C_in, H, W) -> per-pixel logits (B, num_classes, H, W)."""
         logits = self.forward_head(self.forward_features(x))
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
 
     def reset_classifier(self, num_classes: int) -> None:
         """A new, untrained 1x1 classifier of ``num_classes`` outputs."""
