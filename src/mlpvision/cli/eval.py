@@ -70,6 +70,7 @@ def _run_segmentation(args: argparse.Namespace, model) -> int:
     from torch.utils.data import DataLoader
 
     from ..data import segmentation_evaluation_set
+    from ..io import to_json
     from ..train import evaluate_segmentation, save_confusion_png
 
     ds, info, ignore_index = segmentation_evaluation_set(
@@ -87,25 +88,15 @@ def _run_segmentation(args: argparse.Namespace, model) -> int:
     if args.confusion:
         out["confusion_png"] = str(save_confusion_png(result.confusion, info.classes, args.confusion))
     if args.json:
-        print(json.dumps(_no_nan(out), indent=2))  # a class neither present nor predicted has IoU null
+        print(to_json(out))  # a class neither present nor predicted has IoU null
         return 0
-    table = Table(title=f"{model.model_name} on {info.name} ({args.split}, {result.num_images} images)")
+    table = Table(title=shown(f"{model.model_name} on {info.name} ({args.split}, {result.num_images} images)"))
     table.add_column("class")
     table.add_column("IoU", justify="right")
     for cls, iou in out["per_class_iou"].items():
-        table.add_row(cls, "-" if iou != iou else f"{iou:.2f}%")
+        table.add_row(shown(cls), "-" if iou != iou else f"{iou:.2f}%")
     console().print(table)
     console().print(f"mean IoU {result.miou:.2f}%, pixel accuracy {result.pixel_acc:.2f}%, loss {result.loss:.4f}")
     if args.confusion:
-        console().print(f"confusion matrix (pixels): {out['confusion_png']}")
+        console().print(shown(f"confusion matrix (pixels): {out['confusion_png']}"))
     return 0
-
-
-def _no_nan(value):
-    if isinstance(value, float) and value != value:
-        return None
-    if isinstance(value, dict):
-        return {k: _no_nan(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_no_nan(v) for v in value]
-    return value

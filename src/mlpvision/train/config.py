@@ -33,7 +33,8 @@ _NESTED = {"aug": "augmentation option"}
 class TrainConfig:
     """A training run. Every field is a command-line flag (``--batch-size``) and a key of a recipe file."""
 
-    task: str = option("classify", choices=("classify", "segment"))  # classify (a label per image) | segment (a label per pixel: seg_ models, mask data)
+    task: str = option("classify", choices=("classify", "segment"))  # classify (a label per image) | segment (a
+    # label per pixel: seg_ models, mask data)
     model: str = "repmlp_fast_28"  # registered model name
     model_args: dict = field(default_factory=dict)  # overrides of the model config, e.g. {"drop_path_rate": 0.1}
     data: str = "fashion-mnist"  # fashion-mnist | cifar10 | cifar100 | imagefolder | synthetic
