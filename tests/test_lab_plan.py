@@ -8,7 +8,7 @@ import torch
 
 from mlpvision.lab import Settings, plan, plan_hash, plan_markdown
 from mlpvision.lab.checks import CHECKS, mixer_patch_shuffle, mlp_permutation
-from mlpvision.lab.context import LAB_MODELS, PlanContext, half
+from mlpvision.lab.context import LAB_MODELS, SEG_MODELS, PlanContext, half
 from mlpvision.lab.seed_claims import SEED_CLAIMS
 from mlpvision.lab.tuning import CONFIRM_SEED, LADDER, START, TUNE_SEED, resolve
 
@@ -94,7 +94,8 @@ def test_every_comparison_names_rows_of_its_experiment_and_every_margin_has_a_re
         for full, short in exp.budget_pairs.items():
             assert short == half(full) and {full, short} <= labels
         for r in exp.runs:  # every run trains a lab model at its family's rate (or the sweep's explicit one)
-            assert r.model.removesuffix("_28") in {m.removesuffix("_28") for m, _ in LAB_MODELS.values()}
+            models = {m.removesuffix("_28") for m, _ in (*LAB_MODELS.values(), *SEG_MODELS.values())}
+            assert r.model.removesuffix("_28") in models
 
 
 def test_every_claim_of_the_mission_names_comparisons_of_the_full_plan():
@@ -156,3 +157,14 @@ def test_the_cli_writes_the_registered_plan(tmp_path):
 
     assert main(["lab", "--write-plan", "--docs", str(tmp_path)]) == 0
     assert (tmp_path / "lab_plan.md").read_text() == plan_markdown(Settings())
+
+
+def test_the_segmentation_amendment_leaves_the_first_registration_hash_alone():
+    """The amendment is hashed apart: the hash the first plan's runs started under does not move with it."""
+    from mlpvision.lab.registration import AMENDMENTS, amendment_hash, plan_record
+
+    s = Settings()
+    keys = {e["key"] for e in plan_record(s)["experiments"]}
+    assert not keys & set(AMENDMENTS) and set(AMENDMENTS) <= {e.key for e in plan(s)}
+    assert plan_hash(s) == "53b8c0b5abf92789"  # the plan registered before the first runs
+    assert amendment_hash(s) in plan_markdown(s) and amendment_hash(s) != amendment_hash(Settings(seeds=(0, 1, 2, 3)))

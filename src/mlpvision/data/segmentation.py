@@ -329,6 +329,14 @@ def _scenes_loader(train: bool, data_dir, img_size, in_chans) -> SegmentationIma
     return scenes
 
 
+def _centred_scenes_loader(train: bool, data_dir, img_size, in_chans) -> SegmentationImages:
+    cfg = SceneConfig(size=img_size or 64, centred=True)
+    scenes = fashion_scenes("train" if train else "test", cfg=cfg, data_dir=data_dir)
+    if in_chans not in (None, 1):
+        scenes.images = scenes.images.expand(-1, in_chans, -1, -1).contiguous()
+    return scenes
+
+
 def _segfolder_loader(train: bool, data_dir, img_size, in_chans) -> SegFolder:
     split = "train" if train else ("test" if Path(data_dir or ".", "test").is_dir() else "val")
     return segfolder(data_dir, split, in_chans or 3, img_size)
@@ -336,4 +344,7 @@ def _segfolder_loader(train: bool, data_dir, img_size, in_chans) -> SegFolder:
 
 # the scenes' statistics are those of the default training scenes (a test recomputes them)
 register_dataset("fashion-scenes", _scenes_loader, (0.1182,), (0.2609,))
+# centred scenes (every garment's centre in the middle half: the translation test trains and tests there, and
+# moves the test scenes) are normalised with the default scenes' statistics, so a shift changes nothing else
+register_dataset("fashion-scenes-centred", _centred_scenes_loader, (0.1182,), (0.2609,))
 register_dataset("segfolder", _segfolder_loader)

@@ -18,7 +18,7 @@ from ..data.tasks import patch_shuffle_permutation, permute_pixels, pixel_permut
 from ..models import count, create_model
 from ..reparam import reparameterize
 from ..train import expand_token_mixing
-from .context import LAB_MODELS
+from .context import LAB_MODELS, SEG_MODELS
 from .measures import top1
 
 __all__ = ["CHECKS", "Check", "run_check"]
@@ -154,6 +154,28 @@ def expansion_tiles(family: str = "MLP-Mixer", **_) -> tuple[bool, str]:
     return diff < 1e-5, f"largest relative feature difference {diff:.1e}"
 
 
+def seg_repmlp_resnet_macs(**_) -> tuple[bool, str]:
+    """The segmentation RepMLP-ResNet's deploy form needs no more multiply-adds than the ResNet's ("comparable or
+    lower FLOPs"), decoder included."""
+    macs = {}
+    for label in ("seg: RepMLP-ResNet-18/2", "seg: ResNet-18/2", "seg: ResNet-18/2, widened"):
+        name, args = SEG_MODELS[label]
+        macs[label] = count(reparameterize(create_model(name, **args).eval())).macs / 1e6
+    ok = macs["seg: RepMLP-ResNet-18/2"] <= macs["seg: ResNet-18/2"]
+    return ok, ", ".join(f"{k.removeprefix('seg: ')} {v:.1f} M" for k, v in macs.items()) + " MACs (deploy forms)"
+
+
+@torch.no_grad()
+def seg_deploy_equal(**_) -> tuple[bool, str]:
+    """The segmentation RepMLP-ResNet's deploy form (RepMLP as FC layers, every BatchNorm of backbone and decoder
+    fused) computes the train form's per-pixel logits, with random BatchNorm statistics."""
+    name, args = SEG_MODELS["seg: RepMLP-ResNet-18/2"]
+    model = _randomised(create_model(name, **args))
+    x = torch.randn(2, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    rel = _rel_diff(model(x), reparameterize(copy.deepcopy(model)).eval()(x))
+    return rel < 1e-4, f"largest relative logit difference {rel:.1e}"
+
+
 def teacher_gap(rows=None, **_) -> tuple[bool | None, str]:
     """The distillation teacher is at least 2 points ahead of the undistilled student (else the test cannot tell)."""
     teacher, student = (rows or {}).get("teacher", []), (rows or {}).get("ResMLP", [])
@@ -199,6 +221,10 @@ CHECKS: dict[str, Check] = {
     "expansion_tiles_resmlp": Check(
         "the expanded ResMLP is the small one applied tile by tile", lambda **_: expansion_tiles("ResMLP")
     ),
+    "seg_repmlp_resnet_macs": Check(
+        "segmentation: the RepMLP-ResNet (deployed) needs no more MACs than the ResNet", seg_repmlp_resnet_macs
+    ),
+    "seg_deploy_equal": Check("segmentation: the RepMLP-ResNet's deploy form equals its train form", seg_deploy_equal),
     "teacher_gap": Check("the teacher leads the undistilled student by at least 2 points", teacher_gap, "voids"),
     "mixer_faster_than_vit": Check(
         "Mixer faster than ViT at every size, at least 2x at 784 patches", mixer_faster_than_vit

@@ -11,7 +11,18 @@ from ..errors import ConfigError
 from .spec import Comparison, Curve, LabRun, Settings
 from .tuning import DEFAULT_LR, TUNE_EPOCHS, TUNE_SEED, Family, Tuning, rate_label
 
-__all__ = ["AUG", "LAB_MODELS", "NO_AUG", "PlanContext", "at_half", "budget", "budget_pairs", "half", "size_curve"]
+__all__ = [
+    "AUG",
+    "LAB_MODELS",
+    "NO_AUG",
+    "SEG_MODELS",
+    "PlanContext",
+    "at_half",
+    "budget",
+    "budget_pairs",
+    "half",
+    "size_curve",
+]
 
 LAB_MODELS = {
     "plain MLP": ("mlp_28", {}),
@@ -44,6 +55,23 @@ LAB_MODELS = {
         {"embed_dim": 64, "depth": 4, "token_mlp_dim": 32, "channel_mlp_dim": 256, "token_mixing_groups": 64},
     ),
 }
+_SEG_BACKBONE = {  # ImageNet stem: maps at 1/4 .. 1/32 of the 64x64 grey scenes
+    "backbone": "repmlp_resnet18_64",
+    "feature_indices": (1, 2, 3, 4),
+    "img_size": 64,
+    "in_chans": 1,
+}
+# the segmentation section's models: the FPN decoder (mlpvision.models.segmentation) on each backbone, 64x64 scenes
+SEG_MODELS = {
+    # ResNet-18 at half width (32-64-128-256), its RepMLP twin in the paper's form (RepMLP on 4x4 partitions of the
+    # 8 and 4 px maps of stages 3 and 4), and the plain ResNet widened to the RepMLP-ResNet's parameters
+    "seg: ResNet-18/2": ("seg_fpn", {**_SEG_BACKBONE, "backbone_args": {"width": 32, "repmlp_stages": ()}}),
+    "seg: RepMLP-ResNet-18/2": ("seg_fpn", {**_SEG_BACKBONE, "backbone_args": {"width": 32}}),
+    "seg: ResNet-18/2, widened": ("seg_fpn", {**_SEG_BACKBONE, "backbone_args": {"width": 38, "repmlp_stages": ()}}),
+    "seg: MLP-Mixer": ("seg_mixer", {}),  # the all-MLP backbone: 8x8 patches, blocks 4, 6, 8 feed the decoder
+    "seg: RepMLPNet": ("seg_repmlpnet", {}),  # hierarchical, Locality Injection
+}
+SEG_AUG = {"crop_padding": 4, "hflip": 0.5}  # image and mask alike
 AUG = {"crop_padding": 2, "hflip": 0.5}  # the lab recipe's augmentation
 NO_AUG = {"crop_padding": 0, "hflip": 0.0}
 
@@ -74,10 +102,50 @@ class PlanContext:
         for task in PROBE_TASKS:
             out += [Family(probe_family(task, m), self._probe_tuning_run(task, m)) for m in PROBE_MODELS]
         out += [Family(k, make(self), base) for k, (base, make) in FINE_TUNING.items()]
+        out += [Family(k, self._seg_tuning_run(k)) for k in SEG_MODELS]
         return out
 
     def family_keys(self) -> set[str]:
-        return {*LAB_MODELS, *(probe_family(t, m) for t in PROBE_TASKS for m in PROBE_MODELS), *FINE_TUNING}
+        probes = (probe_family(t, m) for t in PROBE_TASKS for m in PROBE_MODELS)
+        return {*LAB_MODELS, *probes, *FINE_TUNING, *SEG_MODELS}
+
+    def _seg_tuning_run(self, family: str):
+        name, args = SEG_MODELS[family]
+
+        def make(lr: float, seed: int, rates) -> LabRun:
+            label = f"{family} | lr {rate_label(lr)}" + (f" | seed {seed}" if seed != TUNE_SEED else "")
+            train = self.seg_recipe(TUNE_EPOCHS, lr=lr)
+            return LabRun(label=label, model=name, seed=seed, data=SEG_DATA, model_args=args, train=train)
+
+        return make
+
+    def seg_recipe(self, epochs: int, **extra) -> dict:
+        """The segmentation recipe: the lab recipe's optimizer and schedule on :data:`SEG_SCENES` training scenes
+        (64x64; the quick mode's subset), batch 32, 500 validation scenes, the whole test split (2 000 scenes),
+        crop and flip of image and mask alike."""
+        s = self.s
+        d = {
+            "task": "segment",
+            "epochs": s.epochs_of(epochs),
+            "batch_size": min(32, s.batch_size),
+            "val_size": s.val_size if s.quick else 500,
+            "warmup_epochs": 1.0,
+            "amp": False,
+            "aug": SEG_AUG,
+            "plots": False,
+            "train_subset": s.subset if s.quick else SEG_SCENES,
+            **({"test_subset": s.test_subset} if s.test_subset else {}),
+        }
+        return {**d, **extra}
+
+    def seg_runs(self, label: str, family: str, data: str = "", seeds=None, epochs: int = 0, **extra) -> list[LabRun]:
+        """One run per seed of segmentation family ``family`` (a :data:`SEG_MODELS` key) at its tuned rate."""
+        name, args = SEG_MODELS[family]
+        train = self.seg_recipe(epochs or SEG_EPOCHS, lr=self.lr(family), **extra)
+        seeds = self.s.seeds if seeds is None else seeds
+        return [
+            LabRun(label=label, model=name, seed=s, data=data or SEG_DATA, model_args=args, train=train) for s in seeds
+        ]
 
     def _lab_tuning_run(self, family: str):
         name, args = LAB_MODELS[family]
@@ -164,6 +232,9 @@ class PlanContext:
         return full + self.runs(half(label), model, args, epochs=max(1, e // 2), **recipe)
 
 
+SEG_DATA = "fashion-scenes"
+SEG_SCENES = 2000  # training scenes of a segmentation run
+SEG_EPOCHS = 16  # the segmentation budget B (B/2 for the budget check)
 PROBE_TASKS = {"position": "position-task", "global": "global-task"}
 PROBE_MODELS = ("plain MLP", "MLP-Mixer", "ResNet-18/4", "local CNN (5x5 field)")
 PROBE_TUNE_SIZE = 100  # training images of a probe family's tuning runs

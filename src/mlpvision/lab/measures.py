@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-__all__ = ["METRICS", "Metric", "last_train_top1", "moved_drop", "rel_drop", "top1"]
+__all__ = ["METRICS", "Metric", "last_train_top1", "miou", "moved_drop", "rel_drop", "seg_shift_drop", "top1"]
 
 
 def top1(r: dict) -> float:
@@ -43,6 +43,20 @@ def gap(r: dict) -> float | None:
     return r["train_top1"] - top1(r)
 
 
+def miou(r: dict) -> float | None:
+    """Final test mean IoU (%) of a segmentation run."""
+    return r["summary"].get("test_miou_final")
+
+
+def seg_shift_drop(r: dict) -> float | None:
+    """Share (%) of a segmentation model's test mean IoU that moving its test scenes undoes (see SEG_SHIFT)."""
+    shifted = r.get("shift_miou")
+    if not shifted:
+        return None
+    base, moved = shifted["0"], next(v for k, v in shifted.items() if k != "0")
+    return 100.0 * (base - moved) / max(base, 1e-9)
+
+
 class Metric(NamedTuple):
     """A metric's column title and how to read it off a result."""
 
@@ -59,4 +73,10 @@ METRICS: dict[str, Metric] = {
     "gap": Metric("train - test top-1 (points)", gap),
     "train_top1": Metric("last-epoch train top-1 (%)", last_train_top1),
     "train_eval_top1": Metric("train top-1, no augmentation (%)", lambda r: r.get("train_top1")),
+    "miou": Metric("test mean IoU (%)", miou),
+    "shifted_miou": Metric(
+        "mean IoU, test scenes moved (%)",
+        lambda r: next((v for k, v in (r.get("shift_miou") or {}).items() if k != "0"), None),
+    ),
+    "seg_shift_drop": Metric("mean IoU lost to the move (%)", seg_shift_drop),
 }

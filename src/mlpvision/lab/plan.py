@@ -22,6 +22,7 @@ from .claims_priors import aligned_translated, global_, patch_shuffle, permutati
 from .claims_repmlp import repmlp_ablation, repmlp_resnet, repmlp_vs_convnet
 from .claims_resmlp import resmlp_distill, resmlp_norm, resmlp_overfit, resmlp_transfer
 from .claims_scale import data_size, resolution
+from .claims_segmentation import segmentation, segmentation_translation
 from .context import PlanContext
 from .spec import Experiment, Settings, check_data
 from .tuning import CONFIRM, LADDER, START, TUNE_EPOCHS, TUNE_SEED, resolve
@@ -46,6 +47,8 @@ EXPERIMENTS: tuple[Callable[[PlanContext], Experiment], ...] = (
     global_,
     data_size,
     resolution,
+    segmentation,
+    segmentation_translation,
 )
 
 

@@ -11,12 +11,19 @@ from __future__ import annotations
 import hashlib
 import json
 
-from .context import LAB_MODELS
+from .context import LAB_MODELS, SEG_EPOCHS, SEG_MODELS, SEG_SCENES
 from .plan import plan
 from .spec import Experiment, Settings
 from .tuning import CONFIRM, LADDER, START, TUNE_EPOCHS, TUNE_SEED
 
-__all__ = ["DECISION_RULES", "plan_hash", "plan_markdown", "plan_record"]
+__all__ = ["AMENDMENTS", "DECISION_RULES", "amendment_hash", "plan_hash", "plan_markdown", "plan_record"]
+
+# experiments registered after the first registration, each before any of its own runs: key -> when and why. They
+# are hashed apart (the first plan's hash stays what its runs started under) and printed as an amendment.
+AMENDMENTS = {
+    "segmentation": "added on 2026-12-03 with the segmentation models, before any segmentation run",
+    "segmentation_translation": "added on 2026-12-03 with the segmentation models, before any segmentation run",
+}
 
 DECISION_RULES = (
     "Every comparison pairs its two rows seed by seed (a seed fixes the training subset, the initialisation and the "
@@ -111,13 +118,32 @@ def plan_record(settings: Settings) -> dict:
         },
         "rules": DECISION_RULES,
         "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(settings).items()},
-        "experiments": [_experiment_record(e) for e in plan(settings) if e.kind == "claim"],
+        "experiments": [_experiment_record(e) for e in plan(settings) if e.kind == "claim" and e.key not in AMENDMENTS],
     }
 
 
+def amendment_record(settings: Settings) -> dict:
+    """The amendment as data: its tuned families, its budgets and its experiments."""
+    return {
+        "families": {k: [m, json.dumps(a, sort_keys=True, default=str)] for k, (m, a) in SEG_MODELS.items()},
+        "budget": {"scenes": SEG_SCENES, "epochs": SEG_EPOCHS},
+        "experiments": [_experiment_record(e) for e in plan(settings) if e.key in AMENDMENTS],
+        "when": AMENDMENTS,
+    }
+
+
+def _digest(record: dict) -> str:
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def plan_hash(settings: Settings) -> str:
-    text = json.dumps(plan_record(settings), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    """The hash of the plan as first registered (its amendments apart)."""
+    return _digest(plan_record(settings))
+
+
+def amendment_hash(settings: Settings) -> str:
+    """The hash of the plan's amendment (see :data:`AMENDMENTS`)."""
+    return _digest(amendment_record(settings))
 
 
 def _cell(text: str) -> str:
@@ -135,6 +161,7 @@ def _counted(c: dict) -> str:
 def plan_markdown(settings: Settings) -> str:
     """``docs/lab_plan.md``: the registered plan in words, with its hash."""
     rec = plan_record(settings)
+    amend = amendment_record(settings)
     lines = [
         "# The inductive-bias lab: the registered plan",
         "",
@@ -163,7 +190,23 @@ def plan_markdown(settings: Settings) -> str:
         ", ".join(f"{k} = {v}" for k, v in rec["settings"].items()),
         "",
     ]
-    for e in rec["experiments"]:
+    lines += _sections(rec["experiments"])
+    lines += [
+        "## Amendment: segmentation",
+        "",
+        f"Amendment hash `{amendment_hash(settings)}`, {AMENDMENTS['segmentation']}. Its families are tuned by the "
+        "protocol above on the scenes (10 epochs, validation mean IoU; a diverged run counts at a mean IoU of 0):",
+        "",
+        *[f"- {k}: `{m}` {a}" for k, (m, a) in amend["families"].items()],
+        "",
+    ]
+    lines += _sections(amend["experiments"])
+    return "\n".join(lines)
+
+
+def _sections(experiments: list[dict]) -> list[str]:
+    lines: list[str] = []
+    for e in experiments:
         rows: dict[str, list[int]] = {}
         for label, _m, seed, *_ in e["runs"]:
             rows.setdefault(label, []).append(seed)
@@ -188,4 +231,4 @@ def plan_markdown(settings: Settings) -> str:
         ]
         if e["checks"]:
             lines += [f"**Checks.** {', '.join(e['checks'])}.", ""]
-    return "\n".join(lines)
+    return lines

@@ -24,7 +24,7 @@ from .checks import CHECKS, run_check
 from .context import PlanContext
 from .headline import headline_section, published_sections, redraw_headline_figure
 from .plan import EXPERIMENTS, plan, plan_context
-from .registration import plan_hash
+from .registration import amendment_hash, plan_hash
 from .seed_claims import SEED_CLAIMS
 from .spec import EVAL_KEYS, LAB_DATA, Comparison, Experiment, Rows, Settings, data_suffix
 from .stats import (
@@ -122,9 +122,9 @@ def comparison_diffs(c: Comparison, rows: Rows) -> list[float]:
     return diffs
 
 
-def _gain(rows: Rows, label: str, half: str) -> Interval | None:
-    """Top-1 gained from B/2 to B by one row, paired by seed."""
-    full, short = _by_seed(rows.get(label, []), "top1"), _by_seed(rows.get(half, []), "top1")
+def _gain(rows: Rows, label: str, half: str, metric: str = "top1") -> Interval | None:
+    """``metric`` (top-1 by default) gained from B/2 to B by one row, paired by seed."""
+    full, short = _by_seed(rows.get(label, []), metric), _by_seed(rows.get(half, []), metric)
     seeds = sorted(set(full) & set(short))
     return paired_t([full[s] for s in seeds], [short[s] for s in seeds])
 
@@ -382,7 +382,7 @@ def _table(exp: Experiment, res: _Results, rows: Rows) -> list[str]:
             cells += f" {_ci([m.last_train_top1(r) for r in rs])} |"
         if exp.budget_pairs:
             half = exp.budget_pairs.get(label)
-            g = _gain(rows, label, half) if half else None
+            g = _gain(rows, label, half, exp.metric) if half else None
             mark = "" if g is None or g.low <= STILL_IMPROVING else " (**still improving**)"
             cells += f" {g}{mark} |" if g else " - |"
         size = f"{rs[0]['deploy_params'] / 1e6:.2f} | {rs[0]['deploy_macs'] / 1e6:.1f}" if rs else "- | -"
@@ -574,7 +574,7 @@ def write_report(
             checks[c] = run_check(c, rows=rows, latency=res.latency(exp))
     flag = "" if not res.suffix else f" --data {settings.data}"
     registered = meta.get("plan_hash")
-    current = plan_hash(settings)
+    current, amendment = plan_hash(settings), amendment_hash(settings)
     counted = [v for v in verdicts if v.c.counted]
     lines = [
         f"# The inductive-bias lab: results on {res.data_name}",
@@ -588,10 +588,17 @@ def write_report(
         f"{'quick (tiny budgets: the figures mean nothing)' if settings.quick else 'full'}. "
         "`mlpvision lab --plan` prints what each experiment costs on this machine.",
         "",
-        f"**Plan.** Hash `{current}` ([the registered plan](lab_plan.md)); "
+        f"**Plan.** Hash `{current}` ([the registered plan](lab_plan.md)), amendment `{amendment}` (the "
+        "segmentation sections, registered before their runs); "
         + (
             f"the runs were started under plan `{registered}`"
             + ("" if registered == current else " (**the plan changed since**: see the exploratory marks)")
+            + (
+                f" and amendment `{meta['amendment_hash']}`"
+                + ("" if meta["amendment_hash"] == amendment else " (**the amendment changed since**)")
+                if meta.get("amendment_hash")
+                else ""
+            )
             if registered
             else "no plan hash recorded with the runs"
         )

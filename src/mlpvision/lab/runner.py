@@ -32,7 +32,7 @@ from ..train import TrainConfig, TrainingError, build_data, expand_token_mixing,
 from .context import FINE_TUNING
 from .executors import Batch, Executor, LocalExecutor
 from .plan import plan, plan_context
-from .spec import EVAL_KEYS, SHIFTS, Experiment, LabRun, Settings
+from .spec import EVAL_KEYS, SEG_SHIFT, SHIFTS, Experiment, LabRun, Settings
 
 __all__ = ["Lab", "latency_only", "run_lab", "selected"]
 
@@ -140,7 +140,7 @@ class Lab:
     def _history(self, run: LabRun) -> list[dict]:
         path = self.runs / run.key / "metrics.json"
         history = json.loads(path.read_text()) if path.is_file() else []
-        keys = ("epoch", "epoch_seconds", "train_top1", "val_top1")
+        keys = ("epoch", "epoch_seconds", "train_top1", "val_top1", "train_pixel_acc", "val_miou")
         return [{k: h[k] for k in keys if k in h} for h in history]
 
     def _diverged(self, run: LabRun, cfg: dict, message: str) -> dict:
@@ -153,7 +153,8 @@ class Lab:
         log.warning("lab: %s diverged: %s", run.label, message)
         return {
             **self._identity(run, cfg),
-            "summary": {"test_top1_final": chance, "train_seconds": 0.0, "steps": None},
+            "summary": {"test_top1_final": chance, "train_seconds": 0.0, "steps": None}
+            | ({"test_miou_final": 0.0} if cfg.get("task") == "segment" else {}),
             "num_classes": info.num_classes,
             "diverged": message,
             "params": count(model).params,
@@ -162,6 +163,7 @@ class Lab:
             "deploy_macs": count(deploy).macs,
             "history": self._history(run),
             **({"shift_top1": {str(k): chance for k in SHIFTS}} if "shift" in run.evals else {}),
+            **({"shift_miou": {"0": 0.0, str(SEG_SHIFT): 0.0}} if "seg_shift" in run.evals else {}),
         }
 
     def _portable(self, obj: Any) -> Any:
@@ -184,6 +186,8 @@ class Lab:
             result["expanded_top1"] = self._expanded_accuracy(model, run)
         if "moved" in run.evals:
             result["moved_top1"] = self._moved_accuracy(model, run)
+        if "seg_shift" in run.evals:
+            result["shift_miou"] = self._shift_miou(model, run)
 
     def _accuracy(self, model, images: torch.Tensor, labels: torch.Tensor, info) -> float:
         mean = torch.tensor(info.mean).reshape(1, -1, 1, 1)
@@ -213,6 +217,29 @@ class Lab:
             accs = [self._accuracy(model, shift_images(images, dy, dx), labels, info) for dy, dx in moves]
             out[str(k)] = statistics.mean(accs)
         return out
+
+    def _shift_miou(self, model, run: LabRun) -> dict[str, float]:
+        """Test mean IoU of a segmentation model on its test scenes as they are ("0") and moved by
+        :data:`SEG_SHIFT` pixels, masks alike (mean over up, down, left, right)."""
+        from torch.utils.data import DataLoader
+
+        from ..data import SegmentationImages, shift_scenes
+        from ..train import evaluate_segmentation
+
+        scenes, info = load_split(run.data, "test", self.data_dir)
+        n = min(len(scenes), self.s.test_subset or len(scenes))
+        mean = torch.tensor(info.mean).reshape(1, -1, 1, 1)
+        std = torch.tensor(info.std).reshape(1, -1, 1, 1)
+
+        def miou(s: SegmentationImages) -> float:
+            images = (s.images[:n].float() / 255 - mean) / std
+            loader = DataLoader(list(zip(images, s.masks[:n].long(), strict=True)), batch_size=100)
+            with torch.inference_mode():
+                return evaluate_segmentation(model, loader, info.num_classes, ignore_index=s.ignore_index).miou
+
+        k = SEG_SHIFT
+        moved = [miou(shift_scenes(scenes, dy, dx)) for dy, dx in ((k, 0), (-k, 0), (0, k), (0, -k))]
+        return {"0": miou(scenes), str(k): statistics.mean(moved)}
 
     def _train_accuracy(self, model, run: LabRun) -> float:
         """Accuracy on (up to 5 000 of) the images the model was trained on, without augmentation."""
@@ -291,12 +318,13 @@ def run_lab(
     executor = executor or LocalExecutor()
     selected(settings, only, results)  # an unknown key fails before anything trains
     lab = Lab(settings, results, Path(runs), data_dir)
-    from .registration import plan_hash  # the plan's record imports the plan, which imports this module's users
+    from .registration import amendment_hash, plan_hash  # the plan's record imports the plan (which imports us)
 
     meta = {
         "settings": dataclasses.asdict(settings),
         "machine": machine_description(),
         "plan_hash": plan_hash(settings),
+        "amendment_hash": amendment_hash(settings),
     }
     write_json(results / "meta.json", meta)
     needed = _needed_families(settings, only)

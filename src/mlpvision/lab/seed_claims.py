@@ -51,6 +51,25 @@ SEED_CLAIMS: tuple[SeedClaim, ...] = (
         ("repmlp_fewer_macs",),
     ),
     SeedClaim(
+        "On segmentation, RepMLP inside a ResNet raises mean IoU at comparable or lower FLOPs, and is no more than a "
+        "point behind a ResNet widened to its parameters",
+        "RepMLP",
+        (
+            ("segmentation", "RepMLP-ResNet vs ResNet (mean IoU)"),
+            ("segmentation", "RepMLP-ResNet vs the widened ResNet (mean IoU)"),
+        ),
+        ("seg_repmlp_resnet_macs", "seg_deploy_equal"),
+    ),
+    SeedClaim(
+        "FC layers suit a translation-invariant dense task once convs carry the local prior: a RepMLP-ResNet is as "
+        "robust to moved scenes as a ResNet, an all-MLP Mixer is not",
+        "RepMLP",
+        (
+            ("segmentation_translation", "RepMLP-ResNet no less robust to the move than the ResNet"),
+            ("segmentation_translation", "Mixer loses more to the move than the ResNet"),
+        ),
+    ),
+    SeedClaim(
         "RepMLP inside a ResNet raises accuracy, and beats a ResNet widened to the same parameters",
         "RepMLP",
         (

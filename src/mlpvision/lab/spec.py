@@ -19,6 +19,7 @@ from ..errors import ConfigError
 __all__ = [
     "EVAL_KEYS",
     "LAB_DATA",
+    "SEG_SHIFT",
     "SHIFTS",
     "Comparison",
     "Curve",
@@ -34,12 +35,14 @@ __all__ = [
 Rows = dict[str, list[dict]]  # a table's label -> the result files of its seeds
 
 SHIFTS = (0, 1, 2, 3, 4)  # translation probe: pixels
+SEG_SHIFT = 16  # the segmentation translation test: pixels the centred test scenes move (a quarter of 64)
 # LabRun.evals -> the result field each adds
 EVAL_KEYS = {
     "shift": "shift_top1",
     "train_acc": "train_top1",
     "expanded": "expanded_top1",
     "moved": "moved_top1",
+    "seg_shift": "shift_miou",
 }
 
 

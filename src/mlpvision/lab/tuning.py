@@ -45,11 +45,14 @@ def rate_label(lr: float) -> str:
 
 
 def val_top1(result: dict) -> float:
-    """Last-epoch validation top-1 of a result; chance for a run that diverged."""
+    """Last-epoch validation score of a result: top-1, or mean IoU for a segmentation run; chance (a mean IoU of 0
+    for segmentation) for a run that diverged."""
+    segment = result.get("train_config", {}).get("task") == "segment"
     if result.get("diverged"):
-        return 100.0 / result.get("num_classes", 10)
-    history = [h for h in result.get("history", []) if h.get("val_top1") is not None]
-    return history[-1]["val_top1"] if history else -math.inf  # no validation recorded: never chosen
+        return 0.0 if segment else 100.0 / result.get("num_classes", 10)
+    key = "val_miou" if segment else "val_top1"
+    history = [h for h in result.get("history", []) if h.get(key) is not None]
+    return history[-1][key] if history else -math.inf  # no validation recorded: never chosen
 
 
 @dataclass

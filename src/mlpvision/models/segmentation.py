@@ -33,7 +33,7 @@ partitions divide, a RepMLP-ResNet checks the size it was built for).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +57,7 @@ class SegmentationConfig(ModelConfig):
     backbone: str = "resnet18"  # a registered model name, built with features_only
     feature_indices: tuple[int, ...] = ()  # which backbone features feed the decoder (timm's out_indices); () default
     decoder_dim: int = 64  # channels of the laterals and the fused map
+    backbone_args: dict = field(default_factory=dict)  # the backbone's config overrides, e.g. {"width": 32}
 
 
 class FPNDecoder(nn.Module):
@@ -97,6 +98,13 @@ class SegmentationModel(nn.Module):
             raise ConfigError("a segmentation model needs num_classes >= 1 (background included)")
         if cfg.backbone.startswith("seg_"):
             raise ConfigError(f"the backbone must be a classification model, not {cfg.backbone}")
+        fixed = {"num_classes", "in_chans", "img_size", "deploy", "features_only", "out_indices"} & set(
+            cfg.backbone_args
+        )
+        if fixed:
+            raise ConfigError(
+                f"backbone_args may not set {', '.join(sorted(fixed))}: the segmentation config sets them"
+            )
         self.backbone = create_model(
             cfg.backbone,
             num_classes=0,
@@ -105,6 +113,7 @@ class SegmentationModel(nn.Module):
             deploy=cfg.deploy,
             features_only=True,
             out_indices=list(cfg.feature_indices) or None,
+            **dict(cfg.backbone_args),
         )
         # the backbone's final norm prepares its classifier's input; the decoder reads the maps before it (and
         # normalises each in its laterals), so the norm is dropped rather than kept as untrained weights
