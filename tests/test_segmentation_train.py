@@ -55,6 +55,15 @@ def test_joint_augmentation_moves_image_and_mask_alike():
     assert not torch.equal(out_masks, masks)
 
 
+def test_joint_augmentation_pads_channel_repeated_grey_images_with_the_one_black_value():
+    """A colour model on grey scenes: the images are repeated to 3 channels, the statistics stay one value."""
+    masks = torch.randint(0, 5, (4, 8, 8))
+    images = torch.zeros(4, 3, 8, 8)
+    torch.manual_seed(0)
+    out, out_masks = Segmentation().augment(images, masks, AugmentConfig(crop_padding=2), torch.tensor([-3.0]))
+    assert out.shape == images.shape and (out[(out_masks == 255)[:, None].expand_as(out)] == -3).all()
+
+
 def test_config_refuses_what_segmentation_cannot_augment():
     with pytest.raises(ConfigError, match="mixup"):
         TrainConfig(task="segment", aug=AugmentConfig(mixup=0.2)).validate()

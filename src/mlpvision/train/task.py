@@ -81,7 +81,8 @@ class Segmentation:
             images[flip], masks[flip] = images[flip].flip(-1), masks[flip].flip(-1)
         p = aug.crop_padding
         if p > 0:
-            padded = fill.to(images).reshape(1, c, 1, 1).repeat(b, 1, h + 2 * p, w + 2 * p)
+            # one black value per channel, or one for all (a grey data set's statistics on channel-repeated images)
+            padded = fill.to(images).reshape(1, -1, 1, 1).expand(b, c, h + 2 * p, w + 2 * p).clone()
             padded[..., p : p + h, p : p + w] = images
             padded_masks = torch.full((b, h + 2 * p, w + 2 * p), self.ignore_index, dtype=masks.dtype)
             padded_masks[:, p : p + h, p : p + w] = masks
