@@ -212,6 +212,15 @@ def test_the_ledger_prices_a_model_by_its_fastest_finished_run(tmp_path):
     assert list(_measured(tmp_path).values()) == [pytest.approx(40.0 / 1000)]
 
 
+def test_the_ledger_times_a_segmentation_run_on_its_own_input_and_output(tmp_path):
+    """Segmentation runs carry their own channels in their model arguments and answer one label per pixel."""
+    from mlpvision.lab.ledger import _seconds_per_image
+
+    run = next(r for e in plan(Settings.tiny()) if e.key == "segmentation" for r in e.runs)
+    assert "in_chans" in run.model_args  # the case that was refused twice over
+    assert 0 < _seconds_per_image(run, batch=2, steps=1) < 60
+
+
 def _publish(folder, model, role=None):
     folder.mkdir(parents=True)
     meta = data_metadata("fashion-mnist", [str(i) for i in range(10)], (0.2860,), (0.3530,))

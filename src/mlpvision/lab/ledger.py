@@ -37,11 +37,13 @@ def _seconds_per_image(run: LabRun, batch: int, steps: int = 4) -> float:
     """Training seconds per image of ``run``'s model on this machine (random data, float32, AdamW)."""
     data = load_split(run.data, "test")[1]
     size = run.train.get("img_size") or run.model_args.get("img_size") or data.img_size
-    args = {**dict(run.model_args), "img_size": size}
-    model = create_model(run.model, num_classes=data.num_classes, in_chans=data.in_chans, **args)
+    args = {"num_classes": data.num_classes, "in_chans": data.in_chans, **dict(run.model_args), "img_size": size}
+    model = create_model(run.model, **args)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.randn(batch, data.in_chans, size, size)
-    y = torch.randint(0, data.num_classes, (batch,))
+    x = torch.randn(batch, args["in_chans"], size, size)
+    with torch.no_grad():
+        out_shape = model(x).shape  # (batch, classes) or, for a segmentation model, (batch, classes, H, W)
+    y = torch.randint(0, out_shape[1], (batch, *out_shape[2:]))
     times = []
     for i in range(steps + 1):
         t0 = time.perf_counter()
