@@ -464,3 +464,64 @@ def test_validation_every_k_epochs_and_after_the_last(tmp_path):
     history = json.loads((tmp_path / "metrics.json").read_text())
     validated = [h["epoch"] for h in history if "val_top1" in h]
     assert validated == [2, 4, 5] and summary["best_epoch"] in validated
+
+
+def _compile_unavailable() -> str | None:
+    """Why torch.compile cannot run here (None when it can): no dynamo support or no working C++ compiler."""
+    try:
+        fn = torch.compile(lambda x: x * 2 + 1)
+        fn(torch.ones(2))
+    except Exception as e:  # a missing compiler shows up as one of several backend errors
+        return f"torch.compile does not work on this platform: {type(e).__name__}: {str(e).splitlines()[0]}"
+    return None
+
+
+@pytest.mark.slow
+def test_compile_trains_to_the_same_weights_up_to_rounding(tmp_path):
+    reason = _compile_unavailable()
+    if reason:
+        pytest.skip(reason)
+    kw = {"epochs": 1, "max_steps": 4, "val_size": 0, "plots": False}
+    plain = train(tiny_cfg(tmp_path / "eager", **kw))
+    compiled = train(tiny_cfg(tmp_path / "compiled", compile=True, **kw))
+    assert plain["steps"] == compiled["steps"] == 4
+    a, b = _weights(tmp_path / "eager/model.safetensors"), _weights(tmp_path / "compiled/model.safetensors")
+    # four steps at lr 3e-3 move AdamW's weights by about 1e-2; compiling may reorder float sums, nothing more
+    differ = max((a[k] - b[k]).abs().max().item() for k in a if a[k].is_floating_point())
+    assert differ < 1e-4, differ
+    assert json.loads((tmp_path / "compiled/config.json").read_text())["compile"] is True
+
+
+def test_validation_is_sized_to_the_run():
+    cfg = TrainConfig()
+    assert cfg.val_size is None and cfg.resolved_val_size == 5000
+    assert TrainConfig(train_subset=500).resolved_val_size == 200
+    assert TrainConfig(train_subset=20000).resolved_val_size == 2000
+    assert TrainConfig(train_subset=500_000).resolved_val_size == 5000
+    assert TrainConfig(train_subset=500, val_size=64).resolved_val_size == 64
+    assert TrainConfig(val_size=0).resolved_val_size == 0
+
+
+def test_test_set_is_evaluated_once_when_the_best_model_is_the_final_one(tmp_path, monkeypatch):
+    import mlpvision.train.loop as loop
+
+    calls = []
+    real = loop.evaluate
+
+    def counting(model, loader, *args, **kw):
+        calls.append(len(loader.dataset))
+        return real(model, loader, *args, **kw)
+
+    monkeypatch.setattr(loop, "evaluate", counting)
+    phases = []
+    summary = train(tiny_cfg(tmp_path / "once", epochs=1, val_size=0), progress=lambda p: phases.append(p["phase"]))
+    assert summary["best_is_final"] and summary["test_top1_best"] == summary["test_top1_final"]
+    assert len(calls) == 1  # no validation split: one test pass
+    assert {"train", "test"} <= set(phases) and "test best" not in phases
+    assert summary["test_seconds"] > 0 and summary["val_seconds"] == 0
+    calls.clear()
+    phases.clear()
+    summary = train(tiny_cfg(tmp_path / "val", epochs=2, lr=3e-2), progress=lambda p: phases.append(p["phase"]))
+    test_passes = len(calls) - 2  # two validation passes
+    assert test_passes == (1 if summary["best_is_final"] else 2)
+    assert "validate" in phases and summary["val_seconds"] > 0

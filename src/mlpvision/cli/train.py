@@ -126,6 +126,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
+def _seconds(s: float) -> str:
+    return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min"
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
@@ -137,19 +141,35 @@ def run(args: argparse.Namespace) -> int:
     is_main = int(os.environ.get("RANK", "0")) == 0
     logging.basicConfig(level=logging.INFO if is_main else logging.WARNING, format="%(message)s")
     columns = (
-        TextColumn("epoch {task.fields[epoch]}"),
+        TextColumn("epoch {task.fields[epoch]} {task.description:<9}"),
         BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TextColumn("loss {task.fields[loss]:.3f}"),
-        TextColumn("{task.fields[ips]:.0f} img/s"),
+        TextColumn("{task.completed}/{task.total} {task.fields[unit]}"),
+        TextColumn("{task.fields[detail]}"),
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=console(), disable=not is_main or args.quiet, transient=True) as bar:
-        task = bar.add_task("train", total=1, epoch=1, loss=0.0, ips=0.0)
+        task = bar.add_task("starting", total=None, epoch=1, unit="", detail="")
 
         def progress(p: dict) -> None:
+            # training reports steps with their loss; validation and test report images
+            phase = p.get("phase", "train")
             ips = p["images"] / max(p["seconds"], 1e-9)
-            bar.update(task, completed=p["step"], total=p["steps"], epoch=p["epoch"] + 1, loss=p["loss"], ips=ips)
+            if phase == "train":
+                detail, unit, phase = f"loss {p['loss']:.3f}, {ips:.0f} img/s", "steps", "training"
+            else:
+                detail, unit = f"{ips:.0f} img/s", "images"
+                phase = {"validate": "validating", "test": "testing", "test best": "testing the best model"}.get(
+                    phase, phase
+                )
+            bar.update(
+                task,
+                description=phase,
+                completed=p["step"],
+                total=p["steps"],
+                epoch=p["epoch"] + 1,
+                unit=unit,
+                detail=detail,
+            )
 
         summary = train(cfg, resume=args.resume, progress=progress, overwrite=args.overwrite)
     if not is_main:
@@ -158,14 +178,21 @@ def run(args: argparse.Namespace) -> int:
     table.add_column("")
     table.add_column("value", justify="right")
     figure, name = ("miou", "mean IoU") if cfg.task == "segment" else ("top1", "top-1")
-    best_val = summary[f"best_val_{figure}"]
+    best_val, best = summary[f"best_val_{figure}"], summary[f"test_{figure}_best"]
     rows = [
         ("epochs / steps", f"{summary['epochs_done']} / {summary['steps']}"),
-        ("training time", f"{summary['train_seconds'] / 60:.1f} min"),
+        ("time: training", _seconds(summary["train_seconds"])),
+        ("time: validation", _seconds(summary.get("val_seconds", 0.0))),
+        ("time: test", _seconds(summary.get("test_seconds", 0.0))),
         (f"best validation {name}", "-" if best_val is None else f"{best_val:.2f}%"),
-        (f"test {name} (best on validation)", f"{summary[f'test_{figure}_best']:.2f}%"),
-        (f"test {name} (final)", f"{summary[f'test_{figure}_final']:.2f}%"),
     ]
+    if summary.get("best_is_final"):
+        rows.append((f"test {name} (final = best on validation)", f"{best:.2f}%"))
+    else:
+        rows += [
+            (f"test {name} (best on validation)", f"{best:.2f}%"),
+            (f"test {name} (final)", f"{summary[f'test_{figure}_final']:.2f}%"),
+        ]
     if cfg.task == "segment":
         rows.append(("test pixel accuracy (best on validation)", f"{summary['test_pixel_acc_best']:.2f}%"))
     for k, v in rows:
@@ -174,6 +201,3 @@ def run(args: argparse.Namespace) -> int:
     for k, v in summary["files"].items():
         console().print(f"{k}: {v}")
     return 0
-
-
-__all__ = ["add_parser", "config_fields", "run", "train_overrides"]

@@ -22,10 +22,14 @@ from ..runtime import checked_device, native_bf16
 __all__ = ["RESUMABLE_CHANGES", "TrainConfig"]
 
 # what may differ when a run is resumed: where files are, how data is loaded, how often and how long to save and
-# train; everything else changes the arithmetic of the remaining steps, so a resumed run would not be the run
+# train, and how the same arithmetic is executed (compile); everything else changes the arithmetic of the
+# remaining steps, so a resumed run would not be the run
 RESUMABLE_CHANGES = frozenset(
-    {"out", "data_dir", "workers", "time_limit_min", "plots", "tensorboard", "save_every_steps"}
+    {"out", "data_dir", "workers", "time_limit_min", "plots", "tensorboard", "save_every_steps", "compile"}
 )
+# the validation split when --val-size is not given: a tenth of a --train-subset, within these bounds (a quick
+# run of a few hundred images validates on a few hundred, not on 5000)
+AUTO_VAL_MIN, AUTO_VAL_MAX = 200, 5000
 _NESTED = {"aug": "augmentation option"}
 
 
@@ -63,7 +67,8 @@ class TrainConfig:
     amp: bool | None = None  # bfloat16 autocast; None: where the device runs it natively (runtime.native_bf16)
     channels_last: bool = False  # channels-last memory format for images and weights (convnets on GPU)
     aug: AugmentConfig = field(default_factory=lambda: AugmentConfig(crop_padding=2, hflip=0.5))  # augmentation
-    val_size: int = option(5000, ge=0, le=10**9)  # images held out of the training set for validation (0: none)
+    val_size: int | None = option(None, ge=0, le=10**9)  # images held out of the training set for validation (0:
+    # none; none: 5000, or with --train-subset a tenth of it, at least 200 and at most 5000)
     val_every: int = option(
         1, ge=1, le=100_000
     )  # validate (and keep the best model) every K epochs and after the last one
@@ -86,6 +91,8 @@ class TrainConfig:
     # transfer)
     device: str | None = None  # cpu | cuda | cuda:1; auto-detected when None
     tensorboard: bool = False  # also log metrics to OUT/tensorboard (needs the tensorboard package)
+    compile: bool = False  # compile the training step's model with torch.compile (same results up to rounding;
+    # the first steps are slower while it compiles)
 
     def __post_init__(self) -> None:
         check_config(self, "training option(s)")
@@ -120,6 +127,16 @@ class TrainConfig:
         if not self.teacher:
             return []
         return [self.teacher] if isinstance(self.teacher, str) else list(self.teacher)
+
+    @property
+    def resolved_val_size(self) -> int:
+        """The validation images this run holds out: ``val_size`` when set, else 5000, or a tenth of
+        ``train_subset`` clipped to [AUTO_VAL_MIN, AUTO_VAL_MAX] when training on a subset."""
+        if self.val_size is not None:
+            return self.val_size
+        if self.train_subset:
+            return min(AUTO_VAL_MAX, max(AUTO_VAL_MIN, self.train_subset // 10))
+        return AUTO_VAL_MAX
 
     def amp_on(self, device: torch.device | str) -> bool:
         """Whether this run autocasts to bfloat16 on ``device``: ``amp`` when set, else where it is native."""

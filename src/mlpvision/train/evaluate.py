@@ -4,6 +4,7 @@ accuracy, per-class IoU and the pixel confusion matrix of a segmentation model."
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,13 +62,16 @@ def evaluate(
     device: torch.device | str = "cpu",
     amp: bool = False,
     channels_last: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> EvalResult:
-    """Runs ``model`` in eval mode over ``loader`` (images, integer labels) and gathers the metrics."""
+    """Runs ``model`` in eval mode over ``loader`` (images, integer labels) and gathers the metrics;
+    ``progress(images done, images in all)`` is called after each batch."""
     was_training = model.training
     model.eval()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
     loss_sum, top5_hits, n = 0.0, 0, 0
     device = torch.device(device)
+    total = len(loader.dataset) if hasattr(loader.dataset, "__len__") else 0
     for images, labels in loader:
         images, labels = images.to(device), labels.to(device)
         if channels_last:
@@ -83,6 +87,8 @@ def evaluate(
             num_classes, num_classes
         )
         n += len(labels)
+        if progress is not None:
+            progress(n, max(total, n))
     model.train(was_training)
     if n == 0:
         return EvalResult(float("nan"), float("nan"), float("nan"), 0)
@@ -99,24 +105,48 @@ def evaluate(
 
 
 def save_confusion_png(
-    confusion: list[list[int]], classes: tuple[str, ...] | list[str], path: str | os.PathLike
+    confusion: list[list[int]],
+    classes: tuple[str, ...] | list[str],
+    path: str | os.PathLike,
+    title: str | None = None,
+    normalize: bool = True,
 ) -> Path:
-    """Plots a row-normalised confusion matrix with counts."""
+    """Plots a confusion matrix (rows: true class, columns: predicted) with a colour bar.
+
+    Args:
+        confusion: counts, ``[true][predicted]``.
+        classes: the class names, in label order.
+        path: the PNG to write.
+        title: the figure's title (say model, data and split), followed by the number of images.
+        normalize: colour and label each cell by the fraction of its true class (rows sum to 100%), so that
+            classes of different sizes compare; False: by image counts.
+    """
     plt = pyplot()
     cm = torch.tensor(confusion, dtype=torch.float64)
     norm = cm / cm.sum(dim=1, keepdim=True).clamp(min=1)
+    shown = 100 * norm if normalize else cm
     n = len(classes)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n, 0.8 + 0.6 * n))
-    ax.imshow(norm.numpy(), cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n), classes, rotation=45, ha="right")
+    side = 1.6 + 0.62 * n
+    fig, ax = plt.subplots(figsize=(side + 1.4, side))
+    image = ax.imshow(shown.numpy(), cmap="Blues", vmin=0, vmax=100 if normalize else max(float(cm.max()), 1))
+    bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    bar.set_label("% of the true class" if normalize else "images")
+    ax.set_xticks(range(n), classes, rotation=45, ha="right", rotation_mode="anchor")
     ax.set_yticks(range(n), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
     if n <= 20:
+        top = float(shown.max()) or 1.0
         for i in range(n):
             for j in range(n):
-                color = "white" if norm[i, j] > 0.5 else "black"
-                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7, color=color)
+                value = shown[i, j].item()
+                small = normalize and 0 < value < 9.5  # 0.4% is not 0
+                text = f"{value:.1f}" if small else f"{value:.0f}"
+                color = "white" if value > 0.55 * top else "black"
+                ax.text(j, i, text, ha="center", va="center", fontsize=7, color=color)
+    total = int(cm.sum().item())
+    what = "row-normalised, %" if normalize else "counts"
+    ax.set_title(f"{title}\n{total} images, {what}" if title else f"{total} images, {what}", fontsize=10)
     fig.tight_layout()
     path = Path(path)
     save_figure(fig, path, dpi=120)
@@ -182,13 +212,16 @@ def evaluate_segmentation(
     amp: bool = False,
     channels_last: bool = False,
     ignore_index: int = 255,
+    progress: Callable[[int, int], None] | None = None,
 ) -> SegEvalResult:
-    """Runs ``model`` in eval mode over ``loader`` (images, masks (B, H, W)) and gathers pixel metrics."""
+    """Runs ``model`` in eval mode over ``loader`` (images, masks (B, H, W)) and gathers pixel metrics;
+    ``progress(images done, images in all)`` is called after each batch."""
     was_training = model.training
     model.eval()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
     loss_sum, pixels, n = 0.0, 0, 0
     device = torch.device(device)
+    total = len(loader.dataset) if hasattr(loader.dataset, "__len__") else 0
     for images, masks in loader:
         images, masks = images.to(device), masks.to(device)
         if channels_last:
@@ -200,6 +233,8 @@ def evaluate_segmentation(
         pixels += int((masks != ignore_index).sum())
         confusion += pixel_confusion(logits, masks, num_classes, ignore_index)
         n += len(images)
+        if progress is not None:
+            progress(n, max(total, n))
     model.train(was_training)
     if pixels == 0:
         return SegEvalResult(float("nan"), float("nan"), float("nan"), n)

@@ -90,13 +90,16 @@ def build_data(cfg: TrainConfig, img_size: int | None, in_chans: int | None) -> 
     test_raw, _ = load_split(cfg.data, "test", cfg.data_dir, img_size, in_chans)
     info = init_normalisation(cfg, info)
     n = len(train_raw)
-    default = TrainConfig.__dataclass_fields__["val_size"].default
-    if cfg.val_size >= n and cfg.val_size != default:  # asked for: never cut quietly
+    asked = cfg.val_size is not None  # else sized to the run (TrainConfig.resolved_val_size)
+    if asked and cfg.val_size >= n:  # asked for: never cut quietly
         raise DataError(f"val_size {cfg.val_size} leaves no training images: {cfg.data} has {n} (use at most {n // 5})")
-    val_size = min(cfg.val_size, n // 5)
-    if val_size < cfg.val_size:
+    val_size = min(cfg.resolved_val_size, n // 5)
+    if val_size < cfg.resolved_val_size:
         log.warning(
-            "validation: %d of the %d training images (val_size %d is capped at a fifth)", val_size, n, cfg.val_size
+            "validation: %d of the %d training images (val_size %d is capped at a fifth)",
+            val_size,
+            n,
+            cfg.resolved_val_size,
         )
     train_idx, val_idx = split_train_val(n, val_size, cfg.seed)
     if cfg.train_subset > len(train_idx):
@@ -197,6 +200,12 @@ class Run:
         return -torch.tensor(info.mean) / torch.tensor(info.std)
 
     @property
+    def title(self) -> str:
+        """What the run's figures say they show: model, data and run folder."""
+        subset = f", {self.cfg.train_subset} training images" if self.cfg.train_subset else ""
+        return f"{self.cfg.model} on {self.data.info.name}{subset} (run {self.out.resolve().name})"
+
+    @property
     def data_metadata(self) -> dict[str, str]:
         info = self.data.info
         return data_metadata(info.name, info.classes, info.mean, info.std)
@@ -245,6 +254,8 @@ def build_run(
     if dist.distributed:
         ids = [dist.device.index] if dist.device.type == "cuda" else None
         engine = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if cfg.compile:  # the training step only: evaluation and saving use the plain model (same weights)
+        engine = torch.compile(engine)
     optimizer = build_optimizer(cfg, model)
     steps_per_epoch = len(data.train) // cfg.batch_size
     scheduler = build_scheduler(cfg, optimizer, max(steps_per_epoch, 1))
@@ -376,6 +387,7 @@ def train_one_epoch(run: Run, epoch: int, deadline: float | None) -> dict:
             images = n_images * dist.world_size
             run.progress(
                 {
+                    "phase": "train",
                     "epoch": epoch,
                     "step": step_idx + 1,
                     "steps": steps,
@@ -402,23 +414,39 @@ def train_one_epoch(run: Run, epoch: int, deadline: float | None) -> dict:
     }
 
 
+def _eval_progress(run: Run, phase: str, epoch: int) -> Callable[[int, int], None] | None:
+    """A per-batch callback of :func:`evaluate` that reports ``phase`` ("validate", "test final", ...) to the
+    run's progress display."""
+    if run.progress is None or not run.dist.is_main:
+        return None
+    t0 = time.perf_counter()
+
+    def report(done: int, total: int) -> None:
+        seconds = time.perf_counter() - t0
+        row = {"phase": phase, "epoch": epoch, "step": done, "steps": total, "loss": None}
+        run.progress({**row, "images": done, "seconds": seconds})
+
+    return report
+
+
 def _end_of_epoch(run: Run, epoch: int, metrics: dict, writer) -> None:
     """Validates (keeping the best model), logs and records the epoch's row; the main process only."""
     cfg, data, opt = run.cfg, run.data, run.optimizer
     row = {"epoch": epoch + 1, "step": run.loop.global_step, "lr": opt.param_groups[0]["lr"], **metrics}
     last = epoch + 1 >= cfg.epochs or (run.last_step is not None and run.loop.global_step >= run.last_step)
     if data.val is not None and ((epoch + 1) % cfg.val_every == 0 or last):
-        val = run.task.evaluate(
-            run.eval_model, run.eval_loader(data.val), data.info.num_classes, run.dist.device, cfg.amp
-        )
+        t0 = time.perf_counter()
+        model, loader, report = run.eval_model, run.eval_loader(data.val), _eval_progress(run, "validate", epoch)
+        val = run.task.evaluate(model, loader, data.info.num_classes, run.dist.device, cfg.amp, progress=report)
         row.update(run.task.columns("val", val))
+        row["val_seconds"] = time.perf_counter() - t0
         # best_val_top1 holds the task's figure (top-1, or mean IoU when segmenting)
         if val.score > run.loop.best_val_top1:
             run.loop.best_val_top1, run.loop.best_epoch = val.score, epoch + 1
             save_model(run.eval_model, run.out / "best.safetensors", run.data_metadata)
     log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
     run.loop.history.append(row)
-    write_metrics(run.out, run.loop.history, cfg.plots)
+    write_metrics(run.out, run.loop.history, cfg.plots, title=run.title)
     if writer is not None:
         for k, v in row.items():
             if k not in ("epoch", "step"):
@@ -479,6 +507,8 @@ def train(
         cfg = dataclasses.replace(cfg, amp=cfg.amp_on(dist.device))
     try:
         data = run_data(cfg)  # read and checked before the run folder is created
+        if cfg.val_size is None:  # config.json records the validation images the run held out too
+            cfg = dataclasses.replace(cfg, val_size=cfg.resolved_val_size)
         # one training per folder: the main process holds its lock from before anything is written until the end
         with RunLock(output_folder(cfg.out)) if dist.is_main else contextlib.nullcontext() as lock:
             if lock is not None and lock.stale_owner:
@@ -566,6 +596,14 @@ def _save_deploy_forms(run: Run, models: dict[str, nn.Module]) -> dict[str, str]
     return deployed
 
 
+def same_weights(a: nn.Module, b: nn.Module) -> bool:
+    """Whether two models hold the same parameters and buffers, bit for bit."""
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(
+        sa[k].shape == sb[k].shape and torch.equal(sa[k].cpu(), sb[k].cpu()) for k in sa
+    )
+
+
 def _finish(run: Run, stopped_early: bool) -> dict:
     """Saves the final and deploy-form models, evaluates them on the test split, writes summary.json."""
     cfg, dist, data, out = run.cfg, run.dist, run.data, run.out
@@ -576,12 +614,22 @@ def _finish(run: Run, stopped_early: bool) -> dict:
         if data.val is None:  # nothing to select on: the final model is the best one
             save_model(final, out / "best.safetensors", run.data_metadata)
         test_loader = run.eval_loader(data.test)
+        epoch = max(run.loop.epoch - 1, 0)
+        t0 = time.perf_counter()
         # the reported figures are the model's own, in float32, whatever autocast training used
-        test = run.task.evaluate(final, test_loader, data.info.num_classes, dist.device)
+        test = run.task.evaluate(
+            final, test_loader, data.info.num_classes, dist.device, progress=_eval_progress(run, "test", epoch)
+        )
         best = load_checkpoint(out / "best.safetensors", device=dist.device)
-        test_best = run.task.evaluate(best, test_loader, data.info.num_classes, dist.device)
+        test_best = test
+        if not same_weights(best, final):  # the test set is evaluated once when the best model is the final one
+            report = _eval_progress(run, "test best", epoch)
+            test_best = run.task.evaluate(best, test_loader, data.info.num_classes, dist.device, progress=report)
+        test_seconds = time.perf_counter() - t0
         if cfg.plots:
-            save_confusion_png(test_best.confusion, data.info.classes, out / "confusion.png")
+            which = "best-on-validation model" if test_best is not test else "final model"
+            title = f"{run.title}\ntest split, {which}"
+            save_confusion_png(test_best.confusion, data.info.classes, out / "confusion.png", title=title)
         deployed = _save_deploy_forms(run, {"model": final, "best": best})
         plots = {"curves": str(out / "curves.png"), "confusion": str(out / "confusion.png")} if cfg.plots else {}
         summary = {
@@ -591,6 +639,9 @@ def _finish(run: Run, stopped_early: bool) -> dict:
             "steps": run.loop.global_step,
             "stopped_by_time_limit": stopped_early,
             "train_seconds": run.loop.elapsed_s,
+            "val_seconds": sum(row.get("val_seconds", 0.0) for row in run.loop.history),
+            "test_seconds": test_seconds,
+            "best_is_final": test_best is test,
             "best_epoch": run.loop.best_epoch,
             f"best_val_{run.task.score_name}": run.loop.best_val_top1 if data.val is not None else None,
             **run.task.summary(test, test_best),

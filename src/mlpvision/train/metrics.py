@@ -7,38 +7,50 @@ import json
 from pathlib import Path
 
 from ..io import atomic_path, save_figure, write_text
-from ..plotting import pyplot
+from ..plotting import epoch_axis, pyplot
 
 __all__ = ["plot_curves", "write_metrics"]
 
 
-def write_metrics(out: Path, history: list[dict], plots: bool = True) -> None:
-    """Rewrites the run's metric files from ``history`` (each atomically)."""
+def write_metrics(out: Path, history: list[dict], plots: bool = True, title: str | None = None) -> None:
+    """Rewrites the run's metric files from ``history`` (each atomically); ``title`` heads curves.png."""
     write_text(out / "metrics.json", json.dumps(history, indent=2) + "\n")
-    keys = list(dict.fromkeys(k for row in history for k in row))  # validation may skip epochs: every column
+    keys = list(
+        dict.fromkeys(k for row in history for k in row)
+    )  # validation may skip epochs; a resumed run's rows may add columns
     with atomic_path(out / "metrics.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
         writer.writerows(history)
     if plots:
-        plot_curves(history, out / "curves.png")
+        plot_curves(history, out / "curves.png", title)
 
 
-def plot_curves(history: list[dict], path: Path) -> None:
-    """Loss and accuracy (top-1, or pixel accuracy when segmenting) per epoch, training and validation."""
+def plot_curves(history: list[dict], path: Path, title: str | None = None) -> None:
+    """Loss and accuracy (top-1, or pixel accuracy when segmenting) per epoch (training and validation) and the
+    learning rate, one marker per epoch."""
     if not history:
         return
     plt = pyplot()
     ep = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4), gridspec_kw={"width_ratios": [1, 1, 0.8]})
     second = ("top1", "top-1 (%)") if "train_top1" in history[0] else ("pixel_acc", "pixel accuracy (%)")
-    for ax, metric, label in zip(axes, ("loss", second[0]), ("loss", second[1]), strict=True):
-        ax.plot(ep, [h[f"train_{metric}"] for h in history], label="train")
-        val = [(h["epoch"], h[f"val_{metric}"]) for h in history if f"val_{metric}" in h]  # may skip epochs
+    for ax, metric, label in zip(axes, ("loss", second[0]), ("loss", second[1]), strict=False):
+        ax.plot(ep, [h[f"train_{metric}"] for h in history], marker="o", label="training (running average)")
+        val = [(e, h[f"val_{metric}"]) for e, h in zip(ep, history, strict=True) if f"val_{metric}" in h]
         if val:
-            ax.plot(*zip(*val, strict=True), marker="o", label="validation")
-        ax.set_xlabel("epoch")
+            ax.plot(*zip(*val, strict=True), marker="s", label="validation")
+        epoch_axis(ax, ep)
         ax.set_ylabel(label)
-        ax.legend()
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    ax = axes[2]
+    ax.plot(ep, [h["lr"] for h in history], marker="o", color="tab:green")
+    epoch_axis(ax, ep)
+    ax.set_ylabel("learning rate (at the epoch's end)")
+    ax.set_yscale("log")  # warm-up and cosine decay span decades
+    ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     save_figure(fig, path, dpi=110)

@@ -39,8 +39,8 @@ class Classification:
         """(right predictions, predictions) of a training batch."""
         return int((logits.argmax(1) == labels).sum()), len(labels)
 
-    def evaluate(self, model: nn.Module, loader: DataLoader, num_classes: int, device, amp: bool = False):
-        return evaluate(model, loader, num_classes, device, amp)
+    def evaluate(self, model: nn.Module, loader: DataLoader, num_classes: int, device, amp: bool = False, progress=None):
+        return evaluate(model, loader, num_classes, device, amp, progress=progress)
 
     def columns(self, prefix: str, result: EvalResult) -> dict:
         return {f"{prefix}_loss": result.loss, f"{prefix}_top1": result.top1, f"{prefix}_top5": result.top5}
@@ -95,8 +95,10 @@ class Segmentation:
             )
         return images, masks
 
-    def evaluate(self, model: nn.Module, loader: DataLoader, num_classes: int, device, amp: bool = False):
-        return evaluate_segmentation(model, loader, num_classes, device, amp, ignore_index=self.ignore_index)
+    def evaluate(self, model: nn.Module, loader: DataLoader, num_classes: int, device, amp: bool = False, progress=None):
+        return evaluate_segmentation(
+            model, loader, num_classes, device, amp, ignore_index=self.ignore_index, progress=progress
+        )
 
     def columns(self, prefix: str, result: SegEvalResult) -> dict:
         return {f"{prefix}_loss": result.loss, f"{prefix}_miou": result.miou, f"{prefix}_pixel_acc": result.pixel_acc}
