@@ -9,11 +9,13 @@ Slopes of log(cost) against log(patches) are fitted over the whole range and ove
 docs/scaling.json, docs/scaling.md and docs/figures/scaling.png.
 
     python benchmarks/scaling.py [--repeats 7] [--batch-size 4] [--threads 2]
+    python benchmarks/scaling.py --plot-only    # redraws the figure from docs/scaling.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -26,7 +28,8 @@ from common import machine, start, write_results
 import mlpvision
 from mlpvision.deploy import Candidate, measure
 from mlpvision.models import flop_counter
-from mlpvision.plotting import pyplot
+from mlpvision.io import save_figure
+from mlpvision.plotting import log_axis, pyplot
 
 SIZES = [64, 96, 128, 160, 224, 288, 352, 448]
 WIDTH, DEPTH = 256, 4
@@ -73,6 +76,10 @@ def fmt(v: float | None) -> str:
 
 
 def main() -> None:
+    if "--plot-only" in sys.argv[1:]:
+        saved = json.loads((DOCS / "scaling.json").read_text())
+        plot(saved["rows"], saved["meta"]["slopes"], saved["meta"]["command"])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=4)
     args, allocator, command = start(parser, repeats=7)
@@ -121,7 +128,7 @@ def main() -> None:
             "macs_upper_half": slope(n[upper], [r["macs"] for r in rs][upper]),
             "latency_upper_half": slope(n[upper], [r["median_ms"] for r in rs][upper]),
         }
-    plot(rows, fits)
+    plot(rows, fits, command)
     meta = {
         "command": command,
         "machine": machine(),
@@ -172,13 +179,14 @@ def main() -> None:
     write_results("scaling", meta, rows, lines)
 
 
-def plot(rows: list[dict], fits: dict) -> None:
+def plot(rows: list[dict], fits: dict, command: str) -> None:
+    """docs/figures/scaling.png: MACs and measured latency against the number of patches, log-log."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
     for family, color in (("Mixer", "tab:blue"), ("ViT", "tab:red"), ("External Attention", "tab:green")):
         rs = [r for r in rows if r["family"] == family]
         n = [r["patches"] for r in rs]
-        axes[0].loglog(
+        axes[0].plot(
             n,
             [r["macs"] / 1e9 for r in rs],
             "o-",
@@ -186,7 +194,7 @@ def plot(rows: list[dict], fits: dict) -> None:
             label=f"{family} total (slope {fits[family]['macs']:.2f})",
         )
         if fits[family]["token_mixing_macs"] is not None:
-            axes[0].loglog(
+            axes[0].plot(
                 n,
                 [r["token_mixing_macs"] / 1e9 for r in rs],
                 "s--",
@@ -194,17 +202,28 @@ def plot(rows: list[dict], fits: dict) -> None:
                 alpha=0.6,
                 label=f"{family} token mixing (slope {fits[family]['token_mixing_macs']:.2f})",
             )
-        axes[1].loglog(
+        axes[1].plot(
             n, [r["median_ms"] for r in rs], "o-", color=color, label=f"{family} (slope {fits[family]['latency']:.2f})"
         )
-    axes[0].set(xlabel="patches", ylabel="GMACs per image", title="MACs")
-    axes[1].set(xlabel="patches", ylabel="ms per batch", title="measured latency (eager fp32)")
+    patches = sorted({r["patches"] for r in rows})
+    batch, threads = rows[0]["batch_size"], rows[0]["threads"]
+    axes[0].set(ylabel="GMACs per image", title="multiply-accumulates per image")
+    axes[1].set(ylabel=f"ms per batch of {batch}", title=f"measured latency (eager float32, {threads} threads)")
     for ax in axes:
-        ax.grid(True, which="both", alpha=0.3)
+        log_axis(ax, "x", patches)
+        log_axis(ax, "y")
+        ax.set_xlabel("patches (16x16 px each; image side = 16 x sqrt(patches))")
+        ax.tick_params(axis="x", labelrotation=45)
+        ax.grid(True, which="major", alpha=0.35)
+        ax.grid(True, which="minor", alpha=0.1)
         ax.legend(fontsize=8)
+    fig.suptitle(
+        f"Cost against the number of patches: Mixer, ViT and External Attention, width {WIDTH}, depth {DEPTH}, "
+        f"random weights, {rows[0]['img_size']}-{rows[-1]['img_size']} px\n({command})",
+        fontsize=10,
+    )
     fig.tight_layout()
-    (DOCS / "figures").mkdir(parents=True, exist_ok=True)
-    fig.savefig(DOCS / "figures" / "scaling.png", dpi=120)
+    save_figure(fig, DOCS / "figures" / "scaling.png", dpi=120)
 
 
 if __name__ == "__main__":

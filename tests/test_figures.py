@@ -74,3 +74,18 @@ def test_confusion_png_has_title_and_colour_bar(tmp_path, normalize):
     )
     with Image.open(path) as im:
         assert im.width > im.height  # the colour bar beside the square matrix
+
+
+def test_log_axis_labels_the_given_values_and_no_minor_ticks():
+    from mlpvision.plotting import log_axis
+
+    plt = pyplot()
+    fig, ax = plt.subplots()
+    ax.plot([16, 36, 64, 784], [0.04, 0.1, 0.2, 2.0])
+    log_axis(ax, "x", [16, 36, 64, 784])
+    log_axis(ax, "y")
+    fig.canvas.draw()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["16", "36", "64", "784"]
+    assert not any(t.get_text() for t in ax.xaxis.get_minorticklabels())
+    assert not any(t.get_text() for t in ax.yaxis.get_minorticklabels())
+    plt.close(fig)

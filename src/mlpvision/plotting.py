@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-__all__ = ["epoch_axis", "pyplot"]
+__all__ = ["epoch_axis", "log_axis", "pyplot"]
 
 
 def pyplot() -> ModuleType:
@@ -31,3 +31,17 @@ def epoch_axis(ax, epochs: list[int] | list[float]) -> None:
     pad = max(0.5, 0.03 * (hi - lo))
     ax.set_xlim(lo - pad, hi + pad)
     ax.set_xlabel("epoch")
+
+
+def log_axis(ax, axis: str, values: list[float] | None = None) -> None:
+    """A legible logarithmic axis: major ticks at ``values`` (e.g. the measured sizes) or at the decades, labelled
+    as plain numbers, and no labels on the minor ticks (matplotlib's ``2x10^1`` labels collide)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
+
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+    if values:
+        target.set_major_locator(FixedLocator(sorted(set(values))))
+        target.set_minor_locator(LogLocator(base=10, subs="auto"))
+    target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 0.01, 1, 784
+    target.set_minor_formatter(NullFormatter())
