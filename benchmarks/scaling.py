@@ -27,8 +27,8 @@ from common import machine, start, write_results
 
 import mlpvision
 from mlpvision.deploy import Candidate, measure
-from mlpvision.models import flop_counter
 from mlpvision.io import save_figure
+from mlpvision.models import flop_counter
 from mlpvision.plotting import log_axis, pyplot
 
 SIZES = [64, 96, 128, 160, 224, 288, 352, 448]
