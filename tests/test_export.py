@@ -125,3 +125,35 @@ def test_export_and_eval_commands(tmp_path, capsys):
     assert results["m.int8.onnx"]["top1"] > 80
     assert main(["export", "--checkpoint", str(tmp_path / "missing.safetensors"), "--onnx", str(out)]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_every_command_takes_every_model_file(tmp_path, capfd):
+    from PIL import Image
+
+    summary = train(tiny_cfg(tmp_path, seed=0))
+    ckpt = tmp_path / "model.safetensors"
+    static = ["--onnx", str(tmp_path / "s.onnx"), "--int8", "static", "--calibration-images", "64"]
+    assert main(["export", "--checkpoint", str(ckpt), *static]) == 0
+    assert "out-of-range" not in capfd.readouterr().err  # the quantizer's per-tensor fallback notes are not printed
+    image = tmp_path / "x.png"
+    Image.fromarray((torch.rand(28, 28) * 255).byte().numpy(), mode="L").save(image)
+    files = [ckpt, tmp_path / "s.onnx", tmp_path / "s.int8.onnx"]
+    for path in files:
+        assert main(["predict", "--checkpoint", str(path), "--device", "cpu", str(image)]) == 0, path
+        assert capfd.readouterr().out.startswith(f"{image}: ")
+        assert main(["bench", "--model", str(path), "--repeats", "2", "--warmup", "1", "--batch-size", "2"]) == 0
+        assert "img/s" in capfd.readouterr().out
+    # the validation split the run held out, measured again: the summary's best validation top-1
+    assert main(["eval", "--checkpoint", str(tmp_path / "best.safetensors"), "--split", "val", "--json"]) == 0
+    val = json.loads(capfd.readouterr().out)
+    assert val["num_images"] == 64 and val["top1"] == pytest.approx(summary["best_val_top1"], abs=1e-6)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error where CUDA is missing")
+def test_asking_for_cuda_without_it_is_one_clear_error(tmp_path, capsys):
+    train(tiny_cfg(tmp_path, epochs=1, val_size=0, plots=False))
+    ckpt = str(tmp_path / "model.safetensors")
+    for argv in (["eval", "--checkpoint", ckpt], ["bench", "--model", "mixer_t4_28"]):
+        assert main([*argv, "--device", "cuda"]) == 2
+        err = capsys.readouterr().err
+        assert "no CUDA device is available" in err and len(err.strip().splitlines()) == 1

@@ -47,9 +47,13 @@ def tune_cpu_allocator(threshold: int = 1 << 30) -> str | None:
 
 
 def pick_device(device: str | torch.device | None = None, local_rank: int = 0) -> torch.device:
-    """The device rule of every command: ``device`` when given, else this process's GPU when CUDA is available
-    (``local_rank`` picks it among several), else the CPU."""
-    if device:
+    """The device rule of every command: ``device`` when given ("auto" or None: this process's GPU when CUDA is
+    available, ``local_rank`` picking it among several, else the CPU).
+
+    Raises:
+        ConfigError: a device name torch does not know, or CUDA asked for where no CUDA device is available.
+    """
+    if device is not None and str(device) != "auto":
         return checked_device(device)
     if torch.cuda.is_available():
         return torch.device("cuda", local_rank % torch.cuda.device_count())

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from .common import console, fmt, model_args
+from .common import DEVICE_CHOICES, DEVICE_HELP, console, fmt, model_args
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="time a model side by side with timm and the machine's matmul peak")
-    p.add_argument("--model", required=True, help="registered model name")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="registered model name (see `mlpvision models`), or a model file: .safetensors, or .onnx (float32 "
+        "or int8, timed in ONNX Runtime as it is)",
+    )
     p.add_argument(
         "--batch-size", type=int, default=16, help="images per call; 1: one image's latency (default: %(default)s)"
     )
@@ -23,7 +28,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "(default: %(default)s)",
     )
     p.add_argument("--train", action="store_true", help="time an AdamW training step instead of inference")
-    p.add_argument("--compare", choices=("timm",), default=None, help="add timm's model and ratio_vs_timm")
+    p.add_argument(
+        "--compare", choices=("timm",), default=None, help="timm: add timm's model of the same configuration"
+    )
     p.add_argument(
         "--deploy",
         action=argparse.BooleanOptionalAction,
@@ -32,9 +39,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
     )
     p.add_argument("--repeats", type=int, default=20, help="timed calls per candidate (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls per candidate (default: %(default)s)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: CUDA when available")
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help=DEVICE_HELP)
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
-    p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model config override (repeatable)")
+    p.add_argument(
+        "--model-arg",
+        action="append",
+        metavar="KEY=VALUE",
+        help="model config override, VALUE read as YAML, e.g. --model-arg depth=4 (repeatable)",
+    )
     return p
 
 

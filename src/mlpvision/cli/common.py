@@ -81,3 +81,8 @@ def shown(text) -> str:
 def fmt(value, spec: str) -> str:
     """``value`` formatted with ``spec``, or "-" when it is None."""
     return "-" if value is None else format(value, spec)
+
+
+MODEL_FILE_HELP = "model file: .safetensors (written by train, deploy) or .onnx (written by export; float32 or int8)"
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+DEVICE_HELP = "auto (a GPU when CUDA is available, else the CPU), cpu or cuda (default: %(default)s)"

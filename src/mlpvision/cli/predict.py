@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_limit_flags
+from .common import DEVICE_CHOICES, DEVICE_HELP, MODEL_FILE_HELP, add_limit_flags
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -18,7 +18,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "a photo on a light background needs --invert, and a warning says when an image looks far from the "
         "training images.",
     )
-    p.add_argument("--checkpoint", required=True, help="model file (.safetensors)")
+    p.add_argument("--checkpoint", required=True, metavar="MODEL_FILE", help=MODEL_FILE_HELP)
     p.add_argument("--top-k", type=int, default=3, help="classes shown per image (default: %(default)s)")
     p.add_argument(
         "--invert", action="store_true", help="invert the images first: dark objects on light -> light on dark"
@@ -28,6 +28,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         default="predictions",
         help="segmentation models: folder for each image's coloured mask and overlay PNG (default: %(default)s)",
     )
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help=DEVICE_HELP)
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, PPM, TIFF, WebP, GIF)")
     add_limit_flags(p)
     return p
@@ -39,13 +40,13 @@ def run(args: argparse.Namespace) -> int:
     from ..io import MODEL_NAME_KEY, read_metadata
 
     if read_metadata(args.checkpoint).get(MODEL_NAME_KEY, "").startswith("seg_"):
-        for r in segment_files(args.checkpoint, args.images, args.out, args.invert):
+        for r in segment_files(args.checkpoint, args.images, args.out, args.invert, args.device):
             shares = ", ".join(f"{name} {share:.1%}" for name, share in r.shares[:4])
             print(f"{printable(r.path)}: {shares}; mask {r.mask_png}, overlay {r.overlay_png}")
             for warning in r.warnings:
                 print(f"mlpvision: warning: {printable(r.path)}: {warning}", file=sys.stderr)
         return 0
-    for p in predict_files(args.checkpoint, args.images, args.top_k, args.invert):
+    for p in predict_files(args.checkpoint, args.images, args.top_k, args.invert, args.device):
         guesses = ", ".join(f"{printable(name, 80)} {prob:.1%}" for name, prob in p.guesses)
         print(f"{printable(p.path)}: {guesses}")
         for warning in p.warnings:

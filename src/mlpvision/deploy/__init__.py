@@ -4,7 +4,7 @@ measurement, and prediction."""
 from .bench import BACKENDS, MATMUL, Candidate, inference_call, matmul_candidate, measure, run_bench, timm_counterpart
 from .convert import DeployReport, deploy_checkpoint
 from .export import ExportReport, export_onnx
-from .ort import OrtModel, ort_session
+from .ort import OrtModel, open_model_file, ort_session
 from .predict import (
     FilePrediction,
     Prediction,
@@ -36,6 +36,7 @@ __all__ = [
     "mask_colours",
     "matmul_candidate",
     "measure",
+    "open_model_file",
     "ort_session",
     "predict_files",
     "predict_images",

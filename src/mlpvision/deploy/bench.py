@@ -30,6 +30,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from ..errors import ConfigError
 from ..fields import check_config, option
+from ..io import load_checkpoint
 from ..models import MAX_SIDE, count, create_model, flop_counter, get_spec
 from ..reparam import reparameterize
 from ..runtime import pick_device
@@ -38,7 +39,11 @@ from .ort import INPUT_NAME, OrtModel
 
 __all__ = [
     "BACKENDS",
+    "BACKEND_TABLE",
     "INFERENCE_BACKENDS",
+    "TIMM_TWINS",
+    "Backend",
+    "BenchInput",
     "BenchOptions",
     "Candidate",
     "inference_call",
@@ -49,9 +54,6 @@ __all__ = [
     "timm_counterpart",
 ]
 
-# autocast: eager in bfloat16 autocast; onnxruntime-int8 is dynamic quantization, -int8-static QDQ with calibration
-BACKENDS = ("eager", "autocast", "compile", "onnxruntime", "onnxruntime-int8", "onnxruntime-int8-static")
-INFERENCE_BACKENDS = ("eager", "compile", "onnxruntime", "onnxruntime-int8", "onnxruntime-int8-static")  # "best"
 MATMUL = "matmul-peak"
 INT8_MATMUL = "int8-matmul-peak"
 
@@ -72,17 +74,55 @@ class Candidate:
 # ---- timm's reference models ---------------------------------------------------------------------------------
 
 
+def _timm_mixer(cfg, common: dict) -> nn.Module:
+    from timm.models.mlp_mixer import MlpMixer
+
+    ratios = (cfg.token_mlp_dim / cfg.embed_dim, cfg.channel_mlp_dim / cfg.embed_dim)
+    shape = {"img_size": cfg.img_size, "patch_size": cfg.patch_size, "num_blocks": cfg.depth}
+    return MlpMixer(**shape, embed_dim=cfg.embed_dim, mlp_ratio=ratios, **common)
+
+
+def _timm_resmlp(cfg, common: dict) -> nn.Module:
+    from timm.models.mlp_mixer import Affine, MlpMixer, ResBlock
+
+    if cfg.norm != "affine":
+        raise ConfigError(f"timm's ResMLP has Affine normalisation only, this one has {cfg.norm!r}")
+    shape = {"img_size": cfg.img_size, "patch_size": cfg.patch_size, "num_blocks": cfg.depth}
+    block = partial(ResBlock, init_values=cfg.init_values)
+    return MlpMixer(
+        **shape,
+        embed_dim=cfg.embed_dim,
+        mlp_ratio=cfg.mlp_ratio,
+        norm_layer=Affine,
+        stem_norm=False,
+        block_layer=block,
+        **common,
+    )
+
+
+def _timm_vit(cfg, common: dict) -> nn.Module:
+    from timm.models.vision_transformer import VisionTransformer
+
+    shape = {"embed_dim": cfg.embed_dim, "depth": cfg.depth, "num_heads": cfg.num_heads}
+    return VisionTransformer(
+        img_size=cfg.img_size, patch_size=cfg.patch_size, mlp_ratio=cfg.mlp_ratio, **shape, **common
+    )
+
+
+# family -> builder of timm's network of the same configuration (config, {num_classes, in_chans}), for variants
+# timm does not register under a name; a family missing here has a counterpart only under its timm name
+TIMM_TWINS: dict[str, Callable[..., nn.Module]] = {"mixer": _timm_mixer, "resmlp": _timm_resmlp, "vit": _timm_vit}
+
+
 def timm_counterpart(name: str, model: nn.Module | None = None) -> nn.Module:
     """timm's implementation of registered model ``name`` with the same configuration.
 
-    Models timm registers are built by timm's name; the small Mixer, ResMLP and ViT variants are built from
-    timm's classes with our configuration. Our state dict is loaded into it strictly, which both proves the
-    two architectures are the same and gives both the same weights.
+    Models timm registers are built by timm's name; other variants of the families in :data:`TIMM_TWINS` are
+    built from timm's classes with our configuration. Our state dict is loaded into it strictly, which both
+    proves the two architectures are the same and gives both the same weights.
     """
     try:
         import timm
-        from timm.models.mlp_mixer import Affine, MlpMixer, ResBlock
-        from timm.models.vision_transformer import VisionTransformer
     except ImportError:
         raise ConfigError("--compare timm needs timm installed (pip install timm)") from None
     spec = get_spec(name)
@@ -92,33 +132,8 @@ def timm_counterpart(name: str, model: nn.Module | None = None) -> nn.Module:
     if spec.timm_name is not None and cfg == dataclasses.replace(spec.config, **common, img_size=cfg.img_size):
         extra = {"img_size": cfg.img_size} if spec.family in ("mixer", "resmlp", "vit") else {}
         ref = timm.create_model(spec.timm_name, pretrained=False, **common, **extra)
-    elif spec.family == "mixer":
-        ratios = (cfg.token_mlp_dim / cfg.embed_dim, cfg.channel_mlp_dim / cfg.embed_dim)
-        ref = MlpMixer(
-            img_size=cfg.img_size,
-            patch_size=cfg.patch_size,
-            num_blocks=cfg.depth,
-            embed_dim=cfg.embed_dim,
-            mlp_ratio=ratios,
-            **common,
-        )
-    elif spec.family == "resmlp" and cfg.norm == "affine":
-        ref = MlpMixer(
-            img_size=cfg.img_size,
-            patch_size=cfg.patch_size,
-            num_blocks=cfg.depth,
-            embed_dim=cfg.embed_dim,
-            mlp_ratio=cfg.mlp_ratio,
-            norm_layer=Affine,
-            stem_norm=False,
-            block_layer=partial(ResBlock, init_values=cfg.init_values),
-            **common,
-        )
-    elif spec.family == "vit":
-        shape = {"embed_dim": cfg.embed_dim, "depth": cfg.depth, "num_heads": cfg.num_heads}
-        ref = VisionTransformer(
-            img_size=cfg.img_size, patch_size=cfg.patch_size, mlp_ratio=cfg.mlp_ratio, **shape, **common
-        )
+    elif spec.family in TIMM_TWINS:
+        ref = TIMM_TWINS[spec.family](cfg, common)
     else:
         raise ConfigError(f"timm has no counterpart of {name!r} (family {spec.family})")
     try:
@@ -274,16 +289,68 @@ def _train_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, autocast: bool
     return step
 
 
-def _ort_candidate(model: nn.Module, x: torch.Tensor, backend: str, threads: int, workdir: Path) -> Callable:
+@dataclass(frozen=True)
+class BenchInput:
+    """What a backend builder gets: the model, a batch and its labels, what to time, and where to put files."""
+
+    model: nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+    train: bool
+    threads: int
+    workdir: Path
+
+
+def _eager(b: BenchInput) -> Callable[[], object]:
+    return _train_fn(b.model, b.x, b.y) if b.train else inference_call(b.model.eval(), b.x)
+
+
+def _autocast(b: BenchInput) -> Callable[[], object]:
+    return _train_fn(b.model, b.x, b.y, autocast=True) if b.train else inference_call(b.model, b.x, autocast=True)
+
+
+def _compiled(b: BenchInput) -> Callable[[], object]:
+    compiled = torch.compile(b.model)
+    return _train_fn(compiled, b.x, b.y) if b.train else inference_call(compiled, b.x)
+
+
+def _onnxruntime(b: BenchInput, int8: str | bool) -> Callable[[], object]:
     """ONNX Runtime on the exported model, fp32 or int8. Static int8 is calibrated on random images: the scales
     change the outputs, not the kernels, so the speed is that of a calibrated model."""
-    int8 = {"onnxruntime": False, "onnxruntime-int8": "dynamic", "onnxruntime-int8-static": "static"}[backend]
+    if b.x.device.type != "cpu":
+        raise ConfigError("the ONNX Runtime backends are measured on the CPU only")
     gen = torch.Generator().manual_seed(1)
-    calibration = torch.randn(64, *x.shape[1:], generator=gen) if int8 == "static" else None
-    report = export_onnx(model, workdir / "model.onnx", int8=int8, calibration=calibration)
-    ort = OrtModel(report.int8_path if int8 else report.path, threads=threads)
-    feed = {INPUT_NAME: x.cpu().numpy()}
+    calibration = torch.randn(64, *b.x.shape[1:], generator=gen) if int8 == "static" else None
+    report = export_onnx(b.model, b.workdir / "model.onnx", int8=int8, calibration=calibration)
+    ort = OrtModel(report.int8_path if int8 else report.path, threads=b.threads)
+    feed = {INPUT_NAME: b.x.cpu().numpy()}
     return lambda: ort.session.run(None, feed)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A way to run a model: ``build`` returns the call to time; ``train``: it can time a training step;
+    ``inference``: ``--backend best`` considers it."""
+
+    build: Callable[[BenchInput], Callable[[], object]]
+    train: bool = False
+    inference: bool = True
+    help: str = ""
+
+
+# the deployment backends, name -> builder: adding one is one entry here
+BACKEND_TABLE: dict[str, Backend] = {
+    "eager": Backend(_eager, train=True, help="PyTorch, float32"),
+    "autocast": Backend(_autocast, train=True, inference=False, help="PyTorch in bfloat16 autocast"),
+    "compile": Backend(_compiled, train=True, help="torch.compile"),
+    "onnxruntime": Backend(partial(_onnxruntime, int8=False), help="ONNX Runtime, float32"),
+    "onnxruntime-int8": Backend(partial(_onnxruntime, int8="dynamic"), help="ONNX Runtime, dynamic int8"),
+    "onnxruntime-int8-static": Backend(
+        partial(_onnxruntime, int8="static"), help="ONNX Runtime, static int8 (calibrated QDQ)"
+    ),
+}
+BACKENDS = tuple(BACKEND_TABLE)
+INFERENCE_BACKENDS = tuple(k for k, v in BACKEND_TABLE.items() if v.inference)  # what "best" times
 
 
 def _model_candidates(
@@ -300,25 +367,15 @@ def _model_candidates(
     sync = partial(torch.cuda.synchronize, device) if device.type == "cuda" else None
     params = sum(p.numel() for p in model.parameters())
     y = torch.randint(0, model.num_classes, (x.shape[0],), generator=torch.Generator().manual_seed(0)).to(device)
-    eager = _train_fn(model, x, y) if train else inference_call(model.eval(), x)
+    eager = _eager(BenchInput(model, x, y, train, threads, workdir))
     flops = count_flops(eager)  # the same arithmetic on every backend
     out = []
     for backend in backends:
-        if backend == "eager":
-            fn = eager
-        elif backend == "autocast":
-            fn = _train_fn(model, x, y, autocast=True) if train else inference_call(model, x, autocast=True)
-        elif backend == "compile":
-            compiled = torch.compile(model)
-            fn = _train_fn(compiled, x, y) if train else inference_call(compiled, x)
-        elif backend.startswith("onnxruntime"):
-            if device.type != "cpu":
-                raise ConfigError(f"backend {backend} is measured on the CPU only")
-            sub = workdir / f"{impl}-{backend}"
-            sub.mkdir(parents=True, exist_ok=True)
-            fn = _ort_candidate(model, x, backend, threads, sub)
-        else:
+        if backend not in BACKEND_TABLE:
             raise ConfigError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+        sub = workdir / f"{impl}-{backend}"
+        sub.mkdir(parents=True, exist_ok=True)
+        fn = eager if backend == "eager" else BACKEND_TABLE[backend].build(BenchInput(model, x, y, train, threads, sub))
         out.append(Candidate(impl, backend, fn, flops, params, macs_per_image, sync))
     return out
 
@@ -358,7 +415,8 @@ def run_bench(
     """Benchmarks ``model`` on each backend (and timm's eager fp32 model) side by side; returns one row each.
 
     Args:
-        model: registered model name.
+        model: registered model name, or a model file: ``.safetensors`` (rebuilt, then timed like a registered
+            model) or ``.onnx`` (fp32 or int8, timed in ONNX Runtime as it is; ``backends`` does not apply).
         batch_size: images per call.
         img_size: input side (for models built for another size, e.g. Mixer at 448 px); default: the model's.
         threads: intra-op CPU threads (default: torch's current setting).
@@ -380,34 +438,52 @@ def run_bench(
     for b in backends:
         if b not in BACKENDS:
             raise ConfigError(f"unknown backend {b!r}; choose from {', '.join(BACKENDS)}")
-    if train and any(b.startswith("onnxruntime") for b in backends):
-        raise ConfigError("--train times PyTorch training steps: use the eager, autocast or compile backend")
+    if train and not all(BACKEND_TABLE[b].train for b in backends):
+        trainable = ", ".join(k for k, v in BACKEND_TABLE.items() if v.train)
+        raise ConfigError(f"--train times PyTorch training steps: use a backend of {trainable}")
     BenchOptions(batch_size, img_size, threads, repeats, warmup, matmul_size, seed)  # every range, checked at once
     device = pick_device(device)
     if threads:
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
     torch.manual_seed(seed)
-    overrides = {**(model_args or {}), **({"img_size": img_size} if img_size else {})}
-    ours = create_model(model, **overrides)
-    size = ours.img_size
-    # timm's model gets our (train-form) weights: outputs agree, so speed is the only difference
-    ref = timm_counterpart(model, ours) if compare_timm else None
-    if deploy and not train:
-        ours = reparameterize(ours.eval())
-    macs = count(ours).macs
-    x = torch.randn(batch_size, ours.in_chans, size, size, generator=torch.Generator().manual_seed(seed))
-    x = x.to(device)
-    ours.to(device)
+    source = str(model)
+    from_file = source.endswith((".safetensors", ".onnx"))
+    if from_file and (model_args or img_size):
+        raise ConfigError("--model-arg and --img-size change a registered model; a model file is timed as it is")
+    if source.endswith(".onnx"):  # an exported file runs in ONNX Runtime as it is
+        if train or compare_timm or device.type != "cpu":
+            raise ConfigError("an ONNX file is timed for inference on the CPU alone (no --train, --compare, cuda)")
+        ort = OrtModel(source, threads=threads)
+        model, size = ort.model_name, ort.img_size
+        x = torch.randn(batch_size, ort.in_chans, size, size, generator=torch.Generator().manual_seed(seed))
+        feed = {INPUT_NAME: x.numpy()}
+        backend = "onnxruntime-int8" if ".int8" in Path(source).name else "onnxruntime"
+        ours = ref = None
+    else:
+        overrides = {**(model_args or {}), **({"img_size": img_size} if img_size else {})}
+        ours = load_checkpoint(source) if from_file else create_model(model, **overrides)
+        model = ours.model_name if from_file else model
+        size = ours.img_size
+        # timm's model gets our (train-form) weights: outputs agree, so speed is the only difference
+        ref = timm_counterpart(model, ours) if compare_timm else None
+        if deploy and not train:
+            ours = reparameterize(ours.eval())
+        x = torch.randn(batch_size, ours.in_chans, size, size, generator=torch.Generator().manual_seed(seed))
+        x = x.to(device)
+        ours.to(device)
     with tempfile.TemporaryDirectory() as tmp:
-        cands = _model_candidates("mlpvision", ours, backends, x, train, threads, Path(tmp), macs)
+        if ours is None:
+            cands = [Candidate("mlpvision", backend, lambda: ort.session.run(None, feed), None)]
+        else:
+            cands = _model_candidates("mlpvision", ours, backends, x, train, threads, Path(tmp), count(ours).macs)
         if ref is not None:
             ref.to(device)
-            cands += _model_candidates("timm", ref, ["eager"], x, train, threads, Path(tmp), macs)
+            cands += _model_candidates("timm", ref, ["eager"], x, train, threads, Path(tmp), count(ours).macs)
         peak = matmul_candidate(matmul_size, device)
         cands.append(peak)
         int8_peak = None
-        if any("int8" in b for b in backends):  # the int8 rows are also held against an int8 matmul
+        if any("int8" in c.backend for c in cands):  # the int8 rows are also held against an int8 matmul
             int8_peak = int8_matmul_candidate(matmul_size, Path(tmp), threads)
             cands.append(int8_peak)
         # eager calls only: a compiled or ONNX Runtime call cannot be followed operator by operator

@@ -10,10 +10,11 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, ConfigError, InputShapeError, printable
-from ..io import MODEL_NAME_KEY, require_onnx
+from ..io import MODEL_NAME_KEY, load_checkpoint, require_onnx
 from ..io.files import open_regular
+from ..runtime import pick_device
 
-__all__ = ["INPUT_NAME", "OUTPUT_NAME", "OrtModel", "ort_session"]
+__all__ = ["INPUT_NAME", "OUTPUT_NAME", "OrtModel", "open_model_file", "ort_session"]
 
 INPUT_NAME, OUTPUT_NAME = "image", "logits"  # the names export_onnx gives the graph's input and output
 
@@ -74,3 +75,19 @@ class OrtModel:
         if mode:
             raise ConfigError("an ONNX Runtime model cannot be trained")
         return self
+
+
+def open_model_file(path: str | os.PathLike, device: str | torch.device | None = None):
+    """Any model file the commands take, ready for inference: a ``.safetensors`` model file (train or deploy form)
+    as a PyTorch model on ``device``, or an ONNX file (float32 or int8) as an :class:`OrtModel` (CPU only).
+
+    Raises:
+        ConfigError: an ONNX file asked to run on a GPU, or a device that is not available.
+        CheckpointError: a file that is neither a model file nor a readable ONNX classifier.
+    """
+    dev = pick_device(device)
+    if str(path).endswith(".onnx"):
+        if device not in (None, "auto") and dev.type != "cpu":
+            raise ConfigError(f"{path}: ONNX files run on the CPU (ONNX Runtime's CPU provider); use --device cpu")
+        return OrtModel(path)
+    return load_checkpoint(path, device=dev)

@@ -12,8 +12,9 @@ from torch import nn
 
 from ..data import FashionMNIST, get_source, input_warnings, normalize, read_images, resolve_data_config
 from ..errors import ConfigError
-from ..io import load_checkpoint, saved_data
+from ..io import saved_data
 from ..models import create_model
+from .ort import open_model_file
 
 __all__ = [
     "FilePrediction",
@@ -43,18 +44,24 @@ class FilePrediction:
 
 
 def predict_files(
-    model_file: str | os.PathLike, paths: Sequence[str], top_k: int = 3, invert: bool = False
+    model_file: str | os.PathLike,
+    paths: Sequence[str],
+    top_k: int = 3,
+    invert: bool = False,
+    device: str | torch.device | None = None,
 ) -> list[FilePrediction]:
-    """Classifies image files with a model file, using the classes and normalisation it records.
+    """Classifies image files with a model file (``.safetensors``, or ONNX in float32 or int8), using the classes
+    and normalisation it records.
 
     Each image is prepared as the training images were: grey or colour, resized and centre-cropped to the model's
     input, normalised with the training set's statistics; a file that records none (converted or plain weights) is
     prepared as its ``pretrained_cfg`` says (resize to size / crop_pct, centre crop, its mean and std). ``invert``
-    turns dark-on-light pictures into the light-on-dark form of Fashion-MNIST first.
+    turns dark-on-light pictures into the light-on-dark form of Fashion-MNIST first. ``device``: auto, cpu or cuda
+    (PyTorch model files).
     """
     if top_k < 1:
         raise ConfigError(f"--top-k must be at least 1, got {top_k}")
-    model = load_checkpoint(model_file)
+    model = open_model_file(model_file, device)
     saved = saved_data(model_file)
     classes = saved.get("classes") or [str(i) for i in range(model.num_classes)]
     if len(classes) != model.num_classes:
@@ -64,7 +71,9 @@ def predict_files(
     images = read_images(paths, model.img_size, model.in_chans, data_cfg.interpolation, data_cfg.crop_pct)
     if invert:
         images = 1.0 - images
-    probs, idx = predict_images(model, normalize(images, mean, std), top_k)
+    where = next(model.parameters()).device if isinstance(model, nn.Module) else torch.device("cpu")
+    probs, idx = predict_images(model, normalize(images, mean, std).to(where), top_k)
+    probs, idx = probs.cpu(), idx.cpu()
     return [
         FilePrediction(
             str(path), [(classes[int(c)], float(q)) for q, c in zip(p, i, strict=True)], input_warnings(x, mean, std)
@@ -96,16 +105,21 @@ class SegmentedFile:
 
 @torch.no_grad()
 def segment_files(
-    model_file: str | os.PathLike, paths: Sequence[str], out_dir: str | os.PathLike, invert: bool = False
+    model_file: str | os.PathLike,
+    paths: Sequence[str],
+    out_dir: str | os.PathLike,
+    invert: bool = False,
+    device: str | torch.device | None = None,
 ) -> list[SegmentedFile]:
-    """Segments image files with a segmentation model file; writes ``STEM_mask.png`` and ``STEM_overlay.png`` for
-    each into ``out_dir``. Images are prepared as for classification (resized and centre-cropped to the model's
-    input, normalised as its training images); the masks are at the model's input size."""
+    """Segments image files with a segmentation model file (``.safetensors`` or ONNX); writes ``STEM_mask.png`` and
+    ``STEM_overlay.png`` for each into ``out_dir``. Images are prepared as for classification (resized and
+    centre-cropped to the model's input, normalised as its training images); the masks are at the model's input
+    size. ``device``: auto, cpu or cuda (PyTorch model files)."""
     from pathlib import Path
 
     from PIL import Image
 
-    model = load_checkpoint(model_file)
+    model = open_model_file(model_file, device)
     saved = saved_data(model_file)
     classes = saved.get("classes") or [str(i) for i in range(model.num_classes)]
     if len(classes) != model.num_classes:
@@ -115,7 +129,9 @@ def segment_files(
     images = read_images(paths, model.img_size, model.in_chans, data_cfg.interpolation, data_cfg.crop_pct)
     if invert:
         images = 1.0 - images
-    masks = model.eval()(normalize(images, mean, std)).argmax(dim=1)  # (B, H, W)
+    where = next(model.parameters()).device if isinstance(model, nn.Module) else torch.device("cpu")
+    with torch.no_grad():
+        masks = model.eval()(normalize(images, mean, std).to(where)).argmax(dim=1).cpu()  # (B, H, W)
     colours = mask_colours(model.num_classes)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

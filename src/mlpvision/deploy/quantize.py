@@ -15,6 +15,8 @@ is chosen on the machine that quantizes (pass ``reduce_range`` to choose) and re
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -28,6 +30,8 @@ from ..io import atomic_path, read_onnx_metadata, require_onnx, write_onnx_metad
 from ..runtime import int8_dot_product_exact
 
 __all__ = ["INT8_MODES", "int8_path", "quantize_int8"]
+
+log = logging.getLogger(__name__)
 
 INT8_MODES = ("dynamic", "static")
 DYNAMIC_OPS = ["MatMul", "Gemm"]  # what dynamic mode quantizes (see the module's description)
@@ -52,6 +56,37 @@ def _reader(images: torch.Tensor, input_name: str, batch: int = 32):
             return None if x is None else {input_name: np.ascontiguousarray(x.numpy(), dtype=np.float32)}
 
     return Reader()
+
+
+class _PerTensorFallback(logging.Filter):
+    """Drops ONNX Runtime's "Axis 1 is out-of-range for weight ..." warnings (one per one-dimensional weight, e.g.
+    an Affine scale or a bias, which has no channel axis and is quantized per tensor: the intended result) and
+    counts them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.levelno == logging.WARNING and "is out-of-range for weight" in message:
+            self.dropped.append(message)
+            return False
+        return True
+
+
+@contextlib.contextmanager
+def _per_tensor_fallback_quiet() -> Iterator[None]:
+    """ONNX Runtime's quantizer logs on the root logger; its per-tensor fallback notes become one debug line."""
+    noise = _PerTensorFallback()
+    root = logging.getLogger()
+    root.addFilter(noise)
+    try:
+        yield
+    finally:
+        root.removeFilter(noise)
+        if noise.dropped:
+            log.debug("%d one-dimensional weights quantized per tensor (no channel axis)", len(noise.dropped))
 
 
 def quantize_int8(
@@ -94,15 +129,16 @@ def quantize_int8(
                 reduce_range=reduce_range,
             )
         else:  # u8 activations x s8 weights: the operand pair of x86's integer dot-product instructions
-            quantize_static(
-                str(pre),
-                str(out),
-                _reader(calibration, input_name),
-                quant_format=QuantFormat.QDQ,
-                per_channel=True,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                reduce_range=reduce_range,
-            )
+            with _per_tensor_fallback_quiet():
+                quantize_static(
+                    str(pre),
+                    str(out),
+                    _reader(calibration, input_name),
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=True,
+                    activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                    reduce_range=reduce_range,
+                )
         write_onnx_metadata(out, {**read_onnx_metadata(src), "int8_reduce_range": str(reduce_range).lower()})
     return Path(dst)

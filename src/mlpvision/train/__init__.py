@@ -6,7 +6,7 @@ from .distill import TeacherEnsemble, distillation_loss, load_teacher
 from .ema import recompute_bn_stats, warmup_ema_fn
 from .evaluate import EvalResult, SegEvalResult, evaluate, evaluate_segmentation, save_confusion_png
 from .finetune import expand_token_mixing, load_for_finetuning
-from .loop import Data, Run, TrainingError, build_data, train, train_one_epoch
+from .loop import Data, Run, TrainingError, build_data, train, train_one_epoch, validation_split
 from .task import Classification, Segmentation, get_task
 
 __all__ = [
@@ -33,5 +33,6 @@ __all__ = [
     "save_confusion_png",
     "train",
     "train_one_epoch",
+    "validation_split",
     "warmup_ema_fn",
 ]

@@ -59,7 +59,17 @@ from .schedule import build_mixing, build_optimizer, build_scheduler, epoch_batc
 from .state import LoopState, load_training_checkpoint, save_training_checkpoint, saved_train_config
 from .task import get_task
 
-__all__ = ["RUN_FILES", "Data", "Run", "TrainingError", "build_data", "run_data", "train", "train_one_epoch"]
+__all__ = [
+    "RUN_FILES",
+    "Data",
+    "Run",
+    "TrainingError",
+    "build_data",
+    "run_data",
+    "train",
+    "train_one_epoch",
+    "validation_split",
+]
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +248,19 @@ def run_data(cfg: TrainConfig) -> Data:
         cfg.img_size or cfg.model_args.get("img_size") or (spec_cfg.img_size if cfg.data == "imagefolder" else None)
     )
     return build_data(cfg, img_size, cfg.model_args.get("in_chans", spec_cfg.in_chans))
+
+
+def validation_split(cfg: TrainConfig) -> tuple[Augmented, DataInfo]:
+    """The validation images run ``cfg`` held out of its training set (the same images, seed and size), for
+    re-measuring a run's reported validation accuracy.
+
+    Raises:
+        ConfigError: the run held out no validation images.
+    """
+    data = run_data(cfg) if cfg.resolved_val_size else None
+    if data is None or data.val is None:
+        raise ConfigError("this run held out no validation images (val_size 0)")
+    return data.val, data.info
 
 
 def build_run(
