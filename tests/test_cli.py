@@ -86,10 +86,10 @@ def test_readme_deploy_summary_is_generated_from_the_benchmark():
     assert text.split(start, 1)[1].split(end, 1)[0] == tool.deploy_summary(), "stale: run `make readme`"
 
 
-def test_demo_classifies_test_images(capsys):
-    assert main(["demo", "--num-images", "4"]) == 0
+def test_demo_trains_a_model_and_classifies_test_images(capsys):
+    assert main(["demo", "--num-images", "4", "--train-images", "300"]) == 0
     out = capsys.readouterr().out
-    assert "mixer_t4_28" in out and "correct" in out
+    assert "mixer_t4_28" in out and "trained in" in out and "correct" in out
 
 
 @pytest.mark.parametrize(
@@ -190,3 +190,57 @@ def test_train_flags_override_the_recipe_and_refine_its_augmentation(tmp_path):
     assert (cfg.lr, cfg.epochs) == (1e-3, 7)
     assert (cfg.aug.crop_padding, cfg.aug.hflip, cfg.aug.mixup) == (3, 0.0, 0.2)
     assert cfg.model_args == {"depth": 2, "embed_dim": 32}
+
+
+def _subparsers():
+    parser = build_parser()
+    return next(a for a in parser._actions if a.dest == "command").choices
+
+
+def test_enumerated_options_list_their_choices_and_help_names_no_internals():
+    for name, p in _subparsers().items():
+        for action in p._actions:
+            text = action.help or ""
+            for internal in ("runtime.", "mlpvision.", "native_bf16", '{"'):
+                assert internal not in text, f"{name} {action.option_strings}: {text}"
+    train = _subparsers()["train"]
+    choices = {a.dest: a.choices for a in train._actions}
+    assert choices["optimizer"] == ("adamw", "sgd") and choices["distill"] == ("none", "hard", "soft")
+    assert choices["aug.auto_augment"] == ("none", "randaugment", "trivialaugment")
+    assert _subparsers()["eval"]._option_string_actions["--split"].choices == ("test", "val", "train")
+    for cmd in ("eval", "predict", "bench"):
+        assert _subparsers()[cmd]._option_string_actions["--device"].choices == ("auto", "cpu", "cuda")
+
+
+def test_bench_help_names_every_backend(monkeypatch):
+    from mlpvision.deploy import BACKENDS
+
+    monkeypatch.setenv("COLUMNS", "1000")  # no line breaks inside a name
+    text = _subparsers()["bench"].format_help()
+    assert all(b in text for b in BACKENDS)
+
+
+def test_literal_option_refuses_other_values(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--optimizer", "adam"])
+    assert "invalid choice: 'adam'" in capsys.readouterr().err
+    from mlpvision.errors import ConfigError
+    from mlpvision.train import TrainConfig
+
+    with pytest.raises(ConfigError, match="optimizer: expected one of adamw, sgd, got 'adam'"):
+        TrainConfig.from_recipe({"optimizer": "adam"})
+
+
+def test_shipped_recipes_are_found_by_name(tmp_path, monkeypatch):
+    import yaml
+
+    from mlpvision.cli.common import RECIPES, load_recipe
+
+    monkeypatch.chdir(tmp_path)  # outside the repository
+    shipped = yaml.safe_load((RECIPES / "repmlp_fast_28.yaml").read_text())
+    assert load_recipe("repmlp_fast_28") == shipped == load_recipe("repmlp_fast_28.yaml")
+    with pytest.raises(mlpvision.MlpVisionError, match=r"no shipped recipe of that name; shipped: .*mixer_t4_28"):
+        load_recipe("repmlp_fats_28")
+    own = tmp_path / "mine.yaml"
+    own.write_text("epochs: 3\n")
+    assert load_recipe(str(own)) == {"epochs": 3}

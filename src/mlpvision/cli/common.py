@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from functools import cache
+from pathlib import Path
 
 from ..errors import ConfigError, MlpVisionError, printable
 from ..fields import Limits
@@ -19,13 +20,36 @@ def console():
     return Console() if sys.stdout.isatty() else Console(width=160)  # logs keep whole table rows
 
 
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"  # the recipes shipped with the package
+
+
+def recipe_names() -> list[str]:
+    """The names of the shipped recipes (``--config NAME``)."""
+    return sorted(p.stem for p in RECIPES.glob("*.yaml"))
+
+
+def find_recipe(name: str) -> Path:
+    """A recipe by file path, or by the name of a shipped recipe (``repmlp_fast_28`` or ``repmlp_fast_28.yaml``)."""
+    path = Path(name)
+    if path.is_file() or path.parent != Path("."):
+        return path
+    shipped = RECIPES / (name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
+    if shipped.is_file():
+        return shipped
+    raise MlpVisionError(
+        f"no recipe file {name!r} here and no shipped recipe of that name; shipped: {', '.join(recipe_names())}"
+    )
+
+
 def load_recipe(path: str | None) -> dict:
-    """A recipe file (YAML mapping of training option: value); {} when ``path`` is None. Read as untrusted input: a
-    regular file of at most 1 MB, YAML without alias bombs or deep nesting (:mod:`mlpvision.io.files`)."""
+    """A recipe (YAML mapping of training option: value), by file path or shipped name; {} when ``path`` is None.
+    Read as untrusted input: a regular file of at most 1 MB, YAML without alias bombs or deep nesting
+    (:mod:`mlpvision.io.files`)."""
     from ..io.files import MAX_YAML_BYTES, load_yaml, read_bounded
 
     if path is None:
         return {}
+    path = str(find_recipe(path))
     recipe = load_yaml(read_bounded(path, "recipe", MAX_YAML_BYTES), f"recipe {path}") or {}
     if not isinstance(recipe, dict):
         raise MlpVisionError(f"recipe {path} must be a mapping of option: value")

@@ -47,7 +47,10 @@ def _scalar(hint) -> type:
     return next((a for a in options if a in (bool, int, float)), str)
 
 
-def _add_field_flag(p: argparse.ArgumentParser, name: str, hint, default, help_text: str, dest: str) -> None:
+def _add_field_flag(p: argparse.ArgumentParser, f: FieldDoc, default, dest: str) -> None:
+    """The flag of config field ``f`` (its comment the help, its declared choices listed)."""
+    name, hint, help_text = f.name, f.hint, f.help
+    choices = f.limits.choices if f.limits is not None else None
     flag = "--" + name.replace("_", "-")
     shown = "none" if default is None or default == {} else default
     text = f"{help_text} (default: {shown})" if help_text else f"(default: {shown})"
@@ -68,6 +71,9 @@ def _add_field_flag(p: argparse.ArgumentParser, name: str, hint, default, help_t
             metavar="MODEL_FILE",
             help=f"{help_text}; repeat for an ensemble (default: none)",
         )
+    elif choices:
+        text = f"{help_text}: {', '.join(choices)} (default: {shown})"
+        p.add_argument(flag, dest=dest, choices=choices, default=None, metavar="{" + ",".join(choices) + "}", help=text)
     elif kind is bool:
         p.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=text)
     else:
@@ -82,9 +88,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         if f.hint is aug_cls:
             aug = p.add_argument_group("augmentation (recipe key: aug)")
             for a in _aug_fields(aug_cls):
-                _add_field_flag(aug, a.name, a.hint, getattr(f.default, a.name), a.help, _AUG_PREFIX + a.name)
+                _add_field_flag(aug, a, getattr(f.default, a.name), _AUG_PREFIX + a.name)
         else:
-            _add_field_flag(group, f.name, f.hint, f.default, f.help, f.name)
+            _add_field_flag(group, f, f.default, f.name)
 
 
 def train_overrides(args: argparse.Namespace) -> dict:
@@ -112,8 +118,15 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="train a model (resumable; torchrun for several processes)",
         description="Train a model. Every option is also a key of a recipe file (--config); flags override the "
         "recipe, augmentation flags refine its `aug` mapping.",
+        epilog="examples: a quick run in seconds: mlpvision train --model mixer_t4_28 --epochs 1 --train-subset 500 "
+        "--out runs/quick; a shipped recipe: mlpvision train --config repmlp_fast_28 --out runs/fast",
     )
-    p.add_argument("--config", metavar="RECIPE", help="recipe file (YAML) of the options below (default: none)")
+    p.add_argument(
+        "--config",
+        metavar="RECIPE",
+        help="recipe: a YAML file of the options below, or the name of a shipped recipe (e.g. repmlp_fast_28, "
+        "mixer_t4_28, resmlp_tiny_12_28; all in the package's recipes/ folder) (default: none)",
+    )
     p.add_argument(
         "--resume", action="store_true", help="continue OUT/last.safetensors when it exists (default: start afresh)"
     )

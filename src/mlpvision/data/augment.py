@@ -23,8 +23,8 @@ class AugmentConfig:
 
     crop_padding: int = option(0, ge=0, le=1024)  # random crop after zero padding by this many pixels (0: off)
     hflip: float = option(0.0, ge=0, le=1)  # probability of a horizontal flip
-    auto_augment: str = option("none", choices=("none", "randaugment", "trivialaugment"))  # "none", "randaugment" or
-    # "trivialaugment"
+    auto_augment: str = option("none", choices=("none", "randaugment", "trivialaugment"))  # a random policy of
+    # torchvision's
     random_erasing: float = option(0.0, ge=0, le=1)  # probability of erasing a random rectangle
     mixup: float = option(0.0, ge=0, le=100)  # MixUp alpha (0: off)
     cutmix: float = option(0.0, ge=0, le=100)  # CutMix alpha (0: off)

@@ -162,14 +162,18 @@ class Prediction:
 
 @torch.no_grad()
 def classify_samples(
-    model_name: str = "mixer_t4_28", num_images: int = 8, data_dir=None, seed: int = 0
+    model_name: str | nn.Module = "mixer_t4_28", num_images: int = 8, data_dir=None, seed: int = 0
 ) -> list[Prediction]:
-    """Classifies ``num_images`` test images picked at random (seeded) with a freshly built model.
+    """Classifies ``num_images`` Fashion-MNIST test images picked at random (seeded) with ``model_name``: a
+    model (e.g. one just trained), or the name of a registered model, built fresh (untrained).
 
     Images are scaled to [0, 1] and normalised with Fashion-MNIST's training-set mean and std.
     """
     torch.manual_seed(seed)
-    model = create_model(model_name, num_classes=10, in_chans=1, img_size=28).eval()
+    if isinstance(model_name, nn.Module):
+        model = model_name.eval()
+    else:
+        model = create_model(model_name, num_classes=10, in_chans=1, img_size=28).eval()
     data = FashionMNIST(data_dir, train=False)
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(data), generator=gen)[:num_images]

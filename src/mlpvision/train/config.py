@@ -40,8 +40,9 @@ class TrainConfig:
     task: str = option("classify", choices=("classify", "segment"))  # classify (a label per image) | segment (a
     # label per pixel: seg_ models, mask data)
     model: str = "repmlp_fast_28"  # registered model name
-    model_args: dict = field(default_factory=dict)  # overrides of the model config, e.g. {"drop_path_rate": 0.1}
-    data: str = "fashion-mnist"  # fashion-mnist | cifar10 | cifar100 | imagefolder | synthetic
+    model_args: dict = field(default_factory=dict)  # overrides of the model config, e.g. --model-arg drop_path_rate=0.1
+    data: str = "fashion-mnist"  # data set: fashion-mnist, cifar10, cifar100, imagefolder (class folders in
+    # --data-dir) or synthetic
     data_dir: str | None = None  # folder of the data set (Fashion-MNIST: Debian's location by default)
     out: str = "runs/train"  # output folder
     epochs: int = option(10, ge=1, le=100_000)  # passes over the training set
@@ -50,7 +51,7 @@ class TrainConfig:
     batch_size: int = option(128, ge=1, le=2**20)  # global batch per optimizer step (split over processes and
     # accumulation steps)
     accum_steps: int = option(1, ge=1, le=2**16)  # micro-batches per optimizer step
-    optimizer: str = option("adamw", choices=("adamw", "sgd"))  # adamw | sgd
+    optimizer: str = option("adamw", choices=("adamw", "sgd"))  # the optimizer
     lr: float = option(2e-3, gt=0, le=100)  # peak learning rate
     min_lr: float = option(1e-5, ge=0, le=100)  # learning rate at the end of the cosine decay
     weight_decay: float = option(0.05, ge=0, le=100)  # AdamW / SGD weight decay (not applied to biases and norm or
@@ -64,7 +65,8 @@ class TrainConfig:
     ema_bn_images: int = option(0, ge=0, le=10**9)  # recompute the EMA's BatchNorm statistics on this many training
     # images before each
     # evaluation and for the saved models (0: keep the averaged statistics, which lag the averaged weights)
-    amp: bool | None = None  # bfloat16 autocast; None: where the device runs it natively (runtime.native_bf16)
+    amp: bool | None = None  # bfloat16 autocast (none: on where the device runs bfloat16 natively: a CUDA GPU
+    # with bfloat16, a CPU with AMX or AVX-512-BF16)
     channels_last: bool = False  # channels-last memory format for images and weights (convnets on GPU)
     aug: AugmentConfig = field(default_factory=lambda: AugmentConfig(crop_padding=2, hflip=0.5))  # augmentation
     val_size: int | None = option(None, ge=0, le=10**9)  # images held out of the training set for validation (0:
@@ -83,13 +85,14 @@ class TrainConfig:
     time_limit_min: float = option(0.0, ge=0)  # stop after this much training time, then evaluate (0: no limit)
     teacher: str | list[str] | None = option(None, max_items=64)  # model file of a distillation teacher; a list: an
     # ensemble (mean logits)
-    distill: str = option("none", choices=("none", "hard", "soft"))  # none | hard | soft
+    distill: str = option("none", choices=("none", "hard", "soft"))  # distillation from --teacher: hard (its
+    # predicted class) or soft (its probabilities at temperature distill_tau)
     distill_alpha: float = option(0.5, ge=0, le=1)  # weight of the distillation loss
     distill_tau: float = option(1.0, gt=0, le=1000)  # soft distillation temperature
     init: str | None = None  # model file or plain weights of --model to fine-tune (new head when classes differ)
     img_size: int | None = option(None, ge=1, le=4096)  # train at this input size (from --init: resolution
     # transfer)
-    device: str | None = None  # cpu | cuda | cuda:1; auto-detected when None
+    device: str | None = None  # cpu, cuda or cuda:N (none: a GPU when CUDA is available, else the CPU)
     tensorboard: bool = False  # also log metrics to OUT/tensorboard (needs the tensorboard package)
     compile: bool = False  # compile the training step's model with torch.compile (same results up to rounding;
     # the first steps are slower while it compiles)
