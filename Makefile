@@ -8,7 +8,7 @@ FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 FMNIST_FILES := train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz
 PYTEST_ARGS ?=
 
-.PHONY: setup data demo test lint bench readme clean
+.PHONY: setup data demo test test-fast lint bench readme clean
 
 setup: $(STAMP) data
 
@@ -48,11 +48,16 @@ lint: $(STAMP)
 test: setup lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# the tests without the slow ones (marked @pytest.mark.slow: torch.compile, several processes, kill and resume)
+test-fast: setup lint
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
 # Benchmarks write JSON and Markdown under docs/; run them on an otherwise idle machine.
 bench: setup
 	$(BIN)/python benchmarks/targets.py
 	$(BIN)/python benchmarks/scaling.py
 	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/train_compile.py
 	$(BIN)/python benchmarks/deploy_accuracy.py
 	$(BIN)/python benchmarks/repmlp_deploy.py
 	$(BIN)/python benchmarks/zoo.py

@@ -13,7 +13,7 @@ from mlpvision.deploy import BACKENDS, MATMUL, matmul_candidate, measure, run_be
 from mlpvision.errors import ConfigError
 from mlpvision.models import flop_counter
 
-from .conftest import randomize_
+from .helpers import randomize_
 
 timm = pytest.importorskip("timm")
 

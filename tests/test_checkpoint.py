@@ -11,7 +11,7 @@ from mlpvision.deploy import deploy_checkpoint
 from mlpvision.errors import CheckpointError
 from mlpvision.io import load_checkpoint, read_safetensors, save_model, write_safetensors
 
-from .conftest import randomize_bn_
+from .helpers import randomize_bn_
 
 
 def test_save_and_load_rebuilds_the_same_model(tmp_path):

@@ -7,7 +7,7 @@ import torch
 from mlpvision.data import FashionMNIST, read_idx
 from mlpvision.errors import DataError
 
-from .conftest import write_cifar10
+from .helpers import write_cifar10
 
 
 def _idx(array: np.ndarray) -> bytes:

@@ -13,7 +13,7 @@ from mlpvision.io import save_model
 from mlpvision.models import create_model
 from mlpvision.train import distillation_loss, train
 
-from .conftest import TINY, tiny_cfg
+from .helpers import TINY, tiny_cfg
 
 
 def test_hard_distillation_is_cross_entropy_with_the_teachers_decision():

@@ -10,7 +10,7 @@ from mlpvision.cli import main
 from mlpvision.errors import CheckpointError
 from mlpvision.train import train
 
-from .conftest import randomize_, tiny_cfg
+from .helpers import randomize_, tiny_cfg
 
 pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")

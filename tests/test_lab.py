@@ -11,7 +11,7 @@ from mlpvision.errors import ConfigError
 from mlpvision.io import shown_path
 from mlpvision.lab import Settings, plan, run_lab, write_report
 
-from .conftest import write_cifar10
+from .helpers import write_cifar10
 
 
 @pytest.fixture(scope="module")

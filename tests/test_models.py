@@ -6,7 +6,7 @@ import torch
 import mlpvision
 from mlpvision.errors import InputShapeError
 
-from .conftest import SMALL_MODELS
+from .helpers import SMALL_MODELS
 
 timm = pytest.importorskip("timm")
 
@@ -151,7 +151,7 @@ def test_reset_classifier(name):
 
 @pytest.mark.parametrize("name", SMALL_MODELS)
 def test_batch_of_one_equals_batched(name):
-    from .conftest import randomize_
+    from .helpers import randomize_
 
     model = randomize_(mlpvision.create_model(name)).eval()
     x = _input(model, 4)
@@ -194,7 +194,7 @@ def test_patch_size_must_divide_image():
 
 def test_drop_path_only_in_training():
     model = mlpvision.create_model("mixer_t4_28", drop_path_rate=0.5)
-    from .conftest import randomize_
+    from .helpers import randomize_
 
     randomize_(model)
     x = torch.randn(8, 1, 28, 28)

@@ -20,7 +20,7 @@ from mlpvision.fields import field_docs
 from mlpvision.io import RunLock, save_model, write_safetensors
 from mlpvision.train import TrainConfig, TrainingError, train
 
-from .conftest import TINY, tiny_cfg
+from .helpers import TINY, tiny_cfg
 
 TINY_FLAGS = ["--data", "synthetic", "--model", "mixer_t4_28", "--quiet", "--no-amp", "--val-size", "64"]
 TINY_FLAGS += [f"--model-arg={k}={v}" for k, v in TINY["model_args"].items()]

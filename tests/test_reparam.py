@@ -13,7 +13,7 @@ from mlpvision.layers import ConvBN, LinearBN
 from mlpvision.models.repmlp import RepMLPBlock
 from mlpvision.reparam import Reparameterizable, absorb_bn_into_next_linear, conv_to_fc, fuse_bn, reparameterize
 
-from .conftest import assert_reparam_equivalent, randomize_bn_
+from .helpers import assert_reparam_equivalent, randomize_bn_
 
 REPARAM_MODELS = [
     n

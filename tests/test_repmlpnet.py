@@ -10,7 +10,7 @@ from mlpvision.layers import Affine
 from mlpvision.models.repmlpnet import ShareSetMixer
 from mlpvision.reparam import non_mlp_layers, reparameterize
 
-from .conftest import assert_reparam_equivalent, randomize_bn_
+from .helpers import assert_reparam_equivalent, randomize_bn_
 
 SHARED = {"sets": (8, 16), "partitions": (14, 7), "kernels": (1, 3)}  # S < C, whole-map FC3 in the first stage
 

@@ -6,7 +6,7 @@ import mlpvision
 from mlpvision.data import load_split
 from mlpvision.data.tasks import MARGIN, global_task, permute_pixels, pixel_permutation, position_task, shift_images
 
-from .conftest import write_cifar10
+from .helpers import write_cifar10
 
 
 def test_position_task_puts_the_shape_in_the_labelled_quadrant_away_from_the_border():

@@ -5,7 +5,7 @@ import torch
 
 import mlpvision
 
-from .conftest import randomize_
+from .helpers import randomize_
 
 timm = pytest.importorskip("timm")
 from timm.models.mlp_mixer import Affine as TimmAffine  # noqa: E402

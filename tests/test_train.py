@@ -18,7 +18,7 @@ from mlpvision.errors import ConfigError
 from mlpvision.io import read_safetensors
 from mlpvision.train import TrainConfig, TrainingError, build_data, load_teacher, train
 
-from .conftest import tiny_cfg
+from .helpers import tiny_cfg
 
 # `mlpvision train` on a tiny Mixer and synthetic data, without autocast or a progress bar
 TINY_CLI = ["mlpvision", "train", "--quiet", "--no-amp", "--data", "synthetic", "--model", "mixer_t4_28"]
@@ -98,6 +98,7 @@ def _saved_step(path) -> int:
         return -1
 
 
+@pytest.mark.slow
 def test_resume_after_kill_9_is_bit_identical(tmp_path):
     ref = subprocess.run(_cli_train(tmp_path / "ref"), capture_output=True, text=True)
     assert ref.returncode == 0, ref.stderr
@@ -262,6 +263,7 @@ def test_pickle_checkpoint_for_eval_is_refused(tmp_path, capsys):
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed missing")
+@pytest.mark.slow
 def test_two_process_gloo_run_matches_one_process(tmp_path):
     args = ["-m", *TINY_CLI, "--epochs", "1", "--batch-size", "16", "--val-size", "64", "--lr", "0.05"]
     args += ["--optimizer", "sgd", "--seed", "1", "--crop-padding", "1"]
@@ -283,6 +285,7 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in out]
 
 
+@pytest.mark.slow
 def test_torchrun_restarts_a_killed_worker_and_resumes(tmp_path):
     args = [*TINY_CLI, "--epochs", "3", "--batch-size", "8", "--val-size", "64", "--seed", "2"]
     args += ["--save-every-steps", "4", "--resume"]

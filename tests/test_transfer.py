@@ -7,7 +7,7 @@ import mlpvision
 from mlpvision.errors import ConfigError
 from mlpvision.train.finetune import expand_token_mixing, part_index
 
-from .conftest import randomize_
+from .helpers import randomize_
 
 
 def _tiles(x: torch.Tensor, k: int) -> torch.Tensor:

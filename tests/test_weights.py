@@ -9,7 +9,7 @@ import mlpvision
 from mlpvision.errors import CheckpointError
 from mlpvision.io import read_safetensors, write_safetensors
 
-from .conftest import randomize_
+from .helpers import randomize_
 
 
 def _saved(tmp_path, name="mixer_t4_28", metadata=None):
