@@ -61,6 +61,7 @@ bench: setup
 	$(BIN)/python benchmarks/deploy_accuracy.py
 	$(BIN)/python benchmarks/repmlp_deploy.py
 	$(BIN)/python benchmarks/zoo.py
+	$(BIN)/python benchmarks/cli_speed.py
 
 # Regenerates the model table in README.md from the registry.
 readme: $(STAMP)

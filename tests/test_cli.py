@@ -84,6 +84,8 @@ def test_readme_deploy_summary_is_generated_from_the_benchmark():
     text = README.read_text()
     start, end = "<!-- deploy:start -->\n", "<!-- deploy:end -->"
     assert text.split(start, 1)[1].split(end, 1)[0] == tool.deploy_summary(), "stale: run `make readme`"
+    start, end = "<!-- quickstart:start -->\n", "<!-- quickstart:end -->"
+    assert text.split(start, 1)[1].split(end, 1)[0] == tool.quick_start_summary(), "stale: run `make readme`"
 
 
 def test_demo_trains_a_model_and_classifies_test_images(capsys):

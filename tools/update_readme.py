@@ -1,6 +1,6 @@
 """Regenerates the model table shipped with the package (src/mlpvision/models/zoo.json, which `mlpvision models`
-reads) from the registry, and the generated parts of README.md: that model table and the deploy summary from
-docs/deploy_speed.json (between their start/end markers)."""
+reads) from the registry, and the generated parts of README.md: that model table, the deploy summary from
+docs/deploy_speed.json and the quick-start times from docs/cli_speed.json (between their start/end markers)."""
 
 import json
 from pathlib import Path
@@ -11,6 +11,23 @@ from mlpvision.models.zoo import write_zoo_table
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 DEPLOY = ROOT / "docs" / "deploy_speed.json"
+CLI_SPEED = ROOT / "docs" / "cli_speed.json"
+
+
+def quick_start_summary(path: Path = CLI_SPEED) -> str:
+    """The wall times of the first commands a newcomer runs, and the quick run's split, from docs/cli_speed.json."""
+    if not path.is_file():
+        return "Not measured yet: `python benchmarks/cli_speed.py`.\n"
+    rows = json.loads(path.read_text())["rows"]
+    lines = ["| command | wall time (median) |", "|---|---:|"]
+    lines += [f"| `{r['command']}` | {r['median_s']:.2f} s |" for r in rows]
+    q = rows[-1]
+    lines += [
+        "",
+        f"The quick run: training {q['train_seconds']:.1f} s, validation {q['val_seconds']:.1f} s, test "
+        f"{q['test_seconds']:.1f} s; {q['test_top1_final']:.1f}% test top-1 after one epoch on 500 images.",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def deploy_summary(path: Path = DEPLOY) -> str:
@@ -56,6 +73,7 @@ def main() -> None:
     text = README.read_text()
     text = replace_between(text, "<!-- models:start -->\n", "<!-- models:end -->", markdown_table(zoo_rows()))
     text = replace_between(text, "<!-- deploy:start -->\n", "<!-- deploy:end -->", deploy_summary())
+    text = replace_between(text, "<!-- quickstart:start -->\n", "<!-- quickstart:end -->", quick_start_summary())
     README.write_text(text)
     print(f"updated {README.name}")
 
