@@ -33,19 +33,20 @@ def plot_curves(history: list[dict], path: Path, title: str | None = None) -> No
         return
     plt = pyplot()
     ep = [h["epoch"] for h in history]
+    size = 6 if len(ep) <= 30 else 3  # markers that still show each epoch on a long run
     fig, axes = plt.subplots(1, 3, figsize=(13, 4), gridspec_kw={"width_ratios": [1, 1, 0.8]})
     second = ("top1", "top-1 (%)") if "train_top1" in history[0] else ("pixel_acc", "pixel accuracy (%)")
     for ax, metric, label in zip(axes, ("loss", second[0]), ("loss", second[1]), strict=False):
-        ax.plot(ep, [h[f"train_{metric}"] for h in history], marker="o", label="training (running average)")
+        ax.plot(ep, [h[f"train_{metric}"] for h in history], marker="o", ms=size, label="training (running average)")
         val = [(e, h[f"val_{metric}"]) for e, h in zip(ep, history, strict=True) if f"val_{metric}" in h]
         if val:
-            ax.plot(*zip(*val, strict=True), marker="s", label="validation")
+            ax.plot(*zip(*val, strict=True), marker="s", ms=size, label="validation")
         epoch_axis(ax, ep)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     ax = axes[2]
-    ax.plot(ep, [h["lr"] for h in history], marker="o", color="tab:green")
+    ax.plot(ep, [h["lr"] for h in history], marker="o", ms=size, color="tab:green")
     epoch_axis(ax, ep)
     ax.set_ylabel("learning rate (at the epoch's end)")
     ax.set_yscale("log")  # warm-up and cosine decay span decades
