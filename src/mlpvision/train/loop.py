@@ -278,6 +278,8 @@ def build_run(
         ids = [dist.device.index] if dist.device.type == "cuda" else None
         engine = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     if cfg.compile:  # the training step only: evaluation and saving use the plain model (same weights)
+        if not torch.cuda.is_available():  # the compiler's probe for a CUDA toolkit is noise on a CPU-only machine
+            logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         engine = torch.compile(engine)
     optimizer = build_optimizer(cfg, model)
     steps_per_epoch = len(data.train) // cfg.batch_size
