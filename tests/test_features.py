@@ -12,7 +12,7 @@ from mlpvision.errors import ConfigError
 from mlpvision.models.features import FeatureExtractor, feature_take_indices
 from mlpvision.reparam import reparameterize
 
-from .conftest import SMALL_MODELS, randomize_bn_
+from .helpers import SMALL_MODELS, randomize_bn_
 
 # one model per family and layout (the registry's small variants), to keep the file quick
 FEATURE_MODELS = [

@@ -12,7 +12,7 @@ from mlpvision.errors import CheckpointError, ConfigError
 from mlpvision.io import PRETRAINED_CFG_KEY, create_model, save_model, write_safetensors
 from mlpvision.models.pretrained_cfg import CIFAR10_MEAN, CIFAR10_STD, FASHION_MNIST_MEAN, FASHION_MNIST_STD
 
-from .conftest import randomize_
+from .helpers import randomize_
 
 KEYS = {"input_size", "mean", "std", "interpolation", "crop_pct", "num_classes", "classifier", "first_conv"}
 
