@@ -222,14 +222,14 @@ def test_bench_help_names_every_backend(monkeypatch):
     assert all(b in text for b in BACKENDS)
 
 
-def test_literal_option_refuses_other_values(capsys):
+def test_option_choices_refuse_other_values(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--optimizer", "adam"])
     assert "invalid choice: 'adam'" in capsys.readouterr().err
     from mlpvision.errors import ConfigError
     from mlpvision.train import TrainConfig
 
-    with pytest.raises(ConfigError, match="optimizer: expected one of adamw, sgd, got 'adam'"):
+    with pytest.raises(ConfigError, match="optimizer must be one of adamw, sgd, got 'adam'"):
         TrainConfig.from_recipe({"optimizer": "adam"})
 
 

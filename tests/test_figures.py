@@ -53,7 +53,7 @@ def test_curves_png_has_three_panels_and_a_title(tmp_path, epochs):
     plot_curves(_history(epochs), path, title="mixer_t4_28 on fashion-mnist (run quick)")
     with Image.open(path) as im:
         assert im.width > 2.5 * im.height  # loss, top-1 and learning-rate panels side by side
-        assert len(set(im.convert("L").getdata())) > 50  # something is drawn
+        assert len(im.convert("L").getcolors(maxcolors=1 << 16) or ()) > 50  # something is drawn
 
 
 def test_curves_of_a_resumed_run_with_new_columns(tmp_path):
