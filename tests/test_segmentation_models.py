@@ -13,7 +13,7 @@ from mlpvision.models import list_models
 from mlpvision.models.segmentation import create_segmentation_model
 from mlpvision.reparam import needs_fusion, reparameterize
 
-from .conftest import assert_reparam_equivalent, randomize_bn_
+from .helpers import assert_reparam_equivalent, randomize_bn_
 
 SEG = [n for n in list_models("seg_*") if n != "seg_fpn"]
 

@@ -39,7 +39,9 @@ class Classification:
         """(right predictions, predictions) of a training batch."""
         return int((logits.argmax(1) == labels).sum()), len(labels)
 
-    def evaluate(self, model: nn.Module, loader: DataLoader, num_classes: int, device, amp: bool = False, progress=None):
+    def evaluate(
+        self, model: nn.Module, loader: DataLoader, num_classes: int, device, amp: bool = False, progress=None
+    ):
         return evaluate(model, loader, num_classes, device, amp, progress=progress)
 
     def columns(self, prefix: str, result: EvalResult) -> dict:
@@ -95,7 +97,9 @@ class Segmentation:
             )
         return images, masks
 
-    def evaluate(self, model: nn.Module, loader: DataLoader, num_classes: int, device, amp: bool = False, progress=None):
+    def evaluate(
+        self, model: nn.Module, loader: DataLoader, num_classes: int, device, amp: bool = False, progress=None
+    ):
         return evaluate_segmentation(
             model, loader, num_classes, device, amp, ignore_index=self.ignore_index, progress=progress
         )
