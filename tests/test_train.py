@@ -506,16 +506,16 @@ def test_validation_is_sized_to_the_run():
 
 
 def test_test_set_is_evaluated_once_when_the_best_model_is_the_final_one(tmp_path, monkeypatch):
-    import mlpvision.train.loop as loop
+    import mlpvision.train.task as task
 
     calls = []
-    real = loop.evaluate
+    real = task.evaluate
 
     def counting(model, loader, *args, **kw):
         calls.append(len(loader.dataset))
         return real(model, loader, *args, **kw)
 
-    monkeypatch.setattr(loop, "evaluate", counting)
+    monkeypatch.setattr(task, "evaluate", counting)  # the classification task's evaluation
     phases = []
     summary = train(tiny_cfg(tmp_path / "once", epochs=1, val_size=0), progress=lambda p: phases.append(p["phase"]))
     assert summary["best_is_final"] and summary["test_top1_best"] == summary["test_top1_final"]
