@@ -156,4 +156,4 @@ def test_asking_for_cuda_without_it_is_one_clear_error(tmp_path, capsys):
     for argv in (["eval", "--checkpoint", ckpt], ["bench", "--model", "mixer_t4_28"]):
         assert main([*argv, "--device", "cuda"]) == 2
         err = capsys.readouterr().err
-        assert "no CUDA device is available" in err and len(err.strip().splitlines()) == 1
+        assert "has no CUDA GPU" in err and len(err.strip().splitlines()) == 1

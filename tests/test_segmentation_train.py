@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 
@@ -159,23 +160,21 @@ def test_predict_writes_a_coloured_mask_and_an_overlay(cli_run, tmp_path, capsys
 
     scene = fashion_scenes("test", 1, SceneConfig(size=32)).images[0, 0].numpy()
     Image.fromarray(scene).save(tmp_path / "scene.png")
-    out = tmp_path / "pred"
-    assert (
-        main(
-            [
-                "predict",
-                "--checkpoint",
-                str(cli_run / "model.safetensors"),
-                "--out",
-                str(out),
-                str(tmp_path / "scene.png"),
-            ]
+    files = [cli_run / "model.safetensors"]
+    if importlib.util.find_spec("onnxruntime"):  # the exported file takes the same path
+        files.append(tmp_path / "seg.onnx")
+        assert main(["export", "--checkpoint", str(files[0]), "--onnx", str(files[1])]) == 0
+    for i, model_file in enumerate(files):
+        out = tmp_path / f"pred{i}"
+        capsys.readouterr()
+        assert main(["predict", "--checkpoint", str(model_file), "--out", str(out), str(tmp_path / "scene.png")]) == 0
+        assert "scene_mask.png" in capsys.readouterr().out
+        mask, overlay = Image.open(out / "scene_mask.png"), Image.open(out / "scene_overlay.png")
+        assert mask.size == overlay.size == (32, 32) and mask.mode == overlay.mode == "RGB"
+    if len(files) == 2:  # the ONNX file paints the same mask as the weights it was exported from
+        assert list(Image.open(tmp_path / "pred0" / "scene_mask.png").getdata()) == list(
+            Image.open(tmp_path / "pred1" / "scene_mask.png").getdata()
         )
-        == 0
-    )
-    assert "scene_mask.png" in capsys.readouterr().out
-    mask, overlay = Image.open(out / "scene_mask.png"), Image.open(out / "scene_overlay.png")
-    assert mask.size == overlay.size == (32, 32) and mask.mode == overlay.mode == "RGB"
 
 
 def test_a_segfolder_trains(tmp_path):

@@ -37,9 +37,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from ..deploy import predict_files, segment_files
     from ..errors import printable
-    from ..io import MODEL_NAME_KEY, read_metadata
+    from ..io import MODEL_NAME_KEY, file_metadata
 
-    if read_metadata(args.checkpoint).get(MODEL_NAME_KEY, "").startswith("seg_"):
+    if file_metadata(args.checkpoint).get(MODEL_NAME_KEY, "").startswith("seg_"):
         for r in segment_files(args.checkpoint, args.images, args.out, args.invert, args.device):
             shares = ", ".join(f"{name} {share:.1%}" for name, share in r.shares[:4])
             print(f"{printable(r.path)}: {shares}; mask {r.mask_png}, overlay {r.overlay_png}")
