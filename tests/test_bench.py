@@ -153,7 +153,7 @@ def test_model_args_reach_both_implementations(capsys):
     "kwargs, message",
     [
         ({"backends": ["tensorrt"]}, "unknown backend 'tensorrt'"),
-        ({"backends": ["onnxruntime"], "train": True}, "use the eager, autocast or compile backend"),
+        ({"backends": ["onnxruntime"], "train": True}, "use a backend of eager, autocast, compile"),
         ({"batch_size": 0}, "batch_size must be >= 1"),
     ],
 )
