@@ -522,6 +522,7 @@ def test_test_set_is_evaluated_once_when_the_best_model_is_the_final_one(tmp_pat
     assert len(calls) == 1  # no validation split: one test pass
     assert {"train", "test"} <= set(phases) and "test best" not in phases
     assert summary["test_seconds"] > 0 and summary["val_seconds"] == 0
+    assert summary["val_images"] == 0 and summary["test_images"] == calls[0]  # what the time split was spent on
     calls.clear()
     phases.clear()
     summary = train(tiny_cfg(tmp_path / "val", epochs=2, lr=3e-2), progress=lambda p: phases.append(p["phase"]))

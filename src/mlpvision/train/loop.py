@@ -666,6 +666,8 @@ def _finish(run: Run, stopped_early: bool) -> dict:
             "train_seconds": run.loop.elapsed_s,
             "val_seconds": sum(row.get("val_seconds", 0.0) for row in run.loop.history),
             "test_seconds": test_seconds,
+            "val_images": len(data.val) if data.val is not None else 0,
+            "test_images": len(data.test),
             "best_is_final": test_best is test,
             "best_epoch": run.loop.best_epoch,
             f"best_val_{run.task.score_name}": run.loop.best_val_top1 if data.val is not None else None,
