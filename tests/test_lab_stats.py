@@ -212,6 +212,19 @@ def test_the_ledger_prices_a_model_by_its_fastest_finished_run(tmp_path):
     assert list(_measured(tmp_path).values()) == [pytest.approx(40.0 / 1000)]
 
 
+def test_the_ledger_prices_a_stated_default_as_the_model_it_is():
+    """A run that states a default and one that leaves it unstated build the same model: one price for both."""
+    from mlpvision.lab.ledger import _probe_key
+
+    base = {"depth": 4, "embed_dim": 64, "num_heads": 2}
+    unstated = LabRun("a", "eanet_tiny_28", 0, "fashion-mnist", base, {})
+    stated = LabRun("b", "eanet_tiny_28", 0, "fashion-mnist", {**base, "pos_embed": True}, {})
+    without = LabRun("c", "eanet_tiny_28", 0, "fashion-mnist", {**base, "pos_embed": False}, {})
+    bigger = LabRun("d", "eanet_tiny_28", 0, "fashion-mnist", base, {"img_size": 56})
+    assert _probe_key(unstated) == _probe_key(stated)
+    assert len({_probe_key(unstated), _probe_key(without), _probe_key(bigger)}) == 3
+
+
 def test_the_ledger_times_a_segmentation_run_on_its_own_input_and_output(tmp_path):
     """Segmentation runs carry their own channels in their model arguments and answer one label per pixel."""
     from mlpvision.lab.ledger import _seconds_per_image

@@ -3,12 +3,14 @@ the whole on this machine, and the CPU hours the finished runs spent (``mlpvisio
 
 Estimates come from each model's measured training time per image: read off finished result files of the same
 model and configuration when there are any (no timing needed), else from a short timing probe, cached per machine
-in ``runs/costs.json``.
+in the user's cache folder. A configuration is the model's resolved config, so a run that states a default
+(``pos_embed=True``) and one that leaves it unstated are priced as the one model they are.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -19,8 +21,9 @@ from pathlib import Path
 import torch
 
 from ..data import load_split
+from ..errors import ConfigError
 from ..io import write_json
-from ..models import create_model
+from ..models import create_model, resolve_config
 from ..runtime import machine_description
 from .runner import Lab, selected
 from .spec import LabRun, Settings
@@ -30,7 +33,12 @@ __all__ = ["ledger"]
 
 def _probe_key(run: LabRun) -> str:
     size = run.train.get("img_size") or run.model_args.get("img_size")
-    return json.dumps({"model": run.model, "args": dict(run.model_args), "size": size}, sort_keys=True, default=str)
+    args = {**dict(run.model_args), **({"img_size": size} if size else {})}
+    try:
+        config = dataclasses.asdict(resolve_config(run.model, **args))
+    except (ConfigError, TypeError, ValueError):  # a model outside the registry's configs: its stated arguments
+        config = args
+    return json.dumps({"model": run.model, "config": config}, sort_keys=True, default=str)
 
 
 def _seconds_per_image(run: LabRun, batch: int, steps: int = 4) -> float:
