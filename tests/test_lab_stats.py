@@ -212,6 +212,29 @@ def test_the_ledger_prices_a_model_by_its_fastest_finished_run(tmp_path):
     assert list(_measured(tmp_path).values()) == [pytest.approx(40.0 / 1000)]
 
 
+def test_the_shift_loss_counts_only_what_a_model_earned_above_background_everywhere():
+    from mlpvision.lab.measures import METRICS, seg_shift_drop
+
+    r = {"shift_miou": {"0": 40.0, "16": 30.0, "floor": 20.0}}
+    assert seg_shift_drop(r) == pytest.approx(50.0)  # 10 of the 20 points it earned above the floor
+    assert METRICS["shifted_miou"].read(r) == 30.0
+    assert seg_shift_drop({"shift_miou": {"0": 8.0, "16": 8.0, "floor": 8.5}}) is None  # at the floor: nothing to lose
+    assert seg_shift_drop({"summary": {"test_miou_final": 0.0}, "diverged": "loss became nan"}) is None
+
+
+def test_the_all_background_floor_scores_background_alone():
+    from torch.utils.data import DataLoader
+
+    from mlpvision.lab.runner import _AllBackground
+    from mlpvision.train import evaluate_segmentation
+
+    masks = torch.zeros(2, 8, 8, dtype=torch.long)
+    masks[:, :4] = 3  # half the pixels are class 3
+    loader = DataLoader(list(zip(torch.zeros(2, 1, 8, 8), masks, strict=True)), batch_size=2)
+    result = evaluate_segmentation(_AllBackground(11), loader, 11)
+    assert result.miou == pytest.approx(100.0 * 0.5 / 2)  # background IoU 1/2, class 3 IoU 0, over the two present
+
+
 def test_the_ledger_prices_a_stated_default_as_the_model_it_is():
     """A run that states a default and one that leaves it unstated build the same model: one price for both."""
     from mlpvision.lab.ledger import _probe_key

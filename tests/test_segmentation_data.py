@@ -54,17 +54,27 @@ def test_every_garment_is_used_at_most_once():
         compose_scenes(garments, labels, 100, SceneConfig(size=64), seed=0)
 
 
-def test_centred_scenes_keep_garments_in_the_middle_and_shift_moves_masks_alike():
-    cfg = SceneConfig(size=64, scales=(0.75,), centred=True)
-    scenes = fashion_scenes("val", 30, cfg)
+def test_centred_scenes_keep_garments_whole_inside_the_central_box_and_a_move_keeps_them_whole():
+    cfg = SceneConfig(size=64, scales=(0.75, 1.0), centred=True)
+    scenes = fashion_scenes("val", 60, cfg)
     ys, xs = torch.nonzero(scenes.masks.sum(0)).unbind(1)
-    assert xs.min() >= 16 - cfg.sides[0] // 2 - 1 and xs.max() <= 48 + cfg.sides[0] // 2 + 1
-    side = cfg.sides[0]
-    assert ys.min() >= 16 - side // 2 - 1 and ys.max() <= 48 + side // 2 + 1
+    assert ys.min() >= 16 and xs.min() >= 16 and ys.max() < 48 and xs.max() < 48
+    assert ys.min() == 16 and ys.max() == 47  # the whole box is used
+    garment_pixels = (scenes.masks > 0).sum()
+    for dy, dx in ((16, 0), (-16, 0), (0, 16), (0, -16)):  # the lab's move: every garment pixel stays on the canvas
+        assert (shift_scenes(scenes, dy, dx).masks.clamp(max=11) > 0).sum() - band(dy, dx) * 60 == garment_pixels
     moved = shift_scenes(scenes, 8, -8)
     assert torch.equal(moved.masks[:, 8:, :-8], scenes.masks[:, :-8, 8:])
     assert torch.equal(moved.images[:, :, 8:, :-8], scenes.images[:, :, :-8, 8:])
-    assert (moved.masks[:, :8] == 0).all()
+    assert (moved.masks[:, :8] == scenes.ignore_index).all() and (moved.masks[:, :, -8:] == scenes.ignore_index).all()
+    assert (moved.images[:, :, :8] == 0).all()
+    with pytest.raises(DataError, match="central 32-pixel box"):
+        SceneConfig(size=64, scales=(1.25,), centred=True)
+
+
+def band(dy: int, dx: int, size: int = 64) -> int:
+    """Pixels a move by (dy, dx) uncovers on a square canvas."""
+    return size * size - (size - abs(dy)) * (size - abs(dx))
 
 
 def test_scene_config_refuses_impossible_scenes():

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
+from .spec import SEG_SHIFT
+
 __all__ = ["METRICS", "Metric", "last_train_top1", "miou", "moved_drop", "rel_drop", "seg_shift_drop", "top1"]
 
 
@@ -48,13 +50,22 @@ def miou(r: dict) -> float | None:
     return r["summary"].get("test_miou_final")
 
 
+def shifted_miou(r: dict) -> float | None:
+    """Test mean IoU (%) of a segmentation model on its test scenes moved by SEG_SHIFT pixels."""
+    return (r.get("shift_miou") or {}).get(str(SEG_SHIFT))
+
+
 def seg_shift_drop(r: dict) -> float | None:
-    """Share (%) of a segmentation model's test mean IoU that moving its test scenes undoes (see SEG_SHIFT)."""
+    """Share (%) of what a segmentation model earns above the all-background prediction (its test mean IoU minus
+    that prediction's on the same scenes) that moving its test scenes by SEG_SHIFT pixels undoes. None for a run
+    without the measurement (a diverged run has none: it would look perfectly robust) or no better than the floor."""
     shifted = r.get("shift_miou")
-    if not shifted:
+    if not shifted or shifted.get(str(SEG_SHIFT)) is None:
         return None
-    base, moved = shifted["0"], next(v for k, v in shifted.items() if k != "0")
-    return 100.0 * (base - moved) / max(base, 1e-9)
+    base, moved, floor = shifted["0"], shifted[str(SEG_SHIFT)], shifted.get("floor", 0.0)
+    if base <= floor:  # a model no better than background everywhere has earned nothing a move could undo
+        return None
+    return 100.0 * (base - moved) / (base - floor)
 
 
 class Metric(NamedTuple):
@@ -74,9 +85,6 @@ METRICS: dict[str, Metric] = {
     "train_top1": Metric("last-epoch train top-1 (%)", last_train_top1),
     "train_eval_top1": Metric("train top-1, no augmentation (%)", lambda r: r.get("train_top1")),
     "miou": Metric("test mean IoU (%)", miou),
-    "shifted_miou": Metric(
-        "mean IoU, test scenes moved (%)",
-        lambda r: next((v for k, v in (r.get("shift_miou") or {}).items() if k != "0"), None),
-    ),
+    "shifted_miou": Metric("mean IoU, test scenes moved (%)", shifted_miou),
     "seg_shift_drop": Metric("mean IoU lost to the move (%)", seg_shift_drop),
 }

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from ..data import load_split, shift_images
 from ..deploy import Candidate, inference_call, measure
@@ -163,7 +164,6 @@ class Lab:
             "deploy_macs": count(deploy).macs,
             "history": self._history(run),
             **({"shift_top1": {str(k): chance for k in SHIFTS}} if "shift" in run.evals else {}),
-            **({"shift_miou": {"0": 0.0, str(SEG_SHIFT): 0.0}} if "seg_shift" in run.evals else {}),
         }
 
     def _portable(self, obj: Any) -> Any:
@@ -220,7 +220,8 @@ class Lab:
 
     def _shift_miou(self, model, run: LabRun) -> dict[str, float]:
         """Test mean IoU of a segmentation model on its test scenes as they are ("0") and moved by
-        :data:`SEG_SHIFT` pixels, masks alike (mean over up, down, left, right)."""
+        :data:`SEG_SHIFT` pixels, masks alike (mean over up, down, left, right), and the floor: the mean IoU of
+        predicting background everywhere on the unmoved scenes ("floor")."""
         from torch.utils.data import DataLoader
 
         from ..data import SegmentationImages, shift_scenes
@@ -231,15 +232,16 @@ class Lab:
         mean = torch.tensor(info.mean).reshape(1, -1, 1, 1)
         std = torch.tensor(info.std).reshape(1, -1, 1, 1)
 
-        def miou(s: SegmentationImages) -> float:
+        def miou(net: nn.Module, s: SegmentationImages) -> float:
             images = (s.images[:n].float() / 255 - mean) / std
             loader = DataLoader(list(zip(images, s.masks[:n].long(), strict=True)), batch_size=100)
             with torch.inference_mode():
-                return evaluate_segmentation(model, loader, info.num_classes, ignore_index=s.ignore_index).miou
+                return evaluate_segmentation(net, loader, info.num_classes, ignore_index=s.ignore_index).miou
 
         k = SEG_SHIFT
-        moved = [miou(shift_scenes(scenes, dy, dx)) for dy, dx in ((k, 0), (-k, 0), (0, k), (0, -k))]
-        return {"0": miou(scenes), str(k): statistics.mean(moved)}
+        moved = [miou(model, shift_scenes(scenes, dy, dx)) for dy, dx in ((k, 0), (-k, 0), (0, k), (0, -k))]
+        floor = miou(_AllBackground(info.num_classes), scenes)
+        return {"0": miou(model, scenes), str(k): statistics.mean(moved), "floor": floor}
 
     def _train_accuracy(self, model, run: LabRun) -> float:
         """Accuracy on (up to 5 000 of) the images the model was trained on, without augmentation."""
@@ -280,6 +282,19 @@ class Lab:
         }
         meta = {"batch_size": batch, "threads": torch.get_num_threads()}
         write_json(path, {**meta, "machine": machine_description(), "rows": rows})
+
+
+class _AllBackground(nn.Module):
+    """A segmentation "model" that predicts class 0 (background) at every pixel: the floor of the shift test."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = x.new_zeros(x.shape[0], self.num_classes, *x.shape[-2:])
+        logits[:, 0] = 1.0
+        return logits
 
 
 def _load(path: Path):
