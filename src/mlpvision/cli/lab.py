@@ -39,7 +39,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "--data",
         default="fashion-mnist",
         help="fashion-mnist (default), cifar10 or cifar100: the image data of every experiment except the "
-        "synthetic probes; off Fashion-MNIST the default folders and page get a -DATA suffix",
+        "synthetic probes (off Fashion-MNIST the segmentation sections, whose scenes are Fashion-MNIST garments, "
+        "are left out); off Fashion-MNIST the default folders and page get a -DATA suffix",
     )
     p.add_argument("--results", default=None, help="result JSON folder (default: results/lab)")
     p.add_argument("--runs", default=None, help="checkpoint folder (default: runs/lab)")

@@ -102,7 +102,8 @@ class PlanContext:
         for task in PROBE_TASKS:
             out += [Family(probe_family(task, m), self._probe_tuning_run(task, m)) for m in PROBE_MODELS]
         out += [Family(k, make(self), base) for k, (base, make) in FINE_TUNING.items()]
-        out += [Family(k, self._seg_tuning_run(k)) for k in SEG_MODELS]
+        if self.s.data == "fashion-mnist":  # the segmentation scenes are Fashion-MNIST garments
+            out += [Family(k, self._seg_tuning_run(k)) for k in SEG_MODELS]
         return out
 
     def family_keys(self) -> set[str]:

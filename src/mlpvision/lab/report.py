@@ -101,6 +101,12 @@ def _by_seed(rs: list[dict], metric: str) -> dict[int, float]:
     return out
 
 
+def _finished_seeds(c: Comparison, rows: Rows) -> set[int]:
+    """The seeds every row of a comparison has a result for, whatever its metric reads."""
+    labels = [c.a, c.b, *(c.minus or ())]
+    return set.intersection(*({r["seed"] for r in rows.get(label, [])} for label in labels))
+
+
 def comparison_interval(c: Comparison, rows: Rows) -> Interval | None:
     """The paired interval of a comparison: a - b per seed (minus the second pair's a - b when it has one), over
     the seeds every row involved has finished; None until two seeds have."""
@@ -143,7 +149,7 @@ class Verdict:
     budget: str = ""  # robust, budget-sensitive, no budget check, budget check pending, or "-" (not decided)
 
     def adjusted(self, p: float | None) -> str:
-        if self.raw in ("pending", "tied"):
+        if self.raw in ("pending", "tied", "undefined"):
             return self.raw
         if p is None or self.t is None:
             return "pending"
@@ -190,6 +196,8 @@ def _verdicts(exps: list[Experiment], res: _Results) -> list[Verdict]:
                 raw = decide(iv, c.kind, c.margin)
             if raw == "undecided" and iv is not None and iv.low == iv.high:  # equal on every seed, e.g. both 100%
                 raw = "tied"
+            if raw == "pending" and len(_finished_seeds(c, rows)) >= 2:  # the runs are there, the metric is not
+                raw = "undefined"
             out.append(Verdict(exp, c, iv, t, raw))
     by_name = {(v.exp.key, v.c.name): v for v in out}
     for v in out:

@@ -49,6 +49,7 @@ VERDICT_WORDS = {
     "undecided": "undecided",
     "tied": "undecided (tied on every seed)",
     "pending": "pending (runs missing)",
+    "undefined": "no verdict (its metric is undefined on too many seeds)",
 }
 
 

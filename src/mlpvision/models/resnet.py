@@ -13,6 +13,7 @@ from functools import partial
 import torch
 import torchvision.models.resnet as tvr
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..errors import ConfigError
 from ..fields import option
@@ -83,9 +84,35 @@ class ResNet(StagedFeatures, ImageClassifier, tvr.ResNet):
             }
             for i in range(len(cfg.layers))
         ]
+        if cfg.deploy:  # the fused form: every conv carries its BatchNorm as a bias, the norms are identities
+            for parent, conv_name, bn_name in self._conv_bn_pairs():
+                conv = getattr(parent, conv_name)
+                setattr(parent, conv_name, _conv_like(conv, bias=True))
+                setattr(parent, bn_name, nn.Identity())
 
     def check_feature_input(self, x: torch.Tensor) -> None:
         check_input(x, self.in_chans, None)
+
+    def _conv_bn_pairs(self) -> list[tuple[nn.Module, str, str]]:
+        """(parent, conv attribute, norm attribute) of every conv followed by its BatchNorm: the stem, each block's
+        convs and each projection shortcut."""
+        pairs = [(self, "conv1", "bn1")]
+        for i in range(len(self.feature_info) - 1):
+            for block in getattr(self, f"layer{i + 1}"):
+                pairs += [(block, f"conv{k}", f"bn{k}") for k in (1, 2, 3) if hasattr(block, f"conv{k}")]
+                if block.downsample is not None:
+                    pairs.append((block.downsample, "0", "1"))
+        return pairs
+
+    @torch.no_grad()
+    def fold_into_deploy_form(self) -> None:
+        """Called by :func:`~mlpvision.reparam.reparameterize`: folds every BatchNorm into the conv before it (eval
+        statistics), leaving convs with biases and no norms: the form ``deploy=True`` builds."""
+        for parent, conv_name, bn_name in self._conv_bn_pairs():
+            bn = getattr(parent, bn_name)
+            if isinstance(bn, nn.BatchNorm2d):
+                setattr(parent, conv_name, fuse_conv_bn_eval(getattr(parent, conv_name), bn))
+                setattr(parent, bn_name, nn.Identity())
 
     def feature_stages(self) -> list[list[nn.Module]]:
         """stem -> [max-pool, layer1 blocks] -> layer2 blocks -> ...: (B, C, H/32, W/32) at the end (ImageNet stem)."""
@@ -95,6 +122,20 @@ class ResNet(StagedFeatures, ImageClassifier, tvr.ResNet):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = torch.flatten(self.avgpool(x), 1)  # (B, C, h, w) -> (B, C)
         return x if pre_logits else self.fc(x)
+
+
+def _conv_like(conv: nn.Conv2d, bias: bool) -> nn.Conv2d:
+    """A fresh conv with ``conv``'s shape and hyper-parameters, with or without a bias."""
+    return nn.Conv2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+        bias=bias,
+    )
 
 
 RESNET_PAPER = "ResNet, arXiv 1512.03385"

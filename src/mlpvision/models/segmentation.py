@@ -131,6 +131,13 @@ class SegmentationModel(nn.Module):
         self.output_stride = info.reduction()[0]
         self.fixed_input_size = getattr(self.backbone.model, "fixed_input_size", True)
 
+    def fold_into_deploy_form(self) -> None:
+        """Called by :func:`~mlpvision.reparam.reparameterize`: the backbone's own fusions across its parts (a
+        ResNet's BatchNorms folded into its convs)."""
+        fold = getattr(self.backbone.model, "fold_into_deploy_form", None)
+        if callable(fold):
+            fold()
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, H, W) -> decoder map (B, decoder_dim, H / r, W / r), r the finest feature's reduction."""
         return self.decoder(self.backbone(x))
