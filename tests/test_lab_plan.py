@@ -54,6 +54,10 @@ def test_two_close_rates_are_told_apart_on_a_second_seed(tmp_path):
         _write(tmp_path, run, 88.0 if _lr(run) == 2e-3 else 84.0)  # the mean now favours 2e-3
     t = resolve(fam, tmp_path)
     assert t.rates["ResMLP"] == 2e-3 and t.confirmed["ResMLP"] == {2e-3: 86.5, 6e-3: 85.0}
+    from mlpvision.lab import write_report
+
+    page = write_report(tmp_path, tmp_path / "docs").read_text()  # the second seed's runs on the tuning table
+    assert "| ResMLP | 0.002 | **85.00 / 88.00** | 86.00 / 84.00 | 80.00 |" in page
 
 
 def test_tuning_counts_a_diverged_run_at_chance_and_breaks_ties_towards_the_lower_rate(tmp_path):

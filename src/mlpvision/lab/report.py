@@ -299,18 +299,20 @@ def _verdict_table(verdicts: list[Verdict]) -> list[str]:
 def _tuning_section(exp: Experiment, res: _Results, chosen_rates: dict[str, float]) -> list[str]:
     rows = res.rows(exp)
     fams: dict[str, dict[float, float]] = {}
+    confirmed: dict[str, dict[float, float]] = {}  # the second seed of two close rates
     for label, rs in rows.items():
         fam, lr = label.rsplit(" | lr ", 1)
+        lr, _, second_seed = lr.partition(" | seed ")
+        fams.setdefault(fam, {})
         if rs:
-            fams.setdefault(fam, {})[float(lr)] = val_top1(rs[0])
-        else:
-            fams.setdefault(fam, {})
+            (confirmed.setdefault(fam, {}) if second_seed else fams[fam])[float(lr)] = val_top1(rs[0])
     rates = sorted({lr for scores in fams.values() for lr in scores})
     lines = [
         f"## {exp.title}",
         "",
         f"**Protocol.** {exp.budget}. Validation top-1 (%) at the last epoch; the chosen rate in bold; a run whose "
-        "loss became NaN counts at chance. Every verdict run trains at its family's chosen rate.",
+        "loss became NaN counts at chance; `a / b`: a close rate's score on the tuning seed and on the confirming "
+        "seed. Every verdict run trains at its family's chosen rate.",
         "",
         "| family | chosen rate | " + " | ".join(f"{lr:g}" for lr in rates) + " |",
         "|---|---:|" + "---:|" * len(rates),
@@ -323,6 +325,8 @@ def _tuning_section(exp: Experiment, res: _Results, chosen_rates: dict[str, floa
                 cells.append("")
             else:
                 text = f"{scores[lr]:.2f}"
+                if lr in confirmed.get(fam, {}):
+                    text += f" / {confirmed[fam][lr]:.2f}"
                 cells.append(f"**{text}**" if lr == best else text)
         chosen = f"{best:g}" if best is not None else "pending"
         lines.append(f"| {_cell(fam)} | {chosen} | " + " | ".join(cells) + " |")
