@@ -101,10 +101,14 @@ def _by_seed(rs: list[dict], metric: str) -> dict[int, float]:
     return out
 
 
+def _labels(c: Comparison) -> list[str]:
+    """The rows a comparison reads: a, b and, when it has one, the second pair."""
+    return [c.a, c.b, *(c.minus or ())]
+
+
 def _finished_seeds(c: Comparison, rows: Rows) -> set[int]:
     """The seeds every row of a comparison has a result for, whatever its metric reads."""
-    labels = [c.a, c.b, *(c.minus or ())]
-    return set.intersection(*({r["seed"] for r in rows.get(label, [])} for label in labels))
+    return set.intersection(*({r["seed"] for r in rows.get(label, [])} for label in _labels(c)))
 
 
 def comparison_interval(c: Comparison, rows: Rows) -> Interval | None:
@@ -116,8 +120,7 @@ def comparison_interval(c: Comparison, rows: Rows) -> Interval | None:
 
 def comparison_diffs(c: Comparison, rows: Rows) -> list[float]:
     """The per-seed differences of a comparison, over the seeds every row involved has finished."""
-    labels = [c.a, c.b, *(c.minus or ())]
-    values = [_by_seed(rows.get(label, []), c.metric) for label in labels]
+    values = [_by_seed(rows.get(label, []), c.metric) for label in _labels(c)]
     seeds = sorted(set.intersection(*(set(v) for v in values))) if values else []
     diffs = []
     for s in seeds:

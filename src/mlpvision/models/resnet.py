@@ -13,11 +13,11 @@ from functools import partial
 import torch
 import torchvision.models.resnet as tvr
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..errors import ConfigError
 from ..fields import option
 from ..layers import check_input
+from ..reparam import fuse_bn
 from .base import ImageClassifier
 from .features import StagedFeatures
 from .pretrained_cfg import IMAGENET_DEFAULT
@@ -109,9 +109,13 @@ class ResNet(StagedFeatures, ImageClassifier, tvr.ResNet):
         """Called by :func:`~mlpvision.reparam.reparameterize`: folds every BatchNorm into the conv before it (eval
         statistics), leaving convs with biases and no norms: the form ``deploy=True`` builds."""
         for parent, conv_name, bn_name in self._conv_bn_pairs():
-            bn = getattr(parent, bn_name)
+            conv, bn = getattr(parent, conv_name), getattr(parent, bn_name)
             if isinstance(bn, nn.BatchNorm2d):
-                setattr(parent, conv_name, fuse_conv_bn_eval(getattr(parent, conv_name), bn))
+                fused = _conv_like(conv, bias=True)
+                weight, bias = fuse_bn(conv.weight, bn, conv.bias)
+                fused.weight.copy_(weight)
+                fused.bias.copy_(bias)
+                setattr(parent, conv_name, fused)
                 setattr(parent, bn_name, nn.Identity())
 
     def feature_stages(self) -> list[list[nn.Module]]:
@@ -125,7 +129,7 @@ class ResNet(StagedFeatures, ImageClassifier, tvr.ResNet):
 
 
 def _conv_like(conv: nn.Conv2d, bias: bool) -> nn.Conv2d:
-    """A fresh conv with ``conv``'s shape and hyper-parameters, with or without a bias."""
+    """A fresh conv with ``conv``'s shape, hyper-parameters, device and dtype, with or without a bias."""
     return nn.Conv2d(
         conv.in_channels,
         conv.out_channels,
@@ -135,6 +139,8 @@ def _conv_like(conv: nn.Conv2d, bias: bool) -> nn.Conv2d:
         conv.dilation,
         conv.groups,
         bias=bias,
+        device=conv.weight.device,
+        dtype=conv.weight.dtype,
     )
 
 
