@@ -96,6 +96,14 @@ def pad_kernel(kernel: torch.Tensor, size: int) -> torch.Tensor:
     return F.pad(kernel, [p, p, p, p])
 
 
+def _tap_shifts(k: int, n: int, like: torch.Tensor) -> torch.Tensor:
+    """(k, n, n) 0/1 matrices: ``[a, i, i2]`` is 1 where output position i reads input position i2 = i + a - k // 2
+    through kernel tap a of a 'same'-padded stride-1 conv along an axis of length n (zero outside the map)."""
+    i = torch.arange(n, device=like.device)
+    taps = torch.arange(k, device=like.device)[:, None, None]
+    return (i[None, None, :] == i[None, :, None] + taps - k // 2).to(like.dtype)
+
+
 def conv_to_fc(kernel: torch.Tensor, bias: torch.Tensor | None, h: int, w: int, groups: int = 1):
     """The FC layer equal to a stride-1, 'same'-padded conv on an h x w map (zero padding at the borders).
 
@@ -113,12 +121,13 @@ def conv_to_fc(kernel: torch.Tensor, bias: torch.Tensor | None, h: int, w: int, 
         (weight, bias) of the FC, differentiable in ``kernel`` and ``bias``.
     """
     out_chans, in_per_group, k, _ = kernel.shape
-    n = in_per_group * h * w  # inputs per group
-    # a batch of n one-hot images per group, replicated across groups: (n, C, h, w)
-    eye = torch.eye(n, dtype=kernel.dtype, device=kernel.device).reshape(n, in_per_group, h, w)
-    eye = eye.repeat(1, groups, 1, 1)  # (n, C, h, w)
-    cols = F.conv2d(eye, kernel, padding=k // 2, groups=groups)  # (n, O, h, w): the response to each one-hot
-    weight = cols.reshape(n, out_chans * h * w).t()  # (O h w, C h w / g)
+    if out_chans % groups:
+        raise ValueError(f"{out_chans} output channels do not split into {groups} groups")
+    # output pixel (i, j) reads input pixel (i + a - k // 2, j + b - k // 2) through kernel tap (a, b): one 0/1
+    # shift matrix per tap and axis places every tap, so each FC entry is one kernel entry (exact) or zero; this
+    # costs C / g times less than convolving a batch of C h w one-hot images, and the same memory as the result
+    weight = torch.einsum("ocab,aiI,bjJ->oijcIJ", kernel, _tap_shifts(k, h, kernel), _tap_shifts(k, w, kernel))
+    weight = weight.reshape(out_chans * h * w, in_per_group * h * w)  # (O h w, C h w / g)
     fc_bias = None if bias is None else bias.repeat_interleave(h * w)
     return weight, fc_bias
 
