@@ -487,6 +487,14 @@ def test_eval_json_is_valid_json_without_nan():
     assert json.loads(text) == {"loss": None, "top1": 50.0, "per_class": {"a": None}}
 
 
+def test_written_json_files_are_strictly_valid(tmp_path):
+    from mlpvision.io import write_json
+
+    path = write_json(tmp_path / "summary.json", {"history": [{"train_loss": float("nan")}], "top1": 10.0})
+    strict = json.loads(path.read_text(), parse_constant=lambda name: pytest.fail(f"{name} in {path.name}"))
+    assert strict == {"history": [{"train_loss": None}], "top1": 10.0}
+
+
 def test_an_onnx_file_with_a_scalar_input_is_refused(tmp_path, capsys):
     onnx = pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")

@@ -160,5 +160,6 @@ def to_json(obj: Any, indent: int | None = 2) -> str:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Writes ``obj`` as indented JSON (with a final newline) to ``path`` atomically."""
-    return write_text(path, json.dumps(obj, indent=2) + "\n")
+    """Writes ``obj`` as indented, strictly valid JSON (:func:`to_json`: a NaN becomes null) with a final newline to
+    ``path`` atomically."""
+    return write_text(path, to_json(obj) + "\n")
