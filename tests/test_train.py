@@ -43,6 +43,17 @@ def test_training_learns_and_writes_its_outputs(tmp_path):
     assert model.model_name == "mixer_t4_28" and model.num_classes == 4
 
 
+def test_the_final_model_shares_the_best_files_bytes_when_it_is_the_best(tmp_path):
+    summary = train(tiny_cfg(tmp_path, model="wide_convnet_28", model_args={}, epochs=1, val_size=0))
+    assert summary["best_is_final"]
+    for final, best in (("model", "best"), ("model_deploy", "best_deploy")):  # BN folded into convs
+        assert (tmp_path / f"{final}.safetensors").read_bytes() == (tmp_path / f"{best}.safetensors").read_bytes()
+    deployed = mlpvision.load_checkpoint(tmp_path / "best_deploy.safetensors")
+    assert deployed.config.deploy and not any(isinstance(m, torch.nn.BatchNorm2d) for m in deployed.modules())
+    (tmp_path / "best.safetensors").unlink()  # the names are independent files
+    assert mlpvision.load_checkpoint(tmp_path / "model.safetensors").model_name == "wide_convnet_28"
+
+
 def test_same_seed_same_weights(tmp_path):
     train(tiny_cfg(tmp_path / "a", epochs=1))
     train(tiny_cfg(tmp_path / "b", epochs=1))

@@ -3,6 +3,7 @@
 from .atomic import (
     atomic_path,
     check_writable,
+    copy_file,
     json_safe,
     output_folder,
     remove_stale_temporaries,
@@ -41,6 +42,7 @@ __all__ = [
     "adapt_input_channels",
     "atomic_path",
     "check_writable",
+    "copy_file",
     "create_model",
     "data_metadata",
     "file_metadata",

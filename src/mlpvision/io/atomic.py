@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -141,6 +142,19 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def copy_file(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Makes ``dst`` hold ``src``'s bytes, atomically. A hard link where the file system has them (no byte is
+    written; the two names stay independent because every write here replaces a file, never changes one in
+    place), else a copy."""
+    with atomic_path(dst) as tmp:
+        tmp.unlink()
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+    return Path(dst)
 
 
 def json_safe(obj: Any) -> Any:

@@ -37,6 +37,7 @@ from ..errors import ConfigError, DataError, MlpVisionError
 from ..io import (
     MODEL_NAME_KEY,
     RunLock,
+    copy_file,
     data_metadata,
     load_checkpoint,
     output_folder,
@@ -634,10 +635,15 @@ def _finish(run: Run, stopped_early: bool) -> dict:
     cfg, dist, data, out = run.cfg, run.dist, run.data, run.out
     summary: dict[str, Any] = {}
     if dist.is_main:
-        final = run.eval_model
-        save_model(final, out / "model.safetensors", run.data_metadata)
+        final, best_path = run.eval_model, out / "best.safetensors"
         if data.val is None:  # nothing to select on: the final model is the best one
-            save_model(final, out / "best.safetensors", run.data_metadata)
+            save_model(final, best_path, run.data_metadata)
+        best = load_checkpoint(best_path, device=dist.device)
+        best_is_final = same_weights(best, final)
+        if best_is_final:  # the same weights, name and metadata: the same bytes
+            copy_file(best_path, out / "model.safetensors")
+        else:
+            save_model(final, out / "model.safetensors", run.data_metadata)
         test_loader = run.eval_loader(data.test)
         epoch = max(run.loop.epoch - 1, 0)
         t0 = time.perf_counter()
@@ -645,9 +651,8 @@ def _finish(run: Run, stopped_early: bool) -> dict:
         test = run.task.evaluate(
             final, test_loader, data.info.num_classes, dist.device, progress=_eval_progress(run, "test", epoch)
         )
-        best = load_checkpoint(out / "best.safetensors", device=dist.device)
         test_best = test
-        if not same_weights(best, final):  # the test set is evaluated once when the best model is the final one
+        if not best_is_final:  # the test set is evaluated once when the best model is the final one
             report = _eval_progress(run, "test best", epoch)
             test_best = run.task.evaluate(best, test_loader, data.info.num_classes, dist.device, progress=report)
         test_seconds = time.perf_counter() - t0
@@ -655,7 +660,9 @@ def _finish(run: Run, stopped_early: bool) -> dict:
             which = "best-on-validation model" if test_best is not test else "final model"
             title = f"{run.title}\ntest split, {which}"
             save_confusion_png(test_best.confusion, data.info.classes, out / "confusion.png", title=title)
-        deployed = _save_deploy_forms(run, {"model": final, "best": best})
+        deployed = _save_deploy_forms(run, {"model": final} if best_is_final else {"model": final, "best": best})
+        if best_is_final and "model" in deployed:
+            deployed["best"] = str(copy_file(deployed["model"], out / "best_deploy.safetensors"))
         plots = {"curves": str(out / "curves.png"), "confusion": str(out / "confusion.png")} if cfg.plots else {}
         summary = {
             "model": cfg.model,
