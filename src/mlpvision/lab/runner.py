@@ -109,15 +109,15 @@ class Lab:
             write_json(self.result_path(run), result)
             return result
         model = _load(self.model_path(run))
-        deploy = reparameterize(model.eval())
+        train_form, deploy_form = count(model), count(reparameterize(model.eval()))  # each a forward pass
         result = {
             **self._identity(run, cfg),
             "summary": self._portable(summary),
             "num_classes": model.num_classes,
-            "params": count(model).params,
-            "macs": count(model).macs,
-            "deploy_params": count(deploy).params,
-            "deploy_macs": count(deploy).macs,
+            "params": train_form.params,
+            "macs": train_form.macs,
+            "deploy_params": deploy_form.params,
+            "deploy_macs": deploy_form.macs,
             "history": self._history(run),
         }
         self._measure(run, model, result)
