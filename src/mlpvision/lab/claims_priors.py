@@ -215,9 +215,9 @@ def position(p: PlanContext) -> Experiment:
         "Positional prior: which quadrant holds the shape",
         "FC layers know absolute position by construction, so from few examples a plain MLP learns which quadrant "
         "holds a shape better than a CNN that must infer position from its padding.",
-        f"The shape keeps {MARGIN} pixels from the border, so the local CNN's pooled features cannot tell the "
-        "quadrant (its field of 5x5 never reaches the border from the shape): it sits at chance by construction, "
-        "a reference row.",
+        f"The shape keeps {MARGIN} pixels from the border, so only the local CNN's units within 2 pixels of the "
+        "border see the zero padding and the shape at once (its field is 5x5): pooled, they are expected to tell "
+        "the quadrant little, and its row is a reference, not counted (the table shows where it sits).",
         extra=[
             Comparison(
                 f"MLP-Mixer vs local CNN at {large} images (a reference: chance by construction)",

@@ -16,26 +16,35 @@ def top1(r: dict) -> float:
 
 
 def last_train_top1(r: dict) -> float | None:
-    """Training top-1 (%) of the last epoch, as training saw it (augmented)."""
-    history = r.get("history") or [{}]
-    return history[-1].get("train_top1")
+    """Training top-1 (%) of the last epoch, as training saw it (augmented); a segmentation run's pixel accuracy."""
+    last = (r.get("history") or [{}])[-1]
+    return last.get("train_top1", last.get("train_pixel_acc"))
 
 
 def _chance(r: dict) -> float:
     return 100.0 / r.get("num_classes", 10)
 
 
-def rel_drop(r: dict, shift: int = 4) -> float:
+def _share_undone(base: float, after: float, chance: float) -> float | None:
+    """Share (%) of ``base``'s gain above chance that ``after`` loses; None when ``base`` is no better than chance
+    (a share of nothing is undefined, and near zero it would be a ratio of noise)."""
+    learned = base - chance
+    return 100.0 * (base - after) / learned if learned > 0 else None
+
+
+def rel_drop(r: dict, shift: int = 4) -> float | None:
     """Share (%) of what a model learned above chance that a test-time shift of ``shift`` pixels undoes."""
-    acc = r["shift_top1"]
-    return 100.0 * (acc["0"] - acc[str(shift)]) / max(acc["0"] - _chance(r), 1e-9)
+    acc = r.get("shift_top1")
+    if not acc or acc.get(str(shift)) is None:
+        return None
+    return _share_undone(acc["0"], acc[str(shift)], _chance(r))
 
 
 def moved_drop(r: dict) -> float | None:
     """Share (%) of what a model trained on aligned objects learned above chance that moving them undoes."""
     if r.get("moved_top1") is None:
         return None
-    return 100.0 * (top1(r) - r["moved_top1"]) / max(top1(r) - _chance(r), 1e-9)
+    return _share_undone(top1(r), r["moved_top1"], _chance(r))
 
 
 def gap(r: dict) -> float | None:

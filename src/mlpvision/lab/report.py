@@ -44,6 +44,7 @@ from .tuning import val_top1
 
 __all__ = ["Verdict", "comparison_interval", "write_report"]
 
+SEG_METRICS = ("miou", "shifted_miou", "seg_shift_drop")  # the metrics a segmentation section reads
 STILL_IMPROVING = 1.0  # points: a row whose gain from B/2 to B is above this (whole 95% interval) is still improving
 
 
@@ -111,6 +112,14 @@ def _finished_seeds(c: Comparison, rows: Rows) -> set[int]:
     return set.intersection(*({r["seed"] for r in rows.get(label, [])} for label in _labels(c)))
 
 
+def _planned_seeds(exp: Experiment, c: Comparison) -> set[int]:
+    """The seeds the plan registers for every row of a comparison."""
+    seeds: dict[str, set[int]] = {}
+    for run in exp.runs:
+        seeds.setdefault(run.label, set()).add(run.seed)
+    return set.intersection(*(seeds.get(label, set()) for label in _labels(c)))
+
+
 def comparison_interval(c: Comparison, rows: Rows) -> Interval | None:
     """The paired interval of a comparison: a - b per seed (minus the second pair's a - b when it has one), over
     the seeds every row involved has finished; None until two seeds have."""
@@ -150,6 +159,7 @@ class Verdict:
     p_family: float | None = None
     p_page: float | None = None
     budget: str = ""  # robust, budget-sensitive, no budget check, budget check pending, or "-" (not decided)
+    seeds: str = ""  # finished / registered seeds of the comparison
 
     def adjusted(self, p: float | None) -> str:
         if self.raw in ("pending", "tied", "undefined"):
@@ -199,26 +209,38 @@ def _verdicts(exps: list[Experiment], res: _Results) -> list[Verdict]:
                 raw = decide(iv, c.kind, c.margin)
             if raw == "undecided" and iv is not None and iv.low == iv.high:  # equal on every seed, e.g. both 100%
                 raw = "tied"
-            if raw == "pending" and len(_finished_seeds(c, rows)) >= 2:  # the runs are there, the metric is not
+            done, planned = _finished_seeds(c, rows), _planned_seeds(exp, c)
+            if raw == "pending" and len(done) >= 2:  # the runs are there, the metric is not
                 raw = "undefined"
-            out.append(Verdict(exp, c, iv, t, raw))
+            if not planned <= done:  # decided once every registered seed is in, never part-way
+                raw = "pending"
+            out.append(Verdict(exp, c, iv, t, raw, seeds=f"{len(done & planned)}/{len(planned)}"))
     by_name = {(v.exp.key, v.c.name): v for v in out}
     for v in out:
         if v.c.deciding:
             v.budget = _robust(v, by_name.get((v.exp.key, f"{v.c.name} (half budget)")))
     # Holm: over each claim's comparisons (the family; a counted comparison no claim names is its experiment's),
-    # and over the page
-    counted = [v for v in out if v.c.counted and v.t is not None]
-    for v, p in zip(counted, holm([v.t.p for v in counted]), strict=True):
-        v.p_page = p
+    # and over the page. Every registered comparison keeps its place in its family: one not decided (pending or
+    # undefined) enters with p = 1, so a family never shrinks to the comparisons that happened to give a test.
+    counted = [v for v in out if v.c.counted]
+    for v, p in zip(counted, holm([_p_of(v) for v in counted]), strict=True):
+        v.p_page = p if v.raw not in _UNTESTED else None
     claim_of = {key: i for i, claim in enumerate(SEED_CLAIMS) for key in claim.decided_by}
     families: dict[object, list[Verdict]] = {}
     for v in counted:
         families.setdefault(claim_of.get((v.exp.key, v.c.name), v.exp.key), []).append(v)
     for family in families.values():
-        for v, p in zip(family, holm([v.t.p for v in family]), strict=True):
-            v.p_family = p
+        for v, p in zip(family, holm([_p_of(v) for v in family]), strict=True):
+            v.p_family = p if v.raw not in _UNTESTED else None
     return out
+
+
+_UNTESTED = ("pending", "undefined")
+
+
+def _p_of(v: Verdict) -> float:
+    """The p-value a comparison brings to Holm's correction: 1 when it has no test (yet)."""
+    return 1.0 if v.t is None or v.raw in _UNTESTED else v.t.p
 
 
 def _p(p: float | None) -> str:
@@ -254,6 +276,8 @@ def _claims_table(verdicts: list[Verdict], checks: dict[str, tuple[bool | None, 
             verdict = strict = "refuted (a check failed)"
         elif failed:
             verdict = strict = "undecided (a check its test needs failed)"
+        elif any(checks.get(c, (None, ""))[0] is None for c in claim.checks):
+            verdict = strict = "pending (a check has not run)"
         else:
             verdict = _combine([v.family for v in found])
             strict = _combine([v.page for v in found])
@@ -293,7 +317,7 @@ def _verdict_table(verdicts: list[Verdict]) -> list[str]:
         mde = detectable(iv)
         lines.append(
             f"| {v.exp.key} | {_cell(v.c.name)} | `{_cell(v.c.rule)}` | {iv if iv else '-'} | "
-            f"{iv.n if iv else 0} | {_p(v.t.p if v.t else None)} | {_p(v.p_family)} | {_p(v.p_page)} | {v.raw} | "
+            f"{v.seeds} | {_p(v.t.p if v.t else None)} | {_p(v.p_family)} | {_p(v.p_page)} | {v.raw} | "
             f"**{v.family}** | {v.page} | {f'{mde:.2f}' if mde is not None else '-'} | {v.budget} |"
         )
     return lines
@@ -313,8 +337,9 @@ def _tuning_section(exp: Experiment, res: _Results, chosen_rates: dict[str, floa
     lines = [
         f"## {exp.title}",
         "",
-        f"**Protocol.** {exp.budget}. Validation top-1 (%) at the last epoch; the chosen rate in bold; a run whose "
-        "loss became NaN counts at chance; `a / b`: a close rate's score on the tuning seed and on the confirming "
+        f"**Protocol.** {exp.budget}. Validation top-1 (%) at the last epoch (mean IoU (%) for the segmentation "
+        "families, `seg:`); the chosen rate in bold; a run whose loss became NaN counts at chance (a mean IoU of 0); "
+        "`a / b`: a close rate's score on the tuning seed and on the confirming "
         "seed. Every verdict run trains at its family's chosen rate.",
         "",
         "| family | chosen rate | " + " | ".join(f"{lr:g}" for lr in rates) + " |",
@@ -330,7 +355,8 @@ def _tuning_section(exp: Experiment, res: _Results, chosen_rates: dict[str, floa
                 text = f"{scores[lr]:.2f}"
                 if lr in confirmed.get(fam, {}):
                     text += f" / {confirmed[fam][lr]:.2f}"
-                cells.append(f"**{text}**" if lr == best else text)
+                # the labels hold rates as printed (:g); the chosen rate is exact (a base rate x 1/3, say)
+                cells.append(f"**{text}**" if best is not None and f"{lr:g}" == f"{best:g}" else text)
         chosen = f"{best:g}" if best is not None else "pending"
         lines.append(f"| {_cell(fam)} | {chosen} | " + " | ".join(cells) + " |")
     return [*lines, ""]
@@ -374,13 +400,30 @@ def _header(exp: Experiment, res: _Results, rows: Rows) -> list[str]:
     return lines + ([exp.notes, ""] if exp.notes else [])
 
 
+def _timed_as(exp: Experiment) -> dict[str, str]:
+    """Row label -> the latency entry timing the same model and config (a row and its half-budget twin share one)."""
+    entries = {(name, _canonical(args)): label for label, (name, args) in exp.latency.items()}
+    out = {}
+    for run in exp.runs:
+        key = entries.get((run.model, _canonical(run.model_args)))
+        if key is not None:
+            out[run.label] = key
+    return out
+
+
+def _canonical(args) -> str:
+    return json.dumps(args, sort_keys=True, default=list)
+
+
 def _table(exp: Experiment, res: _Results, rows: Rows) -> list[str]:
     metric = m.METRICS[exp.metric]
     lat = res.latency(exp).get("rows", {})
+    timed = _timed_as(exp)
     columns = [c for c in exp.columns if c != exp.metric]
     halves = set(exp.budget_pairs.values())
     head = f"| row | seeds | {metric.title} |" + "".join(f" {m.METRICS[c].title} |" for c in columns)
-    head += " last-epoch train top-1 (%) |" if "train_top1" not in columns else ""
+    train = "pixel accuracy" if exp.metric in SEG_METRICS else "top-1"
+    head += f" last-epoch train {train} (%) |" if "train_top1" not in columns else ""
     head += " gain from B/2 to B (points) |" if exp.budget_pairs else ""
     head += " params (M) | MMACs |" + (" latency (ms) |" if lat else "")
     ncols = head.count("|") - 1
@@ -403,9 +446,8 @@ def _table(exp: Experiment, res: _Results, rows: Rows) -> list[str]:
         size = f"{rs[0]['deploy_params'] / 1e6:.2f} | {rs[0]['deploy_macs'] / 1e6:.1f}" if rs else "- | -"
         cells += f" {size} |"
         if lat:
-            key = next((k for k in lat if label == k or label.startswith(k + " ")), None)
-            key = key or next((k for k in lat if label.startswith(k)), None)
-            cells += f" {lat[key]['median_ms']:.2f} |" if key else " - |"
+            key = timed.get(label)
+            cells += f" {lat[key]['median_ms']:.2f} |" if key in lat else " - |"
         lines.append(cells)
     lines += [
         "",
@@ -420,7 +462,7 @@ def _table(exp: Experiment, res: _Results, rows: Rows) -> list[str]:
     ]
     if lat:
         timing = res.latency(exp)
-        extra = [k for k in lat if not any(label == k or label.startswith(k) for label in rows)]
+        extra = [k for k in lat if k not in timed.values()]
         lines += [
             "",
             f"Latency: deploy forms, eager float32, batch {timing['batch_size']}, {timing['threads']} threads, all "
@@ -618,8 +660,9 @@ def write_report(
             else "no plan hash recorded with the runs"
         )
         + ". Every learning rate comes from the tuning protocol (table below); verdicts are decided by the rules of "
-        f"the plan, with Holm's correction over each experiment and over the {len(counted)} counted comparisons of "
-        "the page.",
+        f"the plan, with Holm's correction over each claim's comparisons and over the {len(counted)} counted "
+        "comparisons of the page (a comparison not yet decided enters both with p = 1). A comparison is decided once "
+        "every registered seed of its rows has finished, never part-way.",
         "",
         "## Claims",
         "",
@@ -627,10 +670,12 @@ def write_report(
         "",
         "## Verdicts",
         "",
-        "Each counted comparison: its rule, the paired estimate (points) with its 95% interval, the p value against "
-        "the rule's boundary, Holm-adjusted over its experiment (the claim's family) and over the whole page, the "
-        "decisions (raw; over the family, which is the verdict; over the page, the strict reading), the smallest "
-        "true effect the design detects with 80% power, and the budget check of its rows.",
+        "Each counted comparison: its rule, the paired estimate (points) with its 95% interval, the seeds finished of "
+        "those registered, the p value against the rule's boundary, Holm-adjusted over the comparisons of the claim "
+        "it decides (its family; a comparison no claim names is a family with its experiment's others) and over the "
+        "whole page, the decisions (raw; over the family, which is the verdict; over the page, the strict reading), "
+        "the smallest true effect the design detects with 80% power (from the observed spread, before any "
+        "correction), and the budget check of its rows.",
         "",
         *_verdict_table(verdicts),
         "",
