@@ -112,12 +112,12 @@ def _finished_seeds(c: Comparison, rows: Rows) -> set[int]:
     return set.intersection(*({r["seed"] for r in rows.get(label, [])} for label in _labels(c)))
 
 
-def _planned_seeds(exp: Experiment, c: Comparison) -> set[int]:
-    """The seeds the plan registers for every row of a comparison."""
+def _registered_seeds(exp: Experiment) -> dict[str, set[int]]:
+    """Row label -> the seeds the plan registers for it."""
     seeds: dict[str, set[int]] = {}
     for run in exp.runs:
         seeds.setdefault(run.label, set()).add(run.seed)
-    return set.intersection(*(seeds.get(label, set()) for label in _labels(c)))
+    return seeds
 
 
 def comparison_interval(c: Comparison, rows: Rows) -> Interval | None:
@@ -197,7 +197,7 @@ def _robust(v: Verdict, half: Verdict | None) -> str:
 def _verdicts(exps: list[Experiment], res: _Results) -> list[Verdict]:
     out: list[Verdict] = []
     for exp in exps:
-        rows = res.rows(exp)
+        rows, registered = res.rows(exp), _registered_seeds(exp)
         for c in exp.comparisons:
             diffs = comparison_diffs(c, rows)
             iv = paired_t(diffs, [0.0] * len(diffs))
@@ -209,7 +209,8 @@ def _verdicts(exps: list[Experiment], res: _Results) -> list[Verdict]:
                 raw = decide(iv, c.kind, c.margin)
             if raw == "undecided" and iv is not None and iv.low == iv.high:  # equal on every seed, e.g. both 100%
                 raw = "tied"
-            done, planned = _finished_seeds(c, rows), _planned_seeds(exp, c)
+            done = _finished_seeds(c, rows)
+            planned = set.intersection(*(registered.get(label, set()) for label in _labels(c)))
             if raw == "pending" and len(done) >= 2:  # the runs are there, the metric is not
                 raw = "undefined"
             if not planned <= done:  # decided once every registered seed is in, never part-way
@@ -224,23 +225,25 @@ def _verdicts(exps: list[Experiment], res: _Results) -> list[Verdict]:
     # undefined) enters with p = 1, so a family never shrinks to the comparisons that happened to give a test.
     counted = [v for v in out if v.c.counted]
     for v, p in zip(counted, holm([_p_of(v) for v in counted]), strict=True):
-        v.p_page = p if v.raw not in _UNTESTED else None
+        v.p_page = p if _tested(v) else None
     claim_of = {key: i for i, claim in enumerate(SEED_CLAIMS) for key in claim.decided_by}
     families: dict[object, list[Verdict]] = {}
     for v in counted:
         families.setdefault(claim_of.get((v.exp.key, v.c.name), v.exp.key), []).append(v)
     for family in families.values():
         for v, p in zip(family, holm([_p_of(v) for v in family]), strict=True):
-            v.p_family = p if v.raw not in _UNTESTED else None
+            v.p_family = p if _tested(v) else None
     return out
 
 
-_UNTESTED = ("pending", "undefined")
+def _tested(v: Verdict) -> bool:
+    """Whether a comparison has a test that decides it (not pending, its metric not undefined)."""
+    return v.t is not None and v.raw not in ("pending", "undefined")
 
 
 def _p_of(v: Verdict) -> float:
     """The p-value a comparison brings to Holm's correction: 1 when it has no test (yet)."""
-    return 1.0 if v.t is None or v.raw in _UNTESTED else v.t.p
+    return v.t.p if _tested(v) else 1.0
 
 
 def _p(p: float | None) -> str:
@@ -417,7 +420,8 @@ def _canonical(args) -> str:
 
 def _table(exp: Experiment, res: _Results, rows: Rows) -> list[str]:
     metric = m.METRICS[exp.metric]
-    lat = res.latency(exp).get("rows", {})
+    timing = res.latency(exp)
+    lat = timing.get("rows", {})
     timed = _timed_as(exp)
     columns = [c for c in exp.columns if c != exp.metric]
     halves = set(exp.budget_pairs.values())
@@ -461,7 +465,6 @@ def _table(exp: Experiment, res: _Results, rows: Rows) -> list[str]:
         ),
     ]
     if lat:
-        timing = res.latency(exp)
         extra = [k for k in lat if k not in timed.values()]
         lines += [
             "",
