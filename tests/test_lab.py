@@ -133,7 +133,14 @@ def test_a_missing_result_retrains_only_that_run(quick_lab, monkeypatch):
     exp = next(e for e in plan(Settings.tiny()) if e.key == "position")
     (results / "runs" / f"{exp.runs[0].key}.json").unlink()
     run_lab(Settings.tiny(), results, runs, only=["position"])
-    assert trained == [str(runs / exp.runs[0].key)]
+    assert trained == [str(runs / exp.runs[0].key)]  # from the start: its training state had been dropped
+
+
+def test_finished_runs_keep_their_model_files_and_drop_their_training_state(quick_lab):
+    _, runs, _ = quick_lab
+    folders = [p for p in runs.iterdir() if (p / "summary.json").is_file()]
+    assert folders and all((p / "model.safetensors").is_file() for p in folders)
+    assert not [p.name for p in folders if (p / "last.safetensors").exists()]
 
 
 def test_unknown_experiment_is_a_clear_error(capsys):

@@ -102,8 +102,11 @@ class Lab:
             self.ensure(run.init, need_model=True)
             cfg["init"] = str(self.model_path(run.init))
         log.info("lab: training %s (%s)", run.key, run.label)
+        state = self.runs / run.key / "last.safetensors"
         try:
-            summary = train(TrainConfig.from_dict(cfg), resume=True)
+            # an interrupted run resumes from its training state; a finished run whose state was dropped (below)
+            # and whose result is gone trains again from the start
+            summary = train(TrainConfig.from_dict(cfg), resume=True, overwrite=not state.is_file())
         except TrainingError as e:  # a learning rate too high for the model: a result, not a failure
             result = self._diverged(run, cfg, str(e))
             write_json(self.result_path(run), result)
@@ -122,6 +125,10 @@ class Lab:
         }
         self._measure(run, model, result)
         write_json(self.result_path(run), result)
+        # the training state (weights, optimizer moments, schedule) only serves to resume an unfinished run; the
+        # model files stay for the measurements, teachers and fine-tuning starts (a RepMLP's state is three times
+        # its model file: the whole lab would keep tens of GB of it)
+        state.unlink(missing_ok=True)
         return result
 
     def _identity(self, run: LabRun, cfg: dict) -> dict:
