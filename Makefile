@@ -8,7 +8,7 @@ FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 FMNIST_FILES := train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz
 PYTEST_ARGS ?=
 
-.PHONY: setup data demo test test-fast lint bench readme clean
+.PHONY: setup data demo test test-fast test-zoo lint bench readme clean
 
 setup: $(STAMP) data
 
@@ -46,11 +46,15 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests tools benchmarks experiments
 
 test: setup lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not zoo" $(PYTEST_ARGS)
 
 # the tests without the slow ones (marked @pytest.mark.slow: torch.compile, several processes, kill and resume)
 test-fast: setup lint
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not zoo" $(PYTEST_ARGS)
+
+# the checks that need the registered models at their full size (224 px and up; marked @pytest.mark.zoo)
+test-zoo: setup
+	$(BIN)/python -m pytest -m zoo $(PYTEST_ARGS)
 
 # Benchmarks write JSON and Markdown under docs/; run them on an otherwise idle machine.
 bench: setup

@@ -5,6 +5,7 @@ conftest.py."""
 import pickle
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -15,6 +16,13 @@ from mlpvision.train import TrainConfig
 
 # models small enough to run real forward and backward passes in tests
 SMALL_MODELS = [n for n in mlpvision.list_models() if n.endswith(("_28", "_32"))]
+FULL_SIZE = 224  # models built for this input size or larger are checked by ``make test-zoo`` (the ``zoo`` mark)
+
+
+def zoo_params(names: list[str]) -> list:
+    """``names`` as pytest parameters, the full-size models (input of :data:`FULL_SIZE` px and up) marked ``zoo``."""
+    sizes = {n: mlpvision.create_model(n, device="meta").img_size for n in names}
+    return [pytest.param(n, marks=pytest.mark.zoo) if sizes[n] >= FULL_SIZE else n for n in names]
 
 
 def randomize_(model: torch.nn.Module, std: float = 0.05) -> torch.nn.Module:

@@ -13,7 +13,7 @@ from mlpvision.layers import ConvBN, LinearBN
 from mlpvision.models.repmlp import RepMLPBlock
 from mlpvision.reparam import Reparameterizable, absorb_bn_into_next_linear, conv_to_fc, fuse_bn, reparameterize
 
-from .helpers import assert_reparam_equivalent, randomize_bn_
+from .helpers import assert_reparam_equivalent, randomize_bn_, zoo_params
 
 REPARAM_MODELS = [
     n
@@ -28,7 +28,7 @@ def test_every_repmlp_and_stage_model_is_reparameterizable():
     assert set(PURE_MLP) | {"repmlp_resnet50_g8_224", "repmlp_resnet18_28", "wide_convnet_32"} <= set(REPARAM_MODELS)
 
 
-@pytest.mark.parametrize("name", REPARAM_MODELS)
+@pytest.mark.parametrize("name", zoo_params(REPARAM_MODELS))
 def test_deploy_form_equals_train_form_and_its_weights_load_into_the_deploy_model(name):
     torch.manual_seed(0)
     model = randomize_bn_(mlpvision.create_model(name))
@@ -45,7 +45,16 @@ def test_deploy_form_equals_train_form_and_its_weights_load_into_the_deploy_mode
         torch.testing.assert_close(fresh.eval()(x[:1]), deployed(x[:1]), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name", ["resnet18_28", "resnet50"])
+@pytest.mark.parametrize("name", [n for n in REPARAM_MODELS if n.startswith("repmlp_resnet50")])
+def test_the_repmlp_resnet50_layouts_at_an_eighth_of_their_width_deploy_exactly(name):
+    # make test's cover of the bottleneck and light RepMLP blocks, whose registered models run under make test-zoo
+    torch.manual_seed(0)
+    model = randomize_bn_(mlpvision.create_model(name, num_classes=4, width=8, img_size=112))
+    deployed = assert_reparam_equivalent(model, torch.randn(2, 3, 112, 112), rtol=1e-4)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in deployed.modules()), "BN left"
+
+
+@pytest.mark.parametrize("name", zoo_params(["resnet18_28", "resnet50"]))
 def test_a_resnet_deploys_with_every_batchnorm_folded_into_its_conv(name):
     torch.manual_seed(0)
     model = randomize_bn_(mlpvision.create_model(name))
