@@ -139,6 +139,64 @@ def test_a_run_whose_teacher_failed_is_reported_not_submitted(ray_cluster, tmp_p
     assert "dependency teacher failed" in reasons["student"]
 
 
+class _FailingLab:
+    """A lab whose runs named in ``bad`` raise ``error``; the others finish at once."""
+
+    def __init__(self, bad: set[str], error: Exception) -> None:
+        self.bad, self.error, self.ensured = bad, error, []
+
+    def ensure(self, run: LabRun, need_model: bool = False) -> dict:
+        if run.key in self.bad:
+            raise self.error
+        self.ensured.append((run.key, need_model))
+        return {}
+
+
+@pytest.mark.parametrize("error", [RuntimeError("a bug on purpose"), ConfigError("bad on purpose")])
+def test_in_this_process_a_failed_run_costs_only_the_runs_that_need_it(error, capsys, caplog):
+    from mlpvision.lab.executors import Batch
+
+    teacher = LabRun("teacher", "mlp_28")
+    student, other = LabRun("student", "mlp_28", teacher=teacher), LabRun("other", "mlp_28", seed=2)
+    second = LabRun("second student", "mlp_28", seed=1, teacher=teacher)
+    lab, after = _FailingLab({teacher.key}, error), []
+    batches = [
+        Batch("a", [("student", student), ("other", other), ("second", second)], lambda: after.append("a")),
+        Batch("b", [("other again", other)], lambda: after.append("b")),
+    ]
+    with pytest.raises(LabRunsFailed) as caught:
+        LocalExecutor().run(lab, batches, progress=print)
+    reasons = {f.label: (f.error, f.attempts) for f in caught.value.failures}
+    assert reasons == {
+        "teacher": ("bad on purpose" if isinstance(error, ConfigError) else "a bug on purpose", 1),
+        "student": ("its dependency teacher failed", 0),
+        "second student": ("its dependency teacher failed", 0),  # the teacher is not tried again
+    }
+    assert lab.ensured == [(other.key, False), (other.key, False)]  # every other run went on
+    assert after == ["b"]  # a batch's closing step (its latency) waits for all its runs
+    assert "teacher (seed 0) failed" in capsys.readouterr().out
+    [record] = [r for r in caplog.records if "failed" in r.getMessage()]
+    assert (record.exc_info is not None) == (not isinstance(error, ConfigError))  # a bug keeps its traceback
+
+
+def test_the_lab_command_writes_the_page_then_reports_the_failed_runs(tmp_path, monkeypatch, capsys):
+    import mlpvision.lab
+    from mlpvision.lab.executors import Failure
+
+    failures = [Failure(f"k{i}", f"run {i}", "a bug on purpose", 1) for i in range(7)]
+
+    def failing(*a, **kw):
+        raise LabRunsFailed(failures)
+
+    monkeypatch.setattr(mlpvision.lab, "run_lab", failing)
+    args = ["lab", "--quick", "--results", str(tmp_path / "r"), "--runs", str(tmp_path / "runs")]
+    assert main([*args, "--docs", str(tmp_path / "docs")]) == 1  # the lab ran: status 1, not bad input's 2
+    err = capsys.readouterr().err
+    assert err.startswith("mlpvision: error: 7 lab run(s) failed") and "run 4 (k4)" in err and "run 5" not in err
+    assert "and 2 more" in err and "Traceback" not in err
+    assert (tmp_path / "docs" / "results.md").is_file()  # the page shows what did finish
+
+
 def test_resources_follow_the_gpu_rule():
     s, quick = Settings.full(), Settings.tiny()
     big = LabRun("big", "repmlp_fast_28", train={"train_subset": 5000})

@@ -74,6 +74,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from ..io import write_text
     from ..lab import (
+        LabRunsFailed,
         Settings,
         check_data,
         data_suffix,
@@ -117,20 +118,24 @@ def run(args: argparse.Namespace) -> int:
         latency_only(settings, results, args.only)
         console().print(f"latency tables: {results}/*_latency.json")
     headline = [Path(h) for h in args.headline or []]
+    failed: LabRunsFailed | None = None
     if not headline and args.results is None and not suffix:  # the default Fashion-MNIST report shows every
         headline = published_models("results")  # published one, headline models before teachers
     if not args.report_only and not args.latency_only:
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
-        run_lab(
-            settings,
-            results,
-            runs,
-            args.only,
-            args.data_dir,
-            progress=console().print,
-            latency=not args.no_latency,
-            executor=executor,
-        )
+        try:
+            run_lab(
+                settings,
+                results,
+                runs,
+                args.only,
+                args.data_dir,
+                progress=console().print,
+                latency=not args.no_latency,
+                executor=executor,
+            )
+        except LabRunsFailed as e:  # the page still shows every run that finished; the error comes after it
+            failed = e
         done = (Path(results) / "headline_vs_cnn.json").is_file()
         wanted = not args.only or "headline_vs_cnn" in args.only
         if headline and wanted and not settings.quick and not done:
@@ -138,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
             headline_vs_cnn(headline, Path(results), Path(args.docs) / "figures")
     out = write_report(results, args.docs, headline)
     console().print(f"report: {out}")
+    if failed is not None:
+        raise failed
     return 0
 
 

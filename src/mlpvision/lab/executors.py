@@ -7,7 +7,8 @@ On Ray each run is one task declaring its resources (:func:`resources`); the tas
 its worker and returns the result and, when the driver needs it (a distillation teacher, a fine-tuning start), the
 model file's bytes: the driver writes the result files, so no shared file system is needed. A run's teacher and
 init run train first; a task that raises or whose node dies is retried ``retries`` times and then reported
-(:class:`LabRunsFailed`) once everything else has finished; Ctrl-C cancels the tasks still running.
+(:class:`LabRunsFailed`) once everything else has finished; Ctrl-C cancels the tasks still running. In this process
+a run that raises is reported the same way, without retries, and the runs that need its model are not tried.
 
 Ray is an optional dependency (``pip install mlpvision[cluster]``); every node of a cluster needs mlpvision and
 the data set (``--data-dir``) installed.
@@ -49,6 +50,7 @@ GIB = 1 << 30
 # 224-px models at batch 128 keep their activations and a decoded batch in host memory
 MEMORY_GIB = ((64, 1.0), (10**9, 8.0))
 QUICK_MEMORY_GIB = 0.5
+SHOWN_FAILURES = 5  # failed runs named in the error message (all are in LabRunsFailed.failures and the log)
 
 
 class Batch(NamedTuple):
@@ -72,10 +74,13 @@ class Failure:
 class LabRunsFailed(MlpVisionError, RuntimeError):
     """Runs failed on every attempt; every other run finished and its result is written."""
 
+    exit_code = 1  # the lab ran and could not finish every run
+
     def __init__(self, failures: list[Failure]) -> None:
         self.failures = failures
-        lines = [f"{f.label} ({f.key}), {f.attempts} attempt(s): {f.error}" for f in failures]
-        super().__init__(f"{len(failures)} lab run(s) failed; the others are written: " + "; ".join(lines))
+        lines = [f"{f.label} ({f.key}), {f.attempts} attempt(s): {f.error}" for f in failures[:SHOWN_FAILURES]]
+        more = f"; and {len(failures) - SHOWN_FAILURES} more" if len(failures) > SHOWN_FAILURES else ""
+        super().__init__(f"{len(failures)} lab run(s) failed; the others are written: " + "; ".join(lines) + more)
 
 
 class Executor(Protocol):
@@ -84,16 +89,45 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    """Trains every run in this process, one after another, batch by batch (the lab's default)."""
+    """Trains every run in this process, one after another, batch by batch (the lab's default).
+
+    A run that raises is logged (with its traceback when the error is not one of the library's own) and the lab
+    goes on: the runs that need its model (its students, its fine-tunings) are reported with it, not tried, and
+    every failure is reported at the end (:class:`LabRunsFailed`), as on Ray. Ctrl-C stops at once.
+    """
 
     def run(self, lab, batches: list[Batch], progress: Callable[[str], None] | None = None) -> None:
+        say = progress or (lambda _m: None)
+        failures: dict[str, Failure] = {}
         for batch in batches:
             for message, run in batch.jobs:
-                if progress:
-                    progress(message)
-                lab.ensure(run)
-            if batch.after:
+                say(message)
+                self._ensure(lab, run, failures, say)
+            if batch.after and not any(run.key in failures for _, run in batch.jobs):
                 batch.after()
+        if failures:
+            raise LabRunsFailed(list(failures.values()))
+
+    def _ensure(self, lab, run: LabRun, failures: dict[str, Failure], say, need_model: bool = False) -> bool:
+        """Ensures ``run`` after its teacher and init run; False (and a :class:`Failure`) when it or one of them
+        failed."""
+        if run.key in failures:
+            return False
+        for dep in _dependencies(run):
+            if not self._ensure(lab, dep, failures, say, need_model=True):
+                failures[run.key] = Failure(run.key, run.label, f"its dependency {dep.label} failed", 0)
+                return False
+        try:
+            lab.ensure(run, need_model=need_model)
+        except Exception as e:  # one run's failure must not cost the others
+            failures[run.key] = Failure(run.key, run.label, _last_line(e), 1)
+            if isinstance(e, MlpVisionError):
+                log.error("lab: %s (%s) failed: %s", run.label, run.key, e)
+            else:
+                log.exception("lab: %s (%s) failed", run.label, run.key)
+            say(f"lab: {run.label} (seed {run.seed}) failed: {_last_line(e)}; the other runs go on")
+            return False
+        return True
 
 
 def resources(run: LabRun, settings: Settings, cluster_gpus: float, cpus: float = 1) -> dict[str, float]:
