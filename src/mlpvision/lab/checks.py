@@ -45,6 +45,25 @@ def _randomised(model: torch.nn.Module) -> torch.nn.Module:
     return model.eval()
 
 
+def _random_model(name: str, **args) -> torch.nn.Module:
+    """``create_model(name, **args)`` filled by :func:`_randomised`, built without its own initialisation (on the
+    meta device, then given memory): that initialisation, an orthogonal matrix per RepMLP partition, takes seconds
+    to compute values that are overwritten. Only BatchNorm buffers are allowed (they are all set again)."""
+    model = create_model(name, device="meta", **args).to_empty(device="cpu")
+    bn = {id(b) for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for b in m.buffers()}
+    if any(id(b) not in bn for b in model.buffers()):
+        raise ValueError(f"{name} holds buffers other than BatchNorm statistics: build it with create_model")
+    with torch.no_grad():
+        for b in model.buffers():
+            b.zero_()  # num_batches_tracked; the statistics are drawn below
+    return _randomised(model)
+
+
+def _macs_deployed(name: str, **args) -> int:
+    """Multiply-adds of the deploy form of ``create_model(name, **args)``, counted on the meta device."""
+    return count(reparameterize(create_model(name, device="meta", **args).eval())).macs
+
+
 def _rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     """Largest difference relative to the largest output magnitude (float32 summation order aside: ~1e-7)."""
     return ((a - b).abs().max() / a.abs().max().clamp_min(1e-12)).item()
@@ -100,7 +119,7 @@ def repmlp_fusion(**_) -> tuple[bool, str]:
     """RepMLP's deploy form (FC layers only) computes what its train form computes, with random BatchNorm
     statistics."""
     name, args = LAB_MODELS["RepMLP"]
-    model = _randomised(create_model(name, **args))
+    model = _random_model(name, **args)
     deployed = reparameterize(model)
     x = _images()
     rel = _rel_diff(model(x), deployed(x))
@@ -112,7 +131,7 @@ def repmlp_fewer_macs(**_) -> tuple[bool, str]:
     macs = {}
     for label in ("RepMLP", "Wide ConvNet"):
         name, args = LAB_MODELS[label]
-        macs[label] = count(reparameterize(create_model(name, **args).eval())).macs
+        macs[label] = _macs_deployed(name, **args)
     ok = macs["RepMLP"] < macs["Wide ConvNet"]
     return ok, f"RepMLP {macs['RepMLP'] / 1e6:.1f} M vs Wide ConvNet {macs['Wide ConvNet'] / 1e6:.1f} M MACs"
 
@@ -123,9 +142,12 @@ def untied_equals_tied(**_) -> tuple[bool, str]:
     untying only adds freedom (the comparison's premise)."""
     tied = _randomised(_mixer())
     groups = LAB_MODELS["MLP-Mixer, untied token mixing"][1]["token_mixing_groups"]
-    untied = _mixer(token_mixing_groups=groups)
+    name, args = _MIXER
+    untied = create_model(name, device="meta", **args, token_mixing_groups=groups).to_empty(device="cpu").eval()
     state = {k: v for k, v in tied.state_dict().items() if ".mlp_tokens." not in k}
-    untied.load_state_dict(state, strict=False)
+    unset = [k for k in untied.load_state_dict(state, strict=False).missing_keys if ".mlp_tokens." not in k]
+    if unset:  # built without initialisation: every weight must come from the tied model
+        raise ValueError(f"the untied Mixer's {', '.join(unset)} has no tied counterpart")
     for blk, ublk in zip(tied.blocks, untied.blocks, strict=True):
         m, u = blk.mlp_tokens, ublk.mlp_tokens
         u.fc1_weight.copy_(m.fc1.weight.expand_as(u.fc1_weight))
@@ -160,7 +182,7 @@ def seg_repmlp_resnet_macs(**_) -> tuple[bool, str]:
     macs = {}
     for label in ("seg: RepMLP-ResNet-18/2", "seg: ResNet-18/2", "seg: ResNet-18/2, widened"):
         name, args = SEG_MODELS[label]
-        macs[label] = count(reparameterize(create_model(name, **args).eval())).macs / 1e6
+        macs[label] = _macs_deployed(name, **args) / 1e6
     ok = macs["seg: RepMLP-ResNet-18/2"] <= macs["seg: ResNet-18/2"]
     return ok, ", ".join(f"{k.removeprefix('seg: ')} {v:.1f} M" for k, v in macs.items()) + " MACs (deploy forms)"
 
@@ -170,7 +192,7 @@ def seg_deploy_equal(**_) -> tuple[bool, str]:
     """The segmentation RepMLP-ResNet's deploy form (RepMLP as FC layers, every BatchNorm of backbone and decoder
     fused) computes the train form's per-pixel logits, with random BatchNorm statistics."""
     name, args = SEG_MODELS["seg: RepMLP-ResNet-18/2"]
-    model = _randomised(create_model(name, **args))
+    model = _random_model(name, **args)
     x = torch.randn(2, 1, 64, 64, generator=torch.Generator().manual_seed(1))
     rel = _rel_diff(model(x), reparameterize(copy.deepcopy(model)).eval()(x))
     return rel < 1e-4, f"largest relative logit difference {rel:.1e}"
@@ -180,7 +202,7 @@ def teacher_gap(rows=None, **_) -> tuple[bool | None, str]:
     """The distillation teacher is at least 2 points ahead of the undistilled student (else the test cannot tell)."""
     teacher, student = (rows or {}).get("teacher", []), (rows or {}).get("ResMLP", [])
     if not teacher or not student:
-        return None, "pending"
+        return None, "the teacher's and the undistilled student's runs have not finished"
     gap = top1(teacher[0]) - statistics.mean(top1(r) for r in student)
     return gap >= 2.0, f"teacher {top1(teacher[0]):.2f}% vs student {gap:+.2f} points"
 
@@ -191,7 +213,7 @@ def mixer_faster_than_vit(latency=None, **_) -> tuple[bool | None, str]:
     rows = (latency or {}).get("rows", {})
     sizes = sorted({int(k.rsplit(" at ", 1)[1].split()[0]) for k in rows})
     if not sizes:
-        return None, "pending (timed on an idle machine by `mlpvision lab --latency-only`)"
+        return None, "timed later, on an idle machine, by `mlpvision lab --latency-only`"
 
     def ratio(n: int, lo: str = "median_ms", hi: str = "median_ms") -> float:
         return rows[f"ViT at {n} px"][lo] / rows[f"MLP-Mixer at {n} px"][hi]
