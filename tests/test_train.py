@@ -16,7 +16,7 @@ from mlpvision.cli import main
 from mlpvision.data import AugmentConfig
 from mlpvision.errors import ConfigError
 from mlpvision.io import read_safetensors
-from mlpvision.train import TrainConfig, TrainingError, build_data, load_teacher, train
+from mlpvision.train import TrainConfig, TrainingError, TrainingStopped, build_data, load_teacher, train
 
 from .helpers import tiny_cfg
 
@@ -131,6 +131,58 @@ def test_resume_after_kill_9_is_bit_identical(tmp_path):
     a, b = _weights(tmp_path / "ref/model.safetensors"), _weights(out / "model.safetensors")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed run differs from the uninterrupted one"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_saves_the_step_and_a_resume_ends_as_an_uninterrupted_run(tmp_path, signum):
+    ref = train(tiny_cfg(tmp_path / "ref"))
+    steps = []
+
+    def stop_at_step_5_of_epoch_2(row: dict) -> None:
+        if row["phase"] == "train":
+            steps.append(row["step"])
+            if row["epoch"] == 1 and row["step"] == 5:
+                os.kill(os.getpid(), signum)  # delivered here, mid-epoch: the run finishes the step it is in
+
+    cfg, before = tiny_cfg(tmp_path / "stopped"), signal.getsignal(signum)
+    with pytest.raises(TrainingStopped, match=r"at epoch 2, step 5 of .*--resume continues") as caught:
+        train(cfg, progress=stop_at_step_5_of_epoch_2)
+    assert caught.value.exit_code == 128 + signum and steps[-1] == 5
+    assert not (tmp_path / "stopped" / "model.safetensors").exists()  # not finished: only the state is saved
+    assert signal.getsignal(signum) == before  # the handler is the caller's again
+    done = train(cfg, resume=True)
+    assert done["steps"] == ref["steps"]
+    a, b = _weights(tmp_path / "ref/model.safetensors"), _weights(tmp_path / "stopped/model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a), "the resumed run differs from the uninterrupted one"
+
+
+def test_a_second_ctrl_c_stops_at_once(tmp_path):
+    def twice(row: dict) -> None:
+        if row["phase"] == "train" and row["step"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_cfg(tmp_path), progress=twice)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_the_train_command_exits_143_on_sigterm_with_its_state_saved(tmp_path, monkeypatch, capsys):
+    import mlpvision.train.loop as loop
+
+    real = loop.train_one_epoch
+
+    def signalled(run, epoch, deadline):
+        os.kill(os.getpid(), signal.SIGTERM)  # before the epoch's first step: that step still runs
+        return real(run, epoch, deadline)
+
+    monkeypatch.setattr(loop, "train_one_epoch", signalled)
+    out = tmp_path / "run"
+    args = ["train", "--quiet", "--no-amp", "--data", "synthetic", "--model", "mixer_t4_28", "--epochs", "1"]
+    assert main([*args, "--model-arg", "depth=1", "--out", str(out)]) == 143
+    err = capsys.readouterr().err
+    assert err.startswith("mlpvision: error: stopped by SIGTERM at epoch 1, step 1 of") and "--resume" in err
+    assert (out / "last.safetensors").is_file()
 
 
 def test_max_steps_ends_the_schedule_mid_epoch_and_a_resume_keeps_it(tmp_path):

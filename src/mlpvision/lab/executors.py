@@ -26,6 +26,7 @@ from typing import Any, NamedTuple, Protocol
 
 from ..errors import ConfigError, MlpVisionError
 from ..io import write_json
+from ..train import TrainingStopped
 from .spec import LabRun, Settings
 
 __all__ = [
@@ -119,6 +120,8 @@ class LocalExecutor:
                 return False
         try:
             lab.ensure(run, need_model=need_model)
+        except TrainingStopped:  # SIGTERM or Ctrl-C: the run saved its state; the lab stops here
+            raise
         except Exception as e:  # one run's failure must not cost the others
             failures[run.key] = Failure(run.key, run.label, _last_line(e), 1)
             if isinstance(e, MlpVisionError):

@@ -6,7 +6,7 @@ from .distill import TeacherEnsemble, distillation_loss, load_teacher
 from .ema import recompute_bn_stats, warmup_ema_fn
 from .evaluate import EvalResult, SegEvalResult, evaluate, evaluate_segmentation, save_confusion_png
 from .finetune import expand_token_mixing, load_for_finetuning
-from .loop import Data, Run, TrainingError, build_data, train, train_one_epoch, validation_split
+from .loop import Data, Run, TrainingError, TrainingStopped, build_data, train, train_one_epoch, validation_split
 from .task import Classification, Segmentation, get_task
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "TeacherEnsemble",
     "TrainConfig",
     "TrainingError",
+    "TrainingStopped",
     "build_data",
     "distillation_loss",
     "evaluate",

@@ -12,6 +12,8 @@ import contextlib
 import copy
 import dataclasses
 import logging
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -80,6 +82,20 @@ class TrainingError(MlpVisionError):
     command line exits with status 1."""
 
     exit_code = 1
+
+
+class TrainingStopped(MlpVisionError):
+    """A run stopped by SIGTERM or SIGINT (Ctrl-C) after finishing its current step and saving its state: ``--resume``
+    continues it exactly. The command line exits with 128 + the signal's number (143, 130), as a killed process
+    would."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+# signals that stop a run cleanly (at the end of its current step, state saved); a second one acts at once
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 # ---- building blocks -------------------------------------------------------------------------------------------
@@ -187,6 +203,7 @@ class Run:
     last_step: int | None  # the global step the run ends at when ``max_steps`` is set
     progress: Callable[[dict], None] | None = None
     task: Any = None  # what is learnt (train.task): the loss, the training hits, evaluation, the best-model figure
+    stop_signal: int | None = None  # set by a stop signal (SIGTERM, SIGINT): the run saves and ends after its step
     # (global step, EMA copy with recomputed statistics): evaluation and saving at one step share the copy
     _recomputed: tuple[int, nn.Module] | None = field(default=None, init=False, repr=False)
 
@@ -422,6 +439,8 @@ def train_one_epoch(run: Run, epoch: int, deadline: float | None) -> dict:
                     "seconds": seconds,
                 }
             )
+        if run.stop_signal is not None:
+            break
         if cfg.save_every_steps and run.loop.global_step % cfg.save_every_steps == 0:
             run.loop.elapsed_s += time.perf_counter() - banked_t0
             run.save()
@@ -544,7 +563,8 @@ def train(
                 _check_resumable(cfg)
             run = build_run(cfg, dist, progress, data)
             _start_or_resume(run, resume)
-            stopped_early = _epochs(run)
+            with _stop_signals(run):
+                stopped_early = _epochs(run)
             return _finish(run, stopped_early)
     finally:
         distributed.cleanup(dist)
@@ -587,6 +607,14 @@ def _epochs(run: Run) -> bool:
     while run.loop.epoch < cfg.epochs and (run.last_step is None or run.loop.global_step < run.last_step):
         epoch = run.loop.epoch
         metrics = train_one_epoch(run, epoch, deadline)
+        if run.stop_signal is not None:  # mid-epoch: save where it is (as --save-every-steps does), nothing else
+            run.save()
+            name = signal.Signals(run.stop_signal).name
+            raise TrainingStopped(
+                f"stopped by {name} at epoch {epoch + 1}, step {run.loop.step_in_epoch} of {run.steps_per_epoch}; "
+                f"its state is saved in {run.out / 'last.safetensors'}: --resume continues it",
+                run.stop_signal,
+            )
         if run.dist.is_main:
             _end_of_epoch(run, epoch, metrics, writer)
         if run.loop.step_in_epoch >= run.steps_per_epoch:
@@ -595,6 +623,41 @@ def _epochs(run: Run) -> bool:
         if deadline is not None and run.loop.elapsed_s >= deadline:
             return run.loop.epoch < cfg.epochs
     return False
+
+
+@contextlib.contextmanager
+def _stop_signals(run: Run):
+    """While training, the first SIGTERM or SIGINT asks the run to stop after its current step, with its state saved
+    (:class:`TrainingStopped`); a second one acts at once (SIGINT: KeyboardInterrupt, SIGTERM: the process ends).
+
+    Only in a single process, from the main thread: in a distributed run the processes would have to agree on the
+    step to stop at, and a launcher that stops the group because one process died would wait for the others' steps.
+    There a signal acts at once, and ``--resume`` continues from the last checkpoint."""
+    if run.dist.world_size > 1 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def ask(signum, frame) -> None:
+        if run.stop_signal is not None:  # the second signal: stop now
+            _restore()
+            signal.raise_signal(signum)
+            return
+        run.stop_signal = signum
+        log.warning(
+            "%s: stopping after this step (the state is saved); send it again to stop at once",
+            signal.Signals(signum).name,
+        )
+
+    previous = {s: signal.signal(s, ask) for s in STOP_SIGNALS}
+
+    def _restore() -> None:
+        for s, handler in previous.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)  # None: not set from Python
+
+    try:
+        yield
+    finally:
+        _restore()
 
 
 def _tensorboard_writer(out: Path):
