@@ -205,6 +205,11 @@ def test_the_ledger_counts_every_run_once_and_prices_what_is_left(tmp_path, caps
     after = ledger(Settings.tiny(), tmp_path / "results", tmp_path / "runs", only=["repmlp_vs_convnet"])[0]
     assert after["done"] == 1 and after["spent"] == pytest.approx(1.0)
     assert after["cpu_hours_left"] < after["cpu_hours"] == pytest.approx(rows[0]["cpu_hours"])
+    # a run that recorded its CPU time is counted by it (the clock also runs while a run is stopped)
+    summary = {"train_seconds": 1800.0, "train_cpu_seconds": 900.0}
+    path.write_text(json.dumps({"machine": "a CPU; torch, 2 threads", "summary": summary}))
+    spent = ledger(Settings.tiny(), tmp_path / "results", tmp_path / "runs", only=["repmlp_vs_convnet"])[0]["spent"]
+    assert spent == pytest.approx(0.25)
     argv = ["lab", "--quick", "--plan", "--only", "repmlp_vs_convnet", "--results", str(tmp_path / "r")]
     assert main([*argv, "--runs", str(tmp_path / "runs")]) == 0
     assert "CPU hours" in capsys.readouterr().out

@@ -150,10 +150,17 @@ def test_a_stop_signal_saves_the_step_and_a_resume_ends_as_an_uninterrupted_run(
     assert caught.value.exit_code == 128 + signum and steps[-1] == 5
     assert not (tmp_path / "stopped" / "model.safetensors").exists()  # not finished: only the state is saved
     assert signal.getsignal(signum) == before  # the handler is the caller's again
+    stopped_cpu = load_training_checkpoint_loop(tmp_path / "stopped" / "last.safetensors").cpu_s
     done = train(cfg, resume=True)
-    assert done["steps"] == ref["steps"]
+    assert done["steps"] == ref["steps"] and done["train_cpu_seconds"] > stopped_cpu > 0  # summed across resumes
     a, b = _weights(tmp_path / "ref/model.safetensors"), _weights(tmp_path / "stopped/model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a), "the resumed run differs from the uninterrupted one"
+
+
+def load_training_checkpoint_loop(path):
+    from mlpvision.train.state import STATE_KEY, LoopState
+
+    return LoopState(**json.loads(read_safetensors(path)[1][STATE_KEY])["loop"])
 
 
 def test_a_second_ctrl_c_stops_at_once(tmp_path):

@@ -186,7 +186,8 @@ def print_ledger(rows: list[dict]) -> None:
 
     title = (
         "the lab's compute ledger (CPU hours = wall hours x threads): estimated on this machine for the whole and "
-        "what is left; spent = the training clock of the finished runs, wherever they ran"
+        "what is left; spent = the training CPU time of the finished runs, wherever they ran (older runs: their "
+        "training clock x threads)"
     )
     table = Table(title=title)
     for col in ("experiment", "runs", "done", "CPU hours", "left", "spent"):

@@ -134,9 +134,11 @@ def ledger(settings: Settings, results: Path, runs: Path, only: list[str] | None
 
 
 def _spent_cpu_seconds(result: Path) -> float:
-    """The CPU seconds a finished run spent training: its training clock x the threads it ran on (both recorded in
-    its result file)."""
+    """The CPU seconds a finished run spent training: the CPU time it recorded, or for a run recorded before that
+    field, its training clock x the threads it ran on (a wall clock: it also counts the time the run was stopped)."""
     r = json.loads(result.read_text())
+    if r["summary"].get("train_cpu_seconds"):
+        return r["summary"]["train_cpu_seconds"]
     threads = re.search(r"(\d+) threads", r.get("machine", ""))
     return r["summary"]["train_seconds"] * (int(threads.group(1)) if threads else 1)
 

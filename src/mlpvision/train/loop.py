@@ -418,6 +418,7 @@ def train_one_epoch(run: Run, epoch: int, deadline: float | None) -> dict:
     first_step = run.loop.step_in_epoch
     loss_sum, correct, seen, n_images = 0.0, 0, 0, 0
     epoch_t0 = banked_t0 = time.perf_counter()  # banked_t0: start of time not yet added to elapsed_s
+    banked_cpu = time.process_time()  # the same for cpu_s
     it = iter(run.loader(run.data.train, micro))
     for step_idx in range(first_step, steps):
         offset = (step_idx - first_step) * cfg.accum_steps
@@ -443,13 +444,16 @@ def train_one_epoch(run: Run, epoch: int, deadline: float | None) -> dict:
             break
         if cfg.save_every_steps and run.loop.global_step % cfg.save_every_steps == 0:
             run.loop.elapsed_s += time.perf_counter() - banked_t0
+            run.loop.cpu_s += time.process_time() - banked_cpu
             run.save()
-            banked_t0 = time.perf_counter()  # writing checkpoints does not count as training time
+            # writing checkpoints does not count as training time
+            banked_t0, banked_cpu = time.perf_counter(), time.process_time()
         if deadline is not None and run.loop.elapsed_s + (time.perf_counter() - banked_t0) >= deadline:
             break
         if run.last_step is not None and run.loop.global_step >= run.last_step:
             break
     run.loop.elapsed_s += time.perf_counter() - banked_t0
+    run.loop.cpu_s += time.process_time() - banked_cpu
     seconds = time.perf_counter() - epoch_t0
     return {
         "train_loss": loss_sum / max(seen, 1),
@@ -734,6 +738,9 @@ def _finish(run: Run, stopped_early: bool) -> dict:
             "steps": run.loop.global_step,
             "stopped_by_time_limit": stopped_early,
             "train_seconds": run.loop.elapsed_s,
+            # CPU time of this process while it trained; 0 for the parts of a run resumed from a checkpoint that
+            # predates the field
+            "train_cpu_seconds": run.loop.cpu_s,
             "val_seconds": sum(row.get("val_seconds", 0.0) for row in run.loop.history),
             "test_seconds": test_seconds,
             "val_images": len(data.val) if data.val is not None else 0,

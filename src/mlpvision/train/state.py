@@ -36,6 +36,7 @@ class LoopState:
     best_epoch: int = -1
     history: list[dict] = field(default_factory=list)  # one row of metrics per finished epoch
     elapsed_s: float = 0.0  # training wall time so far, across resumes
+    cpu_s: float = 0.0  # the same spans' CPU time of this process (every thread; not while it is stopped)
 
 
 def _optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
