@@ -179,6 +179,17 @@ def test_in_this_process_a_failed_run_costs_only_the_runs_that_need_it(error, ca
     assert (record.exc_info is not None) == (not isinstance(error, ConfigError))  # a bug keeps its traceback
 
 
+def test_in_this_process_a_stop_signal_stops_the_lab():
+    from mlpvision.lab.executors import Batch
+    from mlpvision.train import TrainingStopped
+
+    first, second = LabRun("first", "mlp_28"), LabRun("second", "mlp_28", seed=1)
+    lab = _FailingLab({first.key}, TrainingStopped("stopped by SIGTERM", 15))
+    with pytest.raises(TrainingStopped):
+        LocalExecutor().run(lab, [Batch("a", [("first", first), ("second", second)])])
+    assert lab.ensured == []  # not counted as a failed run: nothing after it was tried
+
+
 def test_the_lab_command_writes_the_page_then_reports_the_failed_runs(tmp_path, monkeypatch, capsys):
     import mlpvision.lab
     from mlpvision.lab.executors import Failure

@@ -169,10 +169,20 @@ def test_a_finished_run_is_not_replaced_without_resume_or_overwrite(tmp_path, ru
         train(tiny_cfg(run_folder, epochs=1, plots=False))
     assert _snapshot(run_folder) == before
     out = tmp_path / "again"
-    train(tiny_cfg(out, epochs=1, plots=False))
+    train(tiny_cfg(out, epochs=1, model="wide_convnet_28", model_args={}))  # with deploy forms and plots
+    assert (out / "best_deploy.safetensors").is_file() and (out / "curves.png").is_file()
     first = (out / "model.safetensors").read_bytes()
+    (out / "notes.txt").write_text("the user's")
+    with pytest.raises(TrainingError):  # the new run fails at its first step: no file of the earlier one is left
+        train(tiny_cfg(out, epochs=1, plots=False, seed=4), overwrite=True, progress=_fail_at_first_step)
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["config.json", "notes.txt"]
     train(tiny_cfg(out, epochs=1, plots=False, seed=4), overwrite=True)
     assert (out / "model.safetensors").read_bytes() != first
+
+
+def _fail_at_first_step(row: dict) -> None:
+    if row["phase"] == "train":
+        raise TrainingError("failed on purpose")
 
 
 def _image_tree(root: Path, split: str, classes: list[str], per_class: int = 2) -> None:

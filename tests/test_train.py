@@ -133,28 +133,53 @@ def test_resume_after_kill_9_is_bit_identical(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed run differs from the uninterrupted one"
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_stop_signal_saves_the_step_and_a_resume_ends_as_an_uninterrupted_run(tmp_path, signum):
-    ref = train(tiny_cfg(tmp_path / "ref"))
+# signal, the epoch and step it arrives at ("last": the epoch's last step), max_steps past one epoch, the stop's words
+STOPS = [
+    (signal.SIGTERM, 1, 5, None, "at epoch 2, step 5 of"),
+    (signal.SIGINT, 1, 5, None, "at epoch 2, step 5 of"),
+    (signal.SIGTERM, 0, "last", None, "after epoch 1 of 2"),  # the epoch's validation and records still happen
+    (signal.SIGTERM, 1, "last", None, "after epoch 2 of 2"),  # the resume only tests and saves
+    (signal.SIGTERM, 1, 3, 3, "after epoch 2 of 2"),  # the step max_steps ends at (one epoch and 3 steps)
+]
+TIMES = ("epoch_seconds", "img_per_s", "val_seconds")
+
+
+@pytest.mark.parametrize("signum, epoch, step, extra_steps, where", STOPS)
+def test_a_stop_signal_saves_the_step_and_a_resume_ends_as_an_uninterrupted_run(
+    tmp_path, signum, epoch, step, extra_steps, where
+):
+    per_epoch = len(build_data(tiny_cfg(tmp_path), None, 1).train) // 16
+    kw = {} if extra_steps is None else {"max_steps": per_epoch + extra_steps}
+    ref = train(tiny_cfg(tmp_path / "ref", **kw))
     steps = []
 
-    def stop_at_step_5_of_epoch_2(row: dict) -> None:
+    def stop(row: dict) -> None:
         if row["phase"] == "train":
             steps.append(row["step"])
-            if row["epoch"] == 1 and row["step"] == 5:
-                os.kill(os.getpid(), signum)  # delivered here, mid-epoch: the run finishes the step it is in
+            if row["epoch"] == epoch and row["step"] == (row["steps"] if step == "last" else step):
+                os.kill(os.getpid(), signum)  # delivered here: the run finishes the step it is in
 
-    cfg, before = tiny_cfg(tmp_path / "stopped"), signal.getsignal(signum)
-    with pytest.raises(TrainingStopped, match=r"at epoch 2, step 5 of .*--resume continues") as caught:
-        train(cfg, progress=stop_at_step_5_of_epoch_2)
-    assert caught.value.exit_code == 128 + signum and steps[-1] == 5
+    cfg, before = tiny_cfg(tmp_path / "stopped", **kw), signal.getsignal(signum)
+    with pytest.raises(TrainingStopped, match=f"{where}.*--resume continues") as caught:
+        train(cfg, progress=stop)
+    assert caught.value.exit_code == 128 + signum and len(steps) <= ref["steps"]
     assert not (tmp_path / "stopped" / "model.safetensors").exists()  # not finished: only the state is saved
     assert signal.getsignal(signum) == before  # the handler is the caller's again
     stopped_cpu = load_training_checkpoint_loop(tmp_path / "stopped" / "last.safetensors").cpu_s
     done = train(cfg, resume=True)
-    assert done["steps"] == ref["steps"] and done["train_cpu_seconds"] > stopped_cpu > 0  # summed across resumes
-    a, b = _weights(tmp_path / "ref/model.safetensors"), _weights(tmp_path / "stopped/model.safetensors")
-    assert all(torch.equal(a[k], b[k]) for k in a), "the resumed run differs from the uninterrupted one"
+    assert done["steps"] == ref["steps"] and done["train_cpu_seconds"] >= stopped_cpu > 0  # summed across resumes
+    assert done["train_cpu_seconds"] > stopped_cpu or "after" in where  # unless no step was left to train
+    assert done["best_epoch"] == ref["best_epoch"] and done["test_top1_best"] == ref["test_top1_best"]
+    for name in ("model.safetensors", "best.safetensors"):
+        a, b = _weights(tmp_path / "ref" / name), _weights(tmp_path / "stopped" / name)
+        assert all(torch.equal(a[k], b[k]) for k in a), f"the resumed run's {name} differs from the uninterrupted one"
+    rows = [json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("ref", "stopped")]
+    if "after" in where:  # an epoch that ended before the stop has the same record
+        assert [{k: v for k, v in r.items() if k not in TIMES} for r in rows[1]] == [
+            {k: v for k, v in r.items() if k not in TIMES} for r in rows[0]
+        ]
+    else:  # a record of the epoch stopped in its middle covers the steps after the resume; its validation is whole
+        assert [r.get("val_top1") for r in rows[1]] == [r.get("val_top1") for r in rows[0]]
 
 
 def load_training_checkpoint_loop(path):

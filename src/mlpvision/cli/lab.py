@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
             failed = e
         done = (Path(results) / "headline_vs_cnn.json").is_file()
         wanted = not args.only or "headline_vs_cnn" in args.only
-        if headline and wanted and not settings.quick and not done:
+        if headline and wanted and not settings.quick and not done and failed is None:
             console().print("headline_vs_cnn: evaluating and timing the published models")
             headline_vs_cnn(headline, Path(results), Path(args.docs) / "figures")
     out = write_report(results, args.docs, headline)

@@ -94,7 +94,9 @@ class LocalExecutor:
 
     A run that raises is logged (with its traceback when the error is not one of the library's own) and the lab
     goes on: the runs that need its model (its students, its fine-tunings) are reported with it, not tried, and
-    every failure is reported at the end (:class:`LabRunsFailed`), as on Ray. Ctrl-C stops at once.
+    every failure is reported at the end (:class:`LabRunsFailed`), as on Ray: a failed tuning run therefore ends
+    the lab before any experiment runs (their rates are not chosen). Ctrl-C and SIGTERM stop the lab (the run in
+    progress saves its state first: :class:`~mlpvision.train.TrainingStopped`).
     """
 
     def run(self, lab, batches: list[Batch], progress: Callable[[str], None] | None = None) -> None:

@@ -408,6 +408,17 @@ def _optimizer_step(run: Run, step_micro: list[torch.Tensor], it, epoch: int) ->
     return loss_sum, correct, seen, n_images
 
 
+def _clocks() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def _bank(run: Run, since: tuple[float, float]) -> None:
+    """Adds the wall and CPU time since ``since`` (:func:`_clocks`) to the run's training time."""
+    run.loop.elapsed_s += time.perf_counter() - since[0]
+    if run.loop.cpu_s is not None:  # None: resumed from a checkpoint that did not count it
+        run.loop.cpu_s += time.process_time() - since[1]
+
+
 def train_one_epoch(run: Run, epoch: int, deadline: float | None) -> dict:
     """Trains one epoch from ``run.loop.step_in_epoch`` (or up to ``run.last_step``); returns the epoch's training
     metrics."""
@@ -417,8 +428,8 @@ def train_one_epoch(run: Run, epoch: int, deadline: float | None) -> dict:
     steps, micro = _micro_batches(run, epoch)
     first_step = run.loop.step_in_epoch
     loss_sum, correct, seen, n_images = 0.0, 0, 0, 0
-    epoch_t0 = banked_t0 = time.perf_counter()  # banked_t0: start of time not yet added to elapsed_s
-    banked_cpu = time.process_time()  # the same for cpu_s
+    epoch_t0 = time.perf_counter()
+    banked = _clocks()  # the start of the time not yet added to elapsed_s and cpu_s
     it = iter(run.loader(run.data.train, micro))
     for step_idx in range(first_step, steps):
         offset = (step_idx - first_step) * cfg.accum_steps
@@ -440,20 +451,17 @@ def train_one_epoch(run: Run, epoch: int, deadline: float | None) -> dict:
                     "seconds": seconds,
                 }
             )
-        if run.stop_signal is not None:
+        if run.stop_signal is not None and not _epoch_ended(run):  # the end of an epoch stops after its records
             break
         if cfg.save_every_steps and run.loop.global_step % cfg.save_every_steps == 0:
-            run.loop.elapsed_s += time.perf_counter() - banked_t0
-            run.loop.cpu_s += time.process_time() - banked_cpu
+            _bank(run, banked)
             run.save()
-            # writing checkpoints does not count as training time
-            banked_t0, banked_cpu = time.perf_counter(), time.process_time()
-        if deadline is not None and run.loop.elapsed_s + (time.perf_counter() - banked_t0) >= deadline:
+            banked = _clocks()  # writing checkpoints does not count as training time
+        if deadline is not None and run.loop.elapsed_s + (time.perf_counter() - banked[0]) >= deadline:
             break
         if run.last_step is not None and run.loop.global_step >= run.last_step:
             break
-    run.loop.elapsed_s += time.perf_counter() - banked_t0
-    run.loop.cpu_s += time.process_time() - banked_cpu
+    _bank(run, banked)
     seconds = time.perf_counter() - epoch_t0
     return {
         "train_loss": loss_sum / max(seen, 1),
@@ -508,6 +516,8 @@ def _end_of_epoch(run: Run, epoch: int, metrics: dict, writer) -> None:
 
 # the files of a run that a fresh start would replace
 RUN_FILES = ("model.safetensors", "best.safetensors", "last.safetensors", "summary.json")
+# everything else a run writes into its folder; a start afresh with ``overwrite`` removes these and RUN_FILES first
+RUN_OUTPUTS = ("config.json", "metrics.csv", "metrics.json", "curves.png", "confusion.png", "*_deploy.safetensors")
 
 
 def _check_out(cfg: TrainConfig, resume: bool, overwrite: bool) -> None:
@@ -566,7 +576,7 @@ def train(
             if resume:
                 _check_resumable(cfg)
             run = build_run(cfg, dist, progress, data)
-            _start_or_resume(run, resume)
+            _start_or_resume(run, resume, overwrite)
             with _stop_signals(run):
                 stopped_early = _epochs(run)
             return _finish(run, stopped_early)
@@ -588,8 +598,9 @@ def _check_resumable(cfg: TrainConfig) -> None:
         )
 
 
-def _start_or_resume(run: Run, resume: bool) -> None:
-    """Restores ``last.safetensors`` when resuming, else starts afresh; writes the resolved config.json."""
+def _start_or_resume(run: Run, resume: bool, overwrite: bool = False) -> None:
+    """Restores ``last.safetensors`` when resuming, else starts afresh (with ``overwrite``: after removing the
+    earlier run's outputs, so none of them can pass for this run's); writes the resolved config.json."""
     last = run.out / "last.safetensors"
     if run.dist.is_main:
         for tmp in remove_stale_temporaries(run.out):  # left by a writer that was killed mid-write
@@ -597,6 +608,12 @@ def _start_or_resume(run: Run, resume: bool) -> None:
     if resume and last.is_file():
         run.loop = load_training_checkpoint(last, run.model, run.optimizer, run.scheduler, run.ema)
         log.info("resumed from %s at epoch %d, step %d", last, run.loop.epoch + 1, run.loop.global_step)
+    elif run.dist.is_main and overwrite:
+        earlier = sorted({p for pattern in RUN_FILES + RUN_OUTPUTS for p in run.out.glob(pattern) if p.is_file()})
+        for path in earlier:
+            path.unlink()
+        if earlier:
+            log.warning("%s: replaced the earlier run (%s)", run.out, ", ".join(p.name for p in earlier))
     elif run.dist.is_main and last.is_file():
         log.warning("%s exists and will be overwritten (pass --resume to continue it)", last)
     if run.dist.is_main:
@@ -611,22 +628,34 @@ def _epochs(run: Run) -> bool:
     while run.loop.epoch < cfg.epochs and (run.last_step is None or run.loop.global_step < run.last_step):
         epoch = run.loop.epoch
         metrics = train_one_epoch(run, epoch, deadline)
-        if run.stop_signal is not None:  # mid-epoch: save where it is (as --save-every-steps does), nothing else
+        if run.stop_signal is not None and not _epoch_ended(run):  # mid-epoch: save where it is, nothing else
             run.save()
-            name = signal.Signals(run.stop_signal).name
-            raise TrainingStopped(
-                f"stopped by {name} at epoch {epoch + 1}, step {run.loop.step_in_epoch} of {run.steps_per_epoch}; "
-                f"its state is saved in {run.out / 'last.safetensors'}: --resume continues it",
-                run.stop_signal,
-            )
+            _stop(run, f"at epoch {epoch + 1}, step {run.loop.step_in_epoch} of {run.steps_per_epoch}")
         if run.dist.is_main:
             _end_of_epoch(run, epoch, metrics, writer)
         if run.loop.step_in_epoch >= run.steps_per_epoch:
             run.loop.epoch, run.loop.step_in_epoch = epoch + 1, 0
         run.save()
+        if run.stop_signal is not None:  # it came during the epoch's last step or its validation and records
+            _stop(run, f"after epoch {epoch + 1} of {cfg.epochs}")
         if deadline is not None and run.loop.elapsed_s >= deadline:
             return run.loop.epoch < cfg.epochs
     return False
+
+
+def _epoch_ended(run: Run) -> bool:
+    """Whether the current epoch has done its last step (or the run its ``max_steps``)."""
+    at_max = run.last_step is not None and run.loop.global_step >= run.last_step
+    return run.loop.step_in_epoch >= run.steps_per_epoch or at_max
+
+
+def _stop(run: Run, where: str) -> None:
+    """Ends a run that a stop signal asked to stop, once its state is saved."""
+    name = signal.Signals(run.stop_signal).name
+    raise TrainingStopped(
+        f"stopped by {name} {where}; its state is saved in {run.out / 'last.safetensors'}: --resume continues it",
+        run.stop_signal,
+    )
 
 
 @contextlib.contextmanager
@@ -652,7 +681,8 @@ def _stop_signals(run: Run):
             signal.Signals(signum).name,
         )
 
-    previous = {s: signal.signal(s, ask) for s in STOP_SIGNALS}
+    # a signal the process was told to ignore (nohup, a background job of a script) stays ignored
+    previous = {s: signal.signal(s, ask) for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN}
 
     def _restore() -> None:
         for s, handler in previous.items():
@@ -738,8 +768,8 @@ def _finish(run: Run, stopped_early: bool) -> dict:
             "steps": run.loop.global_step,
             "stopped_by_time_limit": stopped_early,
             "train_seconds": run.loop.elapsed_s,
-            # CPU time of this process while it trained; 0 for the parts of a run resumed from a checkpoint that
-            # predates the field
+            # CPU time of this process (its threads, not DataLoader worker processes) while it trained; None for a
+            # run resumed from a checkpoint that did not count it
             "train_cpu_seconds": run.loop.cpu_s,
             "val_seconds": sum(row.get("val_seconds", 0.0) for row in run.loop.history),
             "test_seconds": test_seconds,

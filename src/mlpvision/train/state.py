@@ -36,7 +36,9 @@ class LoopState:
     best_epoch: int = -1
     history: list[dict] = field(default_factory=list)  # one row of metrics per finished epoch
     elapsed_s: float = 0.0  # training wall time so far, across resumes
-    cpu_s: float = 0.0  # the same spans' CPU time of this process (every thread; not while it is stopped)
+    # the same spans' CPU time of this process (its threads; not while it is stopped); None once resumed from a
+    # checkpoint that did not count it
+    cpu_s: float | None = 0.0
 
 
 def _optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -107,7 +109,7 @@ def load_training_checkpoint(
             ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}, strict=True)
         optimizer.load_state_dict(_optimizer_from_flat(tensors, state["optimizer"]))
         scheduler.load_state_dict(state["scheduler"])
-        loop = LoopState(**state["loop"])
+        loop = LoopState(**{"cpu_s": None, **state["loop"]})  # None: a checkpoint written before it was counted
         torch.set_rng_state(tensors["rng.torch"])
     except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{path} does not match this run's model or optimizer, or is damaged: {e}") from None
@@ -116,6 +118,8 @@ def load_training_checkpoint(
         loop.history, list
     ):
         raise CheckpointError(f"{path}: its loop state is damaged (counters that are not whole numbers)")
+    if not all(isinstance(t, int | float) and not isinstance(t, bool) for t in (loop.elapsed_s, loop.cpu_s or 0.0)):
+        raise CheckpointError(f"{path}: its loop state is damaged (training times that are not numbers)")
     return loop
 
 
