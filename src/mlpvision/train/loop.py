@@ -208,6 +208,11 @@ class Run:
     _recomputed: tuple[int, nn.Module] | None = field(default=None, init=False, repr=False)
 
     @property
+    def at_last_step(self) -> bool:
+        """Whether the run has done the global step its ``max_steps`` ends it at."""
+        return self.last_step is not None and self.loop.global_step >= self.last_step
+
+    @property
     def eval_model(self) -> nn.Module:
         """The model that is evaluated and saved: the EMA when on (with recomputed BatchNorm statistics when
         asked), else the trained model."""
@@ -459,7 +464,7 @@ def train_one_epoch(run: Run, epoch: int, deadline: float | None) -> dict:
             banked = _clocks()  # writing checkpoints does not count as training time
         if deadline is not None and run.loop.elapsed_s + (time.perf_counter() - banked[0]) >= deadline:
             break
-        if run.last_step is not None and run.loop.global_step >= run.last_step:
+        if run.at_last_step:
             break
     _bank(run, banked)
     seconds = time.perf_counter() - epoch_t0
@@ -490,7 +495,7 @@ def _end_of_epoch(run: Run, epoch: int, metrics: dict, writer) -> None:
     """Validates (keeping the best model), logs and records the epoch's row; the main process only."""
     cfg, data, opt = run.cfg, run.data, run.optimizer
     row = {"epoch": epoch + 1, "step": run.loop.global_step, "lr": opt.param_groups[0]["lr"], **metrics}
-    last = epoch + 1 >= cfg.epochs or (run.last_step is not None and run.loop.global_step >= run.last_step)
+    last = epoch + 1 >= cfg.epochs or run.at_last_step
     if data.val is not None and ((epoch + 1) % cfg.val_every == 0 or last):
         t0 = time.perf_counter()
         model, loader, report = run.eval_model, run.eval_loader(data.val), _eval_progress(run, "validate", epoch)
@@ -625,7 +630,7 @@ def _epochs(run: Run) -> bool:
     cfg = run.cfg
     deadline = cfg.time_limit_min * 60 if cfg.time_limit_min > 0 else None
     writer = _tensorboard_writer(run.out) if cfg.tensorboard and run.dist.is_main else None
-    while run.loop.epoch < cfg.epochs and (run.last_step is None or run.loop.global_step < run.last_step):
+    while run.loop.epoch < cfg.epochs and not run.at_last_step:
         epoch = run.loop.epoch
         metrics = train_one_epoch(run, epoch, deadline)
         if run.stop_signal is not None and not _epoch_ended(run):  # mid-epoch: save where it is, nothing else
@@ -645,8 +650,7 @@ def _epochs(run: Run) -> bool:
 
 def _epoch_ended(run: Run) -> bool:
     """Whether the current epoch has done its last step (or the run its ``max_steps``)."""
-    at_max = run.last_step is not None and run.loop.global_step >= run.last_step
-    return run.loop.step_in_epoch >= run.steps_per_epoch or at_max
+    return run.loop.step_in_epoch >= run.steps_per_epoch or run.at_last_step
 
 
 def _stop(run: Run, where: str) -> None:
