@@ -8,7 +8,8 @@ import torch
 
 from mlpvision.lab import Settings, plan, plan_hash, plan_markdown
 from mlpvision.lab.checks import CHECKS, mixer_patch_shuffle, mlp_permutation
-from mlpvision.lab.context import LAB_MODELS, SEG_MODELS, PlanContext, half
+from mlpvision.lab.context import FINE_TUNING, LAB_MODELS, SEG_MODELS, PlanContext, half
+from mlpvision.lab.plan import needed_families
 from mlpvision.lab.seed_claims import SEED_CLAIMS
 from mlpvision.lab.tuning import CONFIRM_SEED, LADDER, START, TUNE_SEED, resolve
 
@@ -172,3 +173,14 @@ def test_the_segmentation_amendment_leaves_the_first_registration_hash_alone():
     assert not keys & set(AMENDMENTS) and set(AMENDMENTS) <= {e.key for e in plan(s)}
     assert plan_hash(s) == "53b8c0b5abf92789"  # the plan registered before the first runs
     assert amendment_hash(s) in plan_markdown(s) and amendment_hash(s) != amendment_hash(Settings(seeds=(0, 1, 2, 3)))
+
+
+def test_the_tuning_experiment_holds_only_the_families_some_experiment_trains():
+    s = Settings()
+    tuning = plan(s)[0]
+    tuned = {run.label.split(" | lr ")[0] for run in tuning.runs}
+    needed = needed_families(s)
+    # every family an experiment trains is tuned (a fine-tuning once its base is: nothing is here), and no other
+    assert tuned <= needed and needed - tuned == {k for k in FINE_TUNING if k in needed}
+    assert "local CNN (5x5 field)" not in tuned  # a lab model only the synthetic probes train, with their own rates
+    assert needed_families(s, ["segmentation"]) < needed

@@ -23,11 +23,11 @@ from .claims_repmlp import repmlp_ablation, repmlp_resnet, repmlp_vs_convnet
 from .claims_resmlp import resmlp_distill, resmlp_norm, resmlp_overfit, resmlp_transfer
 from .claims_scale import data_size, resolution
 from .claims_segmentation import segmentation, segmentation_translation
-from .context import PlanContext
+from .context import FINE_TUNING, PlanContext
 from .spec import Experiment, Settings, check_data
 from .tuning import CONFIRM, LADDER, START, TUNE_EPOCHS, TUNE_SEED, resolve
 
-__all__ = ["EXPERIMENTS", "plan"]
+__all__ = ["EXPERIMENTS", "needed_families", "plan"]
 
 EXPERIMENTS: tuple[Callable[[PlanContext], Experiment], ...] = (
     repmlp_ablation,
@@ -63,7 +63,9 @@ def plan(s: Settings, results: Path | None = None) -> list[Experiment]:
     run trains on ``s.data``, except the synthetic position and global probes, which are the same everywhere.
     """
     p, untuned = plan_context(s, results)
-    exps = [tuning_experiment(p)] + [e for e in (experiment(p) for experiment in EXPERIMENTS) if e.runs]
+    exps = [tuning_experiment(p, needed_families(s))] + [
+        e for e in (experiment(p) for experiment in EXPERIMENTS) if e.runs
+    ]
     untuned.update(p.untuned)
     return exps
 
@@ -77,9 +79,22 @@ def plan_context(s: Settings, results: Path | None = None) -> tuple[PlanContext,
     return p, p.untuned
 
 
-def tuning_experiment(p: PlanContext) -> Experiment:
+def needed_families(s: Settings, only: list[str] | None = None) -> set[str]:
+    """The tuned families the experiments (``only`` these keys, if given) train, and the base families of their
+    fine-tunings: each experiment is built on a context with nothing tuned, which records every family it asks a
+    rate of. A family no experiment asks for is never tuned."""
+    needed: set[str] = set()
+    for experiment in EXPERIMENTS:
+        p, asked = plan_context(s, None)
+        if experiment(p).key in (only or [experiment(p).key]):
+            needed |= asked
+    return needed | {base for key, (base, _) in FINE_TUNING.items() if key in needed}
+
+
+def tuning_experiment(p: PlanContext, needed: set[str]) -> Experiment:
+    """The tuning runs of the ``needed`` families, as an experiment (the ledger counts them, the page tables them)."""
     t = p.tuning
-    runs = [r for fam_runs in t.runs.values() for r in fam_runs]
+    runs = [r for fam, fam_runs in t.runs.items() if fam in needed for r in fam_runs]
     ladder = ", ".join(f"{lr:g}" for lr in LADDER)
     return Experiment(
         "tuning",

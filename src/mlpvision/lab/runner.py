@@ -30,9 +30,8 @@ from ..models import count, create_model
 from ..reparam import reparameterize
 from ..runtime import machine_description
 from ..train import TrainConfig, TrainingError, build_data, expand_token_mixing, train
-from .context import FINE_TUNING
 from .executors import Batch, Executor, LocalExecutor
-from .plan import plan, plan_context
+from .plan import needed_families, plan, plan_context
 from .spec import EVAL_KEYS, SEG_SHIFT, SHIFTS, Experiment, LabRun, Settings
 
 __all__ = ["Lab", "latency_only", "run_lab", "selected"]
@@ -351,7 +350,7 @@ def run_lab(
         "amendment_hash": amendment_hash(settings),
     }
     write_json(results / "meta.json", meta)
-    needed = _needed_families(settings, only)
+    needed = needed_families(settings, only)
     while pending := plan_context(settings, results)[0].tuning.pending_of(needed):
         jobs = [(f"tuning: run {i + 1}/{len(pending)} {run.label}", run) for i, run in enumerate(pending)]
         executor.run(lab, [Batch("tuning", jobs)], progress)
@@ -369,19 +368,6 @@ def run_lab(
     ]
     executor.run(lab, batches, progress)
     return exps
-
-
-def _needed_families(settings: Settings, only: list[str] | None) -> set[str]:
-    """The tuned families the selected experiments train (and the base families of their fine-tunings): each
-    experiment is built on a context with nothing tuned, which records every family it asks a rate of."""
-    from .plan import EXPERIMENTS
-
-    needed: set[str] = set()
-    for experiment in EXPERIMENTS:
-        p, asked = plan_context(settings, None)
-        if experiment(p).key in (only or [experiment(p).key]):
-            needed |= asked
-    return needed | {base for key, (base, _) in FINE_TUNING.items() if key in needed}
 
 
 def latency_only(settings: Settings, results: str | os.PathLike, only: list[str] | None = None) -> None:
