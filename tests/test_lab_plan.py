@@ -12,6 +12,7 @@ from mlpvision.lab.context import FINE_TUNING, LAB_MODELS, SEG_MODELS, PlanConte
 from mlpvision.lab.plan import needed_families
 from mlpvision.lab.seed_claims import SEED_CLAIMS
 from mlpvision.lab.tuning import CONFIRM_SEED, LADDER, START, TUNE_SEED, resolve
+from mlpvision.models import create_model
 
 
 def _write(results, run, val, diverged=False):
@@ -184,3 +185,27 @@ def test_the_tuning_experiment_holds_only_the_families_some_experiment_trains():
     assert tuned <= needed and needed - tuned == {k for k in FINE_TUNING if k in needed}
     assert "local CNN (5x5 field)" not in tuned  # a lab model only the synthetic probes train, with their own rates
     assert needed_families(s, ["segmentation"]) < needed
+
+
+@pytest.mark.parametrize(
+    ("models", "repmlp", "widened"),
+    [
+        (LAB_MODELS, "RepMLP-ResNet-18/4", "ResNet-18/4, widened"),
+        (SEG_MODELS, "seg: RepMLP-ResNet-18/2", "seg: ResNet-18/2, widened"),
+    ],
+)
+def test_the_widened_resnet_has_the_width_nearest_the_repmlp_resnets_parameters(models, repmlp, widened):
+    def params(name, **change):
+        model, args = models[name]
+        if "backbone_args" in args:
+            args = {**args, "backbone_args": {**args["backbone_args"], **change}}
+        else:
+            args = {**args, **change}
+        with torch.device("meta"):
+            return sum(p.numel() for p in create_model(model, **args).parameters())
+
+    args = models[widened][1]
+    width = (args.get("backbone_args") or args)["width"]
+    target = params(repmlp)
+    gaps = {w: abs(params(widened, width=w) - target) for w in (width - 1, width, width + 1)}
+    assert min(gaps, key=gaps.get) == width and gaps[width] < 0.05 * target

@@ -102,8 +102,8 @@ def segmentation(p: PlanContext) -> Experiment:
         checks=("seg_repmlp_resnet_macs", "seg_deploy_equal"),
         notes="One FPN decoder (1x1 laterals, top-down sum, one 3x3 conv) on every backbone: ResNets feed it their "
         "four stages (1/4 .. 1/32), Mixer its blocks 4, 6 and 8 (all at 1/8), RepMLPNet its stages. The widened "
-        "ResNet has width 38 (parameters within 2% of the RepMLP-ResNet's; it spends about 39% more MACs). The MACs "
-        "check is arithmetic on the deploy forms, a check and not a finding. Latency: deploy forms (RepMLP as FC "
+        "ResNet has the width whose parameters come nearest the RepMLP-ResNet's (the table shows both, and the MACs "
+        "check the MACs each deploy form spends). The MACs check is arithmetic on the deploy forms, a check and not a finding. Latency: deploy forms (RepMLP as FC "
         f"layers, every BatchNorm fused), batch 8. Power: the three ResNet rows on {_power(len(p.s.more_seeds))}; "
         f"the MLP rows on {_power(len(p.s.seeds))}. Only the ResNet pair has a half-budget twin. This section's "
         "counted comparisons join the page-wide Holm reading, which is therefore stricter than the base plan's "
