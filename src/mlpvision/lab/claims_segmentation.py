@@ -103,11 +103,11 @@ def segmentation(p: PlanContext) -> Experiment:
         notes="One FPN decoder (1x1 laterals, top-down sum, one 3x3 conv) on every backbone: ResNets feed it their "
         "four stages (1/4 .. 1/32), Mixer its blocks 4, 6 and 8 (all at 1/8), RepMLPNet its stages. The widened "
         "ResNet has the width whose parameters come nearest the RepMLP-ResNet's (the table shows both, and the MACs "
-        "check the MACs each deploy form spends). The MACs check is arithmetic on the deploy forms, a check and not a finding. Latency: deploy forms (RepMLP as FC "
-        f"layers, every BatchNorm fused), batch 8. Power: the three ResNet rows on {_power(len(p.s.more_seeds))}; "
-        f"the MLP rows on {_power(len(p.s.seeds))}. Only the ResNet pair has a half-budget twin. This section's "
-        "counted comparisons join the page-wide Holm reading, which is therefore stricter than the base plan's "
-        "alone; each claim's own family is unchanged.",
+        "check the MACs each deploy form spends). The MACs check is arithmetic on the deploy forms, a check and not "
+        "a finding. Latency: deploy forms (RepMLP as FC layers, every BatchNorm fused), batch 8. Power: the three "
+        f"ResNet rows on {_power(len(p.s.more_seeds))}; the MLP rows on {_power(len(p.s.seeds))}. Only the ResNet "
+        "pair has a half-budget twin. This section's counted comparisons join the page-wide Holm reading, which is "
+        "therefore stricter than the base plan's alone; each claim's own family is unchanged.",
     )
 
 
