@@ -7,11 +7,14 @@ small limits, ``limits.limited``, and builds inputs of a few kilobytes), so the 
 to ``make test``. ``MLPVISION_FUZZ_EXAMPLES=N`` runs N fresh random examples of each, to look for new cases.
 """
 
+import dataclasses
 import gzip
 import io
 import json
 import os
 import pickle
+import shutil
+import signal
 import struct
 
 import numpy as np
@@ -31,7 +34,10 @@ from mlpvision.fields import field_docs
 from mlpvision.io import load_checkpoint, read_safetensors
 from mlpvision.io.files import load_yaml
 from mlpvision.limits import limited
-from mlpvision.train import TrainConfig
+from mlpvision.train import TrainConfig, TrainingStopped, train
+from mlpvision.train.state import STATE_KEY, LoopState
+
+from .helpers import tiny_cfg
 
 # make test runs the same 40 examples of each every time; MLPVISION_FUZZ_EXAMPLES=1000 explores afresh
 _EXPLORE = int(os.environ.get("MLPVISION_FUZZ_EXAMPLES", "0"))
@@ -153,6 +159,52 @@ def test_any_model_file_metadata_loads_or_is_one_error(tmp_path_factory, good_fi
             _one_line(e)
             return
     assert all(torch.isfinite(p).all() for p in model.state_dict().values() if p.is_floating_point())
+
+
+# ---- training checkpoints -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stopped_run(tmp_path_factory):
+    """A tiny run stopped by SIGTERM in the middle of its second epoch: its last.safetensors is mid-epoch."""
+    out = tmp_path_factory.mktemp("stopped")
+
+    def stop(row: dict) -> None:
+        if row["phase"] == "train" and row["epoch"] == 1 and row["step"] == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(TrainingStopped):
+        train(tiny_cfg(out, plots=False, train_subset=256), progress=stop)
+    return out
+
+
+_LOOP_KEYS = [f.name for f in dataclasses.fields(LoopState)] + ["nope"]
+_NUMBERS = st.one_of(st.integers(-3, 10**6), st.floats(), st.sampled_from([0, 1, -1, 10**30]))
+_LOOP_VALUES = st.one_of(
+    _VALUES,
+    _NUMBERS,
+    st.lists(
+        st.dictionaries(st.sampled_from(["epoch", "train_loss", "val_top1", "x"]), _VALUES, max_size=3), max_size=3
+    ),
+    st.dictionaries(st.sampled_from(["loss", "hits", "seen", "images", "seconds", "x"]), _NUMBERS, max_size=5),
+)
+
+
+@settings(FUZZ, max_examples=_EXPLORE or 15)
+@given(changes=st.dictionaries(st.sampled_from(_LOOP_KEYS), _LOOP_VALUES, min_size=1, max_size=3))
+def test_any_loop_state_in_a_training_checkpoint_resumes_or_is_one_error(tmp_path_factory, stopped_run, changes):
+    out = tmp_path_factory.mktemp("resume")
+    shutil.copytree(stopped_run, out, dirs_exist_ok=True)
+    tensors, meta = read_safetensors(out / "last.safetensors")
+    state = json.loads(meta[STATE_KEY])
+    state["loop"].update(changes)
+    save_file(tensors, out / "last.safetensors", metadata={**meta, STATE_KEY: json.dumps(state)})
+    try:
+        summary = train(tiny_cfg(out, plots=False, train_subset=256), resume=True)
+    except MlpVisionError as e:
+        _one_line(e)
+        return
+    assert (out / "model.safetensors").is_file() and summary["steps"] >= 0
 
 
 @FUZZ

@@ -432,16 +432,26 @@ def train_one_epoch(run: Run, epoch: int, deadline: float | None) -> dict:
     run.data.train.set_epoch(epoch)
     steps, micro = _micro_batches(run, epoch)
     first_step = run.loop.step_in_epoch
-    loss_sum, correct, seen, n_images = 0.0, 0, 0, 0
-    epoch_t0 = time.perf_counter()
+    # the sums of the steps done before a resume in this epoch's middle, else none
+    sums = run.loop.epoch_sums if first_step > 0 else {}
+    loss_sum, correct, seen = sums.get("loss", 0.0), int(sums.get("hits", 0)), int(sums.get("seen", 0))
+    n_images, earlier_s = int(sums.get("images", 0)), sums.get("seconds", 0.0)
+    epoch_t0 = time.perf_counter() - earlier_s
     banked = _clocks()  # the start of the time not yet added to elapsed_s and cpu_s
     it = iter(run.loader(run.data.train, micro))
     for step_idx in range(first_step, steps):
         offset = (step_idx - first_step) * cfg.accum_steps
         step = _optimizer_step(run, micro[offset : offset + cfg.accum_steps], it, epoch)
-        loss_sum, correct, seen = loss_sum + step[0], correct + step[1], seen + step[2]
+        loss_sum, correct, seen = loss_sum + step[0], correct + int(step[1]), seen + int(step[2])
         n_images += step[3]
         run.loop.step_in_epoch = step_idx + 1
+        run.loop.epoch_sums = {
+            "loss": loss_sum,
+            "hits": correct,
+            "seen": seen,
+            "images": n_images,
+            "seconds": time.perf_counter() - epoch_t0,
+        }
         if run.progress is not None and dist.is_main:
             seconds = time.perf_counter() - epoch_t0
             images = n_images * dist.world_size
@@ -639,7 +649,7 @@ def _epochs(run: Run) -> bool:
         if run.dist.is_main:
             _end_of_epoch(run, epoch, metrics, writer)
         if run.loop.step_in_epoch >= run.steps_per_epoch:
-            run.loop.epoch, run.loop.step_in_epoch = epoch + 1, 0
+            run.loop.epoch, run.loop.step_in_epoch, run.loop.epoch_sums = epoch + 1, 0, {}
         run.save()
         if run.stop_signal is not None:  # it came during the epoch's last step or its validation and records
             _stop(run, f"after epoch {epoch + 1} of {cfg.epochs}")

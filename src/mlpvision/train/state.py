@@ -7,8 +7,11 @@ history) into its JSON metadata. Nothing is pickled, so a checkpoint can never e
 from __future__ import annotations
 
 import json
+import math
 import os
-from dataclasses import asdict, dataclass, field
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -34,7 +37,10 @@ class LoopState:
     global_step: int = 0  # optimizer steps since the start
     best_val_top1: float = -1.0
     best_epoch: int = -1
-    history: list[dict] = field(default_factory=list)  # one row of metrics per finished epoch
+    history: list[dict[str, float | None]] = field(default_factory=list)  # one row of metrics per finished epoch
+    # the current epoch's training sums over its steps so far (loss, hits, predictions, images, seconds): a run
+    # resumed in the middle of an epoch records the whole epoch, as if it had not stopped
+    epoch_sums: dict[str, float] = field(default_factory=dict)
     elapsed_s: float = 0.0  # training wall time so far, across resumes
     # the same spans' CPU time of this process (its threads; not while it is stopped); None once resumed from a
     # checkpoint that did not count it
@@ -113,14 +119,43 @@ def load_training_checkpoint(
         torch.set_rng_state(tensors["rng.torch"])
     except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{path} does not match this run's model or optimizer, or is damaged: {e}") from None
-    counters = (loop.epoch, loop.step_in_epoch, loop.global_step, loop.best_epoch)
-    if not all(isinstance(c, int) and not isinstance(c, bool) and c >= -1 for c in counters) or not isinstance(
-        loop.history, list
-    ):
-        raise CheckpointError(f"{path}: its loop state is damaged (counters that are not whole numbers)")
-    if not all(isinstance(t, int | float) and not isinstance(t, bool) for t in (loop.elapsed_s, loop.cpu_s or 0.0)):
-        raise CheckpointError(f"{path}: its loop state is damaged (training times that are not numbers)")
+    _check_loop(path, loop)
     return loop
+
+
+def _check_loop(path, loop: LoopState) -> None:
+    """Raises :class:`CheckpointError` unless every field of ``loop`` (read from a file) holds what its annotation
+    says, counters are not negative (``best_epoch``: -1 before any validation) and the epoch sums are finite: a
+    damaged state is refused here, whatever the damage, rather than failing later in the loop."""
+    hints = typing.get_type_hints(LoopState)
+    for f in fields(LoopState):
+        if not _fits(getattr(loop, f.name), hints[f.name]):
+            raise CheckpointError(f"{path}: its loop state is damaged ({f.name} is not {_type_name(hints[f.name])})")
+    if min(loop.epoch, loop.step_in_epoch, loop.global_step, loop.best_epoch + 1) < 0:
+        raise CheckpointError(f"{path}: its loop state is damaged (a negative counter)")
+    if not all(math.isfinite(v) for v in loop.epoch_sums.values()):
+        raise CheckpointError(f"{path}: its loop state is damaged (epoch sums that are not finite)")
+
+
+def _fits(value, kind) -> bool:
+    """Whether a value parsed from JSON is of type ``kind``: int (not bool), float (any number), str, None, unions,
+    and lists and dicts of those."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (types.UnionType, typing.Union):
+        return any(_fits(value, a) for a in args)
+    if origin is list:
+        return isinstance(value, list) and all(_fits(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_fits(k, args[0]) and _fits(v, args[1]) for k, v in value.items())
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return kind in (str, type(None)) and isinstance(value, kind)
+
+
+def _type_name(kind) -> str:
+    return kind.__name__ if isinstance(kind, type) else str(kind).replace("NoneType", "None")
 
 
 def _check_optimizer_state(path, tensors: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer) -> None:
