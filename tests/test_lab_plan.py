@@ -148,6 +148,17 @@ def test_the_identity_checks_fail_when_the_identity_is_broken(monkeypatch):
 
 def test_results_based_checks_are_pending_without_results():
     assert CHECKS["teacher_gap"].fn(rows={})[0] is None
+
+
+def test_the_teacher_gap_pairs_each_seeds_teacher_with_its_own_student():
+    def runs(*scores):
+        return [{"seed": s, "summary": {"test_top1_final": v}} for s, v in enumerate(scores)]
+
+    check = CHECKS["teacher_gap"].fn
+    ok, text = check(rows={"teacher": runs(90.0, 86.0, 88.0), "ResMLP": runs(87.0, 84.0, 85.0)})
+    assert ok and "+2.67 points" in text and "smallest seed +2.00" in text
+    ok, text = check(rows={"teacher": runs(90.0, 85.0), "ResMLP": runs(89.0, 84.0, 70.0)})  # seed 2: no teacher yet
+    assert ok is False and "over 2 seeds" in text and "+1.00 points" in text
     assert CHECKS["mixer_faster_than_vit"].fn(latency={})[0] is None
     times = {28: (1.0, 1.2), 112: (2.0, 5.0)}  # px -> (Mixer, ViT) median ms
     rows = {
@@ -187,25 +198,27 @@ def test_the_tuning_experiment_holds_only_the_families_some_experiment_trains():
     assert needed_families(s, ["segmentation"]) < needed
 
 
-@pytest.mark.parametrize(
-    ("models", "repmlp", "widened"),
-    [
-        (LAB_MODELS, "RepMLP-ResNet-18/4", "ResNet-18/4, widened"),
-        (SEG_MODELS, "seg: RepMLP-ResNet-18/2", "seg: ResNet-18/2, widened"),
-    ],
-)
-def test_the_widened_resnet_has_the_width_nearest_the_repmlp_resnets_parameters(models, repmlp, widened):
-    def params(name, **change):
-        model, args = models[name]
-        if "backbone_args" in args:
-            args = {**args, "backbone_args": {**args["backbone_args"], **change}}
-        else:
-            args = {**args, **change}
-        with torch.device("meta"):
-            return sum(p.numel() for p in create_model(model, **args).parameters())
+def _params(model: str, args: dict, **change) -> int:
+    if "backbone_args" in args:
+        args = {**args, "backbone_args": {**args["backbone_args"], **change}}
+    else:
+        args = {**args, **change}
+    with torch.device("meta"):
+        return sum(p.numel() for p in create_model(model, **args).parameters())
 
-    args = models[widened][1]
+
+def _nearest(model: str, args: dict, target: int) -> bool:
+    """Whether ``args``'s width gives the parameter count nearest ``target`` (against one narrower and one wider),
+    within 5% of it."""
     width = (args.get("backbone_args") or args)["width"]
-    target = params(repmlp)
-    gaps = {w: abs(params(widened, width=w) - target) for w in (width - 1, width, width + 1)}
-    assert min(gaps, key=gaps.get) == width and gaps[width] < 0.05 * target
+    gaps = {w: abs(_params(model, args, width=w) - target) for w in (width - 1, width, width + 1)}
+    return min(gaps, key=gaps.get) == width and gaps[width] < 0.05 * target
+
+
+@pytest.mark.parametrize("data", ["fashion-mnist", "cifar10"])
+def test_the_widened_resnet_has_the_width_nearest_the_repmlp_resnets_parameters(data):
+    p = PlanContext(Settings(data=data), 28 if data == "fashion-mnist" else 32)
+    assert _nearest(*p.model("ResNet-18/4, widened"), _params(*p.model("RepMLP-ResNet-18/4")))
+    if data == "fashion-mnist":  # the registered plan's literal width is the one the rule gives
+        assert p.model("ResNet-18/4, widened")[1] == LAB_MODELS["ResNet-18/4, widened"][1]
+        assert _nearest(*SEG_MODELS["seg: ResNet-18/2, widened"], _params(*SEG_MODELS["seg: RepMLP-ResNet-18/2"]))

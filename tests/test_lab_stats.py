@@ -277,12 +277,13 @@ def test_the_ledger_times_a_segmentation_run_on_its_own_input_and_output(tmp_pat
     assert 0 < _seconds_per_image(run, batch=2, steps=1) < 60
 
 
-def _publish(folder, model, role=None):
+def _publish(folder, model, role=None, recipe=None):
     folder.mkdir(parents=True)
     meta = data_metadata("fashion-mnist", [str(i) for i in range(10)], (0.2860,), (0.3530,))
     save_model(model, folder / "model.safetensors", meta)
     e = {"best_val_top1": 90.0, "recipe": "r.yaml", **({"role": role} if role else {})}
     (folder / "eval.json").write_text(json.dumps(e))
+    (folder / "recipe.yaml").write_text(json.dumps(recipe or {}))  # JSON is YAML
     return folder
 
 
@@ -291,15 +292,24 @@ def test_the_all_mlp_model_is_compared_with_the_cnn_on_accuracy_and_latency(tmp_
     cnn = create_model("repmlp_fast_28", channels=(8, 8), layer="conv", conv_kernel=3, groups=1).eval()
     from mlpvision.reparam import reparameterize
 
-    folders = [_publish(tmp_path / "allmlp_headline", reparameterize(mlp)),
-               _publish(tmp_path / "convnet_teacher", reparameterize(cnn), "distillation teacher")]  # fmt: skip
+    recipe = {"model": "repmlp_fast_28", "model_args": {"channels": [8, 8]}, "epochs": 7, "optimizer": "adamw"}
+    student = {**recipe, "teacher": "results/convnet_teacher/model.safetensors", "distill": "hard"}
+    teacher = {**recipe, "aug": {"random_erasing": 0.5}}
+    folders = [
+        _publish(tmp_path / "allmlp_headline", reparameterize(mlp), recipe=student),
+        _publish(tmp_path / "convnet_teacher", reparameterize(cnn), "distillation teacher", teacher),
+    ]
     lab = tmp_path / "lab"
     lab.mkdir()
     out = headline_vs_cnn(folders, lab, tmp_path / "figures", batch=4, repeats=2)
     h = json.loads(out.read_text())
     assert [r["all_mlp"] for r in h["rows"]] == [True, False]
     assert set(h["rows"][0]["latency_ms"]) == {"1/eager", "1/onnxruntime", "4/eager", "4/onnxruntime"}
-    assert h["comparisons"][0]["interval"]["n"] == 10000 and "bootstrap" in h["method"]
+    assert h["comparisons"][0]["interval"]["n"] == h["n_test"] == 10000 and "over the 10000 test" in h["method"]
+    # the models' words come from their recipes, not from a sentence written for one set of them
+    assert "`allmlp_headline` (all-MLP): `repmlp_fast_28` (channels [8, 8]), 7 epochs, random erasing 0" in h["models"]
+    assert "hard distillation from `convnet_teacher`" in h["models"] and "random erasing 0.5" in h["models"]
+    assert "(`convnet_teacher`)" in h["question"] and "7 epochs" in h["question"]
     page = write_report(lab, tmp_path / "docs").read_text()
     assert "## The all-MLP model against the CNN" in page and "(`allmlp_headline`) vs the CNN" in page
     assert (tmp_path / "figures" / "lab_headline_vs_cnn.png").is_file()

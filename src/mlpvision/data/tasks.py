@@ -9,8 +9,8 @@
   position (FC layers do by construction) can solve it.
 - ``global-task``: four 7x7 striped patches in the corners, two with horizontal and two with vertical stripes;
   the label is whether the top-left and bottom-right patches match. Every image holds the same multiset of
-  patches, so features pooled over the image carry no information: the model must relate two regions ~20
-  pixels apart.
+  patches, so features pooled over the image say little (only units that also see the zero-padded border, one
+  pixel away, can tell the corners apart): the model must relate two regions ~20 pixels apart.
 All are deterministic given the split (seeded); the synthetic two are uint8 28x28x1.
 """
 

@@ -3,6 +3,9 @@ ConvNet, and RepMLP inside a ResNet."""
 
 from __future__ import annotations
 
+import torch
+
+from ..models import create_model
 from .context import LAB_MODELS, PlanContext, at_half, budget, budget_pairs
 from .spec import Comparison, Experiment
 
@@ -65,8 +68,7 @@ def repmlp_vs_convnet(p: PlanContext) -> Experiment:
         runs=runs,
         budget=budget(p),
         comparisons=[c, at_half(c)],
-        latency={label: (p.sized(LAB_MODELS[label][0]), LAB_MODELS[label][1]) for label in ("RepMLP", "Wide ConvNet")}
-        | {"ConvNet": (p.sized(LAB_MODELS["ConvNet"][0]), LAB_MODELS["ConvNet"][1])},
+        latency={label: p.model(label) for label in ("RepMLP", "Wide ConvNet", "ConvNet")},
         budget_pairs=budget_pairs(runs),
         checks=("repmlp_fewer_macs",),
         notes="The ConvNet (RepMLP's layout with 3x3 convs at its widths) is a reference row, not a verdict: no "
@@ -108,8 +110,22 @@ def repmlp_resnet(p: PlanContext) -> Experiment:
         runs=runs,
         budget=budget(p, f"{p.s.epochs_of(e)} epochs (and {p.s.epochs_of(e // 2)} for the budget check)"),
         comparisons=comparisons + [at_half(c) for c in comparisons],
-        latency={label: (p.sized(LAB_MODELS[m][0]), LAB_MODELS[m][1]) for label, m in models.items()},
+        latency={label: p.model(m) for label, m in models.items()},
         budget_pairs=budget_pairs(runs),
-        notes="Widths 16-32-64-128 (a quarter of ResNet-18's); the RepMLP blocks work on 7x7 partitions of the 14 and "
-        "7 px maps with kernels 1, 3, 5 in their Local Perceptron. Latency is that of the deploy forms.",
+        notes=_resnet_note(p),
+    )
+
+
+def _resnet_note(p: PlanContext) -> str:
+    name, args = p.model("RepMLP-ResNet-18/4")
+    with torch.device("meta"):
+        c = create_model(name, **args).config
+    widths = "-".join(str(c.width * 2**i) for i in range(len(c.layers)))
+    maps = " and ".join(f"{p.size // 2**i} px" for i in c.repmlp_stages)  # CIFAR stem: stage i at 1/2**i
+    kernels = ", ".join(map(str, c.kernels))
+    return (
+        f"Widths {widths} (a quarter of ResNet-18's); the RepMLP blocks work on {c.partition}x{c.partition} "
+        f"partitions of the {maps} maps with kernels {kernels} in their Local Perceptron; the widened ResNet has "
+        f"width {p.model('ResNet-18/4, widened')[1]['width']}, the one whose parameters come nearest the "
+        "RepMLP-ResNet's (the table shows both). Latency is that of the deploy forms."
     )

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import math
 
-from .context import SEG_EPOCHS, SEG_MODELS, SEG_SCENES, PlanContext, at_half, half
+from ..data.segmentation import SCENE_SIZES
+from .context import SEG_EPOCHS, SEG_MODELS, SEG_SCENES, PlanContext, at_half, half, spaced
 from .spec import SEG_SHIFT, Comparison, Experiment
 from .stats import ALPHA, t975
 
@@ -27,7 +28,11 @@ def _budget(p: PlanContext, epochs: str) -> str:
     return (
         f"{epochs} on {scenes} training scenes (64x64, a seeded subset), batch 32, each family at its rate tuned on "
         "the scenes' validation mean IoU, crop and flip of image and mask alike, float32; tested on "
-        + (f"the first {p.s.test_subset} test scenes" if p.s.test_subset else "the test split's 2 000 scenes")
+        + (
+            f"the first {p.s.test_subset} test scenes"
+            if p.s.test_subset
+            else f"the test split's {spaced(SCENE_SIZES['test'])} scenes"
+        )
         + " (garments of Fashion-MNIST's test images)"
     )
 
@@ -156,7 +161,7 @@ def segmentation_translation(p: PlanContext) -> Experiment:
         ],
         metric="miou",
         columns=("shifted_miou", drop),
-        notes="The rows use the families' rates tuned on uncentred scenes (a limit: the centred scenes are easier). "
+        notes="The rows use the families' rates tuned on uncentred scenes, not tuned again on centred ones (a limit). "
         f"A move by {SEG_SHIFT} px keeps every garment whole on the canvas, and the band it uncovers is ignored in "
         "the masks. The loss is the share of the model's mean IoU above the all-background prediction's (measured "
         "on the same scenes) that the move undoes, so a model that learned little cannot look robust; a diverged "

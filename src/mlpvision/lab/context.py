@@ -4,10 +4,15 @@ subset, the settings' epochs), the seeds, and the helpers that build runs, sweep
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import torch
+
 from ..errors import ConfigError
+from ..models import create_model
 from .spec import Comparison, Curve, LabRun, Settings
 from .tuning import DEFAULT_LR, TUNE_EPOCHS, TUNE_SEED, Family, Tuning, rate_label
 
@@ -55,6 +60,9 @@ LAB_MODELS = {
         {"embed_dim": 64, "depth": 4, "token_mlp_dim": 32, "channel_mlp_dim": 256, "token_mixing_groups": 64},
     ),
 }
+# lab models widened to another's parameters: their width is the one nearest it at the plan's image size (the
+# width in LAB_MODELS is that width at 28 px; a test checks it)
+WIDENED_TO = {"ResNet-18/4, widened": "RepMLP-ResNet-18/4"}
 _SEG_BACKBONE = {  # ImageNet stem: maps at 1/4 .. 1/32 of the 64x64 grey scenes
     "backbone": "repmlp_resnet18_64",
     "feature_indices": (1, 2, 3, 4),
@@ -149,14 +157,12 @@ class PlanContext:
         ]
 
     def _lab_tuning_run(self, family: str):
-        name, args = LAB_MODELS[family]
+        name, args = self.model(family)
 
         def make(lr: float, seed: int, rates) -> LabRun:
             label = f"{family} | lr {rate_label(lr)}" + (f" | seed {seed}" if seed != TUNE_SEED else "")
             train = self.recipe(TUNE_EPOCHS, lr=lr)
-            return LabRun(
-                label=label, model=self.sized(name), seed=seed, data=self.s.data, model_args=args, train=train
-            )
+            return LabRun(label=label, model=name, seed=seed, data=self.s.data, model_args=args, train=train)
 
         return make
 
@@ -171,6 +177,16 @@ class PlanContext:
             return LabRun(label=label, model=name, seed=seed, data=PROBE_TASKS[task], model_args=args, train=train)
 
         return make
+
+    def model(self, label: str) -> tuple[str, dict]:
+        """Lab model ``label``'s registered name for this plan's image size and its config; a widened model
+        (:data:`WIDENED_TO`) has the width whose parameters come nearest its target's at that size."""
+        name, args = LAB_MODELS[label]
+        name = self.sized(name)
+        if label in WIDENED_TO:
+            target = self.model(WIDENED_TO[label])
+            args = {**args, "width": _nearest_width(name, json.dumps(args), target[0], json.dumps(target[1]))}
+        return name, args
 
     def sized(self, model: str) -> str:
         """The ``_28`` model's twin for this plan's image size."""
@@ -214,13 +230,13 @@ class PlanContext:
         recipe."""
         if model not in LAB_MODELS:
             raise ConfigError(f"{model!r} is not a lab model (LAB_MODELS)")
-        name, base_args = LAB_MODELS[model]
+        data = data or self.s.data
+        # the synthetic probes are 28 px everywhere
+        name, base_args = LAB_MODELS[model] if data.endswith("-task") else self.model(model)
         args = {**base_args, **(args or {})}
         train = self.recipe(**{"lr": self.lr(family or model), **recipe})
         seeds = self.s.seeds if seeds is None else seeds
-        data = data or self.s.data
-        model = name if data.endswith("-task") else self.sized(name)  # the synthetic probes are 28 px everywhere
-        return [LabRun(label=label, model=model, seed=seed, data=data, model_args=args, train=train) for seed in seeds]
+        return [LabRun(label=label, model=name, seed=seed, data=data, model_args=args, train=train) for seed in seeds]
 
     def budgeted(
         self, label: str, model: str, args: dict | None = None, epochs: int | None = None, seeds=None, **recipe
@@ -290,8 +306,34 @@ def size_curve(label: str, sizes: tuple[int, ...], runs_at: Callable[[str, int],
     return runs, Curve(label, tuple(rows), tuple(sizes))
 
 
+def spaced(n: int) -> str:
+    """``n`` with a space between thousands, as the page writes counts (12 000)."""
+    return f"{n:,}".replace(",", " ")
+
+
 def budget(p: PlanContext, what: str = "") -> str:
     s = p.s
     data = f"{s.subset} training images (a seeded subset)" if s.subset else "all training images"
     default = f"{s.epochs_of(s.epochs)} epochs (and {s.epochs_of(s.epochs) // 2 or 1} for the budget check)"
     return f"{what or default} on {data}, each family at its tuned rate, float32"
+
+
+@functools.cache
+def _nearest_width(name: str, args: str, target: str, target_args: str) -> int:
+    """The ``width`` of model ``name`` (config ``args``, JSON) whose parameter count comes nearest that of
+    ``target`` (``target_args``), counted on the meta device; the search starts at the width in ``args``."""
+
+    def params(model: str, config: dict) -> int:
+        with torch.device("meta"):
+            return sum(p.numel() for p in create_model(model, **config).parameters())
+
+    config, goal = json.loads(args), params(target, json.loads(target_args))
+    width = config["width"]
+
+    def gap(w: int) -> int:
+        return abs(params(name, {**config, "width": w}) - goal)
+
+    step = 1 if gap(width + 1) < gap(width) else -1
+    while width + step > 0 and gap(width + step) < gap(width):
+        width += step
+    return width

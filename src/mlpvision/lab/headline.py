@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from ..data import plain_split
 from ..deploy import Candidate, OrtModel, export_onnx, inference_call, measure
 from ..io import load_checkpoint, save_figure, write_json
+from ..io.files import load_yaml
 from ..plotting import pyplot
 from ..reparam import non_mlp_layers
 from ..runtime import machine_description
@@ -24,15 +25,19 @@ from .stats import VERDICT_WORDS, Interval, decide, paired_bootstrap
 __all__ = ["headline_section", "headline_vs_cnn", "published_sections", "redraw_headline_figure"]
 
 
+RESAMPLES = 2000  # the paired bootstrap's resamples
+
+
 def headline_vs_cnn(published: list[Path], results: Path, figures: Path, batch: int = 64, repeats: int = 30) -> Path:
     """The all-MLP models against the CNN trained by the same recipe: test top-1 with paired bootstrap intervals
     (per test image), and CPU latency of each deploy form at batch 1 and ``batch``, eager and ONNX Runtime, timed
     round-robin in one run. Writes ``results/headline_vs_cnn.json`` and the accuracy/latency figure."""
     test, _ = plain_split("fashion-mnist", "test")
-    rows, correct, cands = [], {}, []
+    rows, correct, cands, recipes = [], {}, [], {}
     with tempfile.TemporaryDirectory() as tmp:
         for folder in published:
             e = json.loads((folder / "eval.json").read_text())
+            recipes[folder.name] = load_yaml((folder / "recipe.yaml").read_bytes(), f"{folder}/recipe.yaml") or {}
             model = load_checkpoint(folder / "model.safetensors", device="cpu").float().eval()
             correct[folder.name] = hits = _correct(model, test)  # one pass: accuracy and the paired bootstrap
             onnx = OrtModel(export_onnx(model, Path(tmp) / f"{folder.name}.onnx").path)
@@ -62,30 +67,48 @@ def headline_vs_cnn(published: list[Path], results: Path, figures: Path, batch: 
     best = max(mlps, key=lambda r: r["best_val_top1"])  # chosen on validation, never on test
     comparisons = []
     for label, r in (("all-MLP, same recipe", same), ("best all-MLP on validation", best)):
-        iv = paired_bootstrap(correct[r["name"]], correct[cnn["name"]])
+        iv = paired_bootstrap(correct[r["name"]], correct[cnn["name"]], resamples=RESAMPLES)
         name = f"{label} (`{r['name']}`) vs the CNN (`{cnn['name']}`)"
         comparisons.append({"name": name, "kind": "noninferior", "margin": 0.5, "interval": dataclasses.asdict(iv)})
     out = results / "headline_vs_cnn.json"
-    figure = _plot_accuracy_latency(rows, figures / "lab_headline_vs_cnn.png")
+    n_test = len(correct[cnn["name"]])
+    figure = _plot_accuracy_latency(rows, figures / "lab_headline_vs_cnn.png", n_test)
+    c = recipes[cnn["name"]]
     summary = {
-        "question": "Does the best all-MLP deploy-form model match the CNN trained by the same recipe and budget "
-        "(80 epochs of all 55 000 training images, AdamW, EMA, random erasing), within half a point, and how "
-        "fast is each on a CPU?",
-        "models": f"`{same['name']}` (all-MLP, deployed as FC layers; random erasing 0.25) and `{cnn['name']}` "
-        "(the same layout with 3x3 convs, three pairs per stage; random erasing 0.5) share the headline recipe; the "
-        "other all-MLP rows distil from that CNN or add a full-resolution stage.",
+        "question": f"Does the best all-MLP deploy-form model match the CNN (`{cnn['name']}`) trained with the same "
+        f"optimizer and budget ({c.get('epochs', '?')} epochs of the training split less its validation images, "
+        f"{c.get('optimizer', '?')}), within half a point, and how fast is each on a CPU?",
+        "models": "; ".join(_recipe_words(r["name"], r["all_mlp"], recipes[r["name"]]) for r in rows) + ".",
         "rows": rows,
         "comparisons": comparisons,
         "batch": batch,
         "figure": figure,
-        "method": "paired bootstrap over the 10 000 test images (2 000 resamples, percentile); one trained model "
-        "each, so the interval covers test-set sampling, not seed-to-seed variation",
+        "n_test": n_test,
+        "method": f"paired bootstrap over the {n_test} test images ({RESAMPLES} resamples, percentile); one trained "
+        "model each, so the interval covers test-set sampling, not seed-to-seed variation",
         "latency": f"median of {repeats} calls, float32, {torch.get_num_threads()} threads, all models and backends "
         "timed round-robin in one run",
         "machine": machine_description(),
     }
     write_json(out, summary)
     return out
+
+
+def _recipe_words(name: str, all_mlp: bool, recipe: dict) -> str:
+    """What a published model's recipe says of it, in words: the model and its config, epochs, random erasing,
+    teachers."""
+    args = ", ".join(f"{k} {v}" for k, v in (recipe.get("model_args") or {}).items())
+    words = f"`{name}` ({'all-MLP' if all_mlp else 'not all-MLP'}): `{recipe.get('model', '?')}`"
+    words += f" ({args})" if args else ""
+    words += (
+        f", {recipe.get('epochs', '?')} epochs, random erasing {(recipe.get('aug') or {}).get('random_erasing', 0)}"
+    )
+    teachers = recipe.get("teacher")
+    if teachers:
+        teachers = [teachers] if isinstance(teachers, str) else teachers
+        named = ", ".join(f"`{Path(str(t)).parent.name}`" for t in teachers)
+        words += f", {recipe.get('distill', 'soft')} distillation from {named}"
+    return words
 
 
 def _correct(model, data) -> list[bool]:
@@ -96,7 +119,7 @@ def _correct(model, data) -> list[bool]:
     return out
 
 
-def _plot_accuracy_latency(rows: list[dict], path: Path, n_test: int = 10000) -> str:
+def _plot_accuracy_latency(rows: list[dict], path: Path, n_test: int) -> str:
     """Test top-1 (with its 95% binomial interval over the test images) against batch-1 latency, one colour per
     model, a filled marker for ONNX Runtime and an open one for eager PyTorch, the two joined."""
     plt = pyplot()
@@ -119,7 +142,7 @@ def _plot_accuracy_latency(rows: list[dict], path: Path, n_test: int = 10000) ->
     ax.set(
         xlabel="latency at batch 1, ms (filled: ONNX Runtime, open: eager PyTorch; log scale)",
         ylabel="Fashion-MNIST test top-1 (%)",
-        title="Published models: accuracy (95% interval over the 10 000 test images) against CPU latency",
+        title=f"Published models: accuracy (95% interval over the {n_test} test images) against CPU latency",
     )
     ax.title.set_fontsize(9)
     ax.grid(alpha=0.3)
@@ -135,7 +158,8 @@ def redraw_headline_figure(results: Path, figures: Path) -> None:
     path = results / "headline_vs_cnn.json"
     if path.is_file():
         h = json.loads(path.read_text())
-        _plot_accuracy_latency(h["rows"], figures / h.get("figure", "lab_headline_vs_cnn.png"))
+        n_test = h.get("n_test", h["comparisons"][0]["interval"]["n"] if h.get("comparisons") else 0)
+        _plot_accuracy_latency(h["rows"], figures / h.get("figure", "lab_headline_vs_cnn.png"), n_test)
 
 
 def headline_section(results: Path) -> list[str]:

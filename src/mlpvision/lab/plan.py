@@ -15,6 +15,7 @@ fits in about 15 CPU hours on two cores (``mlpvision lab --plan`` prints the led
 from __future__ import annotations
 
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 
 from .claims_mixer import mixer_vs_vit, tying
@@ -23,9 +24,9 @@ from .claims_repmlp import repmlp_ablation, repmlp_resnet, repmlp_vs_convnet
 from .claims_resmlp import resmlp_distill, resmlp_norm, resmlp_overfit, resmlp_transfer
 from .claims_scale import data_size, resolution
 from .claims_segmentation import segmentation, segmentation_translation
-from .context import FINE_TUNING, PlanContext
+from .context import FINE_TUNING, PROBE_TUNE_SIZE, SEG_SCENES, PlanContext, probe_recipe
 from .spec import Experiment, Settings, check_data
-from .tuning import CONFIRM, LADDER, START, TUNE_EPOCHS, TUNE_SEED, resolve
+from .tuning import CONFIRM, FINE_TUNE, LADDER, START, TUNE_EPOCHS, TUNE_SEED, resolve
 
 __all__ = ["EXPERIMENTS", "needed_families", "plan"]
 
@@ -95,7 +96,6 @@ def tuning_experiment(p: PlanContext, needed: set[str]) -> Experiment:
     """The tuning runs of the ``needed`` families, as an experiment (the ledger counts them, the page tables them)."""
     t = p.tuning
     runs = [r for fam, fam_runs in t.runs.items() if fam in needed for r in fam_runs]
-    ladder = ", ".join(f"{lr:g}" for lr in LADDER)
     return Experiment(
         "tuning",
         "Tuning: one learning rate per model family, chosen on validation",
@@ -103,10 +103,31 @@ def tuning_experiment(p: PlanContext, needed: set[str]) -> Experiment:
         "-",
         "-",
         runs,
-        f"{p.s.epochs_of(TUNE_EPOCHS)} epochs on {p.s.subset or 'all'} training images (seed {TUNE_SEED}, not a "
-        f"verdict seed), {p.s.val_size} held-out validation images (the probes: 100 probe images; fine-tunings: "
-        f"their base's rate x 1, 1/3, 1/10); rates from the ladder {ladder}, starting at "
-        f"{', '.join(f'{lr:g}' for lr in START)} and extended by one rung while the best is at an end; two best "
-        f"rates within {CONFIRM:g} points are told apart on a second seed",
+        _tuning_budget(p),
         kind="tuning",
+    )
+
+
+def _tuning_budget(p: PlanContext) -> str:
+    """The tuning protocol's budgets in words, from the recipes its runs use."""
+    s = p.s
+    lab = p.recipe(TUNE_EPOCHS)
+    probe = p.recipe(**probe_recipe(p, PROBE_TUNE_SIZE))
+    fractions = ", ".join(str(Fraction(f).limit_denominator(100)) for f in FINE_TUNE)
+    words = (
+        f"{lab['epochs']} epochs on {lab.get('train_subset', 'all')} training images, {lab['val_size']} held out for "
+        f"validation (seed {TUNE_SEED}, not a verdict seed); the probe families: {probe['epochs']} epochs on "
+        f"{probe['train_subset']} probe images, {probe['val_size']} held out"
+    )
+    if s.data == "fashion-mnist":
+        seg = p.seg_recipe(TUNE_EPOCHS)
+        words += (
+            f"; the segmentation families: {seg['epochs']} epochs on {seg.get('train_subset', SEG_SCENES)} scenes, "
+            f"{seg['val_size']} held out"
+        )
+    return (
+        words + f"; fine-tunings: their base's rate x {fractions}; rates from the ladder "
+        f"{', '.join(f'{lr:g}' for lr in LADDER)}, starting at {', '.join(f'{lr:g}' for lr in START)} and extended "
+        f"by one rung while the best is at an end; two best rates within {CONFIRM:g} points are told apart on a "
+        "second seed"
     )

@@ -32,7 +32,7 @@ from ..runtime import machine_description
 from ..train import TrainConfig, TrainingError, build_data, expand_token_mixing, train
 from .executors import Batch, Executor, LocalExecutor
 from .plan import needed_families, plan, plan_context
-from .spec import EVAL_KEYS, SEG_SHIFT, SHIFTS, Experiment, LabRun, Settings
+from .spec import EVAL_KEYS, GAP_IMAGES, SEG_SHIFT, SHIFTS, Experiment, LabRun, Settings
 
 __all__ = ["Lab", "latency_only", "run_lab", "selected"]
 
@@ -250,9 +250,9 @@ class Lab:
         return {"0": miou(model, scenes), str(k): statistics.mean(moved), "floor": floor}
 
     def _train_accuracy(self, model, run: LabRun) -> float:
-        """Accuracy on (up to 5 000 of) the images the model was trained on, without augmentation."""
+        """Accuracy on (up to :data:`GAP_IMAGES` of) the images the model was trained on, without augmentation."""
         data = build_data(TrainConfig.from_dict(self._config(run)), None, None)
-        idx = data.train.indices[:5000]
+        idx = data.train.indices[:GAP_IMAGES]
         images, labels = data.train.base.images[idx], data.train.base.labels[idx]
         return self._accuracy(model, images, labels, data.info)
 

@@ -35,6 +35,7 @@ __all__ = [
 Rows = dict[str, list[dict]]  # a table's label -> the result files of its seeds
 
 SHIFTS = (0, 1, 2, 3, 4)  # translation probe: pixels
+GAP_IMAGES = 5000  # the train-test gap: training accuracy on (up to) this many of a run's training images
 SEG_SHIFT = 16  # the segmentation translation test: pixels the centred test scenes move (a quarter of 64)
 # LabRun.evals -> the result field each adds
 EVAL_KEYS = {
