@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -109,3 +111,42 @@ def test_the_cli_prints_the_plan_and_refuses_to_run_without_data(capsys):
     assert "--data cifar10" in capsys.readouterr().err
     assert main(["lab", "--profile", "paper", "--data", "imagefolder"]) == 2
     assert "--data-dir" in capsys.readouterr().err
+
+
+def _fake_result(run: LabRun, top1: float) -> dict:
+    """A result file as the lab writes it for ``run`` (no training: the page only reads these fields)."""
+    return {
+        "key": run.key,
+        "label": run.label,
+        "model": run.model,
+        "seed": run.seed,
+        "machine": "a test machine",
+        "precision": "float32",
+        "summary": {"test_top1_final": top1, "train_seconds": 1.0},
+        "num_classes": 10,
+        "params": 1000,
+        "macs": 2000,
+        "deploy_params": 1000,
+        "deploy_macs": 2000,
+        "history": [{"epoch": 1, "train_top1": top1 + 5}],
+    }
+
+
+def test_the_profile_writes_its_page_from_the_result_files_alone(tmp_path, capsys):
+    """--report-only trains nothing; the page shows each experiment's rows and decides its comparisons."""
+    results, docs = tmp_path / "results", tmp_path / "docs"
+    (results / "runs").mkdir(parents=True)
+    score = {"A) RepMLP pure MLP": 91.0, "Wide ConvNet": 92.5}  # RepMLP 1.5 behind: outside the 1-point margin
+    for exp in paper_plan("cifar10"):
+        for run in exp.runs:
+            top1 = score.get(run.label, 85.0) + 0.1 * run.seed  # the ablations 6 points behind the full block
+            (results / "runs" / f"{run.key}.json").write_text(json.dumps(_fake_result(run, top1)))
+    args = ["lab", "--profile", "paper", "--data", "cifar10", "--report-only", "--results", str(results)]
+    assert main([*args, "--docs", str(docs), "--runs", str(tmp_path / "runs")]) == 0
+    assert not (tmp_path / "runs").exists()  # nothing trained
+    page = (docs / "results-paper-cifar10.md").read_text()
+    assert "## RepMLP ablation at the paper's size (CIFAR-10)" in page and "| A) RepMLP pure MLP | 3 |" in page
+    verdicts = [line for line in page.splitlines() if line.startswith("| paper_")]
+    assert len(verdicts) == 5 and sum("**supported**" in v for v in verdicts) == 4, verdicts
+    assert "**refuted**" in next(v for v in verdicts if "Wide ConvNet" in v)
+    assert (docs / "figures" / "lab-paper-cifar10_paper_repmlp_ablation.png").is_file()

@@ -153,7 +153,7 @@ def run_paper_profile(args: argparse.Namespace, executor) -> int:
     from rich.table import Table
 
     from ..errors import MlpVisionError
-    from ..lab import PAPER_GPU, paper_ledger, paper_plan, run_paper
+    from ..lab import PAPER_GPU, paper_ledger, paper_plan, run_paper, write_paper_report
 
     data = None if args.data == "fashion-mnist" else args.data  # no --data: the plan shows both parts
     if args.plan:
@@ -174,9 +174,11 @@ def run_paper_profile(args: argparse.Namespace, executor) -> int:
     if data is None:
         raise MlpVisionError("the paper profile trains on --data cifar10, or on --data imagefolder --data-dir DIR")
     results, runs = args.results or f"results/lab-paper-{data}", args.runs or f"runs/lab-paper-{data}"
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
-    run_paper(data, results, runs, args.data_dir, executor, progress=console().print)
-    console().print(f"results: {results}/runs")
+    if not args.report_only:
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+        run_paper(data, results, runs, args.data_dir, executor, progress=console().print)
+        console().print(f"results: {results}/runs")
+    console().print(f"report: {write_paper_report(results, args.docs, data)}")
     return 0
 
 

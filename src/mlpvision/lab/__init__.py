@@ -9,7 +9,7 @@ from .paper import paper_ledger, paper_plan, paper_settings, run_paper
 from .plan import plan
 from .publish import REFERENCE_ROLE, TEACHER_ROLE, publish, published_models
 from .registration import plan_hash, plan_markdown
-from .report import write_report
+from .report import write_paper_report, write_report
 from .runner import Lab, latency_only, run_lab
 from .spec import LAB_DATA, Experiment, LabRun, Settings, check_data, data_suffix
 
@@ -40,5 +40,6 @@ __all__ = [
     "published_models",
     "run_lab",
     "run_paper",
+    "write_paper_report",
     "write_report",
 ]
