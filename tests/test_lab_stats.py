@@ -175,6 +175,7 @@ def test_a_run_whose_loss_becomes_nan_is_a_diverged_result_at_chance(tmp_path, m
         out = Path(cfg.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(cfg.as_dict()))  # as train() writes it before the first step
+        (out / "last.safetensors").write_bytes(b"the last good step")  # as train() leaves it
         raise TrainingError("loss became nan at step 3")
 
     monkeypatch.setattr(mlpvision.lab.runner, "train", diverging)
@@ -187,6 +188,7 @@ def test_a_run_whose_loss_becomes_nan_is_a_diverged_result_at_chance(tmp_path, m
     assert result["diverged"] and "loss became" in result["diverged"]
     assert result["summary"]["test_top1_final"] == pytest.approx(10.0)
     assert lab.ensure(run) == result  # recorded: not trained again
+    assert not (tmp_path / "runs" / run.key / "last.safetensors").exists()  # a result needs no training state
 
 
 def test_the_ledger_counts_every_run_once_and_prices_what_is_left(tmp_path, capsys, monkeypatch):

@@ -109,6 +109,7 @@ class Lab:
         except TrainingError as e:  # a learning rate too high for the model: a result, not a failure
             result = self._diverged(run, cfg, str(e))
             write_json(self.result_path(run), result)
+            state.unlink(missing_ok=True)  # its last good step: resuming it would only diverge again
             return result
         model = _load(self.model_path(run))
         train_form, deploy_form = count(model), count(reparameterize(model.eval()))  # each a forward pass
