@@ -109,6 +109,7 @@ def load_training_checkpoint(
     check_finite(tensors, str(path))
     state = parse_json(meta[STATE_KEY], f"{path}: its training state", CheckpointError)
     _check_optimizer_state(path, tensors, optimizer)
+    _check_state(path, state, optimizer, scheduler)
     try:
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
         if ema is not None:
@@ -156,6 +157,73 @@ def _fits(value, kind) -> bool:
 
 def _type_name(kind) -> str:
     return kind.__name__ if isinstance(kind, type) else str(kind).replace("NoneType", "None")
+
+
+def _check_state(path, state, optimizer: torch.optim.Optimizer, scheduler) -> None:
+    """The saved optimizer settings and schedule have the structure and types of this run's own (:func:`_check_like`),
+    and the optimizer's groups hold its parameters in its order."""
+    opt = state.get("optimizer") if isinstance(state, dict) else None
+    if not isinstance(opt, dict) or not isinstance(state.get("loop"), dict) or "scheduler" not in state:
+        raise CheckpointError(f"{path}: its training state is damaged (no optimizer, schedule or loop state)")
+    fresh_groups = optimizer.state_dict()["param_groups"]
+    _check_like(path, "optimizer settings", opt.get("param_groups"), fresh_groups)
+    if [g.get("params") for g in opt["param_groups"]] != [g["params"] for g in fresh_groups]:
+        raise CheckpointError(f"{path}: damaged optimizer settings (its parameters in another order)")
+    _check_like(path, "optimizer scalars", opt.get("scalars", {}), {}, numbers=True)
+    _check_like(path, "schedule", state["scheduler"], scheduler.state_dict())
+
+
+def _check_like(path, what: str, value, fresh, numbers: bool = False) -> None:
+    """Raises :class:`CheckpointError` unless ``value`` (read from a file) has the structure and the value types of
+    ``fresh``, the same state as this run builds it: a mapping only keys ``fresh`` has (a missing one keeps the
+    fresh value), a list as many items, numbers finite numbers, flags flags (a setting fresh leaves unset, None,
+    may also be a flag), text text. ``numbers``: ``fresh`` is a mapping whose values may be any finite numbers.
+    Hyper-parameters and schedule counters of another type would load and fail at the first step, or replace a
+    method of the scheduler (its state is set as attributes)."""
+    problem = _unlike(value, fresh, numbers)
+    if problem is not None:
+        raise CheckpointError(f"{path}: damaged {what} ({problem})")
+
+
+def _unlike(value, fresh, numbers: bool = False, where: str = "") -> str | None:
+    if numbers:
+        if not isinstance(value, dict):
+            return "not a mapping"
+        bad = [k for k, v in value.items() if not _finite_number(v)]
+        return f"{brief(bad[0])} is not a finite number" if bad else None
+    at = f" at {brief(where)}" if where else ""
+    if isinstance(fresh, dict):
+        if not isinstance(value, dict):
+            return f"not a mapping{at}"
+        extra = sorted(set(value) - set(fresh), key=str)
+        if extra:
+            return f"an unknown key {brief(extra[0])}{at}"
+        for k, v in value.items():
+            problem = _unlike(v, fresh[k], where=f"{where}.{k}" if where else str(k))
+            if problem:
+                return problem
+        return None
+    if isinstance(fresh, list | tuple):
+        if not isinstance(value, list) or len(value) != len(fresh):
+            return f"not a list of {len(fresh)}{at}"
+        for i, (v, f) in enumerate(zip(value, fresh, strict=True)):
+            problem = _unlike(v, f, where=f"{where}[{i}]")
+            if problem:
+                return problem
+        return None
+    if isinstance(fresh, bool):
+        return None if isinstance(value, bool) else f"not a flag{at}"
+    if fresh is None:  # a setting left to torch (foreach): unset, or a flag
+        return None if value is None or isinstance(value, bool) else f"not a flag{at}"
+    if isinstance(fresh, int | float):
+        return None if _finite_number(value) else f"not a finite number{at}"
+    if isinstance(fresh, str):
+        return None if isinstance(value, str) else f"not text{at}"
+    return f"an unexpected value{at}"
+
+
+def _finite_number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _check_optimizer_state(path, tensors: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer) -> None:
