@@ -73,3 +73,43 @@ def test_deploy_command(tmp_path, capsys):
     assert main(["deploy", str(tmp_path / "missing.safetensors"), str(tmp_path / "c.safetensors")]) == 2
     assert "not found" in capsys.readouterr().err
     assert not (tmp_path / "c.safetensors").exists()
+
+
+@pytest.mark.parametrize("deploy", [False, True])
+def test_every_registered_models_build_fits_the_loaders_tensor_allowance(deploy):
+    """The loader stops a build that registers more than BUILD_TENSORS_PER_KEPT tensors per tensor the file holds
+    (a crafted config must not make it build a huge model): every model of the zoo, in either form, fits it."""
+    from torch.nn.modules import module as torch_module
+
+    from mlpvision.io.model_file import BUILD_TENSORS_PER_KEPT
+
+    over = []
+    for name in mlpvision.list_models():
+        count = {"n": 0}
+
+        def seen(module, key, tensor, count=count):
+            count["n"] += tensor is not None
+
+        hooks = [
+            torch_module.register_module_parameter_registration_hook(seen),
+            torch_module.register_module_buffer_registration_hook(seen),
+        ]
+        try:
+            model = mlpvision.create_model(name, device="meta", **({"deploy": True} if deploy else {}))
+        finally:
+            for h in hooks:
+                h.remove()
+        kept = len(model.state_dict())
+        if count["n"] > BUILD_TENSORS_PER_KEPT * kept + 64:
+            over.append(f"{name}: {count['n']} registered for {kept} kept")
+    assert not over, over
+
+
+def test_a_resnet_deploy_file_loads(tmp_path):
+    """A ResNet's deploy form registers about four tensors per kept one while it is built (its BatchNorms are fused
+    away): its file must load, as the deploy command writes it."""
+    model = randomize_bn_(mlpvision.create_model("resnet18_28")).eval()
+    out = deploy_checkpoint(save_model(model, tmp_path / "m.safetensors"), tmp_path / "d.safetensors").path
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(load_checkpoint(out)(x), model(x), atol=1e-4, rtol=1e-4)

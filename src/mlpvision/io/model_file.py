@@ -168,6 +168,12 @@ def _counting_registrations(max_tensors: int, max_numel: int) -> Iterator[None]:
             h.remove()
 
 
+# a build may register this many tensors per tensor of the model it returns: a deploy form is built as the train
+# form, whose BatchNorms (five tensors each) and branches are then fused away (a ResNet-50's deploy build registers
+# four times its 108 tensors); tests/test_checkpoint.py checks every registered model against it
+BUILD_TENSORS_PER_KEPT = 6
+
+
 def expected_tensors(
     path: str | os.PathLike,
     name: str,
@@ -177,11 +183,12 @@ def expected_tensors(
 ) -> dict[str, TensorSpec]:
     """The state dict (name -> dtype, shape) of the model a file's config describes, computed on the meta device
     without allocating it. The build stops as soon as the model registers more tensors or elements than the file
-    could hold (twice its count, for modules a build makes and drops) or more than ``max_params``."""
+    could hold (:data:`BUILD_TENSORS_PER_KEPT` times its count, for modules a build makes and drops; twice its
+    elements) or more than ``max_params``."""
     budget = max_params or current_limits().max_params
     in_file = sum(math.prod(s.shape) for s in specs.values())
     try:
-        with _counting_registrations(2 * len(specs) + 64, min(budget, 2 * in_file + 1_000_000)):
+        with _counting_registrations(BUILD_TENSORS_PER_KEPT * len(specs) + 64, min(budget, 2 * in_file + 1_000_000)):
             meta = build_model(name, device="meta", **overrides)
     except _Budget as e:
         if e.args[0] > budget:
