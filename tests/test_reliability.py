@@ -173,11 +173,15 @@ def test_a_finished_run_is_not_replaced_without_resume_or_overwrite(tmp_path, ru
     assert (out / "best_deploy.safetensors").is_file() and (out / "curves.png").is_file()
     first = (out / "model.safetensors").read_bytes()
     (out / "notes.txt").write_text("the user's")
-    with pytest.raises(TrainingError):  # the new run fails at its first step: no file of the earlier one is left
+    earlier = _snapshot(out)
+    # --overwrite sets the earlier run aside until the new one saves its first checkpoint: a new run that fails
+    # before (at its first step here) puts it back as it was
+    with pytest.raises(TrainingError):
         train(tiny_cfg(out, epochs=1, plots=False, seed=4), overwrite=True, progress=_fail_at_first_step)
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["config.json", "notes.txt"]
-    train(tiny_cfg(out, epochs=1, plots=False, seed=4), overwrite=True)
-    assert (out / "model.safetensors").read_bytes() != first
+    assert _snapshot(out) == earlier and not (out / ".replaced").exists()
+    train(tiny_cfg(out, epochs=1, plots=False, seed=4), overwrite=True)  # saved: the earlier run is gone
+    assert (out / "model.safetensors").read_bytes() != first and not (out / ".replaced").exists()
+    assert not (out / "best_deploy.safetensors").exists() and (out / "notes.txt").read_text() == "the user's"
 
 
 def _fail_at_first_step(row: dict) -> None:
@@ -551,3 +555,21 @@ def test_any_recipe_gives_a_valid_config_or_one_clear_error(recipe):
         TrainConfig.from_recipe(recipe).validate()
     except ConfigError as e:
         assert str(e) and "\n" not in str(e)
+
+
+def test_an_overwrite_killed_before_its_first_save_keeps_the_earlier_run_aside(tmp_path, monkeypatch):
+    """kill -9 gives no chance to put the earlier run back: it stays in OUT/.replaced, and the next --overwrite
+    start treats it as the run it replaces (the files beside it are the killed start's)."""
+    import mlpvision.train.loop as loop
+
+    out = tmp_path / "run"
+    train(tiny_cfg(out, epochs=1, plots=False))
+    earlier = _snapshot(out)
+    with monkeypatch.context() as m:
+        m.setattr(loop, "_put_back", lambda run: None)  # what a kill leaves
+        with pytest.raises(TrainingError):
+            train(tiny_cfg(out, epochs=1, plots=False, seed=4), overwrite=True, progress=_fail_at_first_step)
+    assert _snapshot(out / ".replaced") == earlier and (out / "config.json").is_file()
+    with pytest.raises(TrainingError):  # fails again, with the restore in place: the earlier run is back
+        train(tiny_cfg(out, epochs=1, plots=False, seed=5), overwrite=True, progress=_fail_at_first_step)
+    assert _snapshot(out) == earlier and not (out / ".replaced").exists()

@@ -12,6 +12,7 @@ import contextlib
 import copy
 import dataclasses
 import logging
+import shutil
 import signal
 import threading
 import time
@@ -204,6 +205,7 @@ class Run:
     progress: Callable[[dict], None] | None = None
     task: Any = None  # what is learnt (train.task): the loss, the training hits, evaluation, the best-model figure
     stop_signal: int | None = None  # set by a stop signal (SIGTERM, SIGINT): the run saves and ends after its step
+    replaced: Path | None = None  # the earlier run's files, set aside by --overwrite until this run's first save
     # (global step, EMA copy with recomputed statistics): evaluation and saving at one step share the copy
     _recomputed: tuple[int, nn.Module] | None = field(default=None, init=False, repr=False)
 
@@ -260,6 +262,9 @@ class Run:
                 self.cfg.as_dict(),
                 self.ema,
             )
+            if self.replaced is not None:  # this run can now be resumed: the run it replaces goes
+                shutil.rmtree(self.replaced, ignore_errors=True)
+                self.replaced = None
         distributed.barrier(self.dist)
 
 
@@ -591,9 +596,13 @@ def train(
             if resume:
                 _check_resumable(cfg)
             run = build_run(cfg, dist, progress, data)
-            _start_or_resume(run, resume, overwrite)
-            with _stop_signals(run):
-                stopped_early = _epochs(run)
+            try:
+                _start_or_resume(run, resume, overwrite)
+                with _stop_signals(run):
+                    stopped_early = _epochs(run)
+            except BaseException:
+                _put_back(run)  # failed before its first save: the earlier run it was to replace is restored
+                raise
             return _finish(run, stopped_early)
     finally:
         distributed.cleanup(dist)
@@ -624,15 +633,55 @@ def _start_or_resume(run: Run, resume: bool, overwrite: bool = False) -> None:
         run.loop = load_training_checkpoint(last, run.model, run.optimizer, run.scheduler, run.ema)
         log.info("resumed from %s at epoch %d, step %d", last, run.loop.epoch + 1, run.loop.global_step)
     elif run.dist.is_main and overwrite:
-        earlier = sorted({p for pattern in RUN_FILES + RUN_OUTPUTS for p in run.out.glob(pattern) if p.is_file()})
-        for path in earlier:
-            path.unlink()
-        if earlier:
-            log.warning("%s: replaced the earlier run (%s)", run.out, ", ".join(p.name for p in earlier))
+        run.replaced = _set_aside(run.out)
     elif run.dist.is_main and last.is_file():
         log.warning("%s exists and will be overwritten (pass --resume to continue it)", last)
+    if run.dist.is_main and run.replaced is None and (run.out / REPLACED).is_dir():
+        log.warning("%s holds a run an --overwrite start set aside and never replaced (it was stopped before its "
+                    "first checkpoint): move it out to keep it", run.out / REPLACED)  # fmt: skip
     if run.dist.is_main:
         write_json(run.out / "config.json", run.cfg.as_dict())
+
+
+REPLACED = ".replaced"  # OUT/.replaced: the files of the run an --overwrite start replaces, until its first save
+
+
+def _run_files(out: Path) -> list[Path]:
+    return sorted({p for pattern in RUN_FILES + RUN_OUTPUTS for p in out.glob(pattern) if p.is_file()})
+
+
+def _set_aside(out: Path) -> Path | None:
+    """Moves the earlier run's files into ``OUT/.replaced`` (so none of them can pass for the new run's) until the
+    new run's first checkpoint; a start that fails before it puts them back (:func:`_put_back`). A folder already
+    set aside by a start that never saved holds the earlier run: the files beside it are that start's, and go."""
+    aside = out / REPLACED
+    if aside.is_dir():
+        for path in _run_files(out):
+            path.unlink()
+        return aside
+    earlier = _run_files(out)
+    if not earlier:
+        return None
+    aside.mkdir()
+    for path in earlier:
+        path.rename(aside / path.name)
+    log.warning("%s: replacing the earlier run (%s, kept in %s until this run's first checkpoint)", out,
+                ", ".join(p.name for p in earlier), aside)  # fmt: skip
+    return aside
+
+
+def _put_back(run: Run) -> None:
+    """Restores the files :func:`_set_aside` moved, after removing what the failed start wrote."""
+    aside = run.replaced
+    if aside is None or not run.dist.is_main:
+        return
+    for path in _run_files(run.out):
+        path.unlink()
+    for path in aside.iterdir():
+        path.rename(run.out / path.name)
+    aside.rmdir()
+    run.replaced = None
+    log.warning("%s: the new run failed before its first checkpoint; the earlier run's files are back", run.out)
 
 
 def _epochs(run: Run) -> bool:
