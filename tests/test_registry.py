@@ -1,4 +1,5 @@
 import dataclasses
+import typing
 
 import pytest
 
@@ -75,3 +76,16 @@ def test_overrides_reach_the_model():
 def test_configs_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         get_spec("mixer_s16_224").config.depth = 3
+
+
+def test_every_numeric_field_of_every_model_config_declares_its_range():
+    """A config checks its fields when built (``option``'s limits): a number or tuple field without limits would let
+    a stored config or a --model-arg through to the layers (a decoder of 0 channels fails at the first step)."""
+    missing = set()
+    for name in mlpvision.list_models():
+        cls = type(get_spec(name).config)
+        for f in dataclasses.fields(cls):
+            kind = typing.get_origin(typing.get_type_hints(cls)[f.name]) or typing.get_type_hints(cls)[f.name]
+            if kind in (int, float, tuple) and "limits" not in f.metadata:
+                missing.add(f"{cls.__name__}.{f.name}")
+    assert not missing, sorted(missing)

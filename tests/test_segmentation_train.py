@@ -106,6 +106,28 @@ def test_the_task_must_fit_the_model_and_the_data(tmp_path):
         train(TrainConfig.from_recipe({**TINY, "task": "classify", "out": str(tmp_path / "b")}))
     with pytest.raises(ConfigError, match="per-pixel masks"):
         train(TrainConfig.from_recipe({**TINY, "data": "synthetic", "out": str(tmp_path / "c")}))
+    # a segmentation model asked to classify whole images, and a head of another class count than the masks'
+    with pytest.raises(ConfigError, match="seg_mixer is a segmentation model"):
+        train(TrainConfig.from_recipe({**TINY, "task": "classify", "data": "synthetic", "out": str(tmp_path / "d")}))
+    args = {**TINY["model_args"], "num_classes": 4}
+    with pytest.raises(ConfigError, match=r"predicts 4 classes but .* has 11"):
+        train(TrainConfig.from_recipe({**TINY, "model_args": args, "out": str(tmp_path / "e")}))
+    assert not any((tmp_path / d / "config.json").exists() for d in "abcde")  # refused before any file
+
+
+def test_eval_refuses_a_model_and_data_of_different_tasks(cli_run, tmp_path, capsys):
+    """A segmentation model on images with one label each, and a classifier on masks: one error line each."""
+    from mlpvision.cli import main
+
+    classifier = tmp_path / "cls"
+    recipe = {**TINY, "task": "classify", "model": "mixer_t4_28", "model_args": {"depth": 1}, "data": "synthetic"}
+    train(TrainConfig.from_recipe({**recipe, "img_size": None, "epochs": 1, "out": str(classifier)}))
+    pairs = ((cli_run / "best.safetensors", "synthetic", "per image"), (classifier / "best.safetensors",
+             "fashion-scenes", "per pixel"))  # fmt: skip
+    for checkpoint, data, why in pairs:
+        assert main(["eval", "--checkpoint", str(checkpoint), "--data", data]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "Traceback" not in err[0] and why in err[0], err
 
 
 @pytest.fixture(scope="module")
@@ -213,3 +235,30 @@ def test_a_segfolder_trains(tmp_path):
     }
     summary = train(TrainConfig.from_recipe(cfg))
     assert len(summary["test_per_class_iou_best"]) == 3 and 0 <= summary["test_miou_best"] <= 100
+
+
+def test_predict_checks_every_output_before_writing_one(cli_run, tmp_path, capsys):
+    """Two images of one name, an --out that is a file, an output path that is a folder, a sliver of an image whose
+    resize would pass the pixel limit: one error line each, and no mask written."""
+    from PIL import Image
+
+    from mlpvision.cli import main
+
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        Image.new("L", (32, 32), 90).save(tmp_path / folder / "x.png")
+    Image.new("L", (1, 40000), 90).save(tmp_path / "sliver.png")
+    (tmp_path / "file").write_text("not a folder")
+    (tmp_path / "masks" / "x_overlay.png").mkdir(parents=True)
+    model = str(cli_run / "best.safetensors")
+    cases = [
+        ([str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.png")], tmp_path / "out1", "both write"),
+        ([str(tmp_path / "a" / "x.png")], tmp_path / "file", "is a file"),
+        ([str(tmp_path / "a" / "x.png")], tmp_path / "masks", "is not a file"),
+        ([str(tmp_path / "sliver.png")], tmp_path / "out2", "the limit"),
+    ]
+    for images, out, why in cases:
+        assert main(["predict", "--checkpoint", model, "--out", str(out), *images, "--max-pixels", "1000000"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and why in err[0] and "Traceback" not in err[0], err
+    assert not list(tmp_path.glob("out*/*.png")) and not (tmp_path / "masks" / "x_mask.png").exists()

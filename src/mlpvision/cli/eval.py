@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from ..deploy import open_model_file
     from ..fields import Limits
     from ..io import check_writable, to_json
-    from ..train import evaluate, save_confusion_png
+    from ..train import check_fit, evaluate, save_confusion_png
 
     check_range("--batch-size", args.batch_size, Limits(ge=1, le=65536))
     if args.confusion:
@@ -84,10 +84,7 @@ def run(args: argparse.Namespace) -> int:
         ds, info = _validation_set(args.checkpoint, args.data, args.data_dir)
     else:
         ds, info = evaluation_set(args.checkpoint, args.data, args.data_dir, args.split)
-    if info.num_classes != model.num_classes:
-        raise MlpVisionError(
-            f"{args.checkpoint} predicts {model.num_classes} classes but {info.name} has {info.num_classes}"
-        )
+    check_fit(model, ds[0][1] if len(ds) else None, info.num_classes, info.name)
     device = next(model.parameters()).device if hasattr(model, "parameters") else "cpu"
     result = evaluate(model, DataLoader(ds, batch_size=args.batch_size), info.num_classes, device)
     out = {"checkpoint": args.checkpoint, "model": model.model_name, "data": info.name, "split": args.split}
@@ -119,7 +116,7 @@ def _run_segmentation(args: argparse.Namespace, model) -> int:
 
     from ..data import segmentation_evaluation_set
     from ..io import to_json
-    from ..train import evaluate_segmentation, save_confusion_png
+    from ..train import check_fit, evaluate_segmentation, save_confusion_png
 
     if args.split == "val":
         raise MlpVisionError(
@@ -129,10 +126,7 @@ def _run_segmentation(args: argparse.Namespace, model) -> int:
     ds, info, ignore_index = segmentation_evaluation_set(
         args.checkpoint, model.img_size, model.in_chans, args.data, args.data_dir, args.split
     )
-    if info.num_classes != model.num_classes:
-        raise MlpVisionError(
-            f"{args.checkpoint} predicts {model.num_classes} classes but {info.name} has {info.num_classes}"
-        )
+    check_fit(model, ds[0][1] if len(ds) else None, info.num_classes, info.name)
     loader = DataLoader(ds, batch_size=args.batch_size)
     device = next(model.parameters()).device if hasattr(model, "parameters") else "cpu"
     result = evaluate_segmentation(model, loader, info.num_classes, device, ignore_index=ignore_index)

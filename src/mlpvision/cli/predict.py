@@ -35,18 +35,18 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..deploy import predict_files, segment_files
+    from ..deploy import open_model_file, predict_files, segment_files
     from ..errors import printable
-    from ..io import MODEL_NAME_KEY, file_metadata
 
-    if file_metadata(args.checkpoint).get(MODEL_NAME_KEY, "").startswith("seg_"):
-        for r in segment_files(args.checkpoint, args.images, args.out, args.invert, args.device):
+    model = open_model_file(args.checkpoint, args.device)
+    if getattr(model, "dense", False):  # per-pixel logits, whatever the file's name says
+        for r in segment_files(args.checkpoint, args.images, args.out, args.invert, args.device, model=model):
             shares = ", ".join(f"{name} {share:.1%}" for name, share in r.shares[:4])
             print(f"{printable(r.path)}: {shares}; mask {r.mask_png}, overlay {r.overlay_png}")
             for warning in r.warnings:
                 print(f"mlpvision: warning: {printable(r.path)}: {warning}", file=sys.stderr)
         return 0
-    for p in predict_files(args.checkpoint, args.images, args.top_k, args.invert, args.device):
+    for p in predict_files(args.checkpoint, args.images, args.top_k, args.invert, args.device, model=model):
         guesses = ", ".join(f"{printable(name, 80)} {prob:.1%}" for name, prob in p.guesses)
         print(f"{printable(p.path)}: {guesses}")
         for warning in p.warnings:

@@ -9,9 +9,10 @@ from dataclasses import replace
 
 import torch
 
-from ..errors import CheckpointError, DataError, MlpVisionError
+from ..errors import CheckpointError, DataError, LimitError, MlpVisionError
 from ..io import CONFIG_KEY, MODEL_NAME_KEY, file_metadata, saved_data
 from ..io.files import parse_json
+from ..limits import current as current_limits
 from ..models import resolve_config
 from .augment import Augmented, build_transform
 from .catalog import DataInfo, load_split
@@ -119,7 +120,20 @@ def read_images(
     """
     cfg = DataConfig((in_chans, img_size, img_size), (0.0,) * in_chans, (1.0,) * in_chans, interpolation, crop_pct)
     prep = create_transform(cfg, normalize=False)
-    return torch.stack([prep(decode_image(path, in_chans)) for path in paths])
+    limit, side = current_limits().max_pixels, img_size / crop_pct
+
+    def read(path) -> torch.Tensor:
+        image = decode_image(path, in_chans)
+        w, h = image.size
+        resized = round(w * side / min(w, h)) * round(h * side / min(w, h))  # before the centre crop
+        if resized > limit:  # a sliver of an image: its long side would grow past the limit
+            raise LimitError(
+                f"{path}: a {w}x{h} image, whose shorter side resized to {side:.0f} would make {resized} pixels, "
+                f"more than the limit of {limit} (--max-pixels)"
+            )
+        return prep(image)
+
+    return torch.stack([read(path) for path in paths])
 
 
 def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

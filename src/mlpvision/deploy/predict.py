@@ -49,6 +49,7 @@ def predict_files(
     top_k: int = 3,
     invert: bool = False,
     device: str | torch.device | None = None,
+    model=None,
 ) -> list[FilePrediction]:
     """Classifies image files with a model file (``.safetensors``, or ONNX in float32 or int8), using the classes
     and normalisation it records.
@@ -57,11 +58,13 @@ def predict_files(
     input, normalised with the training set's statistics; a file that records none (converted or plain weights) is
     prepared as its ``pretrained_cfg`` says (resize to size / crop_pct, centre crop, its mean and std). ``invert``
     turns dark-on-light pictures into the light-on-dark form of Fashion-MNIST first. ``device``: auto, cpu or cuda
-    (PyTorch model files).
+    (PyTorch model files). ``model``: the file already opened (:func:`~mlpvision.deploy.open_model_file`).
     """
     if top_k < 1:
         raise ConfigError(f"--top-k must be at least 1, got {top_k}")
-    model = open_model_file(model_file, device)
+    model = model if model is not None else open_model_file(model_file, device)
+    if getattr(model, "dense", False):
+        raise ConfigError(f"{model_file} is a segmentation model (a label per pixel): segment images with it")
     saved = saved_data(model_file)
     classes = saved.get("classes") or [str(i) for i in range(model.num_classes)]
     if len(classes) != model.num_classes:
@@ -110,16 +113,36 @@ def segment_files(
     out_dir: str | os.PathLike,
     invert: bool = False,
     device: str | torch.device | None = None,
+    model=None,
 ) -> list[SegmentedFile]:
     """Segments image files with a segmentation model file (``.safetensors`` or ONNX); writes ``STEM_mask.png`` and
     ``STEM_overlay.png`` for each into ``out_dir``. Images are prepared as for classification (resized and
     centre-cropped to the model's input, normalised as its training images); the masks are at the model's input
-    size. ``device``: auto, cpu or cuda (PyTorch model files)."""
+    size. ``device``: auto, cpu or cuda (PyTorch model files); ``model``: the file already opened.
+
+    Every output path is checked before anything is read or written: two images of one name, or an output that is
+    a folder, are refused rather than overwritten or left half-written."""
     from pathlib import Path
 
     from PIL import Image
 
-    model = open_model_file(model_file, device)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file: give the folder the masks go to")
+    first: dict[str, str] = {}
+    for path in paths:
+        stem = Path(path).stem
+        if stem in first:
+            raise ConfigError(
+                f"{first[stem]} and {path} would both write {out / stem}_mask.png: segment them in separate runs"
+            )
+        first[stem] = str(path)
+        for name in (f"{stem}_mask.png", f"{stem}_overlay.png"):
+            if (out / name).exists() and not (out / name).is_file():
+                raise ConfigError(f"{out / name} exists and is not a file")
+    model = model if model is not None else open_model_file(model_file, device)
+    if not getattr(model, "dense", False):
+        raise ConfigError(f"{model_file} labels whole images, not pixels: classify images with it")
     saved = saved_data(model_file)
     classes = saved.get("classes") or [str(i) for i in range(model.num_classes)]
     if len(classes) != model.num_classes:
@@ -133,7 +156,6 @@ def segment_files(
     with torch.no_grad():
         masks = model.eval()(normalize(images, mean, std).to(where)).argmax(dim=1).cpu()  # (B, H, W)
     colours = mask_colours(model.num_classes)
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for path, image, mask in zip(paths, images, masks, strict=True):

@@ -40,8 +40,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from ..fields import option
 from ..layers import conv_bn, conv_bn_relu
-from .registry import ModelConfig, Variant, create_model, register_family
+from .registry import MAX_DEPTH, MAX_WIDTH, ModelConfig, Variant, create_model, register_family
 
 __all__ = ["FPNDecoder", "SegmentationConfig", "SegmentationModel", "create_segmentation_model"]
 
@@ -55,8 +56,8 @@ class SegmentationConfig(ModelConfig):
     """
 
     backbone: str = "resnet18"  # a registered model name, built with features_only
-    feature_indices: tuple[int, ...] = ()  # which backbone features feed the decoder (timm's out_indices); () default
-    decoder_dim: int = 64  # channels of the laterals and the fused map
+    feature_indices: tuple[int, ...] = option((), ge=0, le=MAX_DEPTH, max_items=16)  # features to decode; (): default
+    decoder_dim: int = option(64, ge=1, le=MAX_WIDTH)  # channels of the laterals and the fused map
     backbone_args: dict = field(default_factory=dict)  # the backbone's config overrides, e.g. {"width": 32}
 
 

@@ -7,7 +7,7 @@ from .ema import recompute_bn_stats, warmup_ema_fn
 from .evaluate import EvalResult, SegEvalResult, evaluate, evaluate_segmentation, save_confusion_png
 from .finetune import expand_token_mixing, load_for_finetuning
 from .loop import Data, Run, TrainingError, TrainingStopped, build_data, train, train_one_epoch, validation_split
-from .task import Classification, Segmentation, get_task
+from .task import Classification, Segmentation, check_fit, get_task
 
 __all__ = [
     "RESUMABLE_CHANGES",
@@ -22,6 +22,7 @@ __all__ = [
     "TrainingError",
     "TrainingStopped",
     "build_data",
+    "check_fit",
     "distillation_loss",
     "evaluate",
     "evaluate_segmentation",

@@ -317,7 +317,7 @@ def build_run(
     teacher = load_teacher(cfg.teacher_files, dist.device)
     mixing = build_mixing(cfg, data.info.num_classes)
     task = get_task(cfg.task, getattr(data.train.base, "ignore_index", None))
-    task.check(model, data.train.base[0][1])
+    task.check(model, data.train.base[0][1], data.info.num_classes, data.info.name)
     return Run(
         cfg,
         dist,

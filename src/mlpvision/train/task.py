@@ -18,7 +18,22 @@ from torch.utils.data import DataLoader
 from ..errors import ConfigError
 from .evaluate import EvalResult, SegEvalResult, evaluate, evaluate_segmentation
 
-__all__ = ["TASKS", "Classification", "Segmentation", "get_task"]
+__all__ = ["TASKS", "Classification", "Segmentation", "check_fit", "get_task"]
+
+
+def check_fit(model: nn.Module, sample_target, num_classes: int | None, data_name: str) -> None:
+    """Refuses a model and a data set that do not fit each other: a segmentation model (per-pixel logits) on data
+    with one label per image or the reverse, or another number of classes. Training, evaluation and fine-tuning
+    all pair a model with data through it."""
+    per_pixel = torch.is_tensor(sample_target) and sample_target.dim() == 2
+    dense = bool(getattr(model, "dense", False))
+    name = getattr(model, "model_name", type(model).__name__)
+    if per_pixel and not dense:
+        raise ConfigError(f"{data_name} has a label per pixel (masks) but {name} labels whole images")
+    if dense and not per_pixel:
+        raise ConfigError(f"{name} labels every pixel but {data_name} has one label per image")
+    if num_classes is not None and getattr(model, "num_classes", num_classes) != num_classes:
+        raise ConfigError(f"{name} predicts {model.num_classes} classes but {data_name} has {num_classes}")
 
 
 @dataclass(frozen=True)
@@ -50,9 +65,12 @@ class Classification:
     def summary(self, final: EvalResult, best: EvalResult) -> dict:
         return {"test_top1_final": final.top1, "test_top1_best": best.top1, "test_top5_best": best.top5}
 
-    def check(self, model: nn.Module, sample_target) -> None:
+    def check(self, model: nn.Module, sample_target, num_classes: int | None = None, data_name: str = "") -> None:
         if torch.is_tensor(sample_target) and sample_target.dim() > 0:
             raise ConfigError("this data set has per-pixel labels: train it with --task segment and a seg_ model")
+        if getattr(model, "dense", False):
+            raise ConfigError(f"{model.model_name} is a segmentation model: train it with --task segment on masks")
+        check_fit(model, sample_target, num_classes, data_name or "the data set")
 
 
 @dataclass(frozen=True)
@@ -115,12 +133,13 @@ class Segmentation:
             "test_per_class_iou_best": best.per_class_iou,
         }
 
-    def check(self, model: nn.Module, sample_target) -> None:
+    def check(self, model: nn.Module, sample_target, num_classes: int | None = None, data_name: str = "") -> None:
         if not (torch.is_tensor(sample_target) and sample_target.dim() == 2):
             raise ConfigError("--task segment needs a data set with per-pixel masks (fashion-scenes or segfolder)")
-        if not hasattr(model, "decoder"):
+        if not getattr(model, "dense", False):
             name = getattr(model, "model_name", type(model).__name__)
             raise ConfigError(f"--task segment needs a segmentation model (seg_*), not {name}")
+        check_fit(model, sample_target, num_classes, data_name or "the data set")
 
 
 TASKS = {"classify": Classification(), "segment": Segmentation()}
