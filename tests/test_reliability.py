@@ -573,3 +573,15 @@ def test_an_overwrite_killed_before_its_first_save_keeps_the_earlier_run_aside(t
     with pytest.raises(TrainingError):  # fails again, with the restore in place: the earlier run is back
         train(tiny_cfg(out, epochs=1, plots=False, seed=5), overwrite=True, progress=_fail_at_first_step)
     assert _snapshot(out) == earlier and not (out / ".replaced").exists()
+
+
+def test_a_checkpoint_of_another_head_names_the_tensor_that_differs(run_folder):
+    """What a resume on data of other classes meets: the message names the head, not an optimizer statistic."""
+    from mlpvision.errors import CheckpointError
+    from mlpvision.train.state import load_training_checkpoint
+
+    model = mlpvision.create_model(TINY["model"], **TINY["model_args"], num_classes=7)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    with pytest.raises(CheckpointError, match=r"head\.bias of shape \(4,\) where this run's model has \(7,\)"):
+        load_training_checkpoint(run_folder / "last.safetensors", model, optimizer, scheduler)

@@ -159,3 +159,35 @@ def test_segfolder_masks_go_through_the_guarded_decoder(tmp_path):
     (root / "val" / "masks" / "s1.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match=r"cannot read image .*s1\.png"):
         segfolder(root, "val")
+
+
+def test_segfolder_refuses_what_would_fail_later_or_wrap_silently(tmp_path):
+    """A negative mask value (it would wrap to an index), masks that label nothing, a link loop among the images,
+    and a class list that is not UTF-8, too large, or names a class twice: each one DataError naming the file."""
+    from mlpvision.errors import LimitError
+
+    root = _folder(tmp_path)
+    Image.fromarray(np.full((12, 12), -2, np.int32), mode="I").save(root / "val" / "masks" / "s1.tif")
+    (root / "val" / "masks" / "s1.png").unlink()
+    with pytest.raises(DataError, match=r"s1\.tif has values outside 0\.\.255"):
+        segfolder(root, "val")
+    _write(root, "val", "s1", np.zeros((12, 12, 3), np.uint8), np.full((12, 12), 255, np.uint8))
+    (root / "val" / "masks" / "s1.tif").unlink()
+    for stem in ("s0", "s2"):
+        if (root / "val" / "masks" / f"{stem}.png").exists():
+            Image.fromarray(np.full((12, 12), 255, np.uint8)).save(root / "val" / "masks" / f"{stem}.png")
+    with pytest.raises(DataError, match="ignore index: nothing to learn"):
+        segfolder(root, "val")
+    (root / "train" / "images" / "loop.png").symlink_to(root / "train" / "images" / "loop.png")
+    with pytest.raises(DataError, match=r"cannot read .*loop\.png"):
+        segfolder(root, "train")
+    (root / "train" / "images" / "loop.png").unlink()
+    names = root / "classes.txt"
+    for content, error, why in (
+        (b"bg\n\xff\xfe\n", DataError, "not UTF-8"),
+        (b"bg\nshirt\nbg\n", DataError, "names the class 'bg' twice"),
+        (b"x\n" * (3 << 21), LimitError, "larger than"),
+    ):
+        names.write_bytes(content)
+        with pytest.raises(error, match=why):
+            segfolder(root, "train")

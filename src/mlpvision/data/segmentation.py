@@ -36,7 +36,8 @@ from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
-from ..errors import DataError
+from ..errors import DataError, LimitError, brief
+from ..io.files import open_regular
 from .catalog import register_dataset, split_train_val
 from .decode import decode_image
 from .sources import FASHION_MNIST_CLASSES, FashionMNIST
@@ -225,8 +226,8 @@ def shift_scenes(scenes: SegmentationImages, dy: int, dx: int) -> SegmentationIm
 def _read_mask(path: Path) -> np.ndarray:
     """A mask file -> (H, W) uint8 class indices (a palette PNG's indices, not its colours)."""
     array = np.asarray(decode_image(path, 1, labels=True))
-    if array.max(initial=0) > 255:
-        raise DataError(f"mask {path} has values above 255")
+    if array.max(initial=0) > 255 or array.min(initial=0) < 0:  # a 32-bit mask could hold -1 (it would wrap to 255)
+        raise DataError(f"mask {path} has values outside 0..255: class indices and the ignore index are 0 to 255")
     return array.astype(np.uint8)
 
 
@@ -237,15 +238,49 @@ def _image_size(path: Path) -> tuple[int, int]:
 def _files(folder: Path) -> dict[str, Path]:
     if not folder.is_dir():
         raise DataError(f"{folder} is not a folder")
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as e:
+        raise DataError(f"cannot list {folder}: {e.strerror or e}") from None
     files = {}
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        if entry.name.startswith(".") or not entry.is_file() or not entry.name.lower().endswith(IMG_EXTENSIONS):
+    for entry in entries:
+        if entry.name.startswith(".") or not entry.name.lower().endswith(IMG_EXTENSIONS):
+            continue
+        try:
+            regular = entry.is_file()
+        except OSError as e:  # a link loop, a folder it may not read
+            raise DataError(f"cannot read {entry.path}: {e.strerror or e}") from None
+        if not regular:
             continue
         stem = Path(entry.name).stem
         if stem in files:
             raise DataError(f"{folder} has two files with the stem {stem!r}")
         files[stem] = Path(entry.path)
     return files
+
+
+MAX_CLASS_LIST_BYTES = 4 << 20
+
+
+def _class_names(path: Path) -> tuple[str, ...]:
+    """The class names of a ``classes.txt``, one per line: UTF-8, at most :data:`MAX_CLASS_LIST_BYTES`, each once."""
+    with open_regular(path, "class list", DataError) as f:
+        data = f.read(MAX_CLASS_LIST_BYTES + 1)
+    if len(data) > MAX_CLASS_LIST_BYTES:
+        raise LimitError(f"{path} is larger than {MAX_CLASS_LIST_BYTES} bytes: a class list names a class a line")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 text (byte {e.start})") from None
+    names = tuple(line.strip() for line in text.splitlines() if line.strip())
+    if not names:
+        raise DataError(f"{path} names no classes")
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise DataError(f"{path} names the class {brief(name)} twice")
+        seen.add(name)
+    return names
 
 
 class SegFolder(Dataset):
@@ -271,7 +306,7 @@ class SegFolder(Dataset):
             if stem not in images:
                 raise DataError(f"mask {path} has no image of the same stem in {folder / 'images'}")
         self.samples = [(images[s], masks[s]) for s in sorted(images)]
-        top = 0
+        top, labelled = 0, 0
         for image, mask in self.samples:
             m = _read_mask(mask)
             if _image_size(image) != (m.shape[1], m.shape[0]):
@@ -281,12 +316,16 @@ class SegFolder(Dataset):
                     )
                 )
             labels = m[m != ignore_index]
+            labelled += labels.size
             peak = int(labels.max(initial=0))
             if num_classes is not None and peak >= num_classes:
                 raise DataError(
                     f"mask {mask} has the value {peak}: classes are 0..{num_classes - 1} and {ignore_index} is ignored"
                 )
             top = max(top, peak)
+        if not labelled:
+            raise DataError(f"every pixel of every mask in {folder / 'masks'} is {ignore_index}, the ignore index: "
+                            "nothing to learn or measure")  # fmt: skip
         n = num_classes if num_classes is not None else top + 1
         self.classes = classes or tuple(str(c) for c in range(n))
         self.in_chans, self.ignore_index = in_chans, ignore_index
@@ -318,9 +357,7 @@ def segfolder(
     names_file = root / "classes.txt"
     classes = None
     if names_file.is_file():
-        classes = tuple(line.strip() for line in names_file.read_text().splitlines() if line.strip())
-        if not classes:
-            raise DataError(f"{names_file} names no classes")
+        classes = _class_names(names_file)
     num_classes = len(classes) if classes else None
     if classes is None and split != "train":  # the classes are those the training masks hold
         num_classes = len(segfolder(root, "train", in_chans, size, ignore_index).classes)

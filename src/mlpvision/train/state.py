@@ -108,6 +108,7 @@ def load_training_checkpoint(
         raise CheckpointError(f"{path} is a checkpoint of {brief(saved_name)}, not of {model.model_name}")
     check_finite(tensors, str(path))
     state = parse_json(meta[STATE_KEY], f"{path}: its training state", CheckpointError)
+    _check_model_tensors(path, tensors, model)
     _check_optimizer_state(path, tensors, optimizer)
     _check_state(path, state, optimizer, scheduler)
     try:
@@ -224,6 +225,23 @@ def _unlike(value, fresh, numbers: bool = False, where: str = "") -> str | None:
 
 def _finite_number(v) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_model_tensors(path, tensors: dict[str, torch.Tensor], model: nn.Module) -> None:
+    """The checkpoint's model tensors have this run's model's names and shapes; a shape that differs is named (a run
+    resumed on data of other classes, channels or size, with the same model, differs only there)."""
+    own = model.state_dict()
+    saved = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    for key in sorted(own.keys() - saved.keys())[:1]:
+        raise CheckpointError(f"{path} does not match this run's model: it has no {brief(key)}")
+    for key in sorted(saved.keys() - own.keys())[:1]:
+        raise CheckpointError(f"{path} does not match this run's model: {brief(key)} is not one of its tensors")
+    for key, value in saved.items():
+        if tuple(value.shape) != tuple(own[key].shape):
+            raise CheckpointError(
+                f"{path} holds {key} of shape {tuple(value.shape)} where this run's model has "
+                f"{tuple(own[key].shape)}: was it trained on data of other classes, channels or size?"
+            )
 
 
 def _check_optimizer_state(path, tensors: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer) -> None:
