@@ -157,3 +157,15 @@ def test_asking_for_cuda_without_it_is_one_clear_error(tmp_path, capsys):
         assert main([*argv, "--device", "cuda"]) == 2
         err = capsys.readouterr().err
         assert "has no CUDA GPU" in err and len(err.strip().splitlines()) == 1
+
+
+def test_export_checks_every_output_before_writing_one(tmp_path, capsys):
+    """The int8 file's path is a folder: the export stops before it replaces the float ONNX file already there."""
+    model_file = mlpvision.save_model(mlpvision.create_model("mlp_28", hidden=(16,)), tmp_path / "m.safetensors")
+    onnx_file = tmp_path / "m.onnx"
+    onnx_file.write_bytes(b"an earlier export")
+    (tmp_path / "m.int8.onnx").mkdir()
+    assert main(["export", "--checkpoint", str(model_file), "--onnx", str(onnx_file), "--int8"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "m.int8.onnx" in err[0] and "folder" in err[0], err
+    assert onnx_file.read_bytes() == b"an earlier export"

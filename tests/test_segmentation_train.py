@@ -112,7 +112,7 @@ def test_the_task_must_fit_the_model_and_the_data(tmp_path):
     args = {**TINY["model_args"], "num_classes": 4}
     with pytest.raises(ConfigError, match=r"predicts 4 classes but .* has 11"):
         train(TrainConfig.from_recipe({**TINY, "model_args": args, "out": str(tmp_path / "e")}))
-    assert not any((tmp_path / d / "config.json").exists() for d in "abcde")  # refused before any file
+    assert not any((tmp_path / d).exists() for d in "abcde")  # refused: no run folder is left behind
 
 
 def test_eval_refuses_a_model_and_data_of_different_tasks(cli_run, tmp_path, capsys):

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..io import atomic_path, model_metadata, require_onnx, write_onnx_metadata
+from ..io import atomic_path, check_writable, model_metadata, require_onnx, write_onnx_metadata
 from ..reparam import check_deploy_form, needs_fusion, reparameterize
 from .ort import INPUT_NAME, OUTPUT_NAME, OrtModel
 from .quantize import int8_path, quantize_int8
@@ -62,6 +62,8 @@ def export_onnx(
     """
     require_onnx()
     path = Path(path)
+    for out in (path, int8_path(path)) if int8 else (path,):  # every output, before one is written
+        check_writable(out)
     model = model.eval()
     fused = needs_fusion(model)
     if fused:

@@ -28,9 +28,11 @@ class RunLock:
     """``with RunLock(folder):`` holds ``folder`` for this process; another holder is a :class:`ConfigError` that
     names its process."""
 
+    NAME = ".lock"  # the lock file, in the folder it holds
+
     def __init__(self, folder: str | os.PathLike, what: str = "run folder") -> None:
         self.folder, self.what = Path(folder), what
-        self.path = self.folder / ".lock"
+        self.path = self.folder / self.NAME
         self._fd: int | None = None
         self.stale_owner: int | None = None  # the dead process whose lock was taken over, if any
 

@@ -584,6 +584,7 @@ def train(
     dist = distributed.setup(cfg.device)
     if cfg.amp is None:  # config.json then records the precision the run used
         cfg = dataclasses.replace(cfg, amp=cfg.amp_on(dist.device))
+    created = not Path(cfg.out).exists()
     try:
         data = run_data(cfg)  # read and checked before the run folder is created
         if cfg.val_size is None:  # config.json records the validation images the run held out too
@@ -604,8 +605,20 @@ def train(
                 _put_back(run)  # failed before its first save: the earlier run it was to replace is restored
                 raise
             return _finish(run, stopped_early)
+    except BaseException:
+        if created and dist.is_main:  # refused before it wrote anything (a model that cannot be built, say)
+            _remove_if_only_lock(Path(cfg.out))
+        raise
     finally:
         distributed.cleanup(dist)
+
+
+def _remove_if_only_lock(out: Path) -> None:
+    """Removes a run folder this call created when it holds nothing but its lock file."""
+    with contextlib.suppress(OSError):
+        if {p.name for p in out.iterdir()} <= {RunLock.NAME}:
+            (out / RunLock.NAME).unlink(missing_ok=True)
+            out.rmdir()
 
 
 def _check_resumable(cfg: TrainConfig) -> None:
