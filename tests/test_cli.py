@@ -1,7 +1,9 @@
 """The command line: each subcommand end to end, and one clear line for every user error."""
 
 import dataclasses
+import errno
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -246,3 +248,20 @@ def test_shipped_recipes_are_found_by_name(tmp_path, monkeypatch):
     own = tmp_path / "mine.yaml"
     own.write_text("epochs: 3\n")
     assert load_recipe(str(own)) == {"epochs": 3}
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "advice"),
+    [(errno.ENOSPC, 1, "free space"), (errno.ELOOP, 2, "check the path"), (errno.EACCES, 2, "check the path")],
+)
+def test_an_os_error_is_one_line_the_machines_failure_or_bad_input(monkeypatch, capsys, code, status, advice):
+    """A full disk fails the run (1); a path that cannot be read or written is bad input (2); one line each."""
+    import mlpvision.cli.models
+
+    def fail(args):
+        raise OSError(code, os.strerror(code), "some/path")
+
+    monkeypatch.setattr(mlpvision.cli.models, "run", fail)
+    assert main(["models"]) == status
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and advice in err[0] and "some/path" in err[0], err

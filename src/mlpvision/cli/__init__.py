@@ -10,10 +10,15 @@ to :data:`COMMANDS`.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
 from .._version import __version__
+
+# OS errors of the machine rather than of a path given (exit status 1, as for a run that failed); others are bad
+# input (2)
+_MACHINE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOMEM, errno.EROFS, errno.ESTALE, errno.ENODEV}
 
 # the commands in the order `mlpvision --help` lists them; each is the module cli/<name>.py
 COMMANDS = ("models", "demo", "deploy", "convert", "train", "eval", "bench", "export", "lab", "predict")
@@ -75,7 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError:
         print("mlpvision: error: out of memory; use a smaller batch, model or input", file=sys.stderr)
         return 1
-    except OSError as e:  # the machine failed the run: a full disk, a lost mount
+    except OSError as e:
         where = f" ({printable(e.filename, 200)})" if e.filename else ""
-        print(f"mlpvision: error: {e.strerror or e}{where}; free space or fix the path and run again", file=sys.stderr)
-        return 1
+        if e.errno in _MACHINE_ERRNOS:  # the machine failed the run: a full disk, a lost mount
+            print(f"mlpvision: error: {e.strerror or e}{where}; free space or fix the mount and run again",
+                  file=sys.stderr)  # fmt: skip
+            return 1
+        # a path the command was given, or one it derived from them: missing, a folder, a link loop, not allowed
+        print(f"mlpvision: error: {e.strerror or e}{where}; check the path and its permissions", file=sys.stderr)
+        return 2
