@@ -570,6 +570,8 @@ def test_an_overwrite_killed_before_its_first_save_keeps_the_earlier_run_aside(t
         with pytest.raises(TrainingError):
             train(tiny_cfg(out, epochs=1, plots=False, seed=4), overwrite=True, progress=_fail_at_first_step)
     assert _snapshot(out / ".replaced") == earlier and (out / "config.json").is_file()
+    with pytest.raises(ConfigError, match=r"\.replaced holds a run"):  # a start that would bury it is refused
+        train(tiny_cfg(out, epochs=1, plots=False), resume=True)
     with pytest.raises(TrainingError):  # fails again, with the restore in place: the earlier run is back
         train(tiny_cfg(out, epochs=1, plots=False, seed=5), overwrite=True, progress=_fail_at_first_step)
     assert _snapshot(out) == earlier and not (out / ".replaced").exists()
@@ -585,3 +587,33 @@ def test_a_checkpoint_of_another_head_names_the_tensor_that_differs(run_folder):
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     with pytest.raises(CheckpointError, match=r"head\.bias of shape \(4,\) where this run's model has \(7,\)"):
         load_training_checkpoint(run_folder / "last.safetensors", model, optimizer, scheduler)
+
+
+def test_a_checkpoint_whose_optimizer_settings_lack_one_is_refused(tmp_path, run_folder):
+    """A loaded optimizer group replaces the fresh one whole: a missing setting would fail at the first step."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from mlpvision.errors import CheckpointError
+    from mlpvision.io import read_safetensors
+    from mlpvision.train.state import STATE_KEY
+
+    out = tmp_path / "run"
+    shutil.copytree(run_folder, out)
+    tensors, meta = read_safetensors(out / "last.safetensors")
+    state = json.loads(meta[STATE_KEY])
+    del state["optimizer"]["param_groups"][0]["betas"]
+    save_file(tensors, out / "last.safetensors", metadata={**meta, STATE_KEY: json.dumps(state)})
+    with pytest.raises(CheckpointError, match=r"damaged optimizer settings \(no 'betas'\)"):
+        train(tiny_cfg(out, epochs=1, plots=False), resume=True)
+
+
+def test_a_teacher_of_other_classes_is_refused_before_the_run_folder_is_touched(tmp_path):
+    teacher = save_model(
+        mlpvision.create_model(TINY["model"], **TINY["model_args"], num_classes=7), tmp_path / "t.safetensors"
+    )
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match=r"teacher .*t\.safetensors predicts 7 classes"):
+        train(tiny_cfg(out, epochs=1, plots=False, teacher=str(teacher)))
+    assert not (out / "config.json").exists()

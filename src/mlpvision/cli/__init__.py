@@ -18,7 +18,10 @@ from .._version import __version__
 
 # OS errors of the machine rather than of a path given (exit status 1, as for a run that failed); others are bad
 # input (2)
-_MACHINE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOMEM, errno.EROFS, errno.ESTALE, errno.ENODEV}
+_MACHINE_ERRNOS = {
+    errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.ENOMEM, errno.EMFILE, errno.ENFILE,  # disk, memory
+    errno.EROFS, errno.ESTALE, errno.ENODEV, errno.ENOTCONN, errno.ETIMEDOUT,  # a mount lost or read-only
+}  # fmt: skip
 
 # the commands in the order `mlpvision --help` lists them; each is the module cli/<name>.py
 COMMANDS = ("models", "demo", "deploy", "convert", "train", "eval", "bench", "export", "lab", "predict")

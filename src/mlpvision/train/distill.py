@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
 from ..io import load_checkpoint
 
 __all__ = ["TeacherEnsemble", "distillation_loss", "load_teacher"]
@@ -47,10 +48,14 @@ class TeacherEnsemble(nn.Module):
         return torch.stack([m(x).float() for m in self.members]).mean(0)  # (K, B, classes) -> (B, classes)
 
 
-def load_teacher(files: list[str], device: torch.device) -> nn.Module | None:
-    """The frozen distillation teacher: one model file, or an ensemble of several (None for no file)."""
+def load_teacher(files: list[str], device: torch.device, num_classes: int | None = None) -> nn.Module | None:
+    """The frozen distillation teacher: one model file, or an ensemble of several (None for no file); each must
+    predict ``num_classes`` classes (the student's) when given."""
     if not files:
         return None
     members = [load_checkpoint(f, device=device) for f in files]
+    for f, m in zip(files, members, strict=True):
+        if num_classes is not None and getattr(m, "num_classes", num_classes) != num_classes:
+            raise ConfigError(f"teacher {f} predicts {m.num_classes} classes, the data set has {num_classes}")
     teacher = members[0] if len(members) == 1 else TeacherEnsemble(members)
     return teacher.eval().requires_grad_(False)

@@ -314,7 +314,7 @@ def build_run(
     scheduler = build_scheduler(cfg, optimizer, max(steps_per_epoch, 1))
     last_step = total_steps(cfg, max(steps_per_epoch, 1)) if cfg.max_steps > 0 else None
     ema = build_ema(model, cfg.ema_decay, cfg.ema_warmup)
-    teacher = load_teacher(cfg.teacher_files, dist.device)
+    teacher = load_teacher(cfg.teacher_files, dist.device, data.info.num_classes)
     mixing = build_mixing(cfg, data.info.num_classes)
     task = get_task(cfg.task, getattr(data.train.base, "ignore_index", None))
     task.check(model, data.train.base[0][1], data.info.num_classes, data.info.name)
@@ -548,6 +548,11 @@ def _check_out(cfg: TrainConfig, resume: bool, overwrite: bool) -> None:
         raise ConfigError(f"--out {out} is a file, not a folder")
     if overwrite or not out.is_dir():
         return
+    if (out / REPLACED).is_dir():
+        raise ConfigError(
+            f"{out / REPLACED} holds a run an --overwrite start set aside and was stopped before it saved: move its "
+            f"files back into {out} to keep that run (then --resume it), or pass --overwrite to replace it"
+        )
     present = [f for f in RUN_FILES if (out / f).is_file()]
     if resume:
         if "last.safetensors" in present:
@@ -584,9 +589,9 @@ def train(
     dist = distributed.setup(cfg.device)
     if cfg.amp is None:  # config.json then records the precision the run used
         cfg = dataclasses.replace(cfg, amp=cfg.amp_on(dist.device))
-    created = not Path(cfg.out).exists()
     try:
         data = run_data(cfg)  # read and checked before the run folder is created
+        _check_model(cfg, data)  # so is the model: built without memory, and paired with the data
         if cfg.val_size is None:  # config.json records the validation images the run held out too
             cfg = dataclasses.replace(cfg, val_size=cfg.resolved_val_size)
         # one training per folder: the main process holds its lock from before anything is written until the end
@@ -602,23 +607,26 @@ def train(
                 with _stop_signals(run):
                     stopped_early = _epochs(run)
             except BaseException:
-                _put_back(run)  # failed before its first save: the earlier run it was to replace is restored
+                try:
+                    _put_back(run)  # failed before its first save: the earlier run it was to replace is restored
+                except OSError as e:
+                    log.error("%s: could not put the earlier run back from %s (%s)", run.out, REPLACED, e)
                 raise
             return _finish(run, stopped_early)
-    except BaseException:
-        if created and dist.is_main:  # refused before it wrote anything (a model that cannot be built, say)
-            _remove_if_only_lock(Path(cfg.out))
-        raise
     finally:
         distributed.cleanup(dist)
 
 
-def _remove_if_only_lock(out: Path) -> None:
-    """Removes a run folder this call created when it holds nothing but its lock file."""
-    with contextlib.suppress(OSError):
-        if {p.name for p in out.iterdir()} <= {RunLock.NAME}:
-            (out / RunLock.NAME).unlink(missing_ok=True)
-            out.rmdir()
+def _check_model(cfg: TrainConfig, data: Data) -> None:
+    """Builds the run's model on the meta device (no memory, no weights) and pairs it with the data, so a config
+    the model cannot be built from, or a model that does not fit the data's task or classes, is refused before
+    the run folder is made. A fine-tuning start (``--init``) is checked when it is loaded."""
+    if cfg.init is not None:
+        return
+    args = {"num_classes": data.info.num_classes, "in_chans": data.info.in_chans, "img_size": data.info.img_size}
+    model = create_model(cfg.model, device="meta", **{**args, **cfg.model_args})
+    task = get_task(cfg.task, getattr(data.train.base, "ignore_index", None))
+    task.check(model, data.train.base[0][1], data.info.num_classes, data.info.name)
 
 
 def _check_resumable(cfg: TrainConfig) -> None:
@@ -649,9 +657,6 @@ def _start_or_resume(run: Run, resume: bool, overwrite: bool = False) -> None:
         run.replaced = _set_aside(run.out)
     elif run.dist.is_main and last.is_file():
         log.warning("%s exists and will be overwritten (pass --resume to continue it)", last)
-    if run.dist.is_main and run.replaced is None and (run.out / REPLACED).is_dir():
-        log.warning("%s holds a run an --overwrite start set aside and never replaced (it was stopped before its "
-                    "first checkpoint): move it out to keep it", run.out / REPLACED)  # fmt: skip
     if run.dist.is_main:
         write_json(run.out / "config.json", run.cfg.as_dict())
 
@@ -668,10 +673,12 @@ def _set_aside(out: Path) -> Path | None:
     new run's first checkpoint; a start that fails before it puts them back (:func:`_put_back`). A folder already
     set aside by a start that never saved holds the earlier run: the files beside it are that start's, and go."""
     aside = out / REPLACED
-    if aside.is_dir():
-        for path in _run_files(out):
+    if aside.is_dir() and not any((out / f).is_file() for f in RUN_FILES):
+        for path in _run_files(out):  # the outputs of the start that was stopped
             path.unlink()
         return aside
+    if aside.is_dir():  # a run saved beside it since: that run is the earlier one, and this one replaces it
+        shutil.rmtree(aside)
     earlier = _run_files(out)
     if not earlier:
         return None

@@ -168,6 +168,9 @@ def _check_state(path, state, optimizer: torch.optim.Optimizer, scheduler) -> No
         raise CheckpointError(f"{path}: its training state is damaged (no optimizer, schedule or loop state)")
     fresh_groups = optimizer.state_dict()["param_groups"]
     _check_like(path, "optimizer settings", opt.get("param_groups"), fresh_groups)
+    for saved, fresh in zip(opt["param_groups"], fresh_groups, strict=True):  # a loaded group replaces the fresh one
+        for key in sorted(fresh.keys() - saved.keys())[:1]:
+            raise CheckpointError(f"{path}: damaged optimizer settings (no {brief(key)})")
     if [g.get("params") for g in opt["param_groups"]] != [g["params"] for g in fresh_groups]:
         raise CheckpointError(f"{path}: damaged optimizer settings (its parameters in another order)")
     _check_like(path, "optimizer scalars", opt.get("scalars", {}), {}, numbers=True)
