@@ -350,3 +350,22 @@ def test_a_share_of_what_was_learned_is_undefined_for_a_model_at_chance():
     assert rel_drop({"shift_top1": {"0": 10.0, "4": 12.0}, "num_classes": 10}) is None
     assert rel_drop({"shift_top1": {"0": 55.0, "4": 10.0}, "num_classes": 10}) == pytest.approx(100.0)
     assert rel_drop({"diverged": "loss NaN", "num_classes": 10}) is None  # no measurement
+
+
+def test_the_ledger_counts_the_trainings_an_experiment_needs_with_its_teachers_and_starts(tmp_path, monkeypatch):
+    """'runs' and 'done' count the same thing, the distinct trainings an experiment needs (its runs, their
+    teachers and fine-tuning starts; in quick mode a row and its half-budget twin are one training): with every
+    result written, done equals runs and nothing is left."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    settings = Settings.tiny()
+    lab = Lab(settings, tmp_path / "results", tmp_path / "runs")
+    for key in ("repmlp_ablation", "resmlp_distill"):
+        exp = next(e for e in plan(settings) if e.key == key)
+        needed = {r.key: r for r in exp.runs} | {r.teacher.key: r.teacher for r in exp.runs if r.teacher}
+        assert len(needed) < len(exp.runs)  # shared trainings
+        for run in needed.values():
+            path = lab.result_path(run)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"machine": "a CPU; torch, 2 threads", "summary": {"train_seconds": 1.0}}))
+        row = ledger(settings, tmp_path / "results", tmp_path / "runs", only=[key])[0]
+        assert row["done"] == row["runs"] == len(needed) and row["cpu_hours_left"] == 0

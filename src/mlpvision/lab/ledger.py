@@ -107,7 +107,7 @@ def ledger(settings: Settings, results: Path, runs: Path, only: list[str] | None
     for exp in selected(settings, only, results):
         total = left = spent = 0.0
         done = 0
-        needed = {r.key: r for r in exp.runs}
+        needed = {r.key: r for r in exp.runs}  # the trainings it needs: its runs, their teachers and starts
         needed.update({r.teacher.key: r.teacher for r in exp.runs if r.teacher})
         needed.update({r.init.key: r.init for r in exp.runs if r.init})
         for run in needed.values():
@@ -126,7 +126,7 @@ def ledger(settings: Settings, results: Path, runs: Path, only: list[str] | None
             spent += _spent_cpu_seconds(lab.result_path(run)) if first and finished else 0.0
         threads = torch.get_num_threads()
         hours = {"cpu_hours": total * threads / 3600, "cpu_hours_left": left * threads / 3600}
-        rows.append({"experiment": exp.key, "runs": len(exp.runs), "done": done, **hours, "spent": spent / 3600})
+        rows.append({"experiment": exp.key, "runs": len(needed), "done": done, **hours, "spent": spent / 3600})
     if probed:
         with contextlib.suppress(OSError):  # a read-only home: the estimates stand, the next call probes again
             write_json(cache_path, cache)
