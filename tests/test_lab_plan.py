@@ -18,7 +18,7 @@ from mlpvision.models import create_model
 def _write(results, run, val, diverged=False):
     (results / "runs").mkdir(parents=True, exist_ok=True)
     r = {"key": run.key, "label": run.label, "seed": run.seed, "history": [{"epoch": 1, "val_top1": val}],
-         "num_classes": 10, **({"diverged": "loss became nan"} if diverged else {})}  # fmt: skip
+         "summary": {}, "num_classes": 10, **({"diverged": "loss became nan"} if diverged else {})}  # fmt: skip
     (results / "runs" / f"{run.key}.json").write_text(json.dumps(r))
 
 

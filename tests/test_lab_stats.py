@@ -203,13 +203,14 @@ def test_the_ledger_counts_every_run_once_and_prices_what_is_left(tmp_path, caps
     first = next(e for e in exps if e.key == "repmlp_vs_convnet").runs[0]
     path = Lab(Settings.tiny(), tmp_path / "results", tmp_path / "runs").result_path(first)
     path.parent.mkdir(parents=True, exist_ok=True)  # a finished run: 30 min of training clock on 2 threads
-    path.write_text(json.dumps({"machine": "a CPU; torch, 2 threads", "summary": {"train_seconds": 1800.0}}))
+    ident = {"key": first.key, "label": first.label, "seed": first.seed}
+    path.write_text(json.dumps({**ident, "machine": "a CPU; torch, 2 threads", "summary": {"train_seconds": 1800.0}}))
     after = ledger(Settings.tiny(), tmp_path / "results", tmp_path / "runs", only=["repmlp_vs_convnet"])[0]
     assert after["done"] == 1 and after["spent"] == pytest.approx(1.0)
     assert after["cpu_hours_left"] < after["cpu_hours"] == pytest.approx(rows[0]["cpu_hours"])
     # a run that recorded its CPU time is counted by it (the clock also runs while a run is stopped)
     summary = {"train_seconds": 1800.0, "train_cpu_seconds": 900.0}
-    path.write_text(json.dumps({"machine": "a CPU; torch, 2 threads", "summary": summary}))
+    path.write_text(json.dumps({**ident, "machine": "a CPU; torch, 2 threads", "summary": summary}))
     spent = ledger(Settings.tiny(), tmp_path / "results", tmp_path / "runs", only=["repmlp_vs_convnet"])[0]["spent"]
     assert spent == pytest.approx(0.25)
     argv = ["lab", "--quick", "--plan", "--only", "repmlp_vs_convnet", "--results", str(tmp_path / "r")]
@@ -366,6 +367,33 @@ def test_the_ledger_counts_the_trainings_an_experiment_needs_with_its_teachers_a
         for run in needed.values():
             path = lab.result_path(run)
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"machine": "a CPU; torch, 2 threads", "summary": {"train_seconds": 1.0}}))
+            ident = {"key": run.key, "label": run.label, "seed": run.seed}
+            path.write_text(
+                json.dumps({**ident, "machine": "a CPU; torch, 2 threads", "summary": {"train_seconds": 1.0}})
+            )
         row = ledger(settings, tmp_path / "results", tmp_path / "runs", only=[key])[0]
         assert row["done"] == row["runs"] == len(needed) and row["cpu_hours_left"] == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "why"),
+    [
+        ("runs/x.json", "{broken", "not valid JSON"),
+        ("runs/x.json", "[]", "not a mapping"),
+        ("runs/x.json", '{"key": "x", "label": "a", "seed": 0, "summary": {"test_top1_final": "high"}}', "summary"),
+        ("meta.json", '{"settings": 5}', "meta file"),
+        ("meta.json", '{"settings": {"data": "nope"}}', "meta file"),
+    ],
+)
+def test_a_damaged_lab_file_is_one_error_line_naming_it(tmp_path, capsys, name, content, why):
+    """The page, the tuning and the ledger read the lab's files through one checked reader: a damaged one is
+    named (delete it and the lab trains that run again), never a traceback from deep in the report."""
+    results = tmp_path / "results"
+    (results / "runs").mkdir(parents=True)
+    (results / name).write_text(content)
+    readers = [["--report-only"]] + ([["--plan", "--runs", str(tmp_path / "runs")]] if name.startswith("runs") else [])
+    for argv in readers:  # the ledger reads the result files; the settings of --plan come from its flags
+        args = ["lab", "--quick", *argv, "--results", str(results), "--docs", str(tmp_path / "docs")]
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and why in err[0] and name.split("/")[-1] in err[0] and "Traceback" not in err[0], err

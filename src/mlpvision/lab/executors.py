@@ -16,7 +16,6 @@ the data set (``--data-dir``) installed.
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from collections.abc import Callable, Iterable
@@ -27,7 +26,7 @@ from typing import Any, NamedTuple, Protocol
 from ..errors import ConfigError, MlpVisionError
 from ..io import write_json
 from ..train import TrainingStopped
-from .spec import LabRun, Settings
+from .spec import LabRun, Settings, read_result
 
 __all__ = [
     "EXECUTORS",
@@ -300,7 +299,7 @@ def _call(work: Callable[[dict], dict], payload: dict) -> dict:
 def _files(lab, run: LabRun) -> tuple[dict | None, bytes | None]:
     """A run's result and model bytes as far as the driver has them (the worker needs no shared folder)."""
     path, model = lab.result_path(run), lab.model_path(run)
-    result = json.loads(path.read_text()) if path.is_file() else None
+    result = read_result(path) if path.is_file() else None
     return result, (model.read_bytes() if model.is_file() else None)
 
 

@@ -26,7 +26,7 @@ from ..io import write_json
 from ..models import create_model, resolve_config
 from ..runtime import machine_description
 from .runner import Lab, selected
-from .spec import LabRun, Settings
+from .spec import LabRun, Settings, read_result
 
 __all__ = ["ledger"]
 
@@ -136,7 +136,7 @@ def ledger(settings: Settings, results: Path, runs: Path, only: list[str] | None
 def _spent_cpu_seconds(result: Path) -> float:
     """The CPU seconds a finished run spent training: the CPU time it recorded, or for a run recorded before that
     field, its training clock x the threads it ran on (a wall clock: it also counts the time the run was stopped)."""
-    r = json.loads(result.read_text())
+    r = read_result(result)
     if r["summary"].get("train_cpu_seconds"):
         return r["summary"]["train_cpu_seconds"]
     threads = re.search(r"(\d+) threads", r.get("machine", ""))

@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import ConfigError, DataError
 from ..io import save_figure, write_text
 from ..plotting import pyplot
 from . import measures as m
@@ -26,7 +27,18 @@ from .headline import headline_section, published_sections, redraw_headline_figu
 from .plan import EXPERIMENTS, plan, plan_context
 from .registration import amendment_hash, plan_hash
 from .seed_claims import SEED_CLAIMS
-from .spec import EVAL_KEYS, LAB_DATA, Comparison, Experiment, Rows, Settings, data_suffix
+from .spec import (
+    EVAL_KEYS,
+    LAB_DATA,
+    Comparison,
+    Experiment,
+    Rows,
+    Settings,
+    check_data,
+    data_suffix,
+    read_meta,
+    read_result,
+)
 from .stats import (
     ALPHA,
     VERDICT_WORDS,
@@ -55,7 +67,7 @@ class _Results:
         self.data_name = data_name or self.info.title
         self.by_key: dict[str, dict] = {}
         for f in sorted((results / "runs").glob("*.json")):
-            r = json.loads(f.read_text())
+            r = read_result(f)
             self.by_key[r["key"]] = r
         self.results = results
 
@@ -622,10 +634,14 @@ def write_report(
     figures = docs / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     meta_path = results / "meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    meta = read_meta(meta_path)
     fields = Settings.__dataclass_fields__
     given = {k: tuple(v) if isinstance(v, list) else v for k, v in meta.get("settings", {}).items() if k in fields}
-    settings = Settings(**given)
+    try:
+        settings = Settings(**given)
+        check_data(settings.data)
+    except (TypeError, ValueError, ConfigError) as e:
+        raise DataError(f"lab meta file {meta_path} is damaged ({e}): rerun the lab to rewrite it") from None
     res = _Results(results, settings.data)
     exps = plan(settings, results)
     waiting = _waiting_for_tuning(settings, results)

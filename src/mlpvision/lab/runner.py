@@ -32,7 +32,7 @@ from ..runtime import machine_description
 from ..train import TrainConfig, TrainingError, build_data, expand_token_mixing, train
 from .executors import Batch, Executor, LocalExecutor
 from .plan import needed_families, plan, plan_context
-from .spec import EVAL_KEYS, GAP_IMAGES, SEG_SHIFT, SHIFTS, Experiment, LabRun, Settings
+from .spec import EVAL_KEYS, GAP_IMAGES, SEG_SHIFT, SHIFTS, Experiment, LabRun, Settings, read_result
 
 __all__ = ["Lab", "latency_only", "run_lab", "selected"]
 
@@ -71,7 +71,7 @@ class Lab:
         path = self.result_path(run)
         has_model = self.model_path(run).is_file()
         if path.is_file():
-            result = json.loads(path.read_text())
+            result = read_result(path)
             if self._complete(run, result, has_model, need_model):
                 return result
             if has_model:  # trained for another experiment that did not need these measurements
@@ -85,7 +85,7 @@ class Lab:
         path = self.result_path(run)
         if not path.is_file():
             return False
-        return self._complete(run, json.loads(path.read_text()), self.model_path(run).is_file(), need_model)
+        return self._complete(run, read_result(path), self.model_path(run).is_file(), need_model)
 
     @staticmethod
     def _complete(run: LabRun, result: dict, has_model: bool, need_model: bool) -> bool:

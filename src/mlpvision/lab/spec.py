@@ -10,11 +10,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 
 __all__ = [
     "EVAL_KEYS",
@@ -238,3 +239,61 @@ def check_data(name: str) -> int:
     if name not in LAB_DATA:
         raise ConfigError(f"the lab runs on {', '.join(LAB_DATA)}, not {name!r}")
     return LAB_DATA[name].size
+
+
+# the fields of a lab result file the page, the tuning and the ledger read, and their types (a result holds more)
+_RESULT_FIELDS = {"key": str, "label": str, "seed": int, "summary": dict}
+_RESULT_OPTIONAL = {"history": list, "params": int, "macs": int, "deploy_params": int, "deploy_macs": int,
+                    "machine": str, "precision": str, "model": str}  # fmt: skip
+
+
+def read_result(path: str | os.PathLike) -> dict:
+    """A lab result file (``results/.../runs/KEY.json``), checked: a mapping with a key, label, seed and summary of
+    the right types, numbers in its summary, rows in its history. A damaged or edited file is one
+    :class:`~mlpvision.errors.DataError` naming it (delete it and the lab trains that run again), not a failure
+    somewhere in the page."""
+    from ..io.files import open_regular, parse_json
+
+    with open_regular(path, "lab result", DataError) as f:
+        text = f.read().decode("utf-8", errors="replace")
+    try:
+        r = parse_json(text, f"lab result {path}", DataError)
+    except DataError as e:
+        raise DataError(f"{e}: delete it and the lab trains that run again") from None
+    problem = _result_problem(r)
+    if problem:
+        raise DataError(f"lab result {path} is damaged ({problem}): delete it and the lab trains that run again")
+    return r
+
+
+def _result_problem(r) -> str | None:
+    if not isinstance(r, dict):
+        return "not a mapping"
+    for name, kind in _RESULT_FIELDS.items():
+        if not isinstance(r.get(name), kind) or (kind is int and isinstance(r[name], bool)):
+            return f"{name} is not {'a mapping' if kind is dict else kind.__name__}"
+    for name, kind in _RESULT_OPTIONAL.items():
+        if name in r and r[name] is not None and not isinstance(r[name], kind):
+            return f"{name} is not {kind.__name__}"
+    if any(not isinstance(row, dict) for row in r.get("history") or []):
+        return "a history row is not a mapping"
+    for name, value in r["summary"].items():
+        if not name.startswith(("test_", "train_", "best_val", "steps")):  # names, paths, flags
+            continue
+        values = value if isinstance(value, list) else [value]
+        if not all(v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in values):
+            return f"summary.{name} is not a number"
+    return None
+
+
+def read_meta(path: str | os.PathLike) -> dict:
+    """A lab results folder's ``meta.json`` (settings, machine, plan hashes), checked to be mappings; {} if absent."""
+    from ..io.files import open_regular, parse_json
+
+    if not os.path.isfile(path):
+        return {}
+    with open_regular(path, "lab meta file", DataError) as f:
+        meta = parse_json(f.read().decode("utf-8", errors="replace"), f"lab meta file {path}", DataError)
+    if not isinstance(meta, dict) or not isinstance(meta.get("settings", {}), dict):
+        raise DataError(f"lab meta file {path} is damaged (not a mapping of settings): rerun the lab to rewrite it")
+    return meta

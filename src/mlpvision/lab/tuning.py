@@ -19,14 +19,13 @@ Protocol (registered in ``docs/lab_plan.md``; the page prints the chosen rates a
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from .spec import LabRun
+from .spec import LabRun, read_result
 
 __all__ = ["CONFIRM", "LADDER", "START", "TUNE_EPOCHS", "TUNE_SEED", "Family", "Tuning", "rate_label", "resolve"]
 
@@ -149,9 +148,6 @@ def _results(results: Path | None) -> Mapping[str, dict]:
         return {}
     out = {}
     for f in (results / "runs").glob("*.json"):
-        try:
-            r = json.loads(f.read_text())
-        except (OSError, ValueError):
-            continue
-        out[r.get("key", f.stem)] = r
+        r = read_result(f)  # a damaged file is an error naming it, not a run the protocol silently redoes
+        out[r["key"]] = r
     return out
