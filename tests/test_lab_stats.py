@@ -397,3 +397,15 @@ def test_a_damaged_lab_file_is_one_error_line_naming_it(tmp_path, capsys, name, 
         assert main(args) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and why in err[0] and name.split("/")[-1] in err[0] and "Traceback" not in err[0], err
+
+
+@pytest.mark.parametrize(("summary", "why"), [("[]", "not a mapping"), ("{}", "is damaged"), ("{oops", "JSON")])
+def test_a_damaged_published_folder_is_one_error_line_naming_it(tmp_path, capsys, summary, why):
+    folder = tmp_path / "results" / "pub"
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(summary)
+    (folder / "eval.json").write_text(json.dumps({"best_val_top1": 90.0}))
+    args = ["lab", "--quick", "--report-only", "--results", str(tmp_path / "lab"), "--docs", str(tmp_path / "docs")]
+    assert main([*args, "--headline", str(folder)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and why in err[0] and "pub" in err[0] and "Traceback" not in err[0], err

@@ -4,7 +4,6 @@ latency eager and ONNX Runtime), and the published models' sections of the resul
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -14,12 +13,14 @@ from torch.utils.data import DataLoader
 
 from ..data import plain_split
 from ..deploy import Candidate, OrtModel, export_onnx, inference_call, measure
+from ..errors import DataError
 from ..io import load_checkpoint, save_figure, write_json
 from ..io.files import load_yaml
 from ..plotting import pyplot
 from ..reparam import non_mlp_layers
 from ..runtime import machine_description
 from .publish import TEACHER_ROLE
+from .spec import read_mapping
 from .stats import VERDICT_WORDS, Interval, decide, paired_bootstrap
 
 __all__ = ["headline_section", "headline_vs_cnn", "published_sections", "redraw_headline_figure"]
@@ -36,7 +37,7 @@ def headline_vs_cnn(published: list[Path], results: Path, figures: Path, batch: 
     rows, correct, cands, recipes = [], {}, [], {}
     with tempfile.TemporaryDirectory() as tmp:
         for folder in published:
-            e = json.loads((folder / "eval.json").read_text())
+            e = read_mapping(folder / "eval.json", "published eval file")
             recipes[folder.name] = load_yaml((folder / "recipe.yaml").read_bytes(), f"{folder}/recipe.yaml") or {}
             model = load_checkpoint(folder / "model.safetensors", device="cpu").float().eval()
             correct[folder.name] = hits = _correct(model, test)  # one pass: accuracy and the paired bootstrap
@@ -157,7 +158,7 @@ def redraw_headline_figure(results: Path, figures: Path) -> None:
     """Draws the accuracy/latency figure again from ``results/headline_vs_cnn.json`` (no timing)."""
     path = results / "headline_vs_cnn.json"
     if path.is_file():
-        h = json.loads(path.read_text())
+        h = read_mapping(path, "headline comparison")
         n_test = h.get("n_test", h["comparisons"][0]["interval"]["n"] if h.get("comparisons") else 0)
         _plot_accuracy_latency(h["rows"], figures / h.get("figure", "lab_headline_vs_cnn.png"), n_test)
 
@@ -167,7 +168,7 @@ def headline_section(results: Path) -> list[str]:
     path = results / "headline_vs_cnn.json"
     if not path.is_file():
         return []
-    h = json.loads(path.read_text())
+    h = read_mapping(path, "headline comparison")
     lines = [
         "## The all-MLP model against the CNN",
         "",
@@ -222,7 +223,7 @@ def _attempts_table(published: dict[Path, dict]) -> list[str]:
 
 def _headline(folder: Path, e: dict | None, docs: Path) -> list[str]:
     """The section of a published model (its summary.json and eval.json ``e``) or of a run folder (``e`` None)."""
-    s = json.loads((folder / "summary.json").read_text())
+    s = read_mapping(folder / "summary.json", "published summary")
     lines = []
     if e is not None:
         teacher = e.get("role") == TEACHER_ROLE
@@ -260,10 +261,16 @@ def published_sections(headline: Path | list[Path] | None, docs: Path) -> list[s
     folders = [f for f in given if (f / "summary.json").is_file()]
     if not folders:
         return []
-    published = {f: json.loads((f / "eval.json").read_text()) for f in folders if (f / "eval.json").is_file()}
-    lines = ["## Published models", "", *_attempts_table(published)]
-    for folder in folders:
-        role = " (distillation teacher)" if published.get(folder, {}).get("role") == TEACHER_ROLE else ""
-        head = [f"### `{folder.as_posix()}`{role}", ""] if len(folders) > 1 else []
-        lines += head + _headline(folder, published.get(folder), docs)
+    published = {
+        f: read_mapping(f / "eval.json", "published eval file") for f in folders if (f / "eval.json").is_file()
+    }
+    try:
+        lines = ["## Published models", "", *_attempts_table(published)]
+        for folder in folders:
+            role = " (distillation teacher)" if published.get(folder, {}).get("role") == TEACHER_ROLE else ""
+            head = [f"### `{folder.as_posix()}`{role}", ""] if len(folders) > 1 else []
+            lines += head + _headline(folder, published.get(folder), docs)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:  # a field missing or of another type
+        names = ", ".join(f.as_posix() for f in folders)
+        raise DataError(f"a published folder's eval.json or summary.json is damaged ({names}: {e!r})") from None
     return lines

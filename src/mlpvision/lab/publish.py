@@ -15,6 +15,7 @@ from ..errors import ConfigError
 from ..io import DATA_KEY, load_checkpoint, read_metadata, save_model, shown_path, write_json, write_text
 from ..reparam import non_mlp_layers, reparameterize
 from ..train import evaluate
+from .spec import read_mapping
 
 __all__ = ["MAX_BYTES", "REFERENCE_ROLE", "TARGET", "TEACHER_ROLE", "publish", "published_models"]
 
@@ -84,7 +85,7 @@ def publish(run: Path, dest: Path, recipe: Path, root: Path, role: str | None = 
 def _is_teacher(folder: Path) -> bool:
     """Whether ``folder`` holds a published distillation teacher."""
     published = folder / "eval.json"
-    return published.is_file() and json.loads(published.read_text()).get("role") == TEACHER_ROLE
+    return published.is_file() and read_mapping(published, "published eval file").get("role") == TEACHER_ROLE
 
 
 def published_models(root: str | Path = "results") -> list[Path]:

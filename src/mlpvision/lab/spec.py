@@ -297,3 +297,15 @@ def read_meta(path: str | os.PathLike) -> dict:
     if not isinstance(meta, dict) or not isinstance(meta.get("settings", {}), dict):
         raise DataError(f"lab meta file {path} is damaged (not a mapping of settings): rerun the lab to rewrite it")
     return meta
+
+
+def read_mapping(path: str | os.PathLike, what: str) -> dict:
+    """A JSON file the lab reads that must hold a mapping (a published model's eval.json or summary.json, the
+    headline comparison): anything else is one :class:`~mlpvision.errors.DataError` naming it."""
+    from ..io.files import open_regular, parse_json
+
+    with open_regular(path, what, DataError) as f:
+        value = parse_json(f.read().decode("utf-8", errors="replace"), f"{what} {path}", DataError)
+    if not isinstance(value, dict):
+        raise DataError(f"{what} {path} is damaged (not a mapping)")
+    return value
