@@ -252,23 +252,18 @@ def read_result(path: str | os.PathLike) -> dict:
     the right types, numbers in its summary, rows in its history. A damaged or edited file is one
     :class:`~mlpvision.errors.DataError` naming it (delete it and the lab trains that run again), not a failure
     somewhere in the page."""
-    from ..io.files import open_regular, parse_json
-
-    with open_regular(path, "lab result", DataError) as f:
-        text = f.read().decode("utf-8", errors="replace")
+    hint = "delete it and the lab trains that run again"
     try:
-        r = parse_json(text, f"lab result {path}", DataError)
+        r = read_mapping(path, "lab result")
     except DataError as e:
-        raise DataError(f"{e}: delete it and the lab trains that run again") from None
+        raise DataError(f"{e}: {hint}") from None
     problem = _result_problem(r)
     if problem:
-        raise DataError(f"lab result {path} is damaged ({problem}): delete it and the lab trains that run again")
+        raise DataError(f"lab result {path} is damaged ({problem}): {hint}")
     return r
 
 
-def _result_problem(r) -> str | None:
-    if not isinstance(r, dict):
-        return "not a mapping"
+def _result_problem(r: dict) -> str | None:
     for name, kind in _RESULT_FIELDS.items():
         if not isinstance(r.get(name), kind) or (kind is int and isinstance(r[name], bool)):
             return f"{name} is not {'a mapping' if kind is dict else kind.__name__}"
@@ -288,20 +283,17 @@ def _result_problem(r) -> str | None:
 
 def read_meta(path: str | os.PathLike) -> dict:
     """A lab results folder's ``meta.json`` (settings, machine, plan hashes), checked to be mappings; {} if absent."""
-    from ..io.files import open_regular, parse_json
-
     if not os.path.isfile(path):
         return {}
-    with open_regular(path, "lab meta file", DataError) as f:
-        meta = parse_json(f.read().decode("utf-8", errors="replace"), f"lab meta file {path}", DataError)
-    if not isinstance(meta, dict) or not isinstance(meta.get("settings", {}), dict):
+    meta = read_mapping(path, "lab meta file")
+    if not isinstance(meta.get("settings", {}), dict):
         raise DataError(f"lab meta file {path} is damaged (not a mapping of settings): rerun the lab to rewrite it")
     return meta
 
 
 def read_mapping(path: str | os.PathLike, what: str) -> dict:
-    """A JSON file the lab reads that must hold a mapping (a published model's eval.json or summary.json, the
-    headline comparison): anything else is one :class:`~mlpvision.errors.DataError` naming it."""
+    """A JSON file the lab reads that must hold a mapping (a result, meta.json, a published model's eval.json or
+    summary.json, the headline comparison): anything else is one :class:`~mlpvision.errors.DataError` naming it."""
     from ..io.files import open_regular, parse_json
 
     with open_regular(path, what, DataError) as f:
