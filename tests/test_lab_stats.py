@@ -383,6 +383,13 @@ def test_the_ledger_counts_the_trainings_an_experiment_needs_with_its_teachers_a
         ("runs/x.json", '{"key": "x", "label": "a", "seed": 0, "summary": {"test_top1_final": "high"}}', "summary"),
         ("meta.json", '{"settings": 5}', "meta file"),
         ("meta.json", '{"settings": {"data": "nope"}}', "meta file"),
+        ("repmlp_ablation_latency.json", '{"rows": [], "machine": "m", "batch_size": 4}', "latency table"),
+        ("repmlp_ablation_latency.json", '{"rows": {"a": {"median_ms": 1}}, "machine": "m", "batch_size": 4}', "p25"),
+        (
+            "repmlp_ablation_latency.json",
+            '{"rows": {"a": {"median_ms": -1, "p25_ms": 1, "p75_ms": 1}}, "machine": "m", "batch_size": 4}',
+            "a.median_ms",
+        ),
     ],
 )
 def test_a_damaged_lab_file_is_one_error_line_naming_it(tmp_path, capsys, name, content, why):

@@ -36,6 +36,7 @@ from .spec import (
     Settings,
     check_data,
     data_suffix,
+    read_latency,
     read_meta,
     read_result,
 )
@@ -86,8 +87,7 @@ class _Results:
         return out
 
     def latency(self, exp: Experiment) -> dict:
-        path = self.results / f"{exp.key}_latency.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
+        return read_latency(self.results / f"{exp.key}_latency.json")
 
 
 def _cell(text: str) -> str:

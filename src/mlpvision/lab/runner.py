@@ -32,7 +32,7 @@ from ..runtime import machine_description
 from ..train import TrainConfig, TrainingError, build_data, expand_token_mixing, train
 from .executors import Batch, Executor, LocalExecutor
 from .plan import needed_families, plan, plan_context
-from .spec import EVAL_KEYS, GAP_IMAGES, SEG_SHIFT, SHIFTS, Experiment, LabRun, Settings, read_result
+from .spec import EVAL_KEYS, GAP_IMAGES, SEG_SHIFT, SHIFTS, Experiment, LabRun, Settings, read_latency, read_result
 
 __all__ = ["Lab", "latency_only", "run_lab", "selected"]
 
@@ -275,7 +275,7 @@ class Lab:
         path = self.results / f"{exp.key}_latency.json"
         if not exp.latency:
             return
-        if path.is_file() and set(json.loads(path.read_text()).get("rows", {})) == set(exp.latency):
+        if set(read_latency(path).get("rows", {})) == set(exp.latency):
             return  # timed already, under the plan's labels (a file of other labels is timed again)
         cands, labels = [], []
         batch = exp.latency_batch or self.s.latency_batch

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -289,6 +290,41 @@ def read_meta(path: str | os.PathLike) -> dict:
     if not isinstance(meta.get("settings", {}), dict):
         raise DataError(f"lab meta file {path} is damaged (not a mapping of settings): rerun the lab to rewrite it")
     return meta
+
+
+_TIMES = ("median_ms", "p25_ms", "p75_ms")
+
+
+def read_latency(path: str | os.PathLike) -> dict:
+    """An experiment's latency table (``results/.../KEY_latency.json``), checked: a machine, a batch size and rows of
+    label -> finite positive times (:data:`_TIMES`, in ms); {} if absent. A damaged or edited file is one
+    :class:`~mlpvision.errors.DataError` naming it (delete it and ``mlpvision lab --latency-only`` times it again)."""
+    if not os.path.isfile(path):
+        return {}
+    hint = "delete it and `mlpvision lab --latency-only` times it again"
+    try:
+        table = read_mapping(path, "lab latency table")
+    except DataError as e:
+        raise DataError(f"{e}: {hint}") from None
+    rows = table.get("rows")
+    problem = None
+    if not isinstance(rows, dict) or not all(isinstance(row, dict) for row in rows.values()):
+        problem = "its rows are not a mapping of mappings"
+    elif not isinstance(table.get("machine"), str):
+        problem = "machine is not a string"
+    elif not isinstance(table.get("batch_size"), int) or isinstance(table["batch_size"], bool):
+        problem = "batch_size is not an integer"
+    else:
+        bad = [
+            f"{label}.{t}"
+            for label, row in rows.items()
+            for t in _TIMES
+            if not (isinstance(row.get(t), int | float) and not isinstance(row[t], bool) and 0 < row[t] < math.inf)
+        ]
+        problem = f"{bad[0]} is not a positive time in ms" if bad else None
+    if problem:
+        raise DataError(f"lab latency table {path} is damaged ({problem}): {hint}")
+    return table
 
 
 def read_mapping(path: str | os.PathLike, what: str) -> dict:
