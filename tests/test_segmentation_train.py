@@ -154,6 +154,23 @@ def cli_run(tmp_path_factory):
     return out
 
 
+def test_a_token_backbone_fine_tunes_at_twice_its_size_from_its_block_diagonal_expansion(cli_run, tmp_path):
+    """``--init`` a 32 px seg_mixer with ``--img-size 64``: the run starts from the expanded model (each 32 px tile
+    mixed by the trained weights), trains at 64 and saves a model of the wider token MLP that loads."""
+    from mlpvision.cli import main
+
+    small = load_checkpoint(cli_run / "best.safetensors")
+    out = tmp_path / "big"
+    argv = ["train", "--task", "segment", "--model", "seg_mixer", "--data", "fashion-scenes", "--img-size", "64"]
+    argv += ["--init", str(cli_run / "best.safetensors"), "--epochs", "1", "--batch-size", "8", "--train-subset"]
+    argv += ["8", "--val-size", "8", "--test-subset", "8", "--no-plots", "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    big = load_checkpoint(out / "best.safetensors")
+    assert big.img_size == 64 and big(torch.randn(1, 1, 64, 64)).shape == (1, 11, 64, 64)
+    hidden = small.backbone.model.config.token_mlp_dim
+    assert big.backbone.model.config.token_mlp_dim == 4 * hidden == big.config.backbone_args["token_mlp_dim"]
+
+
 def test_eval_reports_mean_iou_of_a_segmentation_model(cli_run, capsys):
     from mlpvision.cli import main
 
@@ -199,6 +216,89 @@ def test_predict_writes_a_coloured_mask_and_an_overlay(cli_run, tmp_path, capsys
             np.asarray(Image.open(tmp_path / "pred0" / "scene_mask.png"))
             == np.asarray(Image.open(tmp_path / "pred1" / "scene_mask.png"))
         ).all()
+
+
+class _WindowProbe(torch.nn.Module):
+    """A "model" of input 8 whose logits are a 1x1 conv of the pixels plus a bias that depends on the position in
+    the window: the sliding window's mean over the windows covering a pixel is then checkable by brute force."""
+
+    img_size, num_classes = 8, 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(2, 3, 1)
+        self.bias = torch.nn.Parameter(torch.randn(3, 8, 8))
+
+    def forward(self, x):
+        assert x.shape[-2:] == (8, 8)
+        return self.conv(x) + self.bias
+
+
+@pytest.mark.parametrize(("h", "w", "stride"), [(21, 30, None), (8, 8, None), (5, 13, 3), (17, 9, 8), (12, 12, 1)])
+def test_slide_logits_average_every_window_covering_a_pixel(h, w, stride):
+    from mlpvision.deploy import slide_logits
+
+    torch.manual_seed(0)
+    model, image = _WindowProbe(), torch.randn(2, h, w)
+    got = slide_logits(model, image, stride, batch=4)
+    assert got.shape == (3, h, w)
+    stride = stride or 5  # two thirds of 8
+    padded = torch.nn.functional.pad(image, (0, max(w, 8) - w, 0, max(h, 8) - h))
+    ph, pw = padded.shape[-2:]
+    tops = sorted({*range(0, ph - 8 + 1, stride), ph - 8})
+    lefts = sorted({*range(0, pw - 8 + 1, stride), pw - 8})
+    with torch.no_grad():
+        for i in range(h):
+            for j in range(w):
+                seen = [
+                    model(padded[None, :, t : t + 8, x : x + 8])[0, :, i - t, j - x]
+                    for t in tops
+                    for x in lefts
+                    if t <= i < t + 8 and x <= j < x + 8
+                ]
+                assert seen, (i, j)
+                torch.testing.assert_close(got[:, i, j], torch.stack(seen).mean(0), rtol=1e-5, atol=1e-5)
+
+
+def test_slide_logits_refuse_more_windows_than_the_limit_before_running_one():
+    from mlpvision.deploy import slide_logits
+    from mlpvision.errors import LimitError
+
+    with pytest.raises(LimitError, match="154449 windows"):  # (400 - 8 + 1)^2 calls of the model
+        slide_logits(_WindowProbe(), torch.zeros(2, 400, 400), stride=1)
+
+
+def test_predict_slides_over_an_image_of_its_own_size(cli_run, tmp_path, capsys):
+    """``--slide``: a 32 px model segments a 70x45 image in windows and writes masks of the image's size; the
+    flags that cannot apply are refused in one line."""
+    from PIL import Image
+
+    from mlpvision.cli import main
+    from mlpvision.data import fashion_scenes
+    from mlpvision.data.segmentation import SceneConfig
+
+    scene = fashion_scenes("test", 1, SceneConfig(size=80)).images[0, 0].numpy()[:45, :70]
+    Image.fromarray(scene).save(tmp_path / "wide.png")
+    model, out = str(cli_run / "model.safetensors"), tmp_path / "slid"
+    args = ["predict", "--checkpoint", model, "--out", str(out), "--slide", str(tmp_path / "wide.png")]
+    assert main(args) == 0
+    mask, overlay = Image.open(out / "wide_mask.png"), Image.open(out / "wide_overlay.png")
+    assert mask.size == overlay.size == (70, 45)
+    assert main([*args, "--stride", "32"]) == 0  # windows side by side, the last ones flush with the edges
+    if importlib.util.find_spec("onnxruntime"):  # the exported file slides the same windows to the same mask
+        onnx_file, onnx_out = tmp_path / "seg.onnx", tmp_path / "slid_onnx"
+        assert main(["export", "--checkpoint", model, "--onnx", str(onnx_file)]) == 0
+        assert (
+            main(["predict", "--checkpoint", str(onnx_file), "--out", str(onnx_out), *args[-2:], "--stride", "32"]) == 0
+        )
+        assert (np.asarray(Image.open(onnx_out / "wide_mask.png")) == np.asarray(Image.open(mask.filename))).all()
+    for extra, why in [(["--stride", "33"], "1..32"), (["--stride", "0"], "1..32")]:
+        capsys.readouterr()
+        assert main([*args, *extra]) == 2
+        assert why in capsys.readouterr().err
+    capsys.readouterr()
+    assert main([a for a in args if a != "--slide"] + ["--stride", "8"]) == 2
+    assert "add --slide" in capsys.readouterr().err
 
 
 def test_a_segfolder_trains(tmp_path):

@@ -7,7 +7,7 @@ import mlpvision
 from mlpvision.errors import ConfigError
 from mlpvision.train.finetune import expand_token_mixing, part_index
 
-from .helpers import randomize_
+from .helpers import randomize_, randomize_bn_
 
 
 def _tiles(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -38,6 +38,33 @@ def test_mixer_hidden_width_follows_the_paper():
     big = expand_token_mixing(small, 56)
     assert big.config.token_mlp_dim == 4 * small.config.token_mlp_dim
     assert big.blocks[0].mlp_tokens.fc1.weight.shape == (4 * 64, 4 * 49)
+
+
+@pytest.mark.parametrize("name", ["seg_mixer", "seg_resmlp"])
+def test_expanded_segmentation_model_maps_each_tile_as_the_original_and_reloads(name, tmp_path):
+    """A segmentation model on a token backbone, expanded 2x: its backbone maps of a 128 px image are the 64 px
+    model's maps of the four tiles side by side (exactly), so its logits equal the tiles' away from the seams, where
+    the decoder's 3x3 conv and the upsampling see the neighbouring tile; the file carries the wider token MLP."""
+    small = randomize_bn_(mlpvision.create_model(name)).eval()
+    big = expand_token_mixing(small, 128).eval()
+    x = torch.randn(2, 1, 128, 128)
+    tiles = _tiles(x, 2)  # (B 4, 1, 64, 64): top-left, top-right, bottom-left, bottom-right
+    with torch.no_grad():
+        for big_map, tile_maps in zip(big.backbone(x), small.backbone(tiles), strict=True):
+            side = tile_maps.shape[-1]
+            stitched = tile_maps.reshape(2, 2, 2, -1, side, side).permute(0, 3, 1, 4, 2, 5)
+            torch.testing.assert_close(big_map, stitched.reshape(big_map.shape), rtol=1e-5, atol=1e-5)
+        far = 64 - 2 * small.output_stride  # a feature pixel and the upsampling's reach from the seam
+        top_left = small(tiles).reshape(2, 4, small.num_classes, 64, 64)[:, 0]
+        torch.testing.assert_close(big(x)[..., :far, :far], top_left[..., :far, :far], rtol=1e-4, atol=1e-4)
+        assert (big(x)[..., :64, :64] - top_left).abs().max() > 1e-3  # the seams do differ: the test can see them
+    mlpvision.save_model(big, tmp_path / "big.safetensors")
+    again = mlpvision.load_checkpoint(tmp_path / "big.safetensors").eval()
+    assert again.img_size == 128
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), big(x))
+    with pytest.raises(ConfigError, match="cannot change its input size"):
+        expand_token_mixing(mlpvision.create_model("seg_resnet18"), 128)
 
 
 def test_non_integer_factor_and_other_models_are_refused():

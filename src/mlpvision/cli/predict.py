@@ -28,6 +28,18 @@ def add_parser(sub) -> argparse.ArgumentParser:
         default="predictions",
         help="segmentation models: folder for each image's coloured mask and overlay PNG (default: %(default)s)",
     )
+    p.add_argument(
+        "--slide",
+        action="store_true",
+        help="segmentation models: segment each image at its own size in windows of the model's input, logits "
+        "averaged where they overlap, and write masks of the image's size (default: resize to the input)",
+    )
+    p.add_argument(
+        "--stride",
+        type=int,
+        default=None,
+        help="with --slide: pixels between windows, 1 to the model's input (default: two thirds of the input)",
+    )
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help=DEVICE_HELP)
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, PPM, TIFF, WebP, GIF)")
     add_limit_flags(p)
@@ -36,16 +48,23 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from ..deploy import open_model_file, predict_files, segment_files
-    from ..errors import printable
+    from ..errors import ConfigError, printable
 
+    if args.stride is not None and not args.slide:
+        raise ConfigError("--stride sets the windows of --slide: add --slide, or drop --stride")
     model = open_model_file(args.checkpoint, args.device)
     if getattr(model, "dense", False):  # per-pixel logits, whatever the file's name says
-        for r in segment_files(args.checkpoint, args.images, args.out, args.invert, args.device, model=model):
+        files = segment_files(
+            args.checkpoint, args.images, args.out, args.invert, args.device, model, args.slide, args.stride
+        )
+        for r in files:
             shares = ", ".join(f"{name} {share:.1%}" for name, share in r.shares[:4])
             print(f"{printable(r.path)}: {shares}; mask {r.mask_png}, overlay {r.overlay_png}")
             for warning in r.warnings:
                 print(f"mlpvision: warning: {printable(r.path)}: {warning}", file=sys.stderr)
         return 0
+    if args.slide:
+        raise ConfigError(f"{args.checkpoint} labels whole images: --slide is for segmentation models")
     for p in predict_files(args.checkpoint, args.images, args.top_k, args.invert, args.device, model=model):
         guesses = ", ".join(f"{printable(name, 80)} {prob:.1%}" for name, prob in p.guesses)
         print(f"{printable(p.path)}: {guesses}")

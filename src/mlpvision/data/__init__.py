@@ -19,6 +19,7 @@ from .images import (
     input_warnings,
     normalize,
     plain_split,
+    read_image,
     read_images,
     segmentation_evaluation_set,
 )
@@ -71,6 +72,7 @@ __all__ = [
     "permuted",
     "plain_split",
     "read_idx",
+    "read_image",
     "read_images",
     "register_dataset",
     "resolve_data_config",

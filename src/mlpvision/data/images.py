@@ -27,6 +27,7 @@ __all__ = [
     "model_input",
     "normalize",
     "plain_split",
+    "read_image",
     "read_images",
     "segmentation_evaluation_set",
 ]
@@ -134,6 +135,14 @@ def read_images(
         return prep(image)
 
     return torch.stack([read(path) for path in paths])
+
+
+def read_image(path: str | os.PathLike, in_chans: int) -> torch.Tensor:
+    """An image file at its own size -> a float image (in_chans, H, W) in [0, 1], grey or RGB as the model takes
+    (for sliding-window segmentation). Errors as :func:`read_images`'."""
+    from torchvision.transforms import v2
+
+    return v2.functional.to_dtype(v2.functional.to_image(decode_image(path, in_chans)), torch.float32, scale=True)
 
 
 def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

@@ -14,6 +14,7 @@ from .predict import (
     predict_files,
     predict_images,
     segment_files,
+    slide_logits,
 )
 from .quantize import INT8_MODES, int8_path, quantize_int8
 
@@ -43,5 +44,6 @@ __all__ = [
     "quantize_int8",
     "run_bench",
     "segment_files",
+    "slide_logits",
     "timm_counterpart",
 ]

@@ -10,8 +10,16 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..data import FashionMNIST, get_source, input_warnings, normalize, read_images, resolve_data_config
-from ..errors import ConfigError
+from ..data import (
+    FashionMNIST,
+    get_source,
+    input_warnings,
+    normalize,
+    read_image,
+    read_images,
+    resolve_data_config,
+)
+from ..errors import ConfigError, LimitError
 from ..io import saved_data
 from ..models import create_model
 from .ort import open_model_file
@@ -25,6 +33,7 @@ __all__ = [
     "predict_files",
     "predict_images",
     "segment_files",
+    "slide_logits",
 ]
 
 
@@ -114,11 +123,16 @@ def segment_files(
     invert: bool = False,
     device: str | torch.device | None = None,
     model=None,
+    slide: bool = False,
+    stride: int | None = None,
 ) -> list[SegmentedFile]:
     """Segments image files with a segmentation model file (``.safetensors`` or ONNX); writes ``STEM_mask.png`` and
     ``STEM_overlay.png`` for each into ``out_dir``. Images are prepared as for classification (resized and
     centre-cropped to the model's input, normalised as its training images); the masks are at the model's input
-    size. ``device``: auto, cpu or cuda (PyTorch model files); ``model``: the file already opened.
+    size. With ``slide`` each image is segmented at its own size instead, in windows of the model's input every
+    ``stride`` pixels (:func:`slide_logits`), and its mask is the image's size: the choice for images larger than
+    the input, and for models of one input size (Mixer, ResMLP), whose objects should then appear at the scale
+    they were trained at. ``device``: auto, cpu or cuda (PyTorch model files); ``model``: the file already opened.
 
     Every output path is checked before anything is read or written: two images of one name, or an output that is
     a folder, are refused rather than overwritten or left half-written."""
@@ -149,12 +163,19 @@ def segment_files(
         raise ConfigError(f"{model_file} names {len(classes)} classes but predicts {model.num_classes}")
     data_cfg = resolve_data_config(model, model_file)
     mean, std = data_cfg.mean, data_cfg.std
-    images = read_images(paths, model.img_size, model.in_chans, data_cfg.interpolation, data_cfg.crop_pct)
-    if invert:
-        images = 1.0 - images
+    if stride is not None and not 1 <= stride <= model.img_size:
+        raise ConfigError(f"--stride must lie in 1..{model.img_size} (the model's input), got {stride}")
+    if slide:
+        images = [read_image(path, model.in_chans) for path in paths]  # each at its own size
+    else:
+        images = read_images(paths, model.img_size, model.in_chans, data_cfg.interpolation, data_cfg.crop_pct)
+    images = [1.0 - image if invert else image for image in images]
     where = next(model.parameters()).device if isinstance(model, nn.Module) else torch.device("cpu")
-    with torch.no_grad():
-        masks = model.eval()(normalize(images, mean, std).to(where)).argmax(dim=1).cpu()  # (B, H, W)
+    model.eval()
+    if slide:
+        masks = [slide_logits(model, normalize(image[None], mean, std)[0], stride).argmax(0) for image in images]
+    else:
+        masks = model(normalize(torch.stack(images), mean, std).to(where)).argmax(dim=1).cpu()  # (B, H, W)
     colours = mask_colours(model.num_classes)
     out.mkdir(parents=True, exist_ok=True)
     results = []
@@ -172,6 +193,46 @@ def segment_files(
         warnings = input_warnings(image, mean, std)
         results.append(SegmentedFile(str(path), str(mask_png), str(overlay_png), shares, warnings))
     return results
+
+
+MAX_WINDOWS = 100_000  # a sliding window's model calls per image (a 4096 px side in 64 px windows: 9409)
+
+
+@torch.no_grad()
+def slide_logits(model, image: torch.Tensor, stride: int | None = None, batch: int = 16) -> torch.Tensor:
+    """Per-pixel logits of a normalised image (C, H, W) of any size from a model of one input size S: the mean of
+    the logits of S x S windows placed every ``stride`` pixels (default: 2S/3, so neighbours overlap by a third),
+    the last row and column of windows flush with the image's edges, so every pixel is covered. An image smaller
+    than S is padded at the bottom and right with zeros (the training images' mean after normalisation) and its
+    logits cropped back. Returns (num_classes, H, W) on the CPU; windows go through the model ``batch`` at a time.
+    """
+    size = model.img_size
+    stride = stride or max(1, 2 * size // 3)
+    _, h, w = image.shape
+    padded = torch.nn.functional.pad(image, (0, max(w, size) - w, 0, max(h, size) - h))
+    ph, pw = padded.shape[-2:]
+    corners = [(top, left) for top in _starts(ph, size, stride) for left in _starts(pw, size, stride)]
+    if len(corners) > MAX_WINDOWS:
+        raise LimitError(
+            f"a {w}x{h} image in {size}-pixel windows every {stride} pixels is {len(corners)} windows, more than "
+            f"{MAX_WINDOWS}: raise --stride (at most {size}) or shrink the image"
+        )
+    total = torch.zeros(model.num_classes, ph, pw)
+    count = torch.zeros(1, ph, pw)
+    where = next(model.parameters()).device if isinstance(model, nn.Module) else torch.device("cpu")
+    for i in range(0, len(corners), batch):
+        chunk = corners[i : i + batch]
+        windows = torch.stack([padded[:, t : t + size, x : x + size] for t, x in chunk])
+        for (t, x), logits in zip(chunk, model(windows.to(where)).float().cpu(), strict=True):
+            total[:, t : t + size, x : x + size] += logits
+            count[:, t : t + size, x : x + size] += 1
+    return (total / count)[:, :h, :w]
+
+
+def _starts(length: int, size: int, stride: int) -> list[int]:
+    """Window starts along one side: every ``stride`` pixels, plus one flush with the end when the steps miss it."""
+    starts = list(range(0, length - size + 1, stride))
+    return starts if starts[-1] == length - size else [*starts, length - size]
 
 
 @dataclass(frozen=True)

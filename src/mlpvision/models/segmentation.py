@@ -18,14 +18,17 @@ backbone's re-parameterisable parts, RepMLP's among them, and the head's in the 
 Token backbones (Mixer, ResMLP) give maps of one scale (H / p); their pyramid has one level per chosen block and
 the top-down sum simply adds them. Their token-mixing layers are built for one number of tokens, so a model built
 for 64x64 takes 64x64 inputs only: another size is an :class:`~mlpvision.errors.InputShapeError` naming the size
-the model was built for. The honest choices at another size ``S``:
+the model was built for. The honest choices at another size ``S``, all three offered:
 
-* build the model for it: ``create_model("seg_mixer", img_size=S)`` (train at S; weights of another size do not
-  load, as the token-mixing shapes differ) -- the choice implemented here;
-* the block-diagonal expansion (``mlpvision.train.finetune.expand_token_mixing``), which carries a trained
-  classifier's weights to a K times larger grid by applying the learned mixing within each tile; a segmentation
-  model would need its backbone's expanded token-MLP width in its config, which it does not carry yet;
-* a sliding window: run the model on S-sized windows of the input and stitch the logits (not provided yet).
+* build the model for it: ``create_model("seg_mixer", img_size=S)`` and train at S (weights of another size do not
+  load, as the token-mixing shapes differ);
+* the block-diagonal expansion (``mlpvision.train.finetune.expand_token_mixing``; ``mlpvision train --init FILE
+  --img-size S`` for S = K x the trained size), which starts the larger model from the trained one: its backbone
+  maps of the larger image are the trained model's maps of each tile side by side, the token MLP K^2 times wider
+  (the ``token_mlp_dim`` its config's ``backbone_args`` carry), ready to fine-tune;
+* a sliding window (``mlpvision.deploy.slide_logits``; ``mlpvision predict --slide``): the trained model itself on
+  overlapping S-sized windows of an image of any size, logits averaged where windows overlap. Objects should
+  appear at the scale the model was trained at.
 
 Convolutional and RepMLP-ResNet backbones keep their own rules (a ResNet takes any size; RepMLP needs maps that its
 partitions divide, a RepMLP-ResNet checks the size it was built for).

@@ -42,7 +42,8 @@ class TrainConfig:
     model: str = "repmlp_fast_28"  # registered model name
     model_args: dict = field(default_factory=dict)  # overrides of the model config, e.g. --model-arg drop_path_rate=0.1
     data: str = "fashion-mnist"  # data set: fashion-mnist, cifar10, cifar100, imagefolder (class folders in
-    # --data-dir) or synthetic
+    # --data-dir) or synthetic; to segment: fashion-scenes (garments on 64x64 canvases) or segfolder (images and
+    # masks in --data-dir); an unknown name lists every registered one
     data_dir: str | None = None  # folder of the data set (Fashion-MNIST: Debian's location by default)
     out: str = "runs/train"  # output folder
     epochs: int = option(10, ge=1, le=100_000)  # passes over the training set

@@ -25,6 +25,7 @@ from ..io import create_model as create_pretrained
 from ..models import create_model
 from ..models.mixer import MlpMixer
 from ..models.resmlp import ResMLP
+from ..models.segmentation import SegmentationModel
 
 __all__ = ["expand_token_mixing", "load_for_finetuning", "part_index"]
 
@@ -61,11 +62,16 @@ def _block_diag_out(weight: torch.Tensor, part: torch.Tensor, local: torch.Tenso
 
 @torch.no_grad()
 def expand_token_mixing(model: nn.Module, img_size: int) -> nn.Module:
-    """A copy of a Mixer or ResMLP model for an input ``img_size`` = K x its own (integer K >= 1)."""
-    if not isinstance(model, MlpMixer | ResMLP):
+    """A copy of a Mixer or ResMLP model, or of a segmentation model on such a backbone, for an input ``img_size``
+    = K x its own (integer K >= 1). A segmentation model's backbone maps of a K-times larger image are, before any
+    fine-tuning, its maps of each tile side by side; the decoder (convolutions) is copied as it is."""
+    seg = isinstance(model, SegmentationModel)
+    core = model.backbone.model if seg else model
+    if not isinstance(core, MlpMixer | ResMLP):
         raise ConfigError(
             f"{getattr(model, 'model_name', type(model).__name__)} cannot change its input size; resolution "
-            "transfer is implemented for Mixer and ResMLP (convnets take any size as they are)"
+            "transfer is implemented for Mixer and ResMLP and segmentation models on them (convnets take any size "
+            "as they are)"
         )
     if img_size % model.img_size:
         raise ConfigError(
@@ -75,13 +81,13 @@ def expand_token_mixing(model: nn.Module, img_size: int) -> nn.Module:
     if k == 1:
         return model
     parts = k * k
-    grid = model.stem.grid_size
+    grid = core.stem.grid_size
     part, local = part_index(grid, k)
-    overrides = {"img_size": img_size, "num_classes": model.num_classes, "in_chans": model.in_chans}
-    if isinstance(model, MlpMixer):
-        overrides["token_mlp_dim"] = model.config.token_mlp_dim * parts  # the paper: K^2 D_S hidden units
     cfg = {f: getattr(model.config, f) for f in model.config.__dataclass_fields__}
-    cfg.update(overrides)
+    cfg.update({"img_size": img_size, "num_classes": model.num_classes, "in_chans": model.in_chans})
+    if isinstance(core, MlpMixer):
+        wider = {"token_mlp_dim": core.config.token_mlp_dim * parts}  # the paper: K^2 D_S hidden units
+        cfg.update({"backbone_args": {**dict(cfg["backbone_args"]), **wider}} if seg else wider)
     new = create_model(model.model_name, **cfg)
     sd = model.state_dict()
     new_sd = new.state_dict()
