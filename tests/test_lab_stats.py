@@ -416,3 +416,35 @@ def test_a_damaged_published_folder_is_one_error_line_naming_it(tmp_path, capsys
     assert main([*args, "--headline", str(folder)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and why in err[0] and "pub" in err[0] and "Traceback" not in err[0], err
+
+
+def test_the_dot_plot_draws_each_series_once_in_its_legend_with_the_figure_columns(tmp_path, monkeypatch):
+    """A section's figure shows its figure_columns beside the metric (the moved test beside the centred one) and
+    names each series in the legend, the half-budget twin included, wherever the series first appears."""
+    from mlpvision.lab import report
+    from mlpvision.lab.spec import Experiment
+
+    drawn = {}
+    monkeypatch.setattr(report, "save_figure", lambda fig, path, dpi: drawn.update(fig=fig))
+
+    def result(seed, top1, moved=None):
+        return {"seed": seed, "summary": {"test_top1_final": top1}, **({"moved_top1": moved} if moved else {})}
+
+    exp = Experiment(
+        "probe", "A probe", "h", "r", "p", runs=[], budget="b", budget_pairs={"b": "b half"},
+        figure_columns=("moved_top1",), xlabel="test top-1 (%)",
+    )  # fmt: skip
+    rows = {
+        "a": [result(0, 80.0, 60.0), result(1, 82.0, 61.0)],
+        "b": [result(0, 70.0, 50.0), result(1, 71.0, 52.0)],
+        "b half": [result(0, 65.0), result(1, 66.0)],
+    }
+    assert report._plot_rows(exp, rows, tmp_path / "probe.png", "Fashion-MNIST") == "probe.png"
+    ax = drawn["fig"].axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "budget B",
+        "B/2",
+        "trained aligned, tested moved (%)",
+    ]
+    assert len(ax.containers) == 5  # two rows x (metric, moved) and one half-budget twin
+    assert ax.get_xlabel() == "test top-1 (%)"

@@ -308,6 +308,8 @@ def aligned_translated(p: PlanContext) -> Experiment:
         ),
         comparisons=comparisons,
         columns=("moved_top1", "train_top1"),
+        figure_columns=("moved_top1",),
+        xlabel="test top-1 (%)",
         notes="`moved` column: a model trained on aligned garments tested on the moved test set. Unseen-move drop = "
         "(aligned test top-1 - moved test top-1) / (aligned test top-1 - chance): the share of what the model learned "
         "that moving the object undoes. This section replaces lab v2's shift probe (same canvas, same models) with a "

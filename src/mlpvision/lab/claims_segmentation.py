@@ -161,6 +161,8 @@ def segmentation_translation(p: PlanContext) -> Experiment:
         ],
         metric="miou",
         columns=("shifted_miou", drop),
+        figure_columns=("shifted_miou",),
+        xlabel="test mean IoU (%)",
         notes="The rows use the families' rates tuned on uncentred scenes, not tuned again on centred ones (a limit). "
         f"A move by {SEG_SHIFT} px keeps every garment whole on the canvas, and the band it uncovers is ignored in "
         "the masks. The loss is the share of the model's mean IoU above the all-background prediction's (measured "

@@ -549,19 +549,25 @@ def _plot_curves(exp: Experiment, rows: Rows, path: Path, data_name: str) -> str
 
 
 def _plot_rows(exp: Experiment, rows: Rows, path: Path, data_name: str) -> str | None:
-    """A dot plot of every row (mean and 95% interval), the half-budget twins beside their rows."""
+    """A dot plot of every row (mean and 95% interval): the half-budget twins and the ``figure_columns`` beside
+    their rows."""
     shown = [(label, rs) for label, rs in rows.items() if rs and label not in exp.budget_pairs.values()]
     if not shown:
         return None
     plt = pyplot()
     metric = m.METRICS[exp.metric]
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(shown) + 1.4))
-    for i, (label, _) in enumerate(reversed(shown)):
-        for offset, lab, color, name in (
-            (0.0, label, "C0", "budget B"),
-            (-0.25, exp.budget_pairs.get(label), "C1", "B/2"),
-        ):
-            values = [v for v in (metric.read(r) for r in rows.get(lab, [])) if v is not None] if lab else []
+    extra = [m.METRICS[c] for c in exp.figure_columns]
+    main = "budget B" if exp.budget_pairs else metric.title if extra else None
+    step = 0.5 / (len(extra) + 1)
+    fig, ax = plt.subplots(figsize=(7, (0.45 + 0.2 * len(extra)) * len(shown) + 1.4))
+    named: set[str] = set()  # each series named once in the legend, wherever it first appears
+    for i, (label, rs) in enumerate(reversed(shown)):
+        series = [(0.0, rows.get(label, []), metric, "C0", main)]
+        if label in exp.budget_pairs:
+            series.append((-0.25, rows.get(exp.budget_pairs[label], []), metric, "C1", "B/2"))
+        series += [((j + 1) * step, rs, x, f"C{j + 2}", x.title) for j, x in enumerate(extra)]
+        for offset, results, what, color, name in series:
+            values = [v for v in (what.read(r) for r in results) if v is not None]
             if not values:
                 continue
             n = len(values)
@@ -573,14 +579,16 @@ def _plot_rows(exp: Experiment, rows: Rows, path: Path, data_name: str) -> str |
                 fmt="o",
                 color=color,
                 capsize=3,
-                label=name if i == 0 else None,
+                label=name if name not in named else None,
             )
+            named.add(name)
     ax.set_yticks(range(len(shown)), [label for label, _ in reversed(shown)], fontsize=8)
-    ax.set(xlabel=metric.title, title=f"{exp.title}\n({data_name}; mean and 95% interval over seeds)")
+    xlabel = exp.xlabel if extra and exp.xlabel else metric.title
+    ax.set(xlabel=xlabel, title=f"{exp.title}\n({data_name}; mean and 95% interval over seeds)")
     ax.title.set_fontsize(9)
     ax.grid(alpha=0.3, axis="x")
-    if exp.budget_pairs:
-        ax.legend(fontsize=8, loc="lower right")
+    if main:
+        ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
     plt.close(fig)

@@ -206,12 +206,13 @@ class Experiment:
     comparisons: list[Comparison] = field(default_factory=list)
     latency: dict[str, tuple[str, dict]] = field(default_factory=dict)  # label -> (model, model_args)
     curves: list[Curve] = field(default_factory=list)
-    xlabel: str = ""  # the curves' x axis
+    xlabel: str = ""  # the curves' x axis (the dot plot's, when it shows figure_columns)
     logx: bool = False
     metric: str = "top1"  # what the table and the curves show
     notes: str = ""
     kind: str = "claim"  # "claim": verdicts; "tuning": the protocol's table of rates
     columns: tuple[str, ...] = ()  # extra per-row metrics (names in mlpvision.lab.measures.METRICS)
+    figure_columns: tuple[str, ...] = ()  # metrics of the metric's unit the dot plot shows beside it, a marker each
     budget_pairs: dict[str, str] = field(default_factory=dict)  # row at B -> its row at B/2 (the budget check)
     checks: tuple[str, ...] = ()  # deterministic checks shown with the section (names in mlpvision.lab.checks)
     latency_batch: int | None = None  # the latency table's batch (None: the settings')
