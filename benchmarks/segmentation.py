@@ -5,13 +5,14 @@ Trains in this process through the library's engine (``mlpvision.train.train``, 
 RECIPE`` runs), then updates docs/segmentation.json (one row per recipe: a run replaces its recipe's row and keeps
 the others) and rewrites docs/segmentation.md and docs/segmentation_masks_RECIPE.png.
 
-    python benchmarks/segmentation.py [--recipe recipes/seg_repmlpnet_64.yaml] [--out runs/segmentation]
+    python benchmarks/segmentation.py [--recipe recipes/seg_repmlpnet_64.yaml] [--out runs/segmentation/RECIPE]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -71,21 +72,25 @@ TARGETS = {"seg_mixer_64": (50.0, 15.0), "seg_repmlpnet_64": (48.0, 15.0)}
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="recipes/seg_repmlpnet_64.yaml")
-    parser.add_argument("--out", default="runs/segmentation")
+    parser.add_argument("--out", help="the run's folder (default: runs/segmentation/RECIPE; replaced if it exists)")
     parser.add_argument("--target", type=float, help="test mean IoU to reach (percent; default: the recipe's)")
     parser.add_argument("--budget-min", type=float, help="wall-time budget (minutes; default: the recipe's)")
     args = parser.parse_args()
 
     import yaml
 
+    args.recipe = os.path.normpath(args.recipe)  # one row per recipe, however its path is written
     stem = Path(args.recipe).stem
-    target, budget = TARGETS.get(stem, (50.0, 15.0))
+    if stem not in TARGETS and (args.target is None or args.budget_min is None):
+        parser.error(f"{stem} has no stated target: give --target and --budget-min before its first run")
+    target, budget = TARGETS.get(stem, (args.target, args.budget_min))
     target = target if args.target is None else args.target
     budget = budget if args.budget_min is None else args.budget_min
+    args.out = args.out or f"runs/segmentation/{stem}"
     recipe = yaml.safe_load(Path(ROOT, args.recipe).read_text())
     cfg = TrainConfig.from_recipe(recipe, {"out": str(Path(ROOT, args.out))})
     t0, c0 = time.perf_counter(), time.process_time()
-    summary = train(cfg)
+    summary = train(cfg, overwrite=True)  # a measurement trains from scratch: its own earlier run is replaced
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     best = load_checkpoint(summary["files"]["best"])
     DOCS.mkdir(exist_ok=True)

@@ -222,3 +222,14 @@ def test_the_widened_resnet_has_the_width_nearest_the_repmlp_resnets_parameters(
     if data == "fashion-mnist":  # the registered plan's literal width is the one the rule gives
         assert p.model("ResNet-18/4, widened")[1] == LAB_MODELS["ResNet-18/4, widened"][1]
         assert _nearest(*SEG_MODELS["seg: ResNet-18/2, widened"], _params(*SEG_MODELS["seg: RepMLP-ResNet-18/2"]))
+
+
+def test_every_metric_a_section_shows_is_known_and_its_figure_shows_only_table_columns():
+    """A typo in a section's metric, columns or figure_columns would surface as a KeyError while the page is
+    drawn, after the runs; here it fails at once."""
+    from mlpvision.lab.measures import METRICS
+
+    for settings in (Settings(), Settings.tiny()):
+        for exp in plan(settings):
+            assert exp.metric in METRICS and set(exp.columns) <= set(METRICS), exp.key
+            assert set(exp.figure_columns) <= set(exp.columns), exp.key

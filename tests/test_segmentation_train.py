@@ -260,12 +260,23 @@ def test_slide_logits_average_every_window_covering_a_pixel(h, w, stride):
                 torch.testing.assert_close(got[:, i, j], torch.stack(seen).mean(0), rtol=1e-5, atol=1e-5)
 
 
-def test_slide_logits_refuse_more_windows_than_the_limit_before_running_one():
-    from mlpvision.deploy import slide_logits
-    from mlpvision.errors import LimitError
+def test_slide_mask_is_the_argmax_of_the_logits_band_by_band_and_bad_strides_are_refused():
+    from mlpvision.deploy import slide_logits, slide_mask
+    from mlpvision.errors import ConfigError, LimitError
+    from mlpvision.limits import limited
 
-    with pytest.raises(LimitError, match="154449 windows"):  # (400 - 8 + 1)^2 calls of the model
-        slide_logits(_WindowProbe(), torch.zeros(2, 400, 400), stride=1)
+    torch.manual_seed(1)
+    model, image = _WindowProbe(), torch.randn(2, 37, 23)
+    for stride in (None, 1, 3, 8):
+        mask = slide_mask(model, image, stride, batch=3)
+        assert mask.dtype == torch.uint8 and torch.equal(mask.long(), slide_logits(model, image, stride).argmax(0))
+    for stride in (0, -1, 9):
+        with pytest.raises(ConfigError, match=r"1\.\.8"):
+            slide_logits(model, image, stride)
+    with pytest.raises(LimitError, match="154449 windows"):  # (400 - 8 + 1)^2 calls of the model, none made
+        slide_logits(model, torch.zeros(2, 400, 400), stride=1)
+    with limited(max_pixels=100), pytest.raises(LimitError, match="padded to 13x8"):  # a thin image's padding
+        slide_logits(model, torch.zeros(2, 5, 13))
 
 
 def test_predict_slides_over_an_image_of_its_own_size(cli_run, tmp_path, capsys):
@@ -299,6 +310,20 @@ def test_predict_slides_over_an_image_of_its_own_size(cli_run, tmp_path, capsys)
     capsys.readouterr()
     assert main([a for a in args if a != "--slide"] + ["--stride", "8"]) == 2
     assert "add --slide" in capsys.readouterr().err
+    # every image's windows are counted from its header before any image is segmented
+    Image.fromarray(scene[:32, :32]).save(tmp_path / "small.png")
+    out2 = tmp_path / "limited"
+    small_first = ["predict", "--checkpoint", model, "--out", str(out2), "--slide", str(tmp_path / "small.png")]
+    assert main([*small_first, str(tmp_path / "wide.png"), "--max-windows", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "wide.png" in err[0] and "--max-windows" in err[0], err
+    assert not out2.exists() or not any(out2.iterdir())
+    # a one-pixel image is padded to a window and segmented; its statistics warn without a NaN
+    Image.fromarray(scene[:1, :1]).save(tmp_path / "dot.png")
+    assert main(["predict", "--checkpoint", model, "--out", str(out), "--slide", str(tmp_path / "dot.png")]) == 0
+    assert Image.open(out / "dot_mask.png").size == (1, 1)
+    captured = capsys.readouterr()
+    assert "nan" not in captured.err and "Warning" not in captured.err, captured.err
 
 
 def test_a_segfolder_trains(tmp_path):

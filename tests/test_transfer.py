@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import mlpvision
-from mlpvision.errors import ConfigError
+from mlpvision.errors import ConfigError, LimitError
 from mlpvision.train.finetune import expand_token_mixing, part_index
 
 from .helpers import randomize_, randomize_bn_
@@ -65,6 +65,8 @@ def test_expanded_segmentation_model_maps_each_tile_as_the_original_and_reloads(
         torch.testing.assert_close(again(x), big(x))
     with pytest.raises(ConfigError, match="cannot change its input size"):
         expand_token_mixing(mlpvision.create_model("seg_resnet18"), 128)
+    with pytest.raises(LimitError, match=r"expanded to 1024 px would have \d+ parameters"):  # counted on meta
+        expand_token_mixing(small, 64 * 16)
 
 
 def test_non_integer_factor_and_other_models_are_refused():

@@ -1,7 +1,8 @@
 """The resource limits of this process: how large an input may be before it is refused unread.
 
 One place for every limit a user may need to raise, so that prediction, evaluation and training read images,
-model files and data sets under the same rules; the command line's ``--max-pixels`` and ``--max-params`` set them
+model files and data sets under the same rules; the command line's ``--max-pixels``, ``--max-params`` (and
+``predict``'s ``--max-windows``) set them
 for one command (:func:`set_limits`). The fixed caps of each decoder (YAML size and aliases, model-file headers,
 idx sizes) live beside the decoder; the README lists them all.
 """
@@ -27,6 +28,9 @@ class Limits:
     max_params: int = 500_000_000
     # bytes an idx or CIFAR file may decode to: Fashion-MNIST's largest is 47 MB, CIFAR-100's training set 150 MB
     max_data_bytes: int = 2 << 30
+    # model calls of a sliding-window segmentation of one image: an 8192 x 8192 image in 64-pixel windows every 42
+    # pixels needs 38 416
+    max_windows: int = 100_000
 
 
 _current = Limits()

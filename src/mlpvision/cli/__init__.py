@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
         tune_cpu_allocator()
     try:
-        limits = {k: getattr(args, k, None) for k in ("max_pixels", "max_params")}
+        limits = {k: getattr(args, k, None) for k in ("max_pixels", "max_params", "max_windows")}
         for name, value in limits.items():
             check_range("--" + name.replace("_", "-"), value, Limits(ge=1))
         with limited(**limits):

@@ -40,6 +40,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
         default=None,
         help="with --slide: pixels between windows, 1 to the model's input (default: two thirds of the input)",
     )
+    p.add_argument(
+        "--max-windows",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --slide: most windows (model calls) for one image (default: 100000)",
+    )
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help=DEVICE_HELP)
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, PPM, TIFF, WebP, GIF)")
     add_limit_flags(p)

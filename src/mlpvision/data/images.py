@@ -179,7 +179,7 @@ def input_warnings(image: torch.Tensor, mean: Sequence[float], std: Sequence[flo
         if image[frame].mean() > DARK_BORDER:
             warnings.append("its background is light, the training images are light objects on black: try --invert")
     z = normalize(image[None], mean, std)
-    m, s = z.mean().item(), z.std().item()
+    m, s = z.mean().item(), z.std(correction=0).item()  # of the pixels themselves (one pixel has spread 0)
     if not (TYPICAL_MEAN[0] <= m <= TYPICAL_MEAN[1] and TYPICAL_SPREAD[0] <= s <= TYPICAL_SPREAD[1]):
         warnings.append(
             f"it is far from the training images (mean {m:.2f} and spread {s:.2f} after normalisation, where "

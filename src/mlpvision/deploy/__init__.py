@@ -15,6 +15,7 @@ from .predict import (
     predict_images,
     segment_files,
     slide_logits,
+    slide_mask,
 )
 from .quantize import INT8_MODES, int8_path, quantize_int8
 
@@ -45,5 +46,6 @@ __all__ = [
     "run_bench",
     "segment_files",
     "slide_logits",
+    "slide_mask",
     "timm_counterpart",
 ]

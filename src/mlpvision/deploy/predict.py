@@ -21,6 +21,7 @@ from ..data import (
 )
 from ..errors import ConfigError, LimitError
 from ..io import saved_data
+from ..limits import current as current_limits
 from ..models import create_model
 from .ort import open_model_file
 
@@ -34,6 +35,7 @@ __all__ = [
     "predict_images",
     "segment_files",
     "slide_logits",
+    "slide_mask",
 ]
 
 
@@ -163,70 +165,154 @@ def segment_files(
         raise ConfigError(f"{model_file} names {len(classes)} classes but predicts {model.num_classes}")
     data_cfg = resolve_data_config(model, model_file)
     mean, std = data_cfg.mean, data_cfg.std
-    if stride is not None and not 1 <= stride <= model.img_size:
-        raise ConfigError(f"--stride must lie in 1..{model.img_size} (the model's input), got {stride}")
-    if slide:
-        images = [read_image(path, model.in_chans) for path in paths]  # each at its own size
-    else:
-        images = read_images(paths, model.img_size, model.in_chans, data_cfg.interpolation, data_cfg.crop_pct)
-    images = [1.0 - image if invert else image for image in images]
-    where = next(model.parameters()).device if isinstance(model, nn.Module) else torch.device("cpu")
+    if stride is not None and not slide:
+        raise ConfigError("a stride sets the windows of a sliding-window segmentation: slide, or give no stride")
+    size, colours = model.img_size, mask_colours(model.num_classes)
     model.eval()
-    if slide:
-        masks = [slide_logits(model, normalize(image[None], mean, std)[0], stride).argmax(0) for image in images]
-    else:
-        masks = model(normalize(torch.stack(images), mean, std).to(where)).argmax(dim=1).cpu()  # (B, H, W)
-    colours = mask_colours(model.num_classes)
     out.mkdir(parents=True, exist_ok=True)
-    results = []
-    for path, image, mask in zip(paths, images, masks, strict=True):
-        stem = Path(path).stem
-        coloured = colours[mask]  # (H, W, 3)
-        rgb = (image.expand(3, -1, -1) * 255).round().to(torch.uint8).permute(1, 2, 0)
-        alpha = (mask > 0).unsqueeze(-1) * 0.55
-        overlay = (rgb * (1 - alpha) + coloured * alpha).round().to(torch.uint8)
-        mask_png, overlay_png = out / f"{stem}_mask.png", out / f"{stem}_overlay.png"
+
+    def write(path, image: torch.Tensor, mask: torch.Tensor) -> SegmentedFile:
+        mask_png, overlay_png = out / f"{Path(path).stem}_mask.png", out / f"{Path(path).stem}_overlay.png"
+        coloured, overlay, counts = _paint(image, mask, colours)
         Image.fromarray(coloured.numpy()).save(mask_png)
         Image.fromarray(overlay.numpy()).save(overlay_png)
-        counts = torch.bincount(mask.flatten(), minlength=model.num_classes).double() / mask.numel()
         shares = sorted(((classes[c], float(v)) for c, v in enumerate(counts) if v > 0), key=lambda t: -t[1])
-        warnings = input_warnings(image, mean, std)
-        results.append(SegmentedFile(str(path), str(mask_png), str(overlay_png), shares, warnings))
-    return results
+        return SegmentedFile(str(path), str(mask_png), str(overlay_png), shares, input_warnings(image, mean, std))
+
+    if slide:  # one image at a time, each at its own size
+        for path in paths:  # every image's windows counted from its header before any is segmented
+            _check_slide(path, size, stride)
+        results = []
+        for path in paths:
+            image = read_image(path, model.in_chans)
+            image = 1.0 - image if invert else image
+            h, w = image.shape[-2:]
+            black = torch.nn.functional.pad(image, (0, max(w, size) - w, 0, max(h, size) - h))  # as training pads
+            mask = slide_mask(model, normalize(black[None], mean, std)[0], stride)[:h, :w]
+            results.append(write(path, image, mask))
+        return results
+    images = read_images(paths, size, model.in_chans, data_cfg.interpolation, data_cfg.crop_pct)
+    images = 1.0 - images if invert else images
+    where = next(model.parameters()).device if isinstance(model, nn.Module) else torch.device("cpu")
+    masks = model(normalize(images, mean, std).to(where)).argmax(dim=1).cpu()  # (B, H, W)
+    return [write(path, image, mask) for path, image, mask in zip(paths, images, masks, strict=True)]
 
 
-MAX_WINDOWS = 100_000  # a sliding window's model calls per image (a 4096 px side in 64 px windows: 9409)
+def _paint(image: torch.Tensor, mask: torch.Tensor, colours: torch.Tensor, rows: int = 512):
+    """The coloured mask (H, W, 3), the overlay of it on ``image`` (C, H, W) in [0, 1] and the share of each
+    class, computed a band of ``rows`` at a time (a large image's float copies stay a band's size)."""
+    h, w = mask.shape
+    coloured = torch.empty(h, w, 3, dtype=torch.uint8)
+    overlay = torch.empty(h, w, 3, dtype=torch.uint8)
+    counts = torch.zeros(len(colours), dtype=torch.float64)
+    for r in range(0, h, rows):
+        band = mask[r : r + rows].long()
+        coloured[r : r + rows] = paint = colours[band]
+        rgb = (image[:, r : r + rows].expand(3, -1, -1) * 255).round().to(torch.uint8).permute(1, 2, 0)
+        alpha = (band > 0).unsqueeze(-1) * 0.55
+        overlay[r : r + rows] = (rgb * (1 - alpha) + paint * alpha).round().to(torch.uint8)
+        counts += torch.bincount(band.flatten(), minlength=len(colours)).double()
+    return coloured, overlay, counts / mask.numel()
+
+
+def _check_slide(path, size: int, stride: int | None) -> None:
+    """Refuses an image whose sliding-window segmentation would exceed the limits, from its header alone (a file
+    whose header cannot be read is left to the decoder, which names what is wrong with it)."""
+    import warnings
+
+    from PIL import Image
+
+    if not os.path.isfile(path):  # a folder, a pipe, a missing file: the decoder's to refuse (a pipe would block)
+        return
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's size warnings: the decoder applies our pixel limit
+            with Image.open(path) as im:
+                w, h = im.size
+    except Exception:  # the decoder reports unreadable files in one line
+        return
+    _slide_grid(h, w, size, stride, where=f"{path}: ")
+
+
+def _slide_grid(h: int, w: int, size: int, stride: int | None, where: str = "") -> tuple[list[int], list[int]]:
+    """The window rows and columns of an h x w image, checked against the limits."""
+    stride = max(1, 2 * size // 3) if stride is None else stride
+    if not 1 <= stride <= size:
+        raise ConfigError(f"the stride must lie in 1..{size} (the model's input), got {stride}")
+    limits = current_limits()
+    ph, pw = max(h, size), max(w, size)
+    if ph * pw > limits.max_pixels:
+        raise LimitError(
+            f"{where}a {w}x{h} image padded to {pw}x{ph} for {size}-pixel windows is more than {limits.max_pixels} "
+            "pixels (--max-pixels)"
+        )
+    tops, lefts = _starts(ph, size, stride), _starts(pw, size, stride)
+    if len(tops) * len(lefts) > limits.max_windows:
+        raise LimitError(
+            f"{where}a {w}x{h} image in {size}-pixel windows every {stride} pixels is {len(tops) * len(lefts)} "
+            f"windows, more than the limit of {limits.max_windows} (--max-windows)"
+            + (f": raise the stride (at most {size})" if stride < size else "")
+        )
+    return tops, lefts
 
 
 @torch.no_grad()
 def slide_logits(model, image: torch.Tensor, stride: int | None = None, batch: int = 16) -> torch.Tensor:
     """Per-pixel logits of a normalised image (C, H, W) of any size from a model of one input size S: the mean of
-    the logits of S x S windows placed every ``stride`` pixels (default: 2S/3, so neighbours overlap by a third),
-    the last row and column of windows flush with the image's edges, so every pixel is covered. An image smaller
-    than S is padded at the bottom and right with zeros (the training images' mean after normalisation) and its
-    logits cropped back. Returns (num_classes, H, W) on the CPU; windows go through the model ``batch`` at a time.
+    the logits of S x S windows placed every ``stride`` pixels (1..S; default 2S/3, so neighbours overlap by a
+    third), the last row and column of windows flush with the image's edges, so every pixel is covered. An image
+    smaller than S is padded at the bottom and right with zeros and its logits cropped back. Returns
+    (num_classes, H, W) on the CPU, num_classes floats per pixel: :func:`slide_mask` keeps the classes alone.
+    Windows go through the model ``batch`` at a time.
+
+    Raises:
+        ConfigError: a stride outside 1..S.
+        LimitError: more windows than ``limits.max_windows``, or a padded image of more than ``limits.max_pixels``.
     """
-    size = model.img_size
-    stride = stride or max(1, 2 * size // 3)
+    return torch.cat([band for _, band in _slide_bands(model, image, stride, batch)], dim=1)
+
+
+@torch.no_grad()
+def slide_mask(model, image: torch.Tensor, stride: int | None = None, batch: int = 16) -> torch.Tensor:
+    """The classes (H, W) of :func:`slide_logits`, computed a row of windows at a time: besides the mask it holds
+    the logits of one band of rows (num_classes x (S + stride) x W floats), not of the whole image."""
     _, h, w = image.shape
+    mask = torch.empty(h, w, dtype=torch.uint8 if model.num_classes <= 256 else torch.int64)
+    for row, band in _slide_bands(model, image, stride, batch):
+        mask[row : row + band.shape[1]] = band.argmax(0).to(mask.dtype)
+    return mask
+
+
+def _slide_bands(model, image: torch.Tensor, stride: int | None, batch: int):
+    """Yields (first row, averaged logits (K, rows, W)) down the image, each band as soon as no later row of
+    windows reaches it."""
+    size = model.img_size
+    _, h, w = image.shape
+    tops, lefts = _slide_grid(h, w, size, stride)
     padded = torch.nn.functional.pad(image, (0, max(w, size) - w, 0, max(h, size) - h))
     ph, pw = padded.shape[-2:]
-    corners = [(top, left) for top in _starts(ph, size, stride) for left in _starts(pw, size, stride)]
-    if len(corners) > MAX_WINDOWS:
-        raise LimitError(
-            f"a {w}x{h} image in {size}-pixel windows every {stride} pixels is {len(corners)} windows, more than "
-            f"{MAX_WINDOWS}: raise --stride (at most {size}) or shrink the image"
-        )
-    total = torch.zeros(model.num_classes, ph, pw)
-    count = torch.zeros(1, ph, pw)
     where = next(model.parameters()).device if isinstance(model, nn.Module) else torch.device("cpu")
-    for i in range(0, len(corners), batch):
-        chunk = corners[i : i + batch]
-        windows = torch.stack([padded[:, t : t + size, x : x + size] for t, x in chunk])
-        for (t, x), logits in zip(chunk, model(windows.to(where)).float().cpu(), strict=True):
-            total[:, t : t + size, x : x + size] += logits
-            count[:, t : t + size, x : x + size] += 1
-    return (total / count)[:, :h, :w]
+    total = torch.zeros(model.num_classes, 0, pw)  # the sums of rows base .. base + len, and their counts
+    count = torch.zeros(1, 0, pw)
+    base = 0
+    for i, top in enumerate(tops):
+        grow = top + size - base - total.shape[1]
+        if grow > 0:
+            total = torch.cat([total, total.new_zeros(total.shape[0], grow, pw)], dim=1)
+            count = torch.cat([count, count.new_zeros(1, grow, pw)], dim=1)
+        r = top - base
+        for j in range(0, len(lefts), batch):
+            chunk = lefts[j : j + batch]
+            windows = torch.stack([padded[:, top : top + size, x : x + size] for x in chunk])
+            for x, logits in zip(chunk, model(windows.to(where)).float().cpu(), strict=True):
+                total[:, r : r + size, x : x + size] += logits
+                count[:, r : r + size, x : x + size] += 1
+        done = tops[i + 1] if i + 1 < len(tops) else ph  # rows above the next row of windows are final
+        k = done - base
+        keep = min(k, h - base)  # the padding's rows are dropped
+        if keep > 0:
+            yield base, total[:, :keep, :w] / count[:, :keep, :w]
+        total, count, base = total[:, k:], count[:, k:], done
 
 
 def _starts(length: int, size: int, stride: int) -> list[int]:

@@ -24,8 +24,8 @@ the model was built for. The honest choices at another size ``S``, all three off
   load, as the token-mixing shapes differ);
 * the block-diagonal expansion (``mlpvision.train.finetune.expand_token_mixing``; ``mlpvision train --init FILE
   --img-size S`` for S = K x the trained size), which starts the larger model from the trained one: its backbone
-  maps of the larger image are the trained model's maps of each tile side by side, the token MLP K^2 times wider
-  (the ``token_mlp_dim`` its config's ``backbone_args`` carry), ready to fine-tune;
+  maps of the larger image are the trained model's maps of each tile side by side (a Mixer's token MLP K^2 times
+  wider, the ``token_mlp_dim`` its config's ``backbone_args`` then carry), ready to fine-tune;
 * a sliding window (``mlpvision.deploy.slide_logits``; ``mlpvision predict --slide``): the trained model itself on
   overlapping S-sized windows of an image of any size, logits averaged where windows overlap. Objects should
   appear at the scale the model was trained at.

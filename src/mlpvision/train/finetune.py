@@ -19,9 +19,10 @@ import os
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, LimitError
 from ..io import MODEL_NAME_KEY, load_checkpoint, read_metadata
 from ..io import create_model as create_pretrained
+from ..limits import current as current_limits
 from ..models import create_model
 from ..models.mixer import MlpMixer
 from ..models.resmlp import ResMLP
@@ -64,14 +65,20 @@ def _block_diag_out(weight: torch.Tensor, part: torch.Tensor, local: torch.Tenso
 def expand_token_mixing(model: nn.Module, img_size: int) -> nn.Module:
     """A copy of a Mixer or ResMLP model, or of a segmentation model on such a backbone, for an input ``img_size``
     = K x its own (integer K >= 1). A segmentation model's backbone maps of a K-times larger image are, before any
-    fine-tuning, its maps of each tile side by side; the decoder (convolutions) is copied as it is."""
+    fine-tuning, its maps of each tile side by side; the decoder (convolutions) is copied as it is.
+
+    Raises:
+        ConfigError: another model, or a size that is not a multiple of the model's.
+        LimitError: an expansion of more parameters than ``limits.max_params`` (a Mixer's token MLP grows as K^4),
+            found on the meta device before anything is allocated.
+    """
     seg = isinstance(model, SegmentationModel)
     core = model.backbone.model if seg else model
     if not isinstance(core, MlpMixer | ResMLP):
         raise ConfigError(
-            f"{getattr(model, 'model_name', type(model).__name__)} cannot change its input size; resolution "
-            "transfer is implemented for Mixer and ResMLP and segmentation models on them (convnets take any size "
-            "as they are)"
+            f"{getattr(model, 'model_name', type(model).__name__)} cannot change its input size by the "
+            "block-diagonal expansion, which is implemented for Mixer and ResMLP and segmentation models on them: "
+            "train it at the new size from scratch (convnets take any size as they are)"
         )
     if img_size % model.img_size:
         raise ConfigError(
@@ -88,6 +95,14 @@ def expand_token_mixing(model: nn.Module, img_size: int) -> nn.Module:
     if isinstance(core, MlpMixer):
         wider = {"token_mlp_dim": core.config.token_mlp_dim * parts}  # the paper: K^2 D_S hidden units
         cfg.update({"backbone_args": {**dict(cfg["backbone_args"]), **wider}} if seg else wider)
+    with torch.device("meta"):
+        params = sum(p.numel() for p in create_model(model.model_name, **cfg).parameters())
+    limit = current_limits().max_params
+    if params > limit:
+        raise LimitError(
+            f"{model.model_name} expanded to {img_size} px would have {params} parameters, more than the limit of "
+            f"{limit} (--max-params): choose a smaller size"
+        )
     new = create_model(model.model_name, **cfg)
     sd = model.state_dict()
     new_sd = new.state_dict()
