@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 
 import mlpvision
 from mlpvision.data import get_source
-from mlpvision.data.decode import decode_image
+from mlpvision.data.decode import decode_image, image_size
 from mlpvision.data.sources import read_idx
 from mlpvision.errors import MlpVisionError
 from mlpvision.fields import field_docs
@@ -383,6 +383,8 @@ def test_any_image_decodes_or_is_one_error(tmp_path_factory, mode, fmt, size, or
             _one_line(e)
             return
     assert out.mode == ("L" if chans == 1 else "RGB") and out.width * out.height <= SMALL["max_pixels"]
+    with limited(**SMALL):
+        assert image_size(path) == out.size  # the header's size, upright, is the decoded image's
 
 
 def test_a_16_bit_png_is_scaled_not_clipped_and_exif_rotation_applies(tmp_path):
@@ -393,7 +395,7 @@ def test_a_16_bit_png_is_scaled_not_clipped_and_exif_rotation_applies(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
     img.save(tmp_path / "r.jpg", exif=exif)
-    assert decode_image(tmp_path / "r.jpg", 1).size == (4, 6)
+    assert decode_image(tmp_path / "r.jpg", 1).size == (4, 6) == image_size(tmp_path / "r.jpg")
 
 
 def test_a_decompression_bomb_is_refused_from_its_header(tmp_path):

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
     from ..data import evaluation_set
-    from ..deploy import open_model_file
+    from ..deploy import model_device, open_model_file
     from ..fields import Limits
     from ..io import check_writable, to_json
     from ..train import check_fit, evaluate, save_confusion_png
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         ds, info = evaluation_set(args.checkpoint, args.data, args.data_dir, args.split)
     check_fit(model, ds[0][1] if len(ds) else None, info.num_classes, info.name)
-    device = next(model.parameters()).device if hasattr(model, "parameters") else "cpu"
+    device = model_device(model)
     result = evaluate(model, DataLoader(ds, batch_size=args.batch_size), info.num_classes, device)
     out = {"checkpoint": args.checkpoint, "model": model.model_name, "data": info.name, "split": args.split}
     out.update(result.as_dict())
@@ -115,6 +115,7 @@ def _run_segmentation(args: argparse.Namespace, model) -> int:
     from torch.utils.data import DataLoader
 
     from ..data import segmentation_evaluation_set
+    from ..deploy import model_device
     from ..io import to_json
     from ..train import check_fit, evaluate_segmentation, save_confusion_png
 
@@ -128,7 +129,7 @@ def _run_segmentation(args: argparse.Namespace, model) -> int:
     )
     check_fit(model, ds[0][1] if len(ds) else None, info.num_classes, info.name)
     loader = DataLoader(ds, batch_size=args.batch_size)
-    device = next(model.parameters()).device if hasattr(model, "parameters") else "cpu"
+    device = model_device(model)
     result = evaluate_segmentation(model, loader, info.num_classes, device, ignore_index=ignore_index)
     out = {"checkpoint": args.checkpoint, "model": model.model_name, "data": info.name, "split": args.split}
     out.update(result.as_dict())

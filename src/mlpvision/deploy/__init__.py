@@ -4,7 +4,7 @@ measurement, and prediction."""
 from .bench import BACKENDS, MATMUL, Candidate, inference_call, matmul_candidate, measure, run_bench, timm_counterpart
 from .convert import DeployReport, deploy_checkpoint
 from .export import ExportReport, export_onnx
-from .ort import OrtModel, open_model_file, ort_session
+from .ort import OrtModel, model_device, open_model_file, ort_session
 from .predict import (
     FilePrediction,
     Prediction,
@@ -38,6 +38,7 @@ __all__ = [
     "mask_colours",
     "matmul_candidate",
     "measure",
+    "model_device",
     "open_model_file",
     "ort_session",
     "predict_files",

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..errors import CheckpointError, ConfigError, InputShapeError, printable
 from ..io import MODEL_NAME_KEY, load_checkpoint, require_onnx
 from ..io.files import open_regular
 from ..runtime import pick_device
 
-__all__ = ["INPUT_NAME", "OUTPUT_NAME", "OrtModel", "open_model_file", "ort_session"]
+__all__ = ["INPUT_NAME", "OUTPUT_NAME", "OrtModel", "model_device", "open_model_file", "ort_session"]
 
 INPUT_NAME, OUTPUT_NAME = "image", "logits"  # the names export_onnx gives the graph's input and output
 
@@ -75,6 +76,11 @@ class OrtModel:
         if mode:
             raise ConfigError("an ONNX Runtime model cannot be trained")
         return self
+
+
+def model_device(model) -> torch.device:
+    """Where a model from :func:`open_model_file` takes its inputs: its parameters' device, the CPU for ONNX."""
+    return next(model.parameters()).device if isinstance(model, nn.Module) else torch.device("cpu")
 
 
 def open_model_file(path: str | os.PathLike, device: str | torch.device | None = None):

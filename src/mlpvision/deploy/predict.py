@@ -19,11 +19,12 @@ from ..data import (
     read_images,
     resolve_data_config,
 )
+from ..data.decode import image_size
 from ..errors import ConfigError, LimitError
 from ..io import saved_data
 from ..limits import current as current_limits
 from ..models import create_model
-from .ort import open_model_file
+from .ort import model_device, open_model_file
 
 __all__ = [
     "FilePrediction",
@@ -85,7 +86,7 @@ def predict_files(
     images = read_images(paths, model.img_size, model.in_chans, data_cfg.interpolation, data_cfg.crop_pct)
     if invert:
         images = 1.0 - images
-    where = next(model.parameters()).device if isinstance(model, nn.Module) else torch.device("cpu")
+    where = model_device(model)
     probs, idx = predict_images(model, normalize(images, mean, std).to(where), top_k)
     probs, idx = probs.cpu(), idx.cpu()
     return [
@@ -187,13 +188,13 @@ def segment_files(
             image = read_image(path, model.in_chans)
             image = 1.0 - image if invert else image
             h, w = image.shape[-2:]
-            black = torch.nn.functional.pad(image, (0, max(w, size) - w, 0, max(h, size) - h))  # as training pads
+            black = _pad_to(image, size)  # with black, as training pads its crops, before normalising
             mask = slide_mask(model, normalize(black[None], mean, std)[0], stride)[:h, :w]
             results.append(write(path, image, mask))
         return results
     images = read_images(paths, size, model.in_chans, data_cfg.interpolation, data_cfg.crop_pct)
     images = 1.0 - images if invert else images
-    where = next(model.parameters()).device if isinstance(model, nn.Module) else torch.device("cpu")
+    where = model_device(model)
     masks = model(normalize(images, mean, std).to(where)).argmax(dim=1).cpu()  # (B, H, W)
     return [write(path, image, mask) for path, image, mask in zip(paths, images, masks, strict=True)]
 
@@ -216,21 +217,8 @@ def _paint(image: torch.Tensor, mask: torch.Tensor, colours: torch.Tensor, rows:
 
 
 def _check_slide(path, size: int, stride: int | None) -> None:
-    """Refuses an image whose sliding-window segmentation would exceed the limits, from its header alone (a file
-    whose header cannot be read is left to the decoder, which names what is wrong with it)."""
-    import warnings
-
-    from PIL import Image
-
-    if not os.path.isfile(path):  # a folder, a pipe, a missing file: the decoder's to refuse (a pipe would block)
-        return
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow's size warnings: the decoder applies our pixel limit
-            with Image.open(path) as im:
-                w, h = im.size
-    except Exception:  # the decoder reports unreadable files in one line
-        return
+    """Refuses an image whose sliding-window segmentation would exceed the limits, from its header alone."""
+    h, w = image_size(path)[::-1]
     _slide_grid(h, w, size, stride, where=f"{path}: ")
 
 
@@ -289,9 +277,9 @@ def _slide_bands(model, image: torch.Tensor, stride: int | None, batch: int):
     size = model.img_size
     _, h, w = image.shape
     tops, lefts = _slide_grid(h, w, size, stride)
-    padded = torch.nn.functional.pad(image, (0, max(w, size) - w, 0, max(h, size) - h))
+    padded = _pad_to(image, size)
     ph, pw = padded.shape[-2:]
-    where = next(model.parameters()).device if isinstance(model, nn.Module) else torch.device("cpu")
+    where = model_device(model)
     total = torch.zeros(model.num_classes, 0, pw)  # the sums of rows base .. base + len, and their counts
     count = torch.zeros(1, 0, pw)
     base = 0
@@ -313,6 +301,12 @@ def _slide_bands(model, image: torch.Tensor, stride: int | None, batch: int):
         if keep > 0:
             yield base, total[:, :keep, :w] / count[:, :keep, :w]
         total, count, base = total[:, k:], count[:, k:], done
+
+
+def _pad_to(image: torch.Tensor, size: int) -> torch.Tensor:
+    """(C, H, W) padded with zeros at the bottom and right to at least ``size`` x ``size``."""
+    h, w = image.shape[-2:]
+    return torch.nn.functional.pad(image, (0, max(w, size) - w, 0, max(h, size) - h))
 
 
 def _starts(length: int, size: int, stride: int) -> list[int]:

@@ -95,8 +95,7 @@ def expand_token_mixing(model: nn.Module, img_size: int) -> nn.Module:
     if isinstance(core, MlpMixer):
         wider = {"token_mlp_dim": core.config.token_mlp_dim * parts}  # the paper: K^2 D_S hidden units
         cfg.update({"backbone_args": {**dict(cfg["backbone_args"]), **wider}} if seg else wider)
-    with torch.device("meta"):
-        params = sum(p.numel() for p in create_model(model.model_name, **cfg).parameters())
+    params = sum(p.numel() for p in create_model(model.model_name, device="meta", **cfg).parameters())
     limit = current_limits().max_params
     if params > limit:
         raise LimitError(
