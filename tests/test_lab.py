@@ -97,6 +97,30 @@ def test_each_section_states_the_machine_and_precision_its_runs_recorded(quick_l
     assert f"{machine}: {len(exp.runs)} runs in float32" in text and "Latency timed on the same machine." in text
 
 
+def test_latency_is_shown_only_for_the_configuration_it_timed(quick_lab, tmp_path):
+    """Mixer vs ViT times its models at several sizes: the rows trained at the data's size show the matching entry;
+    an entry whose recorded config is not the plan's (an old label or model, say) is stale and shown as not timed."""
+    results, _, _ = quick_lab
+    copy = tmp_path / "results"
+    shutil.copytree(results, copy)
+    exp = next(e for e in plan(Settings.tiny()) if e.key == "mixer_vs_vit")
+
+    def mixer_row() -> tuple[str, str]:
+        section = write_report(copy, tmp_path / "docs").read_text().split(f"## {exp.title}")[1].split("\n## ")[0]
+        return next(line for line in section.splitlines() if line.startswith("| MLP-Mixer |")), section
+
+    row, _ = mixer_row()
+    timed = json.loads((results / "mixer_vs_vit_latency.json").read_text())["rows"]["MLP-Mixer at 28 px"]
+    assert row.endswith(f"| {timed['median_ms']:.2f} |")
+    path = copy / "mixer_vs_vit_latency.json"
+    table = json.loads(path.read_text())
+    table["rows"]["MLP-Mixer at 28 px"]["config"] = table["rows"]["ViT at 28 px"]["config"]  # timed another model
+    path.write_text(json.dumps(table))
+    row, section = mixer_row()
+    assert row.endswith("| - |") and f"Latency: {len(exp.latency) - 1} of its {len(exp.latency)} models" in section
+    assert "at least 2x at 784 patches: **pending**" in section  # the check waits for the whole table
+
+
 def test_rows_missing_a_seed_leave_their_comparisons_pending(quick_lab, tmp_path):
     results, _, _ = quick_lab
     copy = tmp_path / "results"
@@ -106,7 +130,8 @@ def test_rows_missing_a_seed_leave_their_comparisons_pending(quick_lab, tmp_path
         if run.label.startswith("ConvNet"):
             (copy / "runs" / f"{run.key}.json").unlink(missing_ok=True)
     section = write_report(copy, tmp_path / "docs").read_text().split(f"## {exp.title}")[1].split("\n## ")[0]
-    assert "| the permutation hurts the ConvNet | " in section and section.count("pending (runs missing)") == 4
+    assert "| the permutation hurts the ConvNet | " in section and section.count("pending (runs missing) |") == 4
+    assert '**Verdicts.** pending (runs missing): "the permutation hurts the ConvNet"' in section  # under the title
     assert "| MLP-Mixer \\| permuted | 2 |" in section  # the other rows stand
 
 

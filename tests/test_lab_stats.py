@@ -14,11 +14,12 @@ from hypothesis import strategies as st
 from mlpvision.cli import main
 from mlpvision.io import data_metadata, save_model
 from mlpvision.lab import Settings, headline_vs_cnn, ledger, plan, write_report
-from mlpvision.lab.report import comparison_interval
+from mlpvision.lab.report import Verdict, _claims_table, comparison_interval
 from mlpvision.lab.runner import Lab
 from mlpvision.lab.spec import Comparison, LabRun
 from mlpvision.lab.stats import (
     Interval,
+    Test,
     boundary_test,
     decide,
     detectable,
@@ -93,6 +94,7 @@ def test_the_detectable_effect_shrinks_with_more_seeds():
     few = detectable(paired_t([1.0, 2.0, 1.5], [0.0] * 3))
     many = detectable(paired_t([1.0, 2.0, 1.5] * 3, [0.0] * 9))
     assert few > many > 0 and detectable(None) is None
+    assert detectable(paired_t([100.0] * 3, [100.0] * 3)) is None  # tied on every seed: no spread, no power figure
 
 
 def test_the_bootstrap_interval_covers_the_difference_and_bits_round_trip():
@@ -165,6 +167,28 @@ def test_the_report_gives_each_comparison_the_verdict_its_numbers_decide(tmp_pat
     lines, verdicts = write(set(mixer_seeds))
     assert "**supported** | **supported** |" in lines["Mixer: without vs with"]  # within the 0.5 margin
     assert f"| {len(mixer_seeds)}/{len(mixer_seeds)} |" in verdicts["Mixer: without vs with"]
+
+
+def test_a_claim_is_tagged_budget_sensitive_only_by_the_comparisons_that_decide_it():
+    """The perceptron claim is refuted by its first comparison: the tag follows that one's budget check, never that
+    of a comparison that went the other way."""
+    exp = next(e for e in plan(Settings(quick=True)) if e.key == "repmlp_ablation")
+    parts = ("w/o Global Perceptron", "w/o Partition Perceptron", "w/o Local Perceptron")
+    by_name = {c.name: c for c in exp.comparisons}
+    intervals = {"refuted": Interval(-1.0, -1.5, -0.5, 5, "t"), "supported": Interval(1.0, 0.5, 1.5, 5, "t")}
+
+    def claim_row(budgets: list[str]) -> str:
+        verdicts = []
+        for part, raw, budget in zip(parts, ("refuted", "supported", "supported"), budgets, strict=True):
+            c = by_name[f"full RepMLP vs {part}"]
+            v = Verdict(exp, c, intervals[raw], Test(0.001, raw), raw, budget=budget)
+            v.p_family = v.p_page = 0.003
+            verdicts.append(v)
+        lines = _claims_table(verdicts, {})
+        return next(line for line in lines if line.startswith("| Each perceptron"))
+
+    assert "| **refuted** |" in claim_row(["robust", "budget-sensitive", "budget-sensitive"])
+    assert "| **refuted (budget-sensitive)** |" in claim_row(["budget-sensitive", "robust", "robust"])
 
 
 def test_a_run_whose_loss_becomes_nan_is_a_diverged_result_at_chance(tmp_path, monkeypatch):

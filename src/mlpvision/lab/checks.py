@@ -223,8 +223,8 @@ def mixer_faster_than_vit(latency=None, **_) -> tuple[bool | None, str]:
     timing spread count: the ratio of ViT's 25th percentile to Mixer's 75th must pass (the conservative ratio)."""
     rows = (latency or {}).get("rows", {})
     sizes = sorted({int(k.rsplit(" at ", 1)[1].split()[0]) for k in rows})
-    if not sizes:
-        return None, "timed later, on an idle machine, by `mlpvision lab --latency-only`"
+    if not sizes or any(f"{m} at {n} px" not in rows for n in sizes for m in ("ViT", "MLP-Mixer")):
+        return None, "timed later, on an idle machine, by `mlpvision lab --latency-only` (every model at every size)"
 
     def ratio(n: int, lo: str = "median_ms", hi: str = "median_ms") -> float:
         return rows[f"ViT at {n} px"][lo] / rows[f"MLP-Mixer at {n} px"][hi]

@@ -307,11 +307,12 @@ def aligned_translated(p: PlanContext) -> Experiment:
             "direction, a fixed random place per image (moved)",
         ),
         comparisons=comparisons,
-        columns=("moved_top1", "train_top1"),
+        columns=("moved_top1", "moved_drop", "train_top1"),
         figure_columns=("moved_top1",),
         xlabel="test top-1 (%)",
-        notes="`moved` column: a model trained on aligned garments tested on the moved test set. Unseen-move drop = "
-        "(aligned test top-1 - moved test top-1) / (aligned test top-1 - chance): the share of what the model learned "
-        "that moving the object undoes. This section replaces lab v2's shift probe (same canvas, same models) with a "
-        "design that also trains on moved objects.",
+        notes="'Trained aligned, tested moved': a model trained on aligned garments tested on the moved test set; "
+        "its 'share lost to the move' = (aligned test top-1 - moved test top-1) / (aligned test top-1 - chance): the "
+        "share of what the model learned that moving the object undoes (the unseen-move comparisons pair it). This "
+        "section replaces lab v2's shift probe (same canvas, same models) with a design that also trains on moved "
+        "objects.",
     )

@@ -233,7 +233,7 @@ def resmlp_overfit(p: PlanContext) -> Experiment:
         xlabel="training images",
         logx=True,
         metric="gap",
-        columns=("top1",),
+        columns=("top1", "train_eval_top1"),
         notes=f"Gap = training top-1 (up to {GAP_IMAGES} of the training images, no augmentation, evaluation mode) "
         "minus test top-1. Mixup and CutMix make the training labels soft, so the training accuracy seen during "
         "training is not the one measured here. The descriptive comparison's registered name, and the refutation, "

@@ -72,7 +72,9 @@ def data_size(p: PlanContext) -> Experiment:
         logx=True,
         columns=("train_top1",),
         notes="Equal steps: a run on fewer images makes more passes over them. Its train top-1 column is the last "
-        "epoch's (augmented) accuracy, to show which models fit their training images.",
+        "epoch's (augmented) accuracy, to show which models fit their training images. A 'lead' is the ConvNet's "
+        "top-1 minus the model's, so it is negative where the model is ahead: a positive difference says the model "
+        "gains more from the extra images than the ConvNet, whichever is ahead.",
     )
 
 
@@ -150,7 +152,8 @@ def resolution(p: PlanContext) -> Experiment:
         comparisons=comparisons,
         columns=("expanded_top1",),
         checks=("expansion_tiles", "expansion_tiles_resmlp"),
-        notes=f"The expanded model's test top-1 at {2 * size} px before any fine-tuning is the `expanded` column. "
+        notes=f"The expanded model's test top-1 at {2 * size} px before any fine-tuning is the 'expanded, before "
+        "fine-tuning' column. "
         f"The expansion applies the {size}-px model to each quadrant of the {2 * size}-px image (the checks): "
         "on an upscaled image each quadrant holds a quarter of the object, so the expanded model is not expected to "
         "keep the small model's accuracy before fine-tuning; fine-tuning is what the comparison measures.",

@@ -168,5 +168,6 @@ def segmentation_translation(p: PlanContext) -> Experiment:
         "the masks. The loss is the share of the model's mean IoU above the all-background prediction's (measured "
         "on the same scenes) that the move undoes, so a model that learned little cannot look robust; a diverged "
         "run, or one no better than the all-background prediction, has no loss to report and leaves its seed's "
-        "pair out.",
+        "pair out. 'No less robust' is decided by its registered rule: at most 5 points of that share behind the "
+        "ResNet (the margin's 'mean IoU' is the share above the all-background prediction).",
     )

@@ -1,5 +1,5 @@
-"""The all-MLP model against the CNN trained by the same recipe (accuracy with paired bootstrap intervals, CPU
-latency eager and ONNX Runtime), and the published models' sections of the results page."""
+"""The all-MLP model against the CNN trained with the same optimizer and budget (accuracy with paired bootstrap
+intervals, CPU latency eager and ONNX Runtime), and the published models' sections of the results page."""
 
 from __future__ import annotations
 
@@ -30,9 +30,9 @@ RESAMPLES = 2000  # the paired bootstrap's resamples
 
 
 def headline_vs_cnn(published: list[Path], results: Path, figures: Path, batch: int = 64, repeats: int = 30) -> Path:
-    """The all-MLP models against the CNN trained by the same recipe: test top-1 with paired bootstrap intervals
-    (per test image), and CPU latency of each deploy form at batch 1 and ``batch``, eager and ONNX Runtime, timed
-    round-robin in one run. Writes ``results/headline_vs_cnn.json`` and the accuracy/latency figure."""
+    """The all-MLP models against the CNN trained with the same optimizer and budget: test top-1 with paired bootstrap
+    intervals (per test image), and CPU latency of each deploy form at batch 1 and ``batch``, eager and ONNX Runtime,
+    timed round-robin in one run. Writes ``results/headline_vs_cnn.json`` and the accuracy/latency figure."""
     test, _ = plain_split("fashion-mnist", "test")
     rows, correct, cands, recipes = [], {}, [], {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -67,7 +67,7 @@ def headline_vs_cnn(published: list[Path], results: Path, figures: Path, batch: 
     same = next((r for r in mlps if r["name"] == "allmlp_headline"), mlps[0])
     best = max(mlps, key=lambda r: r["best_val_top1"])  # chosen on validation, never on test
     comparisons = []
-    for label, r in (("all-MLP, same recipe", same), ("best all-MLP on validation", best)):
+    for label, r in (("all-MLP, same optimizer and budget", same), ("best all-MLP on validation", best)):
         iv = paired_bootstrap(correct[r["name"]], correct[cnn["name"]], resamples=RESAMPLES)
         name = f"{label} (`{r['name']}`) vs the CNN (`{cnn['name']}`)"
         comparisons.append({"name": name, "kind": "noninferior", "margin": 0.5, "interval": dataclasses.asdict(iv)})
@@ -164,7 +164,7 @@ def redraw_headline_figure(results: Path, figures: Path) -> None:
 
 
 def headline_section(results: Path) -> list[str]:
-    """The all-MLP model against the CNN of the same recipe: accuracy with intervals and CPU latency."""
+    """The all-MLP model against the CNN of the same optimizer and budget: accuracy with intervals and CPU latency."""
     path = results / "headline_vs_cnn.json"
     if not path.is_file():
         return []

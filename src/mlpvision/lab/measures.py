@@ -89,11 +89,11 @@ METRICS: dict[str, Metric] = {
     "rel_drop": Metric("relative drop at 4 px (%)", rel_drop),
     "expanded_top1": Metric("expanded, before fine-tuning (%)", lambda r: r.get("expanded_top1")),
     "moved_top1": Metric("trained aligned, tested moved (%)", lambda r: r.get("moved_top1")),
-    "moved_drop": Metric("unseen-move drop (%)", moved_drop),
+    "moved_drop": Metric("share lost to the move (%)", moved_drop),
     "gap": Metric("train - test top-1 (points)", gap),
     "train_top1": Metric("last-epoch train top-1 (%)", last_train_top1),
     "train_eval_top1": Metric("train top-1, no augmentation (%)", lambda r: r.get("train_top1")),
     "miou": Metric("test mean IoU (%)", miou),
     "shifted_miou": Metric("mean IoU, test scenes moved (%)", shifted_miou),
-    "seg_shift_drop": Metric("mean IoU lost to the move (%)", seg_shift_drop),
+    "seg_shift_drop": Metric("share of mean IoU above the floor lost to the move (%)", seg_shift_drop),
 }

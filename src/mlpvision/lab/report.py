@@ -11,7 +11,6 @@ comparisons as pending.
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections import Counter
 from dataclasses import dataclass
@@ -35,7 +34,9 @@ from .spec import (
     Rows,
     Settings,
     check_data,
+    current_latency,
     data_suffix,
+    latency_config,
     read_latency,
     read_meta,
     read_result,
@@ -87,7 +88,8 @@ class _Results:
         return out
 
     def latency(self, exp: Experiment) -> dict:
-        return read_latency(self.results / f"{exp.key}_latency.json")
+        """The experiment's latency table, with only the rows that timed what the plan now asks ({} if none)."""
+        return current_latency(read_latency(self.results / f"{exp.key}_latency.json"), exp.latency)
 
 
 def _cell(text: str) -> str:
@@ -95,15 +97,17 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def _ci(values: list[float]) -> str:
-    """'mean ± h' with h the half-width of the 95% t-interval of the mean ('mean' alone for one value)."""
-    values = [v for v in values if v is not None]
-    if not values:
+def _ci(values: list[float | None]) -> str:
+    """'mean ± h' with h the half-width of the 95% t-interval of the mean ('mean' alone for one value), over the
+    values that are defined; '(n of m seeds)' follows when some are not."""
+    defined = [v for v in values if v is not None]
+    if not defined:
         return "-"
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    half = t975(len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
-    return f"{statistics.mean(values):.2f} ± {half:.2f}"
+    part = "" if len(defined) == len(values) else f" ({len(defined)} of {len(values)} seeds)"
+    if len(defined) == 1:
+        return f"{defined[0]:.2f}{part}"
+    half = t975(len(defined) - 1) * statistics.stdev(defined) / len(defined) ** 0.5
+    return f"{statistics.mean(defined):.2f} ± {half:.2f}{part}"
 
 
 def _by_seed(rs: list[dict], metric: str) -> dict[int, float]:
@@ -278,7 +282,7 @@ def _claims_table(verdicts: list[Verdict], checks: dict[str, tuple[bool | None, 
             )
             continue
         vs = [by_name.get(key) for key in claim.decided_by]
-        parts = [f"{v.c.name}: {v.family}" for v in vs if v is not None]
+        parts = [f"{v.c.name}: {_word(v.family)}" for v in vs if v is not None]
         parts += [f"check '{CHECKS[c].title}': {_check_word(checks.get(c))}" for c in claim.checks]
         found = [v for v in vs if v is not None]
         failed = [c for c in claim.checks if checks.get(c, (None, ""))[0] is False]
@@ -297,7 +301,11 @@ def _claims_table(verdicts: list[Verdict], checks: dict[str, tuple[bool | None, 
         else:
             verdict = _combine([v.family for v in found])
             strict = _combine([v.page for v in found])
-            if verdict in ("supported", "refuted") and any(v.budget == "budget-sensitive" for v in found):
+            # the tag of the comparisons that decide the claim's verdict (all of them for supported, the refuting
+            # ones for refuted), never of one that went the other way
+            if verdict in ("supported", "refuted") and any(
+                v.family == verdict and v.budget == "budget-sensitive" for v in found
+            ):
                 verdict += " (budget-sensitive)"
         lines.append(
             f"| {_cell(claim.claim)} | {claim.source} | **{verdict}** | {strict} | {_cell('; '.join(parts))} |"
@@ -312,6 +320,14 @@ def _combine(verdicts: list[str]) -> str:
     if "pending" in verdicts:
         return "pending"
     return "supported" if all(v == "supported" for v in verdicts) else "undecided"
+
+
+SHORT_WORDS = {"tied": "undecided (tied on every seed)", "undefined": "no verdict (metric undefined)"}
+
+
+def _word(decision: str) -> str:
+    """A decision as the page's tables print it (a tie is undecided; an undefined metric gives no verdict)."""
+    return SHORT_WORDS.get(decision, decision)
 
 
 def _check_word(result: tuple[bool | None, str] | None) -> str:
@@ -330,11 +346,13 @@ def _verdict_table(verdicts: list[Verdict]) -> list[str]:
         if not v.c.counted:
             continue
         iv = v.interval
-        mde = detectable(iv)
+        signflip = v.c.test == "signflip"  # decided by the sign-flip test; its t interval is shown for scale
+        mde = None if signflip else detectable(iv)
+        p = _p(v.t.p if v.t else None) + (" (sign-flip)" if signflip and v.t else "")
         lines.append(
             f"| {v.exp.key} | {_cell(v.c.name)} | `{_cell(v.c.rule)}` | {iv if iv else '-'} | "
-            f"{v.seeds} | {_p(v.t.p if v.t else None)} | {_p(v.p_family)} | {_p(v.p_page)} | {v.raw} | "
-            f"**{v.family}** | {v.page} | {f'{mde:.2f}' if mde is not None else '-'} | {v.budget} |"
+            f"{v.seeds} | {p} | {_p(v.p_family)} | {_p(v.p_page)} | {_word(v.raw)} | "
+            f"**{_word(v.family)}** | {_word(v.page)} | {f'{mde:.2f}' if mde is not None else '-'} | {v.budget} |"
         )
     return lines
 
@@ -358,7 +376,7 @@ def _tuning_section(exp: Experiment, res: _Results, chosen_rates: dict[str, floa
         "`a / b`: a close rate's score on the tuning seed and on the confirming "
         "seed. Every verdict run trains at its family's chosen rate.",
         "",
-        "| family | chosen rate | " + " | ".join(f"{lr:g}" for lr in rates) + " |",
+        "| family | chosen rate |" + "".join(f" {lr:g} |" for lr in rates),
         "|---|---:|" + "---:|" * len(rates),
     ]
     for fam, scores in fams.items():
@@ -374,7 +392,7 @@ def _tuning_section(exp: Experiment, res: _Results, chosen_rates: dict[str, floa
                 # the labels hold rates as printed (:g); the chosen rate is exact (a base rate x 1/3, say)
                 cells.append(f"**{text}**" if best is not None and f"{lr:g}" == f"{best:g}" else text)
         chosen = f"{best:g}" if best is not None else "pending"
-        lines.append(f"| {_cell(fam)} | {chosen} | " + " | ".join(cells) + " |")
+        lines.append(f"| {_cell(fam)} | {chosen} |" + "".join(f" {c} |" for c in cells))
     return [*lines, ""]
 
 
@@ -403,11 +421,18 @@ def _validation(exp: Experiment) -> str:
     return f"validation: {' or '.join(map(str, sizes))} held-out training images; " if sizes else ""
 
 
-def _header(exp: Experiment, res: _Results, rows: Rows) -> list[str]:
+def _header(exp: Experiment, res: _Results, rows: Rows, verdicts: list[Verdict]) -> list[str]:
     seeds = sorted({r["seed"] for rs in rows.values() for r in rs})
+    by_word: dict[str, list[str]] = {}  # the section's counted verdicts, grouped by decision in order of appearance
+    for v in verdicts:
+        if v.c.counted:
+            by_word.setdefault(VERDICT_WORDS.get(v.family, v.family), []).append(v.c.name)
+    outcome = "; ".join(word + ": " + ", ".join(f'"{n}"' for n in names) for word, names in by_word.items())
     lines = [
         f"## {exp.title}",
         "",
+        # the registered title and hypothesis state what is tested; what the runs decided comes first
+        *([f"**Verdicts.** {outcome}.", ""] if by_word else []),
         f"**Hypothesis.** {exp.hypothesis}",
         "",
         f"**Refuted by.** {exp.refutation}",
@@ -422,26 +447,27 @@ def _header(exp: Experiment, res: _Results, rows: Rows) -> list[str]:
     return lines + ([exp.notes, ""] if exp.notes else [])
 
 
-def _timed_as(exp: Experiment) -> dict[str, str]:
-    """Row label -> the latency entry timing the same model and config (a row and its half-budget twin share one)."""
-    entries = {(name, _canonical(args)): label for label, (name, args) in exp.latency.items()}
+def _timed_as(exp: Experiment, size: int) -> dict[str, str]:
+    """Row label -> the latency entry timing the same model and config (a row and its half-budget twin share one);
+    the runs build their models at the data's image ``size`` unless their arguments say otherwise."""
+
+    def config(name: str, args: dict) -> str:
+        return latency_config(name, {"img_size": size, **args})
+
+    entries = {config(name, args): label for label, (name, args) in exp.latency.items()}
     out = {}
     for run in exp.runs:
-        key = entries.get((run.model, _canonical(run.model_args)))
+        key = entries.get(config(run.model, dict(run.model_args)))
         if key is not None:
             out[run.label] = key
     return out
-
-
-def _canonical(args) -> str:
-    return json.dumps(args, sort_keys=True, default=list)
 
 
 def _table(exp: Experiment, res: _Results, rows: Rows) -> list[str]:
     metric = m.METRICS[exp.metric]
     timing = res.latency(exp)
     lat = timing.get("rows", {})
-    timed = _timed_as(exp)
+    timed = _timed_as(exp, res.info.size)
     columns = [c for c in exp.columns if c != exp.metric]
     halves = set(exp.budget_pairs.values())
     head = f"| row | seeds | {metric.title} |" + "".join(f" {m.METRICS[c].title} |" for c in columns)
@@ -484,6 +510,13 @@ def _table(exp: Experiment, res: _Results, rows: Rows) -> list[str]:
             else ""
         ),
     ]
+    if exp.latency and set(lat) != set(exp.latency):
+        done = len(set(exp.latency) & set(lat))
+        lines += [
+            "",
+            f"Latency: {done or 'none'} of its {len(exp.latency)} models timed yet in the configuration the plan "
+            "asks: `mlpvision lab --latency-only` times them on an idle machine.",
+        ]
     if lat:
         extra = [k for k in lat if k not in timed.values()]
         lines += [
@@ -496,9 +529,25 @@ def _table(exp: Experiment, res: _Results, rows: Rows) -> list[str]:
     return lines
 
 
-def _comparisons(verdicts: list[Verdict]) -> list[str]:
+def _points(x: float) -> str:
+    return f"{x:g} point{'' if x == 1 else 's'}"
+
+
+def _margin_scale(c: Comparison, rows: Rows) -> str:
+    """A top-1 margin as the share of the errors of its b row, measured (a margin's reason was written before the
+    runs, from an accuracy it expected)."""
+    if c.metric != "top1" or c.minus:
+        return ""
+    values = [m.top1(r) for r in rows.get(c.b, [])]
+    if not values or statistics.mean(values) >= 100:
+        return ""
+    mean = statistics.mean(values)
+    return f"; measured, that is {100 * c.margin / (100 - mean):.1f}% of the errors of '{c.b}' at {mean:.2f}%"
+
+
+def _comparisons(verdicts: list[Verdict], rows: Rows) -> list[str]:
     lines = [
-        "| comparison | rule | a - b, 95% interval | p | verdict (raw) | verdict (Holm over the claim) | budget |",
+        "| comparison | rule | a - b, 95% interval | p | verdict (raw) | verdict (Holm over its family) | budget |",
         "|---|---|---:|---:|---|---|---|",
     ]
     for v in verdicts:
@@ -510,7 +559,8 @@ def _comparisons(verdicts: list[Verdict]) -> list[str]:
             f"{_p(v.t.p if v.t else None)} | {VERDICT_WORDS.get(v.raw, v.raw)} | {page} | {v.budget or '-'} |"
         )
     margins = [c for c in (v.c for v in verdicts) if c.margin and c.reason and c.counted]
-    lines += ["", *[f"Margin of '{c.name}' ({c.margin:g} points): {c.reason}." for c in margins]]
+    lines += [""]
+    lines += [f"Margin of '{c.name}' ({_points(c.margin)}{_margin_scale(c, rows)}): {c.reason}." for c in margins]
     explo = [c for c in (v.c for v in verdicts) if c.exploratory]
     lines += [f"'{c.name}' is exploratory: {c.exploratory}." for c in explo]
     return lines
@@ -599,7 +649,7 @@ def _section(exp: Experiment, res: _Results, figures: Path, verdicts: list[Verdi
     rows = res.rows(exp)
     body = _table(exp, res, rows)
     if verdicts:
-        body += ["", *_comparisons(verdicts)]
+        body += ["", *_comparisons(verdicts, rows)]
     if exp.checks:
         body += [
             "",
@@ -614,7 +664,7 @@ def _section(exp: Experiment, res: _Results, figures: Path, verdicts: list[Verdi
         path.unlink(missing_ok=True)  # a figure of earlier results must not outlive them
     if name:
         body += ["", f"![{exp.title}](figures/{name})"]
-    return [*_header(exp, res, rows), *body, ""]
+    return [*_header(exp, res, rows, verdicts), *body, ""]
 
 
 def _check_text(result: tuple[bool | None, str]) -> str:
@@ -706,12 +756,14 @@ def write_report(
         "",
         "## Verdicts",
         "",
-        "Each counted comparison: its rule, the paired estimate (points) with its 95% interval, the seeds finished of "
+        "Each counted comparison: its rule, the paired estimate (in points of its metric: top-1 or mean IoU, or of a "
+        "share lost to a move, in %) with its 95% interval, the seeds finished of "
         "those registered, the p value against the rule's boundary, Holm-adjusted over the comparisons of the claim "
         "it decides (its family; a comparison no claim names is a family with its experiment's others) and over the "
         "whole page, the decisions (raw; over the family, which is the verdict; over the page, the strict reading), "
         "the smallest true effect the design detects with 80% power (from the observed spread, before any "
-        "correction), and the budget check of its rows.",
+        "correction; '-' for the few-image probes, decided by the sign-flip test, whose t interval is shown for "
+        "scale), and the budget check of its rows.",
         "",
         *_verdict_table(verdicts),
         "",

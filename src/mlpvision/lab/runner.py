@@ -32,7 +32,19 @@ from ..runtime import machine_description
 from ..train import TrainConfig, TrainingError, build_data, expand_token_mixing, train
 from .executors import Batch, Executor, LocalExecutor
 from .plan import needed_families, plan, plan_context
-from .spec import EVAL_KEYS, GAP_IMAGES, SEG_SHIFT, SHIFTS, Experiment, LabRun, Settings, read_latency, read_result
+from .spec import (
+    EVAL_KEYS,
+    GAP_IMAGES,
+    SEG_SHIFT,
+    SHIFTS,
+    Experiment,
+    LabRun,
+    Settings,
+    current_latency,
+    latency_config,
+    read_latency,
+    read_result,
+)
 
 __all__ = ["Lab", "latency_only", "run_lab", "selected"]
 
@@ -275,8 +287,8 @@ class Lab:
         path = self.results / f"{exp.key}_latency.json"
         if not exp.latency:
             return
-        if set(read_latency(path).get("rows", {})) == set(exp.latency):
-            return  # timed already, under the plan's labels (a file of other labels is timed again)
+        if set(current_latency(read_latency(path), exp.latency).get("rows", {})) == set(exp.latency):
+            return  # timed already, every model under its planned label and config (else all are timed again)
         cands, labels = [], []
         batch = exp.latency_batch or self.s.latency_batch
         for label, (name, args) in exp.latency.items():
@@ -286,7 +298,12 @@ class Lab:
             labels.append(label)
         timing = measure(cands, self.s.latency_repeats, warmup=2)
         rows = {
-            label: {"median_ms": t["median_s"] * 1e3, "p25_ms": t["p25_s"] * 1e3, "p75_ms": t["p75_s"] * 1e3}
+            label: {
+                "median_ms": t["median_s"] * 1e3,
+                "p25_ms": t["p25_s"] * 1e3,
+                "p75_ms": t["p75_s"] * 1e3,
+                "config": latency_config(*exp.latency[label]),
+            }
             for label, t in zip(labels, timing, strict=True)
         }
         meta = {"batch_size": batch, "threads": torch.get_num_threads()}

@@ -142,7 +142,8 @@ SEED_CLAIMS: tuple[SeedClaim, ...] = (
         ("untied_equals_tied",),
     ),
     SeedClaim(
-        "Mixer's cost is linear in the number of patches (ViT's quadratic): much faster at a small accuracy cost",
+        "Mixer's cost is linear in the number of patches (ViT's quadratic): much faster, at no more than a small "
+        "accuracy cost",
         "MLP-Mixer",
         (("mixer_vs_vit", "Mixer vs ViT"),),
         ("mixer_faster_than_vit",),

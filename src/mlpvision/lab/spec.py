@@ -31,7 +31,9 @@ __all__ = [
     "Rows",
     "Settings",
     "check_data",
+    "current_latency",
     "data_suffix",
+    "latency_config",
 ]
 
 Rows = dict[str, list[dict]]  # a table's label -> the result files of its seeds
@@ -326,6 +328,23 @@ def read_latency(path: str | os.PathLike) -> dict:
     if problem:
         raise DataError(f"lab latency table {path} is damaged ({problem}): {hint}")
     return table
+
+
+def latency_config(model: str, args: dict) -> str:
+    """What a latency row timed, as its table records it: the model and its arguments, canonical JSON."""
+    return json.dumps({"model": model, "args": args}, sort_keys=True, default=list)
+
+
+def current_latency(table: dict, planned: dict[str, tuple[str, dict]]) -> dict:
+    """``table`` (from :func:`read_latency`) with only the rows that timed what the experiment plans under that label
+    (``planned``: label -> (model, model_args)); {} when none is left. A row timed under an old label or config, or
+    by a version that did not record its config, is stale: ``mlpvision lab --latency-only`` times it again."""
+    rows = {
+        label: row
+        for label, row in table.get("rows", {}).items()
+        if label in planned and row.get("config") == latency_config(*planned[label])
+    }
+    return {**table, "rows": rows} if rows else {}
 
 
 def read_mapping(path: str | os.PathLike, what: str) -> dict:

@@ -170,8 +170,9 @@ def holm(ps: list[float]) -> list[float]:
 
 def detectable(interval: Interval | None, power: float = 0.8, alpha: float = ALPHA) -> float | None:
     """The smallest true difference this design detects with ``power`` at two-sided ``alpha``, given the spread of
-    its paired differences: (t_{1-alpha/2} + t_{power}) * sd / sqrt(n), n - 1 degrees of freedom."""
-    if interval is None or interval.se is None:
+    its paired differences: (t_{1-alpha/2} + t_{power}) * sd / sqrt(n), n - 1 degrees of freedom. None without a
+    spread (fewer than two seeds, or the same difference on every seed: the spread says nothing about power)."""
+    if interval is None or not interval.se:
         return None
     df = interval.n - 1
     return float((_st.t.ppf(1 - alpha / 2, df) + _st.t.ppf(power, df)) * interval.se)
