@@ -33,6 +33,7 @@ def test_every_run_has_a_result_and_the_report_covers_every_experiment(quick_lab
         assert f"## {exp.title}" in report and f"**Hypothesis.** {exp.hypothesis}" in report
         assert f"**Refuted by.** {exp.refutation}" in report and f"**The paper.** {exp.paper}" in report
     assert "none yet" not in report and "pending (runs missing)" not in report  # every comparison was evaluated
+    assert "not in this plan" not in report  # every claim finds its comparisons under the quick plan's sizes
     verdicts = report[report.index("## Verdicts") : report.index("\n## ", report.index("## Verdicts") + 5)]
     assert verdicts.count("\n| ") - 1 == sum(c.counted for e in exps for c in e.comparisons)
     for key in ("repmlp_ablation", "resmlp_norm", "position", "data_size"):

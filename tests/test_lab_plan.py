@@ -10,7 +10,7 @@ from mlpvision.lab import Settings, plan, plan_hash, plan_markdown
 from mlpvision.lab.checks import CHECKS, mixer_patch_shuffle, mlp_permutation
 from mlpvision.lab.context import FINE_TUNING, LAB_MODELS, SEG_MODELS, PlanContext, half
 from mlpvision.lab.plan import needed_families
-from mlpvision.lab.seed_claims import SEED_CLAIMS
+from mlpvision.lab.seed_claims import SEED_CLAIMS, seed_claims
 from mlpvision.lab.tuning import CONFIRM_SEED, LADDER, START, TUNE_SEED, resolve
 from mlpvision.models import create_model
 
@@ -104,9 +104,12 @@ def test_every_comparison_names_rows_of_its_experiment_and_every_margin_has_a_re
             assert r.model.removesuffix("_28") in models
 
 
-def test_every_claim_of_the_mission_names_comparisons_of_the_full_plan():
-    exps = {e.key: {c.name: c for c in e.comparisons} for e in plan(Settings())}
-    for claim in SEED_CLAIMS:
+@pytest.mark.parametrize("settings", [Settings(), Settings.tiny()], ids=["full", "quick"])
+def test_every_claim_of_the_mission_names_comparisons_of_its_plan(settings):
+    exps = {e.key: {c.name: c for c in e.comparisons} for e in plan(settings)}
+    claims = seed_claims(settings)
+    assert len(claims) == len(SEED_CLAIMS)
+    for claim in claims:
         assert claim.untestable or claim.decided_by or claim.checks
         for key, name in claim.decided_by:
             assert name in exps[key], (key, name)

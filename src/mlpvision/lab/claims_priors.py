@@ -19,7 +19,7 @@ from .context import (
     size_curve,
     spaced,
 )
-from .spec import Comparison, Experiment, LabRun
+from .spec import Comparison, Experiment, LabRun, Settings
 
 
 def _loses_more(name: str, loser: str, other: str, changed: str, base: str) -> Comparison:
@@ -159,6 +159,11 @@ def position_embedding(p: PlanContext) -> Experiment:
     )
 
 
+def few_probe_sizes(s: Settings) -> list[int]:
+    """The probes' sizes that decide their verdicts: 100 images and fewer (the smallest when none is)."""
+    return [n for n in s.probe_sizes if n <= 100] or list(s.probe_sizes[:1])
+
+
 def _probe(p: PlanContext, task: str, title: str, hypothesis: str, note: str, extra=()) -> Experiment:
     """A synthetic probe's sample-efficiency curve: ``s.probe_sizes`` training images per model, each model at the
     rate tuned on this probe; the sizes of 100 images and fewer on ``s.many_seeds``, the others on ``s.seeds``."""
@@ -174,7 +179,7 @@ def _probe(p: PlanContext, task: str, title: str, hypothesis: str, note: str, ex
         model_runs, curve = size_curve(label, s.probe_sizes, runs_at)
         runs += model_runs
         curves.append(curve)
-    few = [n for n in s.probe_sizes if n <= 100] or list(s.probe_sizes[:1])
+    few = few_probe_sizes(s)
     comparisons = [
         Comparison(
             f"plain MLP vs ResNet at {n} images",

@@ -25,7 +25,7 @@ from .context import PlanContext
 from .headline import headline_section, published_sections, redraw_headline_figure
 from .plan import EXPERIMENTS, plan, plan_context
 from .registration import amendment_hash, plan_hash
-from .seed_claims import SEED_CLAIMS
+from .seed_claims import SEED_CLAIMS, SeedClaim, seed_claims
 from .spec import (
     EVAL_KEYS,
     LAB_DATA,
@@ -211,7 +211,7 @@ def _robust(v: Verdict, half: Verdict | None) -> str:
     return "robust" if decide(moved, v.c.kind, v.c.margin) == v.raw else "budget-sensitive"
 
 
-def _verdicts(exps: list[Experiment], res: _Results) -> list[Verdict]:
+def _verdicts(exps: list[Experiment], res: _Results, claims: tuple[SeedClaim, ...] = SEED_CLAIMS) -> list[Verdict]:
     out: list[Verdict] = []
     for exp in exps:
         rows, registered = res.rows(exp), _registered_seeds(exp)
@@ -243,7 +243,7 @@ def _verdicts(exps: list[Experiment], res: _Results) -> list[Verdict]:
     counted = [v for v in out if v.c.counted]
     for v, p in zip(counted, holm([_p_of(v) for v in counted]), strict=True):
         v.p_page = p if _tested(v) else None
-    claim_of = {key: i for i, claim in enumerate(SEED_CLAIMS) for key in claim.decided_by}
+    claim_of = {key: i for i, claim in enumerate(claims) for key in claim.decided_by}
     families: dict[object, list[Verdict]] = {}
     for v in counted:
         families.setdefault(claim_of.get((v.exp.key, v.c.name), v.exp.key), []).append(v)
@@ -269,13 +269,15 @@ def _p(p: float | None) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def _claims_table(verdicts: list[Verdict], checks: dict[str, tuple[bool | None, str]]) -> list[str]:
+def _claims_table(
+    verdicts: list[Verdict], checks: dict[str, tuple[bool | None, str]], claims: tuple[SeedClaim, ...] = SEED_CLAIMS
+) -> list[str]:
     by_name = {(v.exp.key, v.c.name): v for v in verdicts}
     lines = [
         "| claim | source | verdict | over the whole page | decided by |",
         "|---|---|---|---|---|",
     ]
-    for claim in SEED_CLAIMS:
+    for claim in claims:
         if claim.untestable:
             lines.append(
                 f"| {_cell(claim.claim)} | {claim.source} | not testable here | - | {_cell(claim.untestable)} |"
@@ -708,7 +710,7 @@ def write_report(
             exp.runs = []
             exp.notes = f"Waiting for the tuning of: {', '.join(sorted(waiting[exp.key]))}. " + exp.notes
     claims = [e for e in exps if e.kind == "claim"]
-    verdicts = _verdicts(claims, res)
+    verdicts = _verdicts(claims, res, seed_claims(settings))
     checks: dict[str, tuple[bool | None, str]] = {}
     for exp in claims:
         rows = res.rows(exp)
@@ -752,7 +754,7 @@ def write_report(
         "",
         "## Claims",
         "",
-        *_claims_table(verdicts, checks),
+        *_claims_table(verdicts, checks, seed_claims(settings)),
         "",
         "## Verdicts",
         "",
