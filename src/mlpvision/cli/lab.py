@@ -28,12 +28,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument(
         "--no-latency",
         action="store_true",
-        help="do not time the experiments' models after their runs (time them later on an idle machine)",
+        help="do not time the experiments' models after their runs (time them later on an idle machine with "
+        "--latency-only)",
     )
     p.add_argument(
         "--latency-only",
         action="store_true",
-        help="only time the deploy forms of the experiments whose latency table is missing (on an idle machine)",
+        help="only time the deploy forms of the experiments whose latency table is missing or stale, and the "
+        "headline comparison when it is missing (on an idle machine)",
     )
     p.add_argument(
         "--data",
@@ -136,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
             )
         except LabRunsFailed as e:  # the page still shows every run that finished; the error comes after it
             failed = e
+    if not args.report_only:  # the headline comparison is timed too: after the runs, or with the latency tables
         done = (Path(results) / "headline_vs_cnn.json").is_file()
         wanted = not args.only or "headline_vs_cnn" in args.only
         if headline and wanted and not settings.quick and not done and failed is None:
