@@ -20,6 +20,7 @@ from mlpvision.lab.paper import (
     paper_settings,
     training_images,
 )
+from mlpvision.lab.report import write_paper_report
 from mlpvision.lab.spec import LabRun
 from mlpvision.models import create_model
 
@@ -150,3 +151,16 @@ def test_the_profile_writes_its_page_from_the_result_files_alone(tmp_path, capsy
     assert len(verdicts) == 5 and sum("**supported**" in v for v in verdicts) == 4, verdicts
     assert "**refuted**" in next(v for v in verdicts if "Wide ConvNet" in v)
     assert (docs / "figures" / "lab-paper-cifar10_paper_repmlp_ablation.png").is_file()
+
+
+def test_the_profile_writes_its_page_for_an_image_folder(tmp_path):
+    """An image folder is no data set of the lab's table: its page is written all the same."""
+    results = tmp_path / "results"
+    (results / "runs").mkdir(parents=True)
+    for exp in paper_plan("imagefolder"):
+        for run in exp.runs:
+            (results / "runs" / f"{run.key}.json").write_text(json.dumps(_fake_result(run, 70.0 + run.seed)))
+    page = write_paper_report(results, tmp_path / "docs", "imagefolder").read_text()
+    assert "an ImageNet-style folder" in page and page.count("| paper_") == sum(
+        c.counted for e in paper_plan("imagefolder") for c in e.comparisons
+    )

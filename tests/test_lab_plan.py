@@ -169,7 +169,12 @@ def test_the_teacher_gap_pairs_each_seeds_teacher_with_its_own_student():
         for n, (a, b) in times.items()
         for m, t in (("MLP-Mixer", a), ("ViT", b))
     }
-    assert CHECKS["mixer_faster_than_vit"].fn(latency={"rows": rows})[0] is True
+    check = CHECKS["mixer_faster_than_vit"].fn
+    assert check(latency={"rows": rows}, planned=rows)[0] is True
+    planned = {**rows, "MLP-Mixer at 56 px": None, "ViT at 56 px": None}  # a size not timed yet: no verdict
+    assert check(latency={"rows": rows}, planned=planned)[0] is None
+    slow = {**rows, "ViT at 112 px": {"median_ms": 3.0, "p25_ms": 2.9, "p75_ms": 3.1}}  # 1.5x at 784 patches
+    assert check(latency={"rows": slow}, planned=rows)[0] is False
 
 
 def test_the_cli_writes_the_registered_plan(tmp_path):

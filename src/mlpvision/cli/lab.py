@@ -141,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.report_only:  # the headline comparison is timed too: after the runs, or with the latency tables
         done = (Path(results) / "headline_vs_cnn.json").is_file()
         wanted = not args.only or "headline_vs_cnn" in args.only
-        if headline and wanted and not settings.quick and not done and failed is None:
+        timing = args.latency_only or not args.no_latency
+        if headline and wanted and timing and not settings.quick and not done and failed is None:
             console().print("headline_vs_cnn: evaluating and timing the published models")
             headline_vs_cnn(headline, Path(results), Path(args.docs) / "figures")
     out = write_report(results, args.docs, headline)

@@ -63,8 +63,15 @@ STILL_IMPROVING = 1.0  # points: a row whose gain from B/2 to B is above this (w
 
 
 class _Results:
-    def __init__(self, results: Path, data: str, suffix: str | None = None, data_name: str | None = None) -> None:
-        self.data, self.info = data, LAB_DATA.get(data)
+    def __init__(
+        self,
+        results: Path,
+        data: str,
+        latency_batch: int,
+        suffix: str | None = None,
+        data_name: str | None = None,
+    ) -> None:
+        self.data, self.info, self.latency_batch = data, LAB_DATA.get(data), latency_batch
         self.suffix = data_suffix(data) if suffix is None else suffix
         self.data_name = data_name or self.info.title
         self.by_key: dict[str, dict] = {}
@@ -89,7 +96,8 @@ class _Results:
 
     def latency(self, exp: Experiment) -> dict:
         """The experiment's latency table, with only the rows that timed what the plan now asks ({} if none)."""
-        return current_latency(read_latency(self.results / f"{exp.key}_latency.json"), exp.latency)
+        table = read_latency(self.results / f"{exp.key}_latency.json")
+        return current_latency(table, exp.latency, exp.latency_batch or self.latency_batch)
 
 
 def _cell(text: str) -> str:
@@ -269,6 +277,11 @@ def _p(p: float | None) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def _p_of_test(v: Verdict) -> str:
+    """A comparison's raw p value, marked when the sign-flip test gave it (its interval is then a t interval)."""
+    return _p(v.t.p if v.t else None) + (" (sign-flip)" if v.c.test == "signflip" and v.t else "")
+
+
 def _claims_table(
     verdicts: list[Verdict], checks: dict[str, tuple[bool | None, str]], claims: tuple[SeedClaim, ...] = SEED_CLAIMS
 ) -> list[str]:
@@ -324,12 +337,10 @@ def _combine(verdicts: list[str]) -> str:
     return "supported" if all(v == "supported" for v in verdicts) else "undecided"
 
 
-SHORT_WORDS = {"tied": "undecided (tied on every seed)", "undefined": "no verdict (metric undefined)"}
-
-
 def _word(decision: str) -> str:
-    """A decision as the page's tables print it (a tie is undecided; an undefined metric gives no verdict)."""
-    return SHORT_WORDS.get(decision, decision)
+    """A decision as the page's tables print it: its own word, but a tie is undecided and an undefined metric gives
+    no verdict (the words of the sections' tables)."""
+    return VERDICT_WORDS[decision] if decision in ("tied", "undefined") else decision
 
 
 def _check_word(result: tuple[bool | None, str] | None) -> str:
@@ -348,12 +359,10 @@ def _verdict_table(verdicts: list[Verdict]) -> list[str]:
         if not v.c.counted:
             continue
         iv = v.interval
-        signflip = v.c.test == "signflip"  # decided by the sign-flip test; its t interval is shown for scale
-        mde = None if signflip else detectable(iv)
-        p = _p(v.t.p if v.t else None) + (" (sign-flip)" if signflip and v.t else "")
+        mde = None if v.c.test == "signflip" else detectable(iv)  # a sign-flip row's t interval is for scale
         lines.append(
             f"| {v.exp.key} | {_cell(v.c.name)} | `{_cell(v.c.rule)}` | {iv if iv else '-'} | "
-            f"{v.seeds} | {p} | {_p(v.p_family)} | {_p(v.p_page)} | {_word(v.raw)} | "
+            f"{v.seeds} | {_p_of_test(v)} | {_p(v.p_family)} | {_p(v.p_page)} | {_word(v.raw)} | "
             f"**{_word(v.family)}** | {_word(v.page)} | {f'{mde:.2f}' if mde is not None else '-'} | {v.budget} |"
         )
     return lines
@@ -449,19 +458,17 @@ def _header(exp: Experiment, res: _Results, rows: Rows, verdicts: list[Verdict])
     return lines + ([exp.notes, ""] if exp.notes else [])
 
 
-def _timed_as(exp: Experiment, size: int) -> dict[str, str]:
+def _timed_as(exp: Experiment) -> dict[str, str]:
     """Row label -> the latency entry timing the same model and config (a row and its half-budget twin share one);
-    the runs build their models at the data's image ``size`` unless their arguments say otherwise."""
-
-    def config(name: str, args: dict) -> str:
-        return latency_config(name, {"img_size": size, **args})
-
-    entries = {config(name, args): label for label, (name, args) in exp.latency.items()}
+    a run builds its model at its data's image size unless its arguments say otherwise."""
     out = {}
     for run in exp.runs:
-        key = entries.get(config(run.model, dict(run.model_args)))
-        if key is not None:
-            out[run.label] = key
+        info = LAB_DATA.get(run.data)
+        size = {"img_size": info.size} if info else {}
+        mine = latency_config(run.model, {**size, **run.model_args})
+        for label, (name, args) in exp.latency.items():
+            if latency_config(name, {**size, **args}) == mine:
+                out[run.label] = label
     return out
 
 
@@ -469,7 +476,7 @@ def _table(exp: Experiment, res: _Results, rows: Rows) -> list[str]:
     metric = m.METRICS[exp.metric]
     timing = res.latency(exp)
     lat = timing.get("rows", {})
-    timed = _timed_as(exp, res.info.size)
+    timed = _timed_as(exp)
     columns = [c for c in exp.columns if c != exp.metric]
     halves = set(exp.budget_pairs.values())
     head = f"| row | seeds | {metric.title} |" + "".join(f" {m.METRICS[c].title} |" for c in columns)
@@ -516,8 +523,8 @@ def _table(exp: Experiment, res: _Results, rows: Rows) -> list[str]:
         done = len(set(exp.latency) & set(lat))
         lines += [
             "",
-            f"Latency: {done or 'none'} of its {len(exp.latency)} models timed yet in the configuration the plan "
-            "asks: `mlpvision lab --latency-only` times them on an idle machine.",
+            f"Latency: {f'only {done}' if done else 'none'} of its {len(exp.latency)} models timed so far in the "
+            "configuration and batch the plan asks: `mlpvision lab --latency-only` times them on an idle machine.",
         ]
     if lat:
         extra = [k for k in lat if k not in timed.values()]
@@ -544,7 +551,7 @@ def _margin_scale(c: Comparison, rows: Rows) -> str:
     if not values or statistics.mean(values) >= 100:
         return ""
     mean = statistics.mean(values)
-    return f"; measured, that is {100 * c.margin / (100 - mean):.1f}% of the errors of '{c.b}' at {mean:.2f}%"
+    return f"; measured, that is {100 * c.margin / (100 - mean):.1f}% of the errors of '{c.b}' (top-1 {mean:.2f}%)"
 
 
 def _comparisons(verdicts: list[Verdict], rows: Rows) -> list[str]:
@@ -558,7 +565,7 @@ def _comparisons(verdicts: list[Verdict], rows: Rows) -> list[str]:
         page = VERDICT_WORDS.get(v.family, v.family) if c.counted else "-"
         lines.append(
             f"| {_cell(c.name + tag)} | `{_cell(c.rule)}` | {v.interval if v.interval else '-'} | "
-            f"{_p(v.t.p if v.t else None)} | {VERDICT_WORDS.get(v.raw, v.raw)} | {page} | {v.budget or '-'} |"
+            f"{_p_of_test(v)} | {VERDICT_WORDS.get(v.raw, v.raw)} | {page} | {v.budget or '-'} |"
         )
     margins = [c for c in (v.c for v in verdicts) if c.margin and c.reason and c.counted]
     lines += [""]
@@ -655,10 +662,7 @@ def _section(exp: Experiment, res: _Results, figures: Path, verdicts: list[Verdi
     if exp.checks:
         body += [
             "",
-            *[
-                f"Check: {CHECKS[c].title}: {_check_text(run_check(c, rows=rows, latency=res.latency(exp)))}."
-                for c in exp.checks
-            ],
+            *[f"Check: {CHECKS[c].title}: {_check_text(_run_check(c, exp, res, rows))}." for c in exp.checks],
         ]
     path = figures / f"lab{res.suffix}_{exp.key}.png"
     name = _plot_curves(exp, rows, path, res.data_name) if exp.curves else _plot_rows(exp, rows, path, res.data_name)
@@ -667,6 +671,11 @@ def _section(exp: Experiment, res: _Results, figures: Path, verdicts: list[Verdi
     if name:
         body += ["", f"![{exp.title}](figures/{name})"]
     return [*_header(exp, res, rows, verdicts), *body, ""]
+
+
+def _run_check(name: str, exp: Experiment, res: _Results, rows: Rows) -> tuple[bool | None, str]:
+    """A check of ``exp`` with its rows, its latency table and the latency entries it plans."""
+    return run_check(name, rows=rows, latency=res.latency(exp), planned=exp.latency)
 
 
 def _check_text(result: tuple[bool | None, str]) -> str:
@@ -702,7 +711,7 @@ def write_report(
         check_data(settings.data)
     except (TypeError, ValueError, ConfigError) as e:
         raise DataError(f"lab meta file {meta_path} is damaged ({e}): rerun the lab to rewrite it") from None
-    res = _Results(results, settings.data)
+    res = _Results(results, settings.data, settings.latency_batch)
     exps = plan(settings, results)
     waiting = _waiting_for_tuning(settings, results)
     for exp in exps:  # rows of a family whose rate is not chosen yet would be default-rate runs: not shown
@@ -715,7 +724,7 @@ def write_report(
     for exp in claims:
         rows = res.rows(exp)
         for c in exp.checks:
-            checks[c] = run_check(c, rows=rows, latency=res.latency(exp))
+            checks[c] = _run_check(c, exp, res, rows)
     flag = "" if not res.suffix else f" --data {settings.data}"
     registered = meta.get("plan_hash")
     current, amendment = plan_hash(settings), amendment_hash(settings)
@@ -765,7 +774,7 @@ def write_report(
         "whole page, the decisions (raw; over the family, which is the verdict; over the page, the strict reading), "
         "the smallest true effect the design detects with 80% power (from the observed spread, before any "
         "correction; '-' for the few-image probes, decided by the sign-flip test, whose t interval is shown for "
-        "scale), and the budget check of its rows.",
+        "scale, and where the differences have no spread), and the budget check of its rows.",
         "",
         *_verdict_table(verdicts),
         "",
@@ -799,13 +808,14 @@ PAPER_DATA_NAMES = {"cifar10": "CIFAR-10", "imagefolder": "an ImageNet-style fol
 def write_paper_report(results: str | Path, docs: str | Path, data: str) -> Path:
     """The ``paper`` profile's page (``docs/results-paper-<data>.md``) from the JSON files under ``results``: each
     experiment's rows and comparisons as the lab's page shows them, Holm's correction over the page."""
-    from .paper import paper_plan  # the profile builds on the runner, which imports this module's neighbours
+    # the profile builds on the runner, which imports this module's neighbours
+    from .paper import paper_plan, paper_settings
 
     results, docs = Path(results), Path(docs)
     figures = docs / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     suffix = f"-paper-{data}"
-    res = _Results(results, data, suffix, PAPER_DATA_NAMES.get(data, data))
+    res = _Results(results, data, paper_settings(data).latency_batch, suffix, PAPER_DATA_NAMES.get(data, data))
     exps = paper_plan(data)
     verdicts = _verdicts(exps, res)
     lines = [

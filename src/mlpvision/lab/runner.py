@@ -287,10 +287,10 @@ class Lab:
         path = self.results / f"{exp.key}_latency.json"
         if not exp.latency:
             return
-        if set(current_latency(read_latency(path), exp.latency).get("rows", {})) == set(exp.latency):
-            return  # timed already, every model under its planned label and config (else all are timed again)
-        cands, labels = [], []
         batch = exp.latency_batch or self.s.latency_batch
+        if set(current_latency(read_latency(path), exp.latency, batch).get("rows", {})) == set(exp.latency):
+            return  # timed already, every model under its planned label, config and batch (else all again)
+        cands, labels = [], []
         for label, (name, args) in exp.latency.items():
             model = reparameterize(create_model(name, **args).eval())
             x = torch.randn(batch, model.in_chans, model.img_size, model.img_size)
@@ -389,7 +389,7 @@ def run_lab(
 
 
 def latency_only(settings: Settings, results: str | os.PathLike, only: list[str] | None = None) -> None:
-    """Times the deploy forms of every selected experiment that has a latency table and no timing yet."""
+    """Times the deploy forms of every selected experiment whose latency table is missing or stale."""
     lab = Lab(settings, Path(results), Path("."))
     for exp in selected(settings, only, Path(results)):
         lab.latency(exp)

@@ -335,10 +335,13 @@ def latency_config(model: str, args: dict) -> str:
     return json.dumps({"model": model, "args": args}, sort_keys=True, default=list)
 
 
-def current_latency(table: dict, planned: dict[str, tuple[str, dict]]) -> dict:
+def current_latency(table: dict, planned: dict[str, tuple[str, dict]], batch: int) -> dict:
     """``table`` (from :func:`read_latency`) with only the rows that timed what the experiment plans under that label
-    (``planned``: label -> (model, model_args)); {} when none is left. A row timed under an old label or config, or
-    by a version that did not record its config, is stale: ``mlpvision lab --latency-only`` times it again."""
+    (``planned``: label -> (model, model_args)) at its ``batch``; {} when none is left. A row timed under an old
+    label, config or batch, or by a version that did not record its config, is stale: ``mlpvision lab
+    --latency-only`` times it again."""
+    if table.get("batch_size") != batch:
+        return {}
     rows = {
         label: row
         for label, row in table.get("rows", {}).items()
