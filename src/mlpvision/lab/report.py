@@ -719,7 +719,8 @@ def write_report(
             exp.runs = []
             exp.notes = f"Waiting for the tuning of: {', '.join(sorted(waiting[exp.key]))}. " + exp.notes
     claims = [e for e in exps if e.kind == "claim"]
-    verdicts = _verdicts(claims, res, seed_claims(settings))
+    mission = seed_claims(settings)  # built once: the verdicts' families and the claims table read it
+    verdicts = _verdicts(claims, res, mission)
     checks: dict[str, tuple[bool | None, str]] = {}
     for exp in claims:
         rows = res.rows(exp)
@@ -763,7 +764,7 @@ def write_report(
         "",
         "## Claims",
         "",
-        *_claims_table(verdicts, checks, seed_claims(settings)),
+        *_claims_table(verdicts, checks, mission),
         "",
         "## Verdicts",
         "",
