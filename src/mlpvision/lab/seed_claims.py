@@ -97,7 +97,8 @@ def seed_claims(s: Settings | None = None) -> tuple[SeedClaim, ...]:
             ),
         ),
         SeedClaim(
-            "Convolutions are nearly translation-invariant; FC-based models are not",
+            "Convolutions cope with moving objects better than FC-based models (translation equivariance against a "
+            "positional prior)",
             "the three priors",
             tuple(
                 ("aligned_translated", f"{m} loses more than the ConvNet to unseen moves")
