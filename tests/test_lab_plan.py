@@ -8,7 +8,7 @@ import torch
 
 from mlpvision.lab import Settings, plan, plan_hash, plan_markdown
 from mlpvision.lab.checks import CHECKS, mixer_patch_shuffle, mlp_permutation
-from mlpvision.lab.context import FINE_TUNING, LAB_MODELS, SEG_MODELS, PlanContext, half
+from mlpvision.lab.context import AUG, FINE_TUNING, LAB_MODELS, SEG_MODELS, PlanContext, half
 from mlpvision.lab.plan import needed_families
 from mlpvision.lab.seed_claims import SEED_CLAIMS, seed_claims
 from mlpvision.lab.tuning import CONFIRM_SEED, LADDER, START, TUNE_SEED, resolve
@@ -102,6 +102,16 @@ def test_every_comparison_names_rows_of_its_experiment_and_every_margin_has_a_re
         for r in exp.runs:  # every run trains a lab model at its family's rate (or the sweep's explicit one)
             models = {m.removesuffix("_28") for m, _ in (*LAB_MODELS.values(), *SEG_MODELS.values())}
             assert r.model.removesuffix("_28") in models
+
+
+def test_runs_that_add_regularisers_keep_the_lab_recipes_crop_and_flip():
+    """Except the over-fitting section as first registered, whose fault its correction mends (kept as registered)."""
+    added = ("mixup", "cutmix", "random_erasing")
+    exps = [e for e in plan(Settings()) if e.key != "resmlp_overfit"]
+    runs = [r for e in exps for r in e.runs if any((r.train.get("aug") or {}).get(k) for k in added)]
+    assert runs  # the corrected over-fitting section's regularised rows
+    for r in runs:
+        assert {k: r.train["aug"].get(k) for k in AUG} == AUG, (r.label, r.train["aug"])
 
 
 @pytest.mark.parametrize("settings", [Settings(), Settings.tiny()], ids=["full", "quick"])

@@ -21,7 +21,7 @@ from pathlib import Path
 from .claims_mixer import mixer_vs_vit, tying
 from .claims_priors import aligned_translated, global_, patch_shuffle, permutation, position, position_embedding
 from .claims_repmlp import repmlp_ablation, repmlp_resnet, repmlp_vs_convnet
-from .claims_resmlp import resmlp_distill, resmlp_norm, resmlp_overfit, resmlp_transfer
+from .claims_resmlp import resmlp_distill, resmlp_norm, resmlp_overfit, resmlp_overfit_corrected, resmlp_transfer
 from .claims_scale import data_size, resolution
 from .claims_segmentation import segmentation, segmentation_translation
 from .context import FINE_TUNING, PROBE_TUNE_SIZE, SEG_SCENES, PlanContext, probe_recipe
@@ -39,6 +39,7 @@ EXPERIMENTS: tuple[Callable[[PlanContext], Experiment], ...] = (
     resmlp_distill,
     resmlp_transfer,
     resmlp_overfit,
+    resmlp_overfit_corrected,
     position_embedding,
     tying,
     mixer_vs_vit,

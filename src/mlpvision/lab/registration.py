@@ -16,7 +16,16 @@ from .plan import plan
 from .spec import Experiment, Settings
 from .tuning import CONFIRM, LADDER, START, TUNE_EPOCHS, TUNE_SEED
 
-__all__ = ["AMENDMENTS", "DECISION_RULES", "amendment_hash", "plan_hash", "plan_markdown", "plan_record"]
+__all__ = [
+    "AMENDMENTS",
+    "CORRECTIONS",
+    "DECISION_RULES",
+    "amendment_hash",
+    "correction_hash",
+    "plan_hash",
+    "plan_markdown",
+    "plan_record",
+]
 
 # experiments registered after the first registration, each before any of its own runs: key -> when and why. They
 # are hashed apart (the first plan's hash stays what its runs started under) and printed as an amendment.
@@ -27,6 +36,16 @@ _SEG_REVIEW = (
     "the all-background prediction, a diverged run left out of its pair, and the hypotheses' wording"
 )
 AMENDMENTS = {"segmentation": _SEG_REVIEW, "segmentation_translation": _SEG_REVIEW}
+
+# experiments that correct a registered one after its results were seen, each registered before its own new runs:
+# key -> when and why. Hashed apart again; the registered experiment stays on the page as it was registered, and its
+# claim is decided by the correction.
+CORRECTIONS = {
+    "resmlp_overfit_corrected": "added on 2026-12-05, after the over-fitting section's results, when a review of the "
+    "page found that its regularised rows had trained without the lab recipe's random crop and flip (the code set "
+    "their augmentation to the regularisers alone); it trains those rows again with the regularisers added to crop "
+    "and flip, keeps the unregularised rows, the comparisons, margins and rules, and decides the claim"
+}
 
 DECISION_RULES = (
     "Every comparison pairs its two rows seed by seed (a seed fixes the training subset, the initialisation and the "
@@ -121,7 +140,11 @@ def plan_record(settings: Settings) -> dict:
         },
         "rules": DECISION_RULES,
         "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(settings).items()},
-        "experiments": [_experiment_record(e) for e in plan(settings) if e.kind == "claim" and e.key not in AMENDMENTS],
+        "experiments": [
+            _experiment_record(e)
+            for e in plan(settings)
+            if e.kind == "claim" and e.key not in AMENDMENTS and e.key not in CORRECTIONS
+        ],
     }
 
 
@@ -133,6 +156,16 @@ def amendment_record(settings: Settings) -> dict:
         "experiments": [_experiment_record(e) for e in plan(settings) if e.key in AMENDMENTS],
         "when": AMENDMENTS,
     }
+
+
+def correction_record(settings: Settings) -> dict:
+    """The corrections as data: their experiments and why each was made."""
+    return {"experiments": [_experiment_record(e) for e in plan(settings) if e.key in CORRECTIONS], "when": CORRECTIONS}
+
+
+def correction_hash(settings: Settings) -> str:
+    """The hash of the corrections (see :data:`CORRECTIONS`)."""
+    return _digest(correction_record(settings))
 
 
 def _digest(record: dict) -> str:
@@ -204,6 +237,13 @@ def plan_markdown(settings: Settings) -> str:
         "",
     ]
     lines += _sections(amend["experiments"])
+    lines += [
+        "## Correction: ResMLP's over-fitting section",
+        "",
+        f"Correction hash `{correction_hash(settings)}`, {CORRECTIONS['resmlp_overfit_corrected']}.",
+        "",
+    ]
+    lines += _sections(correction_record(settings)["experiments"])
     return "\n".join(lines)
 
 

@@ -24,7 +24,7 @@ from .checks import CHECKS, run_check
 from .context import PlanContext
 from .headline import headline_section, published_sections, redraw_headline_figure
 from .plan import EXPERIMENTS, plan, plan_context
-from .registration import amendment_hash, plan_hash
+from .registration import amendment_hash, correction_hash, plan_hash
 from .seed_claims import SEED_CLAIMS, SeedClaim, seed_claims
 from .spec import (
     EVAL_KEYS,
@@ -728,7 +728,7 @@ def write_report(
             checks[c] = _run_check(c, exp, res, rows)
     flag = "" if not res.suffix else f" --data {settings.data}"
     registered = meta.get("plan_hash")
-    current, amendment = plan_hash(settings), amendment_hash(settings)
+    current, amendment, correction = plan_hash(settings), amendment_hash(settings), correction_hash(settings)
     counted = [v for v in verdicts if v.c.counted]
     lines = [
         f"# The inductive-bias lab: results on {res.data_name}",
@@ -743,7 +743,9 @@ def write_report(
         "`mlpvision lab --plan` prints what each experiment costs on this machine.",
         "",
         f"**Plan.** Hash `{current}` ([the registered plan](lab_plan.md)), amendment `{amendment}` (the "
-        "segmentation sections, registered before their runs); "
+        f"segmentation sections, registered before their runs), correction `{correction}` (the over-fitting "
+        "section trained again after a review found a fault in its design; registered after that section's results, "
+        "before its new runs; the plan says why); "
         + (
             f"the runs were started under plan `{registered}`"
             + ("" if registered == current else " (**the plan changed since**: see the exploratory marks)")
@@ -753,6 +755,12 @@ def write_report(
                 if meta.get("amendment_hash")
                 else ""
             )
+            + (
+                f" and correction `{meta['correction_hash']}`"
+                + ("" if meta["correction_hash"] == correction else " (**the correction changed since**)")
+                if meta.get("correction_hash")
+                else ""
+            )
             if registered
             else "no plan hash recorded with the runs"
         )
@@ -760,7 +768,9 @@ def write_report(
         "the rules of "
         f"the plan, with Holm's correction over each claim's comparisons and over the {len(counted)} counted "
         "comparisons of the page (a comparison not yet decided enters both with p = 1). A comparison is decided once "
-        "every registered seed of its rows has finished, never part-way.",
+        "every registered seed of its rows has finished, never part-way. A claim is supported when all its "
+        "comparisons are, refuted when any is refuted or a check of the claim itself fails, undecided otherwise; when "
+        "a check its test needs fails (a teacher too weak to teach), it is undecided.",
         "",
         "## Claims",
         "",

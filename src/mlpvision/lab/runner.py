@@ -359,13 +359,18 @@ def run_lab(
     executor = executor or LocalExecutor()
     selected(settings, only, results)  # an unknown key fails before anything trains
     lab = Lab(settings, results, Path(runs), data_dir)
-    from .registration import amendment_hash, plan_hash  # the plan's record imports the plan (which imports us)
+    from .registration import (
+        amendment_hash,
+        correction_hash,
+        plan_hash,
+    )  # the plan's record imports the plan (which imports us)
 
     meta = {
         "settings": dataclasses.asdict(settings),
         "machine": machine_description(),
         "plan_hash": plan_hash(settings),
         "amendment_hash": amendment_hash(settings),
+        "correction_hash": correction_hash(settings),
     }
     write_json(results / "meta.json", meta)
     needed = needed_families(settings, only)

@@ -193,8 +193,8 @@ def seed_claims(s: Settings | None = None) -> tuple[SeedClaim, ...]:
             "ResMLP's regularisers control its over-fitting",
             "ResMLP",
             (
-                ("resmlp_overfit", f"regularisers raise test top-1 at {small} images"),
-                ("resmlp_overfit", f"regularisers help more at {small} images than at {large}"),
+                ("resmlp_overfit_corrected", f"regularisers raise test top-1 at {small} images"),
+                ("resmlp_overfit_corrected", f"regularisers help more at {small} images than at {large}"),
             ),
         ),
         SeedClaim(
