@@ -88,6 +88,18 @@ def test_fine_tuning_families_wait_for_their_base_and_try_fractions_of_its_rate(
     runs = t.runs["ResMLP, fine-tuned on new classes"]
     assert sorted(r.train["lr"] for r in runs) == pytest.approx(sorted([6e-3, 2e-3, 6e-4]))
     assert all(r.init is not None and r.init.train["lr"] == 6e-3 for r in runs)  # from a model at ResMLP's rate
+    fine = "ResMLP, fine-tuned on new classes"
+    for run in runs:  # two close rates: both again from the confirming seed's pre-trained model
+        _write(tmp_path, run, {6e-3: 90.0, 2e-3: 89.9}.get(_lr(run), 80.0))
+    second = [r for r in resolve(p.families(), tmp_path).runs[fine] if r.seed == CONFIRM_SEED]
+    assert sorted(_lr(r) for r in second) == pytest.approx([2e-3, 6e-3])
+    for run in second:
+        _write(tmp_path, run, 92.0 if _lr(run) == 2e-3 else 91.0)
+    assert resolve(p.families(), tmp_path).rates[fine] == pytest.approx(2e-3)
+    from mlpvision.lab import write_report
+
+    page = write_report(tmp_path, tmp_path / "docs").read_text()  # a fine-tuning's confirming runs share its rows
+    assert f"| {fine} | 0.002 | 80.00 | **89.90 / 92.00** | 90.00 / 91.00 |  |" in page
 
 
 @pytest.mark.parametrize("settings", [Settings(), Settings.tiny()], ids=["full", "quick"])

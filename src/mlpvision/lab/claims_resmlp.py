@@ -58,7 +58,10 @@ def resmlp_norm(p: PlanContext) -> Experiment:
         logx=True,
         budget_pairs=budget_pairs(runs),
         notes="The sweep (lab v2's runs, reused) is the stability evidence: a run whose loss becomes NaN counts at "
-        "chance accuracy (marked diverged). Its per-rate verdicts are exploratory (their rule came after results).",
+        "chance accuracy (marked diverged). Its per-rate verdicts are exploratory (their rule came after results). "
+        "The sweep's params column counts the training form: lab v2 recorded it before the deploy form folded each "
+        "Affine layer into the linear layer next to it (which adds a per-token bias); the models trained are the same "
+        "as the tuned rows'.",
     )
 
 

@@ -111,8 +111,9 @@ def segmentation(p: PlanContext) -> Experiment:
         "check the MACs each deploy form spends). The MACs check is arithmetic on the deploy forms, a check and not "
         "a finding. Latency: deploy forms (RepMLP as FC layers, every BatchNorm fused), batch 8. Power: the three "
         f"ResNet rows on {_power(len(p.s.more_seeds))}; the MLP rows on {_power(len(p.s.seeds))}. Only the ResNet "
-        "pair has a half-budget twin. This section's counted comparisons join the page-wide Holm reading, which is "
-        "therefore stricter than the base plan's alone; each claim's own family is unchanged.",
+        f"pair has a half-budget twin, on the same {len(p.s.more_seeds)} seeds as its full budget (the base plan's "
+        f"half budgets have {len(p.s.seeds)}). This section's counted comparisons join the page-wide Holm reading, "
+        "which is therefore stricter than the base plan's alone; each claim's own family is unchanged.",
     )
 
 

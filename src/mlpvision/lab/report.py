@@ -54,7 +54,7 @@ from .stats import (
     signflip_test,
     t975,
 )
-from .tuning import val_top1
+from .tuning import CONFIRM_SEED, val_top1
 
 __all__ = ["Verdict", "comparison_interval", "write_report"]
 
@@ -371,13 +371,13 @@ def _verdict_table(verdicts: list[Verdict]) -> list[str]:
 def _tuning_section(exp: Experiment, res: _Results, chosen_rates: dict[str, float]) -> list[str]:
     rows = res.rows(exp)
     fams: dict[str, dict[float, float]] = {}
-    confirmed: dict[str, dict[float, float]] = {}  # the second seed of two close rates
+    confirmed: dict[str, dict[float, float]] = {}  # the confirming seed of two close rates
     for label, rs in rows.items():
         fam, lr = label.rsplit(" | lr ", 1)
-        lr, _, second_seed = lr.partition(" | seed ")
-        fams.setdefault(fam, {})
-        if rs:
-            (confirmed.setdefault(fam, {}) if second_seed else fams[fam])[float(lr)] = val_top1(rs[0])
+        lr = float(lr.partition(" | seed ")[0])  # a family's confirming runs are rows of their own; a fine-tuning's
+        fams.setdefault(fam, {})  # share their row with the tuning seed's
+        for r in rs:
+            (confirmed.setdefault(fam, {}) if r["seed"] == CONFIRM_SEED else fams[fam])[lr] = val_top1(r)
     rates = sorted({lr for scores in fams.values() for lr in scores})
     lines = [
         f"## {exp.title}",
@@ -385,9 +385,10 @@ def _tuning_section(exp: Experiment, res: _Results, chosen_rates: dict[str, floa
         f"**Protocol.** {exp.budget}. Validation top-1 (%) at the last epoch (mean IoU (%) for the segmentation "
         "families, `seg:`); the chosen rate in bold; a run whose loss became NaN counts at chance (a mean IoU of 0); "
         "`a / b`: a close rate's score on the tuning seed and on the confirming "
-        "seed. Every verdict run trains at its family's chosen rate.",
+        "seed (it only chooses between the two: the ladder is not extended on it, even when it prefers the rate at an "
+        "end of the ladder). Every verdict run trains at its family's chosen rate.",
         "",
-        "| family | chosen rate |" + "".join(f" {lr:g} |" for lr in rates),
+        "| family | chosen rate |" + "".join(f" {lr:.3g} |" for lr in rates),
         "|---|---:|" + "---:|" * len(rates),
     ]
     for fam, scores in fams.items():
@@ -402,7 +403,7 @@ def _tuning_section(exp: Experiment, res: _Results, chosen_rates: dict[str, floa
                     text += f" / {confirmed[fam][lr]:.2f}"
                 # the labels hold rates as printed (:g); the chosen rate is exact (a base rate x 1/3, say)
                 cells.append(f"**{text}**" if best is not None and f"{lr:g}" == f"{best:g}" else text)
-        chosen = f"{best:g}" if best is not None else "pending"
+        chosen = f"{best:.3g}" if best is not None else "pending"
         lines.append(f"| {_cell(fam)} | {chosen} |" + "".join(f" {c} |" for c in cells))
     return [*lines, ""]
 

@@ -41,7 +41,7 @@ def seed_claims(s: Settings | None = None) -> tuple[SeedClaim, ...]:
         ),
         SeedClaim(
             "An FC layer is not a convolution in disguise: replacing FC3, or the whole block, by a 9x9 conv loses "
-            "accuracy",
+            "accuracy (the convs have far fewer parameters: the section's table gives both)",
             "RepMLP",
             tuple(
                 ("repmlp_ablation", f"full RepMLP vs {x}")
@@ -176,7 +176,8 @@ def seed_claims(s: Settings | None = None) -> tuple[SeedClaim, ...]:
             ("expansion_tiles", "expansion_tiles_resmlp"),
         ),
         SeedClaim(
-            "ResMLP's Affine layer works as well as LayerNorm",
+            "ResMLP's Affine layer works as well as LayerNorm, each at its own tuned rate (the rate sweep shows Affine "
+            "the less stable at high rates)",
             "ResMLP",
             (("resmlp_norm", "Affine vs LayerNorm, each at its tuned rate"),),
         ),
