@@ -80,3 +80,15 @@ def test_every_shipped_recipe_is_valid_and_builds_its_model(recipe):
     assert sum(p.numel() for p in model.parameters()) > 0
     for teacher in cfg.teacher_files:
         assert not Path(teacher).is_absolute() and teacher.startswith("results/")  # a file of this repository
+
+
+def test_the_optimizer_decays_weights_only_not_biases_of_any_shape():
+    from mlpvision.train.schedule import build_optimizer
+
+    model = create_model("mixer_t4_28", embed_dim=16, depth=1, token_mixing_groups=16)  # untied: 2-D biases
+    decay, no_decay = build_optimizer(TrainConfig(weight_decay=0.05), model).param_groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed, kept = ({names[id(p)] for p in g["params"]} for g in (decay, no_decay))
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert decayed and all(n.endswith("weight") for n in decayed)
+    assert {n for n in kept if n.endswith("_bias")}  # the untied token mixing's per-channel (2-D) biases

@@ -43,6 +43,10 @@ def tying(p: PlanContext) -> Experiment:
         comparisons=[c, at_half(c)],
         budget_pairs=budget_pairs(runs),
         checks=("untied_equals_tied",),
+        notes="Each row trains at its own family's tuned rate (the tuning table), on the same seeds. Neither row's "
+        "biases are decayed; the untied model's are per channel (2-D), and the optimizer decayed them until a "
+        "review found it, after the untied family's rate was tuned and before the verdict runs: that rate was not "
+        "tuned again.",
     )
 
 

@@ -15,9 +15,11 @@ __all__ = ["build_mixing", "build_optimizer", "build_scheduler", "epoch_batches"
 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """AdamW or SGD; no weight decay on biases and normalization/affine/LayerScale parameters (1-D)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
+    """AdamW or SGD; no weight decay on biases (of any shape: an untied token mixing holds one per channel) and on
+    normalization/affine/LayerScale parameters (1-D)."""
+    params = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    decay = [p for name, p in params if p.dim() > 1 and not name.endswith("bias")]
+    no_decay = [p for name, p in params if p.dim() <= 1 or name.endswith("bias")]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
