@@ -51,7 +51,7 @@ def test_results_carry_what_each_experiment_measures(quick_lab):
     mixer = result("aligned_translated", "MLP-Mixer | aligned")
     assert 0 <= mixer["moved_top1"] <= 100 and mixer["data"] == "fashion-mnist-canvas"
     assert result("aligned_translated", "MLP-Mixer | moved")["data"] == "fashion-mnist-translated"
-    base = result("resolution", "MLP-Mixer at 28 px")
+    base = result("resolution_corrected", "MLP-Mixer at 28 px")
     assert 0 <= base["expanded_top1"] <= 100  # the expanded model on 56-px images, before any fine-tuning
     distilled = result("resmlp_distill", next(r.label for r in exps["resmlp_distill"].runs if r.teacher))
     assert distilled["train_config"]["teacher"].endswith("model.safetensors")

@@ -217,6 +217,36 @@ def test_the_segmentation_amendment_leaves_the_first_registration_hash_alone():
     assert amendment_hash(s) in plan_markdown(s) and amendment_hash(s) != amendment_hash(Settings(seeds=(0, 1, 2, 3)))
 
 
+def test_each_correction_is_hashed_apart_and_one_made_before_its_runs_replaces_the_registered_design():
+    from mlpvision.lab.plan import CORRECTIONS
+    from mlpvision.lab.registration import correction_hashes
+
+    s = Settings()
+    hashes = correction_hashes(s)
+    assert plan_hash(s) == "53b8c0b5abf92789" and hashes["resmlp_overfit_corrected"] == "1f92367c929dd1d4"
+    keys, registered = {e.key for e in plan(s)}, {e.key for e in plan(s, registered=True)}
+    for key, c in CORRECTIONS.items():
+        assert key in keys and hashes[key] in plan_markdown(s)
+        assert (c.replaces in keys) == c.ran and c.replaces in registered  # never trained when replaced before runs
+
+
+def test_the_resolution_sections_scratch_rows_are_the_expanded_models():
+    from mlpvision.train.finetune import expand_token_mixing
+
+    exp = next(e for e in plan(Settings()) if e.key == "resolution_corrected")
+    for c in exp.comparisons:
+        tuned = next(r for r in exp.runs if r.label == c.a)
+        scratch = next(r for r in exp.runs if r.label == c.b and r.seed == tuned.seed)
+        assert (
+            tuned.train["aug"] == scratch.train["aug"] and tuned.train["aug"]["crop_padding"] == 2 * AUG["crop_padding"]
+        )
+        small = create_model(tuned.init.model, **tuned.init.model_args)
+        expanded = expand_token_mixing(small, tuned.train["img_size"])
+        big = create_model(scratch.model, img_size=scratch.train["img_size"], **scratch.model_args)
+        shapes = {k: v.shape for k, v in expanded.state_dict().items()}
+        assert shapes == {k: v.shape for k, v in big.state_dict().items()}, c.name
+
+
 def test_the_tuning_experiment_holds_only_the_families_some_experiment_trains():
     s = Settings()
     tuning = plan(s)[0]

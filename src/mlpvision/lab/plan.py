@@ -17,18 +17,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
+from typing import NamedTuple
 
 from .claims_mixer import mixer_vs_vit, tying
 from .claims_priors import aligned_translated, global_, patch_shuffle, permutation, position, position_embedding
 from .claims_repmlp import repmlp_ablation, repmlp_resnet, repmlp_vs_convnet
 from .claims_resmlp import resmlp_distill, resmlp_norm, resmlp_overfit, resmlp_overfit_corrected, resmlp_transfer
-from .claims_scale import data_size, resolution
+from .claims_scale import data_size, resolution, resolution_corrected
 from .claims_segmentation import segmentation, segmentation_translation
 from .context import FINE_TUNING, PROBE_TUNE_SIZE, SEG_SCENES, PlanContext, probe_recipe
 from .spec import Experiment, Settings, check_data
 from .tuning import CONFIRM, FINE_TUNE, LADDER, START, TUNE_EPOCHS, TUNE_SEED, resolve
 
-__all__ = ["EXPERIMENTS", "needed_families", "plan"]
+__all__ = ["CORRECTIONS", "EXPERIMENTS", "Correction", "needed_families", "plan"]
 
 EXPERIMENTS: tuple[Callable[[PlanContext], Experiment], ...] = (
     repmlp_ablation,
@@ -49,24 +50,62 @@ EXPERIMENTS: tuple[Callable[[PlanContext], Experiment], ...] = (
     global_,
     data_size,
     resolution,
+    resolution_corrected,
     segmentation,
     segmentation_translation,
 )
 
 
-def plan(s: Settings, results: Path | None = None) -> list[Experiment]:
+class Correction(NamedTuple):
+    """A registered experiment corrected by another, registered apart (its own hash) when a review found a fault."""
+
+    replaces: str  # the registered experiment's key
+    ran: bool  # the registered one had run: it stays on the page as registered; else it never trains
+    summary: str  # for the results page
+    why: str  # when and why, for the plan
+
+
+CORRECTIONS = {
+    "resmlp_overfit_corrected": Correction(
+        "resmlp_overfit",
+        True,
+        "the over-fitting section trained again after a review found a fault in its design; registered after that "
+        "section's results, before its new runs",
+        "added on 2026-12-05, after the over-fitting section's results, when a review of the page found that its "
+        "regularised rows had trained without the lab recipe's random crop and flip (the code set their augmentation "
+        "to the regularisers alone); it trains those rows again with the regularisers added to crop and flip, keeps "
+        "the unregularised rows, the comparisons, margins and rules, and decides the claim",
+    ),
+    "resolution_corrected": Correction(
+        "resolution",
+        False,
+        "the resolution section, corrected before any of its runs; the registered design never trained",
+        "added on 2026-12-05, before any resolution run, when a review of the pending sections' configs found two "
+        "differences besides the one under test: the expanded Mixer's token MLP is 4x wider than the scratch "
+        "Mixer's (1.8x the parameters), and at 56 px a 2-pixel crop shifts the upscaled object half as far as at 28 "
+        "px; the scratch Mixer now has the expanded width and both 56-px rows crop with 4 pixels of padding; the "
+        "comparisons, margins and rules are the registered ones",
+    ),
+}
+
+
+def plan(s: Settings, results: Path | None = None, registered: bool = False) -> list[Experiment]:
     """Every experiment of the lab with its runs, for the budgets in ``s``: first the tuning of every family's
     learning rate (its state read from the result files under ``results``), then the experiments at those rates.
 
     Until a family's rate is chosen its runs carry the default rate (their cost is the same: the ledger can count
     them) and the plan context lists it in ``untuned``; the runner trains nothing at an unchosen rate.
 
+    ``registered``: the plan as first registered, with the experiments a correction replaced before their runs
+    (:data:`CORRECTIONS`); else without them (they never train).
+
     Written for Fashion-MNIST's 28-px models; on CIFAR the ``_28`` models become their ``_32`` twins and every
     run trains on ``s.data``, except the synthetic position and global probes, which are the same everywhere.
     """
     p, untuned = plan_context(s, results)
+    replaced = set() if registered else {c.replaces for c in CORRECTIONS.values() if not c.ran}
     exps = [tuning_experiment(p, needed_families(s))] + [
-        e for e in (experiment(p) for experiment in EXPERIMENTS) if e.runs
+        e for e in (experiment(p) for experiment in EXPERIMENTS) if e.runs and e.key not in replaced
     ]
     untuned.update(p.untuned)
     return exps

@@ -12,16 +12,15 @@ import hashlib
 import json
 
 from .context import LAB_MODELS, SEG_EPOCHS, SEG_MODELS, SEG_SCENES
-from .plan import plan
+from .plan import CORRECTIONS, plan
 from .spec import Experiment, Settings
 from .tuning import CONFIRM, LADDER, START, TUNE_EPOCHS, TUNE_SEED
 
 __all__ = [
     "AMENDMENTS",
-    "CORRECTIONS",
     "DECISION_RULES",
     "amendment_hash",
-    "correction_hash",
+    "correction_hashes",
     "plan_hash",
     "plan_markdown",
     "plan_record",
@@ -36,16 +35,6 @@ _SEG_REVIEW = (
     "the all-background prediction, a diverged run left out of its pair, and the hypotheses' wording"
 )
 AMENDMENTS = {"segmentation": _SEG_REVIEW, "segmentation_translation": _SEG_REVIEW}
-
-# experiments that correct a registered one after its results were seen, each registered before its own new runs:
-# key -> when and why. Hashed apart again; the registered experiment stays on the page as it was registered, and its
-# claim is decided by the correction.
-CORRECTIONS = {
-    "resmlp_overfit_corrected": "added on 2026-12-05, after the over-fitting section's results, when a review of the "
-    "page found that its regularised rows had trained without the lab recipe's random crop and flip (the code set "
-    "their augmentation to the regularisers alone); it trains those rows again with the regularisers added to crop "
-    "and flip, keeps the unregularised rows, the comparisons, margins and rules, and decides the claim"
-}
 
 DECISION_RULES = (
     "Every comparison pairs its two rows seed by seed (a seed fixes the training subset, the initialisation and the "
@@ -142,7 +131,7 @@ def plan_record(settings: Settings) -> dict:
         "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(settings).items()},
         "experiments": [
             _experiment_record(e)
-            for e in plan(settings)
+            for e in plan(settings, registered=True)
             if e.kind == "claim" and e.key not in AMENDMENTS and e.key not in CORRECTIONS
         ],
     }
@@ -158,14 +147,15 @@ def amendment_record(settings: Settings) -> dict:
     }
 
 
-def correction_record(settings: Settings) -> dict:
-    """The corrections as data: their experiments and why each was made."""
-    return {"experiments": [_experiment_record(e) for e in plan(settings) if e.key in CORRECTIONS], "when": CORRECTIONS}
+def correction_record(settings: Settings, key: str) -> dict:
+    """Correction ``key`` as data (a key of :data:`~mlpvision.lab.plan.CORRECTIONS`): its experiment and why."""
+    exps = [_experiment_record(e) for e in plan(settings) if e.key == key]
+    return {"experiments": exps, "when": {key: CORRECTIONS[key].why}}
 
 
-def correction_hash(settings: Settings) -> str:
-    """The hash of the corrections (see :data:`CORRECTIONS`)."""
-    return _digest(correction_record(settings))
+def correction_hashes(settings: Settings) -> dict[str, str]:
+    """Each correction's hash, key -> hash: each is hashed apart, so a later one leaves an earlier one's alone."""
+    return {key: _digest(correction_record(settings, key)) for key in CORRECTIONS}
 
 
 def _digest(record: dict) -> str:
@@ -237,13 +227,11 @@ def plan_markdown(settings: Settings) -> str:
         "",
     ]
     lines += _sections(amend["experiments"])
-    lines += [
-        "## Correction: ResMLP's over-fitting section",
-        "",
-        f"Correction hash `{correction_hash(settings)}`, {CORRECTIONS['resmlp_overfit_corrected']}.",
-        "",
-    ]
-    lines += _sections(correction_record(settings)["experiments"])
+    for key, digest in correction_hashes(settings).items():
+        record = correction_record(settings, key)
+        lines += [f"## Correction: {record['experiments'][0]['title']}", "", f"Correction hash `{digest}`, "
+                  f"{CORRECTIONS[key].why}.", ""]  # fmt: skip
+        lines += _sections(record["experiments"])
     return "\n".join(lines)
 
 

@@ -23,8 +23,8 @@ from . import measures as m
 from .checks import CHECKS, run_check
 from .context import PlanContext
 from .headline import headline_section, published_sections, redraw_headline_figure
-from .plan import EXPERIMENTS, plan, plan_context
-from .registration import amendment_hash, correction_hash, plan_hash
+from .plan import CORRECTIONS, EXPERIMENTS, plan, plan_context
+from .registration import amendment_hash, correction_hashes, plan_hash
 from .seed_claims import SEED_CLAIMS, SeedClaim, seed_claims
 from .spec import (
     EVAL_KEYS,
@@ -729,7 +729,14 @@ def write_report(
             checks[c] = _run_check(c, exp, res, rows)
     flag = "" if not res.suffix else f" --data {settings.data}"
     registered = meta.get("plan_hash")
-    current, amendment, correction = plan_hash(settings), amendment_hash(settings), correction_hash(settings)
+    current, amendment = plan_hash(settings), amendment_hash(settings)
+    started = meta.get("correction_hashes") or {}
+    corrections = "; ".join(
+        f"`{h}` ({CORRECTIONS[k].summary}"
+        + ("" if started.get(k, h) == h else "; **changed since the runs began**")
+        + ")"
+        for k, h in correction_hashes(settings).items()
+    )
     counted = [v for v in verdicts if v.c.counted]
     lines = [
         f"# The inductive-bias lab: results on {res.data_name}",
@@ -744,9 +751,8 @@ def write_report(
         "`mlpvision lab --plan` prints what each experiment costs on this machine.",
         "",
         f"**Plan.** Hash `{current}` ([the registered plan](lab_plan.md)), amendment `{amendment}` (the "
-        f"segmentation sections, registered before their runs), correction `{correction}` (the over-fitting "
-        "section trained again after a review found a fault in its design; registered after that section's results, "
-        "before its new runs; the plan says why); "
+        f"segmentation sections, registered before their runs), corrections {corrections} (each hashed apart; the "
+        "plan says why); "
         + (
             f"the runs were started under plan `{registered}`"
             + ("" if registered == current else " (**the plan changed since**: see the exploratory marks)")
@@ -754,12 +760,6 @@ def write_report(
                 f" and amendment `{meta['amendment_hash']}`"
                 + ("" if meta["amendment_hash"] == amendment else " (**the amendment changed since**)")
                 if meta.get("amendment_hash")
-                else ""
-            )
-            + (
-                f" and correction `{meta['correction_hash']}`"
-                + ("" if meta["correction_hash"] == correction else " (**the correction changed since**)")
-                if meta.get("correction_hash")
                 else ""
             )
             if registered

@@ -361,7 +361,7 @@ def run_lab(
     lab = Lab(settings, results, Path(runs), data_dir)
     from .registration import (
         amendment_hash,
-        correction_hash,
+        correction_hashes,
         plan_hash,
     )  # the plan's record imports the plan (which imports us)
 
@@ -370,7 +370,7 @@ def run_lab(
         "machine": machine_description(),
         "plan_hash": plan_hash(settings),
         "amendment_hash": amendment_hash(settings),
-        "correction_hash": correction_hash(settings),
+        "correction_hashes": correction_hashes(settings),
     }
     write_json(results / "meta.json", meta)
     needed = needed_families(settings, only)

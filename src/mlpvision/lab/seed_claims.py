@@ -170,8 +170,8 @@ def seed_claims(s: Settings | None = None) -> tuple[SeedClaim, ...]:
             "Mixer and ResMLP trained at one size transfer to a larger input (block-diagonal expansion + fine-tuning)",
             "MLP-Mixer",
             (
-                ("resolution", "MLP-Mixer: transfer vs scratch at equal epochs"),
-                ("resolution", "ResMLP: transfer vs scratch at equal epochs"),
+                ("resolution_corrected", "MLP-Mixer: transfer vs scratch at equal epochs"),
+                ("resolution_corrected", "ResMLP: transfer vs scratch at equal epochs"),
             ),
             ("expansion_tiles", "expansion_tiles_resmlp"),
         ),

@@ -62,6 +62,12 @@ def _block_diag_out(weight: torch.Tensor, part: torch.Tensor, local: torch.Tenso
 
 
 @torch.no_grad()
+def wider_token_mlp(token_mlp_dim: int, factor: int) -> int:
+    """A Mixer's token-MLP hidden width after the expansion to a ``factor``-times larger input: K^2 D_S (the paper's
+    block-diagonal initialisation holds one copy of the small MLP per tile)."""
+    return token_mlp_dim * factor * factor
+
+
 def expand_token_mixing(model: nn.Module, img_size: int) -> nn.Module:
     """A copy of a Mixer or ResMLP model, or of a segmentation model on such a backbone, for an input ``img_size``
     = K x its own (integer K >= 1). A segmentation model's backbone maps of a K-times larger image are, before any
@@ -93,7 +99,7 @@ def expand_token_mixing(model: nn.Module, img_size: int) -> nn.Module:
     cfg = {f: getattr(model.config, f) for f in model.config.__dataclass_fields__}
     cfg.update({"img_size": img_size, "num_classes": model.num_classes, "in_chans": model.in_chans})
     if isinstance(core, MlpMixer):
-        wider = {"token_mlp_dim": core.config.token_mlp_dim * parts}  # the paper: K^2 D_S hidden units
+        wider = {"token_mlp_dim": wider_token_mlp(core.config.token_mlp_dim, k)}
         cfg.update({"backbone_args": {**dict(cfg["backbone_args"]), **wider}} if seg else wider)
     params = sum(p.numel() for p in create_model(model.model_name, device="meta", **cfg).parameters())
     limit = current_limits().max_params
