@@ -155,7 +155,10 @@ def position_embedding(p: PlanContext) -> Experiment:
         notes="External attention attends per token to shared memories: without a position embedding the model is a "
         "bag of patches (only the average pool combines them). Lab v2 tested Mixer as an equivalence (|with - "
         "without| < 0.5) at the untuned rate and found it refuted; the claim of the paper is non-inferiority, the "
-        "rule registered here before these runs.",
+        "rule registered here before these runs. Both rows of a pair train at the rate tuned for the model's own "
+        "default (ViT and External Attention with a position embedding, Mixer without), so the other row runs at a "
+        "rate tuned for a slightly different model: a slant towards the default row, which the hypothesis favours "
+        "for Mixer and opposes for the attention models.",
     )
 
 

@@ -75,7 +75,8 @@ def data_size(p: PlanContext) -> Experiment:
         notes="Equal steps: a run on fewer images makes more passes over them. Its train top-1 column is the last "
         "epoch's (augmented) accuracy, to show which models fit their training images. A 'lead' is the ConvNet's "
         "top-1 minus the model's, so it is negative where the model is ahead: a positive difference says the model "
-        "gains more from the extra images than the ConvNet, whichever is ahead.",
+        "gains more from the extra images than the ConvNet, whichever is ahead. Every model trains at its family's "
+        f"rate, tuned on {p.s.subset} images, at every size (a limit: the best rate may move with the data).",
     )
 
 
