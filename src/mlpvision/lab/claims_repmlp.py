@@ -42,7 +42,8 @@ def repmlp_ablation(p: PlanContext) -> Experiment:
         checks=("repmlp_fusion",),
         notes=f"`{net}`: a 2x2 patch stem, then the paper's stage layout at {p.size // 2} and {p.size // 4} px; the "
         f"Global Perceptron acts in the first stage only (2x2 partitions of {p.size // 4} px). Every ablation is a "
-        "model of its own with its own tuned rate.",
+        "model of its own with its own tuned rate. The 9x9 convs keep the FC's channel groups; 'FC3 replaced' acts "
+        "within each partition (zero padding at its edges), 'RepMLP replaced' on the whole map.",
     )
 
 
@@ -72,7 +73,8 @@ def repmlp_vs_convnet(p: PlanContext) -> Experiment:
         budget_pairs=budget_pairs(runs),
         checks=("repmlp_fewer_macs",),
         notes="The ConvNet (RepMLP's layout with 3x3 convs at its widths) is a reference row, not a verdict: no "
-        "claim is made about it. Latency: the deploy forms (RepMLP as FC layers only, the ConvNets with BatchNorm "
+        "claim is made about it. The ConvNets' convs are dense (one group); RepMLP's FC3 and Local Perceptron are "
+        "grouped, as in the paper. Latency: the deploy forms (RepMLP as FC layers only, the ConvNets with BatchNorm "
         "fused).",
     )
 

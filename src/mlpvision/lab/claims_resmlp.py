@@ -61,7 +61,12 @@ def resmlp_norm(p: PlanContext) -> Experiment:
         "chance accuracy (marked diverged). Its per-rate verdicts are exploratory (their rule came after results). "
         "The sweep's params column counts the training form: lab v2 recorded it before the deploy form folded each "
         "Affine layer into the linear layer next to it (which adds a per-token bias); the models trained are the same "
-        "as the tuned rows'.",
+        "as the tuned rows'. Affine's scale and shift are (1, 1, C) tensors (timm's layout, which the weights keep), "
+        "so the optimizer's rule (no weight decay on 1-D parameters and biases) decays them, as timm's default "
+        "parameter groups would; LayerNorm's 1-D weight and bias are not decayed. The paper's code stores them 1-D "
+        "and does not decay them. This compares Affine as trained with that decay; it is not corrected: every ResMLP "
+        "run of the lab shares it, and to change the verdict a rerun without it would have to lower Affine's "
+        "top-1 by more than the distance from the interval's lower end to the margin.",
     )
 
 
@@ -169,6 +174,12 @@ def resmlp_transfer(p: PlanContext) -> Experiment:
         "head) at the fine-tuning family's tuned rate, or training from scratch at ResMLP's, on classes 5-9 (Sandal "
         f"... Ankle boot) with {' and '.join(f'{f:.0%}' for f, _ in TRANSFER_LABELS)} of their labels; float32",
         comparisons=comparisons,
+        notes="An epoch is the whole batches of the labelled images (the last partial batch is dropped): "
+        + "; ".join(
+            f"{f:.0%}: {n} images, {n // s.batch_size} step(s) of {s.batch_size} per epoch"
+            for f, n in ((f, _transfer_recipe(p, f, e)["subset"]) for f, e in TRANSFER_LABELS)
+        )
+        + ".",
     )
 
 

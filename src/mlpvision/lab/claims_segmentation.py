@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 from ..data.segmentation import SCENE_SIZES
-from .context import SEG_EPOCHS, SEG_MODELS, SEG_SCENES, PlanContext, at_half, half, spaced
+from .context import SEG_AUG, SEG_EPOCHS, SEG_MODELS, SEG_SCENES, PlanContext, at_half, half, spaced
 from .spec import SEG_SHIFT, Comparison, Experiment
 from .stats import ALPHA, t975
 
@@ -165,6 +165,8 @@ def segmentation_translation(p: PlanContext) -> Experiment:
         figure_columns=("shifted_miou",),
         xlabel="test mean IoU (%)",
         notes="The rows use the families' rates tuned on uncentred scenes, not tuned again on centred ones (a limit). "
+        f"Training keeps the segmentation recipe's random crop (padding {SEG_AUG['crop_padding']} px) and flip, so "
+        f"the models see moves of up to {SEG_AUG['crop_padding']} px while training; the test moves by {SEG_SHIFT}. "
         f"A move by {SEG_SHIFT} px keeps every garment whole on the canvas, and the band it uncovers is ignored in "
         "the masks. The loss is the share of the model's mean IoU above the all-background prediction's (measured "
         "on the same scenes) that the move undoes, so a model that learned little cannot look robust; a diverged "
