@@ -288,7 +288,10 @@ def _overfit(p: PlanContext, key: str, title: str, regularised_aug: dict, design
         columns=("top1", "train_eval_top1"),
         notes=f"Gap = training top-1 (up to {GAP_IMAGES} of the training images, no augmentation, evaluation mode) "
         "minus test top-1. Mixup and CutMix make the training labels soft, so the training accuracy seen during "
-        "training is not the one measured here. "
+        "training is not the one measured here. 'Help more' is a difference of gains: where both gains are negative "
+        "it reads 'hurt less'. The regularised rows share the unregularised rows' budget (the data-size experiment's "
+        "equal steps); the paper trains for hundreds of epochs, so regularisers that cost training accuracy here "
+        "may pay at a budget this design does not test. "
         + (
             "The descriptive comparison's registered name, and the refutation, call the shrinking gap 'near-certain "
             "by construction'; it is not: it is likely when the regularisers cost training accuracy, and the table "
