@@ -92,3 +92,13 @@ def test_the_optimizer_decays_weights_only_not_biases_of_any_shape():
     assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
     assert decayed and all(n.endswith("weight") for n in decayed)
     assert {n for n in kept if n.endswith("_bias")}  # the untied token mixing's per-channel (2-D) biases
+
+
+def test_resmlps_affine_is_decayed_as_in_timm_unless_switched_off():
+    from mlpvision.train.schedule import build_optimizer
+
+    model = create_model("resmlp_tiny_12_28", embed_dim=16, depth=1)
+    affine = {id(p) for n, p in model.named_parameters() if n.endswith((".alpha", ".beta"))}
+    for on in (True, False):
+        decayed = {id(p) for p in build_optimizer(TrainConfig(affine_decay=on), model).param_groups[0]["params"]}
+        assert affine and (affine <= decayed if on else not affine & decayed)

@@ -158,7 +158,8 @@ def position_embedding(p: PlanContext) -> Experiment:
         "rule registered here before these runs. Both rows of a pair train at the rate tuned for the model's own "
         "default (ViT and External Attention with a position embedding, Mixer without), so the other row runs at a "
         "rate tuned for a slightly different model: a slant towards the default row, which the hypothesis favours "
-        "for Mixer and opposes for the attention models.",
+        "for Mixer and opposes for the attention models. A position embedding is weight-decayed like a weight matrix "
+        "in every 'with' row, and ViT's class token in both of its rows (timm's ViT exempts both).",
     )
 
 

@@ -155,10 +155,13 @@ def _resolution(p: PlanContext, corrected: bool) -> Experiment:
             )
         )
     correction = (
-        " The scratch Mixer has the expanded Mixer's token-MLP width (4x the small model's), so the two rows differ "
-        "only in how they start; both rows at 56 px crop with twice the padding. These two points correct the "
+        " The scratch Mixer has the expanded Mixer's token-MLP width (K^2 times the small model's, K = 2), so both "
+        f"rows train the same architecture; they still differ in how they start (the {s.epochs_of(RESOLUTION_BASE)} "
+        f"epochs at {size} px), in their rates and in their schedules. Both rows at {2 * size} px crop with twice "
+        "the padding. These two points correct the "
         "registered design before any of its runs (see the plan); the fine-tuning family's rate was tuned with the "
-        "smaller padding and is not tuned again."
+        "smaller padding and is not tuned again, nor is the scratch Mixer's (its family's, tuned on the narrower "
+        "model)."
         if corrected
         else ""
     )

@@ -22,7 +22,14 @@ from typing import NamedTuple
 from .claims_mixer import mixer_vs_vit, tying
 from .claims_priors import aligned_translated, global_, patch_shuffle, permutation, position, position_embedding
 from .claims_repmlp import repmlp_ablation, repmlp_resnet, repmlp_vs_convnet
-from .claims_resmlp import resmlp_distill, resmlp_norm, resmlp_overfit, resmlp_overfit_corrected, resmlp_transfer
+from .claims_resmlp import (
+    resmlp_distill,
+    resmlp_norm,
+    resmlp_norm_decay,
+    resmlp_overfit,
+    resmlp_overfit_corrected,
+    resmlp_transfer,
+)
 from .claims_scale import data_size, resolution, resolution_corrected
 from .claims_segmentation import segmentation, segmentation_translation
 from .context import FINE_TUNING, PROBE_TUNE_SIZE, SEG_SCENES, PlanContext, probe_recipe
@@ -37,6 +44,7 @@ EXPERIMENTS: tuple[Callable[[PlanContext], Experiment], ...] = (
     repmlp_resnet,
     aligned_translated,
     resmlp_norm,
+    resmlp_norm_decay,
     resmlp_distill,
     resmlp_transfer,
     resmlp_overfit,
@@ -69,22 +77,30 @@ CORRECTIONS = {
     "resmlp_overfit_corrected": Correction(
         "resmlp_overfit",
         True,
-        "the over-fitting section trained again after a review found a fault in its design; registered after that "
-        "section's results, before its new runs",
+        "the over-fitting section's regularised rows trained again after a review found a fault in their recipe; "
+        "registered after that section's results, before the new runs",
         "added on 2026-12-05, after the over-fitting section's results, when a review of the page found that its "
         "regularised rows had trained without the lab recipe's random crop and flip (the code set their augmentation "
         "to the regularisers alone); it trains those rows again with the regularisers added to crop and flip, keeps "
         "the unregularised rows, the comparisons, margins and rules, and decides the claim",
+    ),
+    "resmlp_norm_decay": Correction(
+        "resmlp_norm",
+        True,
+        "a sensitivity check of the Affine-vs-LayerNorm verdict, Affine not weight-decayed; not counted",
+        "added on 2026-12-05, after the Affine-vs-LayerNorm results, when a review of the finished sections' configs "
+        "found that the optimizer decays Affine's scale and shift ((1, 1, C) tensors) but not LayerNorm's 1-D "
+        "parameters; it trains the Affine row again without that decay, keeps the other rows, and counts nothing",
     ),
     "resolution_corrected": Correction(
         "resolution",
         False,
         "the resolution section, corrected before any of its runs; the registered design never trained",
         "added on 2026-12-05, before any resolution run, when a review of the pending sections' configs found two "
-        "differences besides the one under test: the expanded Mixer's token MLP is 4x wider than the scratch "
-        "Mixer's (1.8x the parameters), and at 56 px a 2-pixel crop shifts the upscaled object half as far as at 28 "
-        "px; the scratch Mixer now has the expanded width and both 56-px rows crop with 4 pixels of padding; the "
-        "comparisons, margins and rules are the registered ones",
+        "differences besides the one under test: the expanded Mixer's token MLP is K^2 times wider than the scratch "
+        "Mixer's, and at K times the size the same crop padding in pixels shifts the upscaled object K times less; "
+        "the scratch Mixer now has the expanded width and both rows at the larger size crop with K times the "
+        "padding; the comparisons, margins and rules are the registered ones",
     ),
 }
 

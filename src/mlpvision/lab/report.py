@@ -322,6 +322,13 @@ def _claims_table(
                 v.family == verdict and v.budget == "budget-sensitive" for v in found
             ):
                 verdict += " (budget-sensitive)"
+            # decided by a correction made after results: the registered design's verdict stands beside it
+            after = {k: CORRECTIONS[k].replaces for k, _ in claim.decided_by if k in CORRECTIONS and CORRECTIONS[k].ran}
+            registered = [by_name.get((after.get(k, k), name)) for k, name in claim.decided_by]
+            if after and all(registered):
+                verdict += (
+                    f", by a correction made after results; as registered: {_combine([v.family for v in registered])}"
+                )
         lines.append(
             f"| {_cell(claim.claim)} | {claim.source} | **{verdict}** | {strict} | {_cell('; '.join(parts))} |"
         )

@@ -176,8 +176,8 @@ def seed_claims(s: Settings | None = None) -> tuple[SeedClaim, ...]:
             ("expansion_tiles", "expansion_tiles_resmlp"),
         ),
         SeedClaim(
-            "ResMLP's Affine layer works as well as LayerNorm, each at its own tuned rate (the rate sweep shows Affine "
-            "the less stable at high rates)",
+            "ResMLP's Affine layer works as well as LayerNorm, each at its own tuned rate (Affine's scale and shift "
+            "weight-decayed, as timm's parameter groups do; the section's sensitivity check trains it without)",
             "ResMLP",
             (("resmlp_norm", "Affine vs LayerNorm, each at its tuned rate"),),
         ),

@@ -57,6 +57,8 @@ class TrainConfig:
     min_lr: float = option(1e-5, ge=0, le=100)  # learning rate at the end of the cosine decay
     weight_decay: float = option(0.05, ge=0, le=100)  # AdamW / SGD weight decay (not applied to biases and norm or
     # scale parameters)
+    affine_decay: bool = True  # weight decay on ResMLP's Affine scale and shift too: (1, 1, C) tensors, as in
+    # timm, whose default parameter groups decay them; the ResMLP paper's code does not (false)
     momentum: float = option(0.9, ge=0, lt=1)  # SGD only
     warmup_epochs: float = option(1.0, ge=0, le=100_000)  # linear warm-up from lr / 100
     label_smoothing: float = option(0.1, ge=0, lt=1)  # label smoothing of the cross-entropy (0: off)

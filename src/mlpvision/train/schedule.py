@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torchvision.transforms import v2
 
+from ..layers import Affine
 from .config import TrainConfig
 
 __all__ = ["build_mixing", "build_optimizer", "build_scheduler", "epoch_batches", "step_seed", "total_steps"]
@@ -16,10 +17,13 @@ __all__ = ["build_mixing", "build_optimizer", "build_scheduler", "epoch_batches"
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     """AdamW or SGD; no weight decay on biases (of any shape: an untied token mixing holds one per channel) and on
-    normalization/affine/LayerScale parameters (1-D)."""
+    normalization/affine/LayerScale parameters (1-D); ResMLP's Affine, shaped (1, 1, C), unless ``affine_decay``."""
+    kept = (
+        set() if cfg.affine_decay else {id(p) for m in model.modules() if isinstance(m, Affine) for p in m.parameters()}
+    )
     params = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
-    decay = [p for name, p in params if p.dim() > 1 and not name.endswith("bias")]
-    no_decay = [p for name, p in params if p.dim() <= 1 or name.endswith("bias")]
+    decay = [p for name, p in params if p.dim() > 1 and not name.endswith("bias") and id(p) not in kept]
+    no_decay = [p for name, p in params if p.dim() <= 1 or name.endswith("bias") or id(p) in kept]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
