@@ -66,6 +66,7 @@ FOLDER_RECIPE = {
     "lr": 5e-4 * 2048 / 512,
     "min_lr": 1e-5,
     "weight_decay": 0.05,
+    "affine_decay": False,  # the ResMLP paper's code keeps Affine's 1-D scale and shift out of weight decay
     "warmup_epochs": 5.0,
     "label_smoothing": 0.1,
     "aug": {"hflip": 0.5, "auto_augment": "randaugment", "random_erasing": 0.25, "mixup": 0.8, "cutmix": 1.0},
