@@ -36,6 +36,8 @@ def test_every_run_has_a_result_and_the_report_covers_every_experiment(quick_lab
     assert "not in this plan" not in report  # every claim finds its comparisons under the quick plan's sizes
     verdicts = report[report.index("## Verdicts") : report.index("\n## ", report.index("## Verdicts") + 5)]
     assert verdicts.count("\n| ") - 1 == sum(c.counted for e in exps for c in e.comparisons)
+    changes = [c for e in exps for c in e.comparisons if c.minus]  # each shows the two changes it subtracts
+    assert changes and all(f"'{c.name}' subtracts two changes: '{c.a}' - '{c.b}' is " in report for c in changes)
     for key in ("repmlp_ablation", "resmlp_norm", "position", "data_size"):
         assert (docs / "figures" / f"lab_{key}.png").stat().st_size > 1000
 

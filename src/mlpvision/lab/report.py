@@ -580,7 +580,22 @@ def _comparisons(verdicts: list[Verdict], rows: Rows) -> list[str]:
     lines += [f"Margin of '{c.name}' ({_points(c.margin)}{_margin_scale(c, rows)}): {c.reason}." for c in margins]
     explo = [c for c in (v.c for v in verdicts) if c.exploratory]
     lines += [f"'{c.name}' is exploratory: {c.exploratory}." for c in explo]
+    lines += [_changes(c, rows) for c in (v.c for v in verdicts) if c.minus and _changes(c, rows)]
     return lines
+
+
+def _changes(c: Comparison, rows: Rows) -> str:
+    """The two changes a change-against-a-change comparison subtracts, each with its interval ('' until known):
+    where both are losses, 'gains more' reads 'loses less'."""
+    pairs = ((c.a, c.b), c.minus or ())
+    parts = [comparison_interval(Comparison(c.name, x, y, metric=c.metric), rows) for x, y in pairs]
+    if not all(parts):
+        return ""
+    both = " Both are negative: the larger of the two is the smaller loss." if all(i.mean < 0 for i in parts) else ""
+    return (
+        f"'{c.name}' subtracts two changes: '{c.a}' - '{c.b}' is {parts[0]}, '{c.minus[0]}' - '{c.minus[1]}' is "
+        f"{parts[1]}.{both}"
+    )
 
 
 def _plot_curves(exp: Experiment, rows: Rows, path: Path, data_name: str) -> str | None:
