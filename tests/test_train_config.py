@@ -102,3 +102,12 @@ def test_resmlps_affine_is_decayed_as_in_timm_unless_switched_off():
     for on in (True, False):
         decayed = {id(p) for p in build_optimizer(TrainConfig(affine_decay=on), model).param_groups[0]["params"]}
         assert affine and (affine <= decayed if on else not affine & decayed)
+
+
+def test_a_field_added_after_a_checkpoint_resumes_at_its_default():
+    import json
+
+    saved = json.loads(json.dumps(TrainConfig().as_dict()))
+    del saved["affine_decay"], saved["aug"]["hflip"]  # as a checkpoint written before these fields existed
+    assert TrainConfig().resume_conflicts(saved) == {}
+    assert set(TrainConfig(affine_decay=False).resume_conflicts(saved)) == {"affine_decay"}

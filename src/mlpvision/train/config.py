@@ -152,6 +152,8 @@ class TrainConfig:
         """The fields whose value differs from ``saved`` (a checkpoint's config) and may not change on resume, each
         with (saved value, this config's value)."""
         now = json.loads(json.dumps(self.as_dict()))  # tuples as lists, as the checkpoint stores them
+        # a field added since the checkpoint was written trained at its default, which keeps the earlier behaviour
+        saved = _with_defaults(saved, json.loads(json.dumps(type(self)().as_dict())))
         fixed = sorted((now.keys() | saved.keys()) - RESUMABLE_CHANGES)
         return {k: (saved.get(k), now.get(k)) for k in fixed if now.get(k) != saved.get(k)}
 
@@ -195,3 +197,12 @@ class TrainConfig:
             problems.append(f"model: {e}")
         if problems:
             raise ConfigError(f"invalid training option(s): {'; '.join(problems)}")
+
+
+def _with_defaults(saved: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """``saved`` with every key it lacks taken from ``defaults``, in nested sections (``aug``) too."""
+    out = {**defaults, **saved}
+    for k, v in saved.items():
+        if isinstance(v, Mapping) and isinstance(defaults.get(k), Mapping):
+            out[k] = _with_defaults(v, defaults[k])
+    return out
