@@ -247,7 +247,7 @@ def resmlp_overfit(p: PlanContext) -> Experiment:
 
 def resmlp_overfit_corrected(p: PlanContext) -> Experiment:
     """The over-fitting section with the regularisers added to the lab recipe's crop and flip (a correction,
-    registered apart after the first design's results: :data:`mlpvision.lab.registration.CORRECTIONS`)."""
+    registered apart after the first design's results: :data:`mlpvision.lab.plan.CORRECTIONS`)."""
     return _overfit(
         p,
         "resmlp_overfit_corrected",
