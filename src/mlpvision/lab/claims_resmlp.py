@@ -233,9 +233,6 @@ def resmlp_overfit(p: PlanContext) -> Experiment:
     adding to them (see :func:`resmlp_overfit_corrected`). Kept as registered, so the plan's hash holds."""
     return _overfit(
         p,
-        "resmlp_overfit",
-        OVERFIT_TITLE,
-        REGULARISED_AUG,
         "The regularised rows of this section train **without the lab recipe's random crop and flip**: the code set "
         "their augmentation to the regularisers alone instead of adding the regularisers to the recipe's, so this "
         "section compares the regularisers in place of crop and flip against crop and flip. The registered code's "
@@ -250,9 +247,6 @@ def resmlp_overfit_corrected(p: PlanContext) -> Experiment:
     registered apart after the first design's results: :data:`mlpvision.lab.plan.CORRECTIONS`)."""
     return _overfit(
         p,
-        "resmlp_overfit_corrected",
-        f"{OVERFIT_TITLE}, corrected: the regularisers added to crop and flip",
-        {**AUG, **REGULARISED_AUG},
         "The unregularised rows are the previous section's runs. The regularised rows add the regularisers to the lab "
         "recipe's random crop and flip, as the hypothesis means; the comparisons, margins and rules are the "
         "registered ones. This design was registered (as a correction, hashed apart) after the previous section's "
@@ -261,11 +255,13 @@ def resmlp_overfit_corrected(p: PlanContext) -> Experiment:
     )
 
 
-def _overfit(p: PlanContext, key: str, title: str, regularised_aug: dict, design: str, registered: bool) -> Experiment:
-    """``registered``: the first registration's wording, which called the shrinking gap near-certain (it is not)."""
+def _overfit(p: PlanContext, design: str, registered: bool) -> Experiment:
+    """``registered``: the first registration, whose regularised rows lost the recipe's crop and flip and whose wording
+    called the shrinking gap near-certain (it is not); otherwise the correction."""
     from .claims_scale import equal_step_recipe  # the data-size experiment's equal-step budgets
 
     s = p.s
+    regularised_aug = REGULARISED_AUG if registered else {**AUG, **REGULARISED_AUG}
     runs, curves = [], []
     for label, args, aug in (("ResMLP", None, None), ("ResMLP, regularised", REGULARISED, regularised_aug)):
 
@@ -300,8 +296,8 @@ def _overfit(p: PlanContext, key: str, title: str, regularised_aug: dict, design
         ),
     ]
     return Experiment(
-        key=key,
-        title=title,
+        key="resmlp_overfit" if registered else "resmlp_overfit_corrected",
+        title=OVERFIT_TITLE if registered else f"{OVERFIT_TITLE}, corrected: the regularisers added to crop and flip",
         hypothesis="Without convolutions' prior a ResMLP over-fits small training sets; its regularisers (stochastic "
         "depth, mixup/CutMix, random erasing) shrink the gap between training and test accuracy and so raise test "
         f"accuracy, most where data is scarce ({small} images).",
