@@ -586,12 +586,16 @@ def _comparisons(verdicts: list[Verdict], rows: Rows) -> list[str]:
 
 def _changes(c: Comparison, rows: Rows) -> str:
     """The two changes a change-against-a-change comparison subtracts, each with its interval ('' until known):
-    where both are losses, 'gains more' reads 'loses less'."""
+    where both are negative, 'gains more' reads 'falls short by less'."""
     pairs = ((c.a, c.b), c.minus or ())
     parts = [comparison_interval(Comparison(c.name, x, y, metric=c.metric), rows) for x, y in pairs]
     if not all(parts):
         return ""
-    both = " Both are negative: the larger of the two is the smaller loss." if all(i.mean < 0 for i in parts) else ""
+    both = (
+        " Both are negative: their difference compares two shortfalls, not two gains."
+        if all(i.mean < 0 for i in parts)
+        else ""
+    )
     return (
         f"'{c.name}' subtracts two changes: '{c.a}' - '{c.b}' is {parts[0]}, '{c.minus[0]}' - '{c.minus[1]}' is "
         f"{parts[1]}.{both}"
