@@ -472,3 +472,49 @@ def test_the_dot_plot_draws_each_series_once_in_its_legend_with_the_figure_colum
     ]
     assert len(ax.containers) == 5  # two rows x (metric, moved) and one half-budget twin
     assert ax.get_xlabel() == "test top-1 (%)"
+
+
+def test_an_undecided_verdict_whose_family_waits_for_a_comparison_says_for_now():
+    """A pending comparison enters Holm's correction at p = 1, so an undecided one beside it may still turn: the page
+    says 'for now' until the family is complete, and only then."""
+    from mlpvision.lab.report import _verdicts
+
+    exps = [e for e in plan(Settings(quick=True)) if e.key in ("permutation", "patch_shuffle")]
+
+    class Finished:  # the results of every run of the given experiments, noisy enough to decide nothing
+        def __init__(self, done):
+            self.done = done
+
+        def rows(self, exp):
+            out = {}
+            for run in exp.runs:
+                value = 80.0 + (run.seed * 7 + sum(map(ord, run.label))) % 5
+                out.setdefault(run.label, []).extend(
+                    [{"seed": run.seed, "summary": {"test_top1_final": value}}] if exp.key in self.done else []
+                )
+            return out
+
+    def local_prior(done):
+        verdicts = _verdicts(exps, Finished(done))
+        return [v for v in verdicts if v.c.counted and v.exp.key in done]
+
+    waiting = local_prior({"permutation"})
+    undecided = [v for v in waiting if v.family == "undecided"]
+    assert undecided and all(v.family_open == 1 for v in waiting)
+    assert all(v.family_as("undecided") == "undecided (for now: 1 of its family pending)" for v in undecided)
+    complete = local_prior({"permutation", "patch_shuffle"})
+    assert all(v.family_open == 0 and "for now" not in v.family_as(v.family) for v in complete)
+
+
+def test_a_section_names_its_rows_that_are_another_sections_runs_and_the_seeds_of_its_budget_check():
+    from mlpvision.lab.report import _shared_rows, _sharing, _twin_seeds
+
+    exps = [e for e in plan(Settings(quick=True)) if e.kind == "claim"]
+    by_key = {e.key: e for e in exps}
+    line = _shared_rows(by_key["tying"], _sharing(exps))
+    assert "'MLP-Mixer, tied token mixing' (also in " in line and by_key["position_embedding"].title in line
+    assert "untied" not in line  # only the tying section trains the untied Mixer
+    assert _shared_rows(by_key["tying"], _sharing([by_key["tying"]])) == ""
+    rows = {"a": [{"seed": s} for s in range(5)], "a | half": [{"seed": s} for s in range(3)]}
+    assert _twin_seeds(rows, {"a | half"}) == " (on the twins' seeds, 0, 1, 2)"
+    assert _twin_seeds({**rows, "a": rows["a"][:3]}, {"a | half"}) == ""  # the same seeds: nothing to say

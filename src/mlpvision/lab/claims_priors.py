@@ -20,6 +20,7 @@ from .context import (
     spaced,
 )
 from .spec import Comparison, Experiment, LabRun, Settings
+from .tuning import TUNE_EPOCHS
 
 
 def _loses_more(name: str, loser: str, other: str, changed: str, base: str) -> Comparison:
@@ -53,8 +54,9 @@ def permutation(p: PlanContext) -> Experiment:
         "plain MLP loses nothing by construction (a check, not a run).",
         refutation="(ConvNet original - permuted), or (ConvNet's loss - ViT's loss), with a 95% interval entirely "
         "below 0.",
-        paper="MLP-Mixer paper (Sec. 3.4, Fig. 4): under a global pixel shuffle a ResNet drops far more than on the "
-        "original images; the ViT paper: ViT has much less image-specific inductive bias than CNNs.",
+        paper="MLP-Mixer paper (Sec. 3.4, Fig. 4): a patch + pixel shuffle leaves Mixer unchanged, and under a "
+        "global pixel shuffle a ResNet's accuracy drops far more than Mixer's; the ViT paper: ViT has much less "
+        "image-specific inductive bias than CNNs.",
         runs=runs,
         budget=budget(p, f"{s.epochs_of(s.epochs)} epochs, no augmentation"),
         comparisons=comparisons,
@@ -64,7 +66,10 @@ def permutation(p: PlanContext) -> Experiment:
         "its first layer's columns, so training on permuted images is training on the originals from another "
         "(equally likely) initialisation; the check proves the identity, and no run is needed. Mixer's rows serve "
         "the patch-shuffle section. No half-budget twins here: the train top-1 column shows how far each model fits "
-        "its images.",
+        f"its images. The rates were tuned at {s.epochs_of(TUNE_EPOCHS)} epochs with the lab's augmentation; "
+        f"these rows train {s.epochs_of(s.epochs)} epochs without it (a limit of the protocol, stated in the plan). "
+        "A row whose train top-1 stays well below 100% has not fit its images, and a loss measured from it may be "
+        "understated: read each row's train top-1 beside its test top-1.",
     )
 
 

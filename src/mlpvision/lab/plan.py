@@ -36,7 +36,7 @@ from .context import FINE_TUNING, PROBE_TUNE_SIZE, SEG_SCENES, PlanContext, prob
 from .spec import Experiment, Settings, check_data
 from .tuning import CONFIRM, FINE_TUNE, LADDER, START, TUNE_EPOCHS, TUNE_SEED, resolve
 
-__all__ = ["CORRECTIONS", "EXPERIMENTS", "Correction", "needed_families", "plan"]
+__all__ = ["CODE_CHANGES", "CORRECTIONS", "EXPERIMENTS", "CodeChange", "Correction", "needed_families", "plan"]
 
 EXPERIMENTS: tuple[Callable[[PlanContext], Experiment], ...] = (
     repmlp_ablation,
@@ -71,6 +71,24 @@ class Correction(NamedTuple):
     ran: bool  # the registered one had run: it stays on the page as registered; else it never trains
     summary: str  # for the results page
     why: str  # when and why, for the plan
+
+
+class CodeChange(NamedTuple):
+    """A change to the training code, made after registration, that alters runs a registered experiment had not yet
+    made. Not hashed (the plan's records hold designs, not code); the results page lists each."""
+
+    sections: tuple[str, ...]  # the experiments whose later runs it alters
+    what: str  # what changed, and when relative to those sections' tuning and verdict runs
+
+
+CODE_CHANGES = (
+    CodeChange(
+        ("tying",),
+        "no bias of any shape is weight-decayed any more: the untied Mixer's per-channel token-mixing biases (2-D) "
+        "had been, the tied Mixer's (1-D) had not; changed on 2026-12-05 after the untied family's rate was tuned "
+        "and before any tying verdict run, and that rate was not tuned again",
+    ),
+)
 
 
 CORRECTIONS = {

@@ -23,7 +23,7 @@ from . import measures as m
 from .checks import CHECKS, run_check
 from .context import PlanContext
 from .headline import headline_section, published_sections, redraw_headline_figure
-from .plan import CORRECTIONS, EXPERIMENTS, plan, plan_context
+from .plan import CODE_CHANGES, CORRECTIONS, EXPERIMENTS, plan, plan_context
 from .registration import amendment_hash, correction_hashes, plan_hash
 from .seed_claims import SEED_CLAIMS, SeedClaim, seed_claims
 from .spec import (
@@ -185,6 +185,7 @@ class Verdict:
     p_page: float | None = None
     budget: str = ""  # robust, budget-sensitive, no budget check, budget check pending, or "-" (not decided)
     seeds: str = ""  # finished / registered seeds of the comparison
+    family_open: int = 0  # comparisons of its family not yet tested (each enters Holm at p = 1)
 
     def adjusted(self, p: float | None) -> str:
         if self.raw in ("pending", "tied", "undefined"):
@@ -197,6 +198,13 @@ class Verdict:
     def family(self) -> str:
         """The verdict of record: Holm-adjusted over the counted comparisons of the claim it decides."""
         return self.adjusted(self.p_family) if self.c.counted else self.raw
+
+    def family_as(self, word: str) -> str:
+        """The verdict of record in ``word`` (a table's wording of it); an undecided one whose family still waits
+        for a comparison says so, since Holm's adjusted p can only fall when a comparison entered at p = 1 gets its
+        test."""
+        pending = self.family == "undecided" and self.family_open
+        return f"{word} (for now: {self.family_open} of its family pending)" if pending else word
 
     @property
     def page(self) -> str:
@@ -258,6 +266,7 @@ def _verdicts(exps: list[Experiment], res: _Results, claims: tuple[SeedClaim, ..
     for family in families.values():
         for v, p in zip(family, holm([_p_of(v) for v in family]), strict=True):
             v.p_family = p if _tested(v) else None
+            v.family_open = sum(not _tested(w) for w in family)
     return out
 
 
@@ -297,7 +306,7 @@ def _claims_table(
             )
             continue
         vs = [by_name.get(key) for key in claim.decided_by]
-        parts = [f"{v.c.name}: {_word(v.family)}" for v in vs if v is not None]
+        parts = [f"{v.c.name}: {v.family_as(_word(v.family))}" for v in vs if v is not None]
         parts += [f"check '{CHECKS[c].title}': {_check_word(checks.get(c))}" for c in claim.checks]
         found = [v for v in vs if v is not None]
         failed = [c for c in claim.checks if checks.get(c, (None, ""))[0] is False]
@@ -370,7 +379,8 @@ def _verdict_table(verdicts: list[Verdict]) -> list[str]:
         lines.append(
             f"| {v.exp.key} | {_cell(v.c.name)} | `{_cell(v.c.rule)}` | {iv if iv else '-'} | "
             f"{v.seeds} | {_p_of_test(v)} | {_p(v.p_family)} | {_p(v.p_page)} | {_word(v.raw)} | "
-            f"**{_word(v.family)}** | {_word(v.page)} | {f'{mde:.2f}' if mde is not None else '-'} | {v.budget} |"
+            f"**{v.family_as(_word(v.family))}** | {_word(v.page)} | {f'{mde:.2f}' if mde is not None else '-'} | "
+            f"{v.budget} |"
         )
     return lines
 
@@ -445,7 +455,7 @@ def _header(exp: Experiment, res: _Results, rows: Rows, verdicts: list[Verdict])
     by_word: dict[str, list[str]] = {}  # the section's counted verdicts, grouped by decision in order of appearance
     for v in verdicts:
         if v.c.counted:
-            by_word.setdefault(VERDICT_WORDS.get(v.family, v.family), []).append(v.c.name)
+            by_word.setdefault(v.family_as(VERDICT_WORDS.get(v.family, v.family)), []).append(v.c.name)
     outcome = "; ".join(word + ": " + ", ".join(f'"{n}"' for n in names) for word, names in by_word.items())
     lines = [
         f"## {exp.title}",
@@ -478,6 +488,13 @@ def _timed_as(exp: Experiment) -> dict[str, str]:
             if latency_config(name, {**size, **args}) == mine:
                 out[run.label] = label
     return out
+
+
+def _twin_seeds(rows: Rows, halves: set[str]) -> str:
+    """The seeds the half-budget twins ran, when fewer than the rows': the gain and the budget check use those."""
+    twins = sorted({r["seed"] for h in halves for r in rows.get(h, [])})
+    full = {r["seed"] for label, rs in rows.items() if label not in halves for r in rs}
+    return f" (on the twins' seeds, {', '.join(map(str, twins))})" if twins and not full <= set(twins) else ""
 
 
 def _table(exp: Experiment, res: _Results, rows: Rows) -> list[str]:
@@ -520,7 +537,7 @@ def _table(exp: Experiment, res: _Results, rows: Rows) -> list[str]:
         "± is the half-width of the 95% t-interval of the mean over seeds."
         + (
             f" Gain from B/2 to B: the row's {metric.title.removesuffix(' (%)')} minus its half-budget twin's, "
-            "paired by seed; marked still "
+            f"paired by seed{_twin_seeds(rows, halves)}; marked still "
             f"improving when the whole interval lies above {STILL_IMPROVING:g} point. Whether a verdict depends on "
             "the budget is the 'budget' column of the comparisons."
             if exp.budget_pairs
@@ -570,7 +587,7 @@ def _comparisons(verdicts: list[Verdict], rows: Rows) -> list[str]:
     for v in verdicts:
         c = v.c
         tag = " (exploratory)" if c.exploratory else "" if c.deciding else " (not counted)"
-        page = VERDICT_WORDS.get(v.family, v.family) if c.counted else "-"
+        page = v.family_as(VERDICT_WORDS.get(v.family, v.family)) if c.counted else "-"
         lines.append(
             f"| {_cell(c.name + tag)} | `{_cell(c.rule)}` | {v.interval if v.interval else '-'} | "
             f"{_p_of_test(v)} | {VERDICT_WORDS.get(v.raw, v.raw)} | {page} | {v.budget or '-'} |"
@@ -681,9 +698,38 @@ def _plot_rows(exp: Experiment, rows: Rows, path: Path, data_name: str) -> str |
     return path.name
 
 
-def _section(exp: Experiment, res: _Results, figures: Path, verdicts: list[Verdict]) -> list[str]:
+def _sharing(exps: list[Experiment]) -> dict[str, list[Experiment]]:
+    """Each run's key -> the experiments that hold it (a run serves every section that asks for it)."""
+    out: dict[str, list[Experiment]] = {}
+    for exp in exps:
+        for run in exp.runs:
+            if exp not in out.setdefault(run.key, []):
+                out[run.key].append(exp)
+    return out
+
+
+def _shared_rows(exp: Experiment, sharing: dict[str, list[Experiment]]) -> str:
+    """Which of the section's rows (at its budget) are the same runs as rows of other sections, and where."""
+    halves = set(exp.budget_pairs.values())
+    by_row: dict[str, list[str]] = {}
+    for run in exp.runs:
+        if run.label not in halves:
+            by_row.setdefault(run.label, []).append(run.key)
+    parts = []
+    for label, keys in by_row.items():
+        others = [e for e in sharing.get(keys[0], []) if e is not exp and all(e in sharing[k] for k in keys)]
+        if others:
+            parts.append(f"'{label}' (also in " + "; ".join(f"'{e.title}'" for e in others) + ")")
+    return "Rows that are the same runs as another section's: " + ", ".join(parts) + "." if parts else ""
+
+
+def _section(
+    exp: Experiment, res: _Results, figures: Path, verdicts: list[Verdict], sharing: dict[str, list[Experiment]]
+) -> list[str]:
     rows = res.rows(exp)
     body = _table(exp, res, rows)
+    if shared := _shared_rows(exp, sharing):
+        body += ["", shared]
     if verdicts:
         body += ["", *_comparisons(verdicts, rows)]
     if exp.checks:
@@ -779,6 +825,7 @@ def write_report(
         f"**Plan.** Hash `{current}` ([the registered plan](lab_plan.md)), amendment `{amendment}` (the "
         f"segmentation sections, registered before their runs), corrections {corrections} (each hashed apart; the "
         "plan says why); "
+        + "".join(f"a code change after registration ({', '.join(c.sections)}): {c.what}; " for c in CODE_CHANGES)
         + (
             f"the runs were started under plan `{registered}`"
             + ("" if registered == current else " (**the plan changed since**: see the exploratory marks)")
@@ -812,7 +859,12 @@ def write_report(
         "whole page, the decisions (raw; over the family, which is the verdict; over the page, the strict reading), "
         "the smallest true effect the design detects with 80% power (from the observed spread, before any "
         "correction; '-' for the few-image probes, decided by the sign-flip test, whose t interval is shown for "
-        "scale, and where the differences have no spread), and the budget check of its rows.",
+        "scale, and where the differences have no spread), and the budget check of its rows: robust when the "
+        "decision survives moving its interval's deciding end towards the boundary by the estimate's change from B/2 "
+        "to B (the half-budget twins), budget-sensitive when it does not (it holds at B, but another doubling of the "
+        "budget could undo it). An undecided verdict whose family still has a comparison pending says 'for now': "
+        "each pending comparison enters Holm's correction at p = 1, so the adjusted p values can only fall as the "
+        "rest arrive.",
         "",
         *_verdict_table(verdicts),
         "",
@@ -826,8 +878,9 @@ def write_report(
     redraw_headline_figure(results, figures)
     lines += headline_section(results)
     lines += published_sections(headline, docs)
+    sharing = _sharing(claims)
     for exp in claims:
-        lines += _section(exp, res, figures, [v for v in verdicts if v.exp is exp])
+        lines += _section(exp, res, figures, [v for v in verdicts if v.exp is exp], sharing)
     lines += [
         "## Cost scaling",
         "",
@@ -870,8 +923,9 @@ def write_paper_report(results: str | Path, docs: str | Path, data: str) -> Path
         *_verdict_table(verdicts),
         "",
     ]
+    sharing = _sharing(exps)
     for exp in exps:
-        lines += _section(exp, res, figures, [v for v in verdicts if v.exp is exp])
+        lines += _section(exp, res, figures, [v for v in verdicts if v.exp is exp], sharing)
     out = docs / f"results{suffix}.md"
     write_text(out, "\n".join(lines))
     return out
