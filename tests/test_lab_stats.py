@@ -518,3 +518,62 @@ def test_a_section_names_its_rows_that_are_another_sections_runs_and_the_seeds_o
     rows = {"a": [{"seed": s} for s in range(5)], "a | half": [{"seed": s} for s in range(3)]}
     assert _twin_seeds(rows, {"a | half"}) == " (on the twins' seeds, 0, 1, 2)"
     assert _twin_seeds({**rows, "a": rows["a"][:3]}, {"a | half"}) == ""  # the same seeds: nothing to say
+
+
+class _Made:
+    """Results of the given experiments' runs with a test top-1 chosen per row label (``value(label, seed)``)."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def rows(self, exp):
+        out = {}
+        for run in exp.runs:
+            out.setdefault(run.label, []).append(
+                {"seed": run.seed, "summary": {"test_top1_final": self.value(run.label, run.seed)}}
+            )
+        return out
+
+
+def test_a_superseded_section_says_so_and_no_claim_row_lists_it_while_an_unclaimed_comparison_gets_a_row():
+    from mlpvision.lab.report import _verdicts
+
+    keys = ("resmlp_overfit", "resmlp_overfit_corrected", "segmentation", "resmlp_norm", "resmlp_norm_decay")
+    exps = [e for e in plan(Settings(quick=True)) if e.key in keys]
+    verdicts = _verdicts(exps, _Made(lambda label, seed: 80.0 + seed % 3 + len(label) % 4))
+    old = [v for v in verdicts if v.exp.key == "resmlp_overfit" and v.c.counted]
+    assert old and all(v.superseded == "resmlp_overfit_corrected" for v in old)
+    assert all("superseded by resmlp_overfit_corrected" in v.family_as("refuted") for v in old)
+    # a sensitivity check registered as a correction decides no claim: the section it checks is not superseded
+    assert not any(v.superseded for v in verdicts if v.exp.key != "resmlp_overfit")
+    table = "\n".join(_claims_table(verdicts, {}))
+    assert "RepMLPNet vs MLP-Mixer (mean IoU) (" in table and "a registered comparison no claim names" in table
+    assert not any(f"| {v.c.name} (" in table for v in old)  # the claim is the corrected section's
+    # without the correction among the experiments, nothing supersedes the registered section
+    alone = _verdicts([e for e in exps if e.key == "resmlp_overfit"], _Made(lambda label, seed: 80.0))
+    assert not any(v.superseded for v in alone)
+
+
+@pytest.mark.parametrize("treated_low", [True, False])
+def test_two_gains_both_below_zero_read_as_two_losses_and_only_for_a_comparison_of_gains(treated_low):
+    """'Regularisers help more at 1000 images' with the regularisers below the plain model at both sizes weighs two
+    harms: the page says so. A change against a change that is not two gains (the permutation's gaps) never does."""
+    from mlpvision.lab.report import _changes, _verdicts
+
+    exps = [e for e in plan(Settings(quick=True)) if e.key in ("resmlp_overfit_corrected", "permutation")]
+
+    small = f"| {Settings(quick=True).data_sizes[0]} images"
+
+    def value(label, seed):  # the regularised rows 1 point off the plain ones at the small size, 3 at the large
+        gain = (1.0 if label.endswith(small) else 3.0) * (-1.0 if treated_low else 1.0)
+        return 80.0 + 0.1 * seed + (gain if "regularised" in label else 0.0)
+
+    verdicts = _verdicts(exps, _Made(value))
+    more = next(v for v in verdicts if v.c.gains and v.exp.key == "resmlp_overfit_corrected")
+    assert more.losses is treated_low
+    rows = _Made(value).rows(more.exp)
+    assert ("weighs two losses" in _changes(more.c, rows)) is treated_low
+    assert ("two losses, not two gains" in more.family_as(more.family)) is (treated_low and more.family != "undecided")
+    assert not any(v.losses for v in verdicts if v.exp.key == "permutation")
+    with pytest.raises(Exception, match="two gains"):
+        Comparison("x", "a", "b", gains=True)

@@ -96,8 +96,9 @@ def _latency_note(p: PlanContext) -> str:
     attention, linear = _vit_macs(size)
     epochs = p.s.epochs_of(p.s.epochs)
     return (
-        f"Latency: eager float32, batch {LATENCY_BATCH} (this section's own, set at registration; the page's other "
-        f"latency tables use the plan's batch, {p.s.latency_batch}), both models at the same widths "
+        f"Latency: eager float32, batch {LATENCY_BATCH} (this section's own, set at registration; a section without "
+        f"a batch of its own times at the plan's, {p.s.latency_batch}, and each latency line states its batch), "
+        "both models at the same widths "
         f"({mixer.embed_dim} channels, "
         f"{mixer.depth} blocks, {mixer.patch_size}x{mixer.patch_size} patches; ViT {vit.embed_dim} channels, "
         f"{vit.depth} blocks, {vit.num_heads} heads) built for each size; Mixer's token MLP keeps its width "

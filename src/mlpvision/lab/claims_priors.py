@@ -292,6 +292,7 @@ def aligned_translated(p: PlanContext) -> Experiment:
             "RepMLP | moved",
             "RepMLP w/o Local Perceptron | moved",
             minus=("RepMLP | aligned", "RepMLP w/o Local Perceptron | aligned"),
+            gains=True,
         ),
         *(
             Comparison(

@@ -59,9 +59,11 @@ def resmlp_norm(p: PlanContext) -> Experiment:
         budget_pairs=budget_pairs(runs),
         notes="The sweep (lab v2's runs, reused) is the stability evidence: a run whose loss becomes NaN counts at "
         "chance accuracy (marked diverged). Its per-rate verdicts are exploratory (their rule came after results). "
-        "The sweep's params column counts the training form: lab v2 recorded it before the deploy form folded each "
-        "Affine layer into the linear layer next to it (which adds a per-token bias); the models trained are the same "
-        "as the tuned rows'. Affine's scale and shift are (1, 1, C) tensors (timm's layout, which the weights keep), "
+        "The sweep's params column counts the training form (the same for both norms): lab v2 recorded it before the "
+        "column counted deploy forms. The tuned rows count the deploy form, where the token branch's bias and "
+        "LayerScale become a per-(token, channel) bias (and each Affine folds into the linear layer next to it), so "
+        "both norms count more there, LayerNorm a little more (it does not fold); the models trained are the same "
+        "as the sweep's. Affine's scale and shift are (1, 1, C) tensors (timm's layout, which the weights keep), "
         "so the optimizer's rule (no weight decay on 1-D parameters and biases) decays them, as timm's default "
         "parameter groups would; LayerNorm's 1-D weight and bias are not decayed. The paper's code stores them 1-D "
         "and does not decay them. This section compares Affine as trained with that decay; the next one trains it "
@@ -285,6 +287,7 @@ def _overfit(p: PlanContext, design: str, registered: bool) -> Experiment:
             f"ResMLP, regularised | {small} images",
             f"ResMLP | {small} images",
             minus=(f"ResMLP, regularised | {large} images", f"ResMLP | {large} images"),
+            gains=True,
         ),
         Comparison(
             f"regularisers shrink the train-test gap at {small} images (descriptive"

@@ -186,6 +186,9 @@ class Verdict:
     budget: str = ""  # robust, budget-sensitive, no budget check, budget check pending, or "-" (not decided)
     seeds: str = ""  # finished / registered seeds of the comparison
     family_open: int = 0  # comparisons of its family not yet tested (each enters Holm at p = 1)
+    page_open: int = 0  # counted comparisons of the page not yet tested
+    superseded: str = ""  # the key of the correction that decides its claim instead (it stays, as registered)
+    losses: bool = False  # a comparison of two gains whose both changes are below zero
 
     def adjusted(self, p: float | None) -> str:
         if self.raw in ("pending", "tied", "undefined"):
@@ -200,11 +203,19 @@ class Verdict:
         return self.adjusted(self.p_family) if self.c.counted else self.raw
 
     def family_as(self, word: str) -> str:
-        """The verdict of record in ``word`` (a table's wording of it); an undecided one whose family still waits
-        for a comparison says so, since Holm's adjusted p can only fall when a comparison entered at p = 1 gets its
-        test."""
+        """The verdict of record in ``word`` (a table's wording of it), with what qualifies it: a registered section
+        superseded by a correction; two gains that are both losses; an undecided verdict whose family still waits
+        for a comparison (Holm's adjusted p can only fall when a comparison entered at p = 1 gets its test)."""
+        if self.superseded:
+            word += f" (as registered; superseded by {self.superseded}, which decides the claim)"
+        if self.losses and self.family in ("supported", "refuted"):
+            word += " (both changes it subtracts are below zero: it weighs two losses, not two gains)"
         pending = self.family == "undecided" and self.family_open
         return f"{word} (for now: {self.family_open} of its family pending)" if pending else word
+
+    def page_as(self, word: str) -> str:
+        """The strict verdict in ``word``; undecided 'for now' while any counted comparison of the page is pending."""
+        return f"{word} (for now)" if self.page == "undecided" and self.page_open else word
 
     @property
     def page(self) -> str:
@@ -229,6 +240,9 @@ def _robust(v: Verdict, half: Verdict | None) -> str:
 
 def _verdicts(exps: list[Experiment], res: _Results, claims: tuple[SeedClaim, ...] = SEED_CLAIMS) -> list[Verdict]:
     out: list[Verdict] = []
+    # a registered section whose claim a correction decides instead (not a sensitivity check beside it)
+    deciding = {key for claim in claims for key, _ in claim.decided_by} & {e.key for e in exps}
+    superseding = {c.replaces: k for k, c in CORRECTIONS.items() if c.ran and k in deciding}
     for exp in exps:
         rows, registered = res.rows(exp), _registered_seeds(exp)
         for c in exp.comparisons:
@@ -248,7 +262,18 @@ def _verdicts(exps: list[Experiment], res: _Results, claims: tuple[SeedClaim, ..
                 raw = "undefined"
             if not planned <= done:  # decided once every registered seed is in, never part-way
                 raw = "pending"
-            out.append(Verdict(exp, c, iv, t, raw, seeds=f"{len(done & planned)}/{len(planned)}"))
+            out.append(
+                Verdict(
+                    exp,
+                    c,
+                    iv,
+                    t,
+                    raw,
+                    seeds=f"{len(done & planned)}/{len(planned)}",
+                    losses=_losses(c, rows),
+                    superseded=superseding.get(exp.key, ""),
+                )
+            )
     by_name = {(v.exp.key, v.c.name): v for v in out}
     for v in out:
         if v.c.deciding:
@@ -259,6 +284,7 @@ def _verdicts(exps: list[Experiment], res: _Results, claims: tuple[SeedClaim, ..
     counted = [v for v in out if v.c.counted]
     for v, p in zip(counted, holm([_p_of(v) for v in counted]), strict=True):
         v.p_page = p if _tested(v) else None
+        v.page_open = sum(not _tested(w) for w in counted)
     claim_of = {key: i for i, claim in enumerate(claims) for key in claim.decided_by}
     families: dict[object, list[Verdict]] = {}
     for v in counted:
@@ -268,6 +294,20 @@ def _verdicts(exps: list[Experiment], res: _Results, claims: tuple[SeedClaim, ..
             v.p_family = p if _tested(v) else None
             v.family_open = sum(not _tested(w) for w in family)
     return out
+
+
+def _change_intervals(c: Comparison, rows: Rows) -> list[Interval | None]:
+    """The two changes a change-against-a-change comparison subtracts, each paired by seed (None until known)."""
+    pairs = ((c.a, c.b), c.minus or ())
+    return [comparison_interval(Comparison(c.name, x, y, metric=c.metric), rows) for x, y in pairs]
+
+
+def _losses(c: Comparison, rows: Rows) -> bool:
+    """Whether a comparison of two gains finds both below zero (its 'helps more' then reads 'harms less')."""
+    if not (c.gains and c.minus):
+        return False
+    parts = _change_intervals(c, rows)
+    return all(parts) and all(i.mean < 0 for i in parts)
 
 
 def _tested(v: Verdict) -> bool:
@@ -325,6 +365,8 @@ def _claims_table(
         else:
             verdict = _combine([v.family for v in found])
             strict = _combine([v.page for v in found])
+            if strict == "undecided" and any(v.page_open for v in found):
+                strict += " (for now)"
             # the tag of the comparisons that decide the claim's verdict (all of them for supported, the refuting
             # ones for refuted), never of one that went the other way
             if verdict in ("supported", "refuted") and any(
@@ -341,6 +383,14 @@ def _claims_table(
         lines.append(
             f"| {_cell(claim.claim)} | {claim.source} | **{verdict}** | {strict} | {_cell('; '.join(parts))} |"
         )
+    named = {key for claim in claims for key in claim.decided_by}
+    for v in verdicts:  # registered, counted, and no claim's: a family with its experiment's others
+        if v.c.counted and not v.superseded and (v.exp.key, v.c.name) not in named:
+            word = v.family_as(_word(v.family))
+            lines.append(
+                f"| {_cell(v.c.name)} ({_cell(v.exp.title)}; a registered comparison no claim names) | - | "
+                f"**{word}** | {v.page_as(_word(v.page))} | {_cell(v.c.name)}: {word} |"
+            )
     return lines
 
 
@@ -379,8 +429,8 @@ def _verdict_table(verdicts: list[Verdict]) -> list[str]:
         lines.append(
             f"| {v.exp.key} | {_cell(v.c.name)} | `{_cell(v.c.rule)}` | {iv if iv else '-'} | "
             f"{v.seeds} | {_p_of_test(v)} | {_p(v.p_family)} | {_p(v.p_page)} | {_word(v.raw)} | "
-            f"**{v.family_as(_word(v.family))}** | {_word(v.page)} | {f'{mde:.2f}' if mde is not None else '-'} | "
-            f"{v.budget} |"
+            f"**{v.family_as(_word(v.family))}** | {v.page_as(_word(v.page))} | "
+            f"{f'{mde:.2f}' if mde is not None else '-'} | {v.budget} |"
         )
     return lines
 
@@ -603,14 +653,13 @@ def _comparisons(verdicts: list[Verdict], rows: Rows) -> list[str]:
 
 def _changes(c: Comparison, rows: Rows) -> str:
     """The two changes a change-against-a-change comparison subtracts, each with its interval ('' until known):
-    where both are negative, 'gains more' reads 'falls short by less'."""
-    pairs = ((c.a, c.b), c.minus or ())
-    parts = [comparison_interval(Comparison(c.name, x, y, metric=c.metric), rows) for x, y in pairs]
+    where they are gains and both are below zero, 'helps more' reads 'harms less'."""
+    parts = _change_intervals(c, rows)
     if not all(parts):
         return ""
     both = (
-        " Both are negative: their difference compares two shortfalls, not two gains."
-        if all(i.mean < 0 for i in parts)
+        " Both gains are below zero: the comparison weighs two losses, and 'more' here means the smaller harm."
+        if _losses(c, rows)
         else ""
     )
     return (
@@ -841,7 +890,14 @@ def write_report(
         + ". Every verdict row's learning rate comes from the tuning protocol (table below); verdicts are decided by "
         "the rules of "
         f"the plan, with Holm's correction over each claim's comparisons and over the {len(counted)} counted "
-        "comparisons of the page (a comparison not yet decided enters both with p = 1). A comparison is decided once "
+        "comparisons of the page ("
+        + (
+            f"{superseded} of them a registered section's that a correction superseded, kept in so that the "
+            "correction cannot loosen the strict reading; "
+            if (superseded := sum(bool(v.superseded) for v in verdicts if v.c.counted))
+            else ""
+        )
+        + "a comparison not yet decided enters both with p = 1). A comparison is decided once "
         "every registered seed of its rows has finished, never part-way. A claim is supported when all its "
         "comparisons are, refuted when any is refuted or a check of the claim itself fails, undecided otherwise; when "
         "a check its test needs fails (a teacher too weak to teach), it is undecided.",
@@ -857,14 +913,19 @@ def write_report(
         "those registered, the p value against the rule's boundary, Holm-adjusted over the comparisons of the claim "
         "it decides (its family; a comparison no claim names is a family with its experiment's others) and over the "
         "whole page, the decisions (raw; over the family, which is the verdict; over the page, the strict reading), "
-        "the smallest true effect the design detects with 80% power (from the observed spread, before any "
+        "the smallest true effect the design detects with 80% power, counted from the rule's boundary (0, or its "
+        "margin; from the observed spread, before any "
         "correction; '-' for the few-image probes, decided by the sign-flip test, whose t interval is shown for "
-        "scale, and where the differences have no spread), and the budget check of its rows: robust when the "
+        "scale, and where the differences have no spread), and the budget check of its rows ('no budget check' when "
+        "its rows have no half-budget twins, 'budget check pending' while the twins train, '-' when the comparison "
+        "is not decided, so there is nothing to check): robust when the "
         "decision survives moving its interval's deciding end towards the boundary by the estimate's change from B/2 "
         "to B (the half-budget twins), budget-sensitive when it does not (it holds at B, but another doubling of the "
         "budget could undo it). An undecided verdict whose family still has a comparison pending says 'for now': "
         "each pending comparison enters Holm's correction at p = 1, so the adjusted p values can only fall as the "
-        "rest arrive.",
+        "rest arrive; an undecided strict reading says so while any comparison of the page is pending. A "
+        "section's params and MMACs are of the deploy form (what `mlpvision deploy` exports), unless its notes say "
+        "otherwise.",
         "",
         *_verdict_table(verdicts),
         "",

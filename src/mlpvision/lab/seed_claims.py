@@ -41,7 +41,7 @@ def seed_claims(s: Settings | None = None) -> tuple[SeedClaim, ...]:
         ),
         SeedClaim(
             "An FC layer is not a convolution in disguise: replacing FC3, or the whole block, by a 9x9 conv loses "
-            "accuracy (the convs have far fewer parameters: the section's table gives both)",
+            "accuracy (the convs have far fewer parameters, though more MACs: the section's table gives both)",
             "RepMLP",
             tuple(
                 ("repmlp_ablation", f"full RepMLP vs {x}")

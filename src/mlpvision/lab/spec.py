@@ -156,6 +156,9 @@ class Comparison:
     reason: str = ""  # why this margin (required when margin > 0)
     exploratory: str = ""  # set when the rule was chosen after seeing results: why (shown; not in the corrections)
     test: str = "t"  # "t": paired t; "signflip": exact paired sign-flip test (few-image probes, bimodal outcomes)
+    # with ``minus``: its two changes are a treatment's gains (a and c the treated rows), so where both are below zero
+    # 'helps more' reads 'harms less' (a reading of the results, not a rule: not in the plan's records)
+    gains: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in ("greater", "noninferior", "equivalent"):
@@ -164,6 +167,8 @@ class Comparison:
             raise ConfigError(f"comparison {self.name!r}: a margin needs its reason")
         if self.test not in ("t", "signflip") or (self.test == "signflip" and self.kind != "greater"):
             raise ConfigError(f"comparison {self.name!r}: the sign-flip test decides 'greater' rules only")
+        if self.gains and not self.minus:
+            raise ConfigError(f"comparison {self.name!r}: only a change against a change compares two gains")
 
     @property
     def counted(self) -> bool:
