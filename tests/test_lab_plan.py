@@ -293,3 +293,38 @@ def test_every_metric_a_section_shows_is_known_and_its_figure_shows_only_table_c
         for exp in plan(settings):
             assert exp.metric in METRICS and set(exp.columns) <= set(METRICS), exp.key
             assert set(exp.figure_columns) <= set(exp.columns), exp.key
+
+
+def test_the_speed_check_fails_only_when_mixer_is_shown_slower_and_says_what_its_first_code_said():
+    """The registered refutation asks that Mixer be shown slower at a size (or short of 2x at 784 patches): timings
+    whose spreads overlap leave the check inconclusive, which the first code counted as failed. The claims table
+    shows the corrected verdict, with the first one beside it."""
+    from mlpvision.lab.checks import INCONCLUSIVE, run_first_coded
+    from mlpvision.lab.report import _claims_table
+    from mlpvision.lab.seed_claims import SeedClaim
+
+    def timed(times):  # px -> (Mixer, ViT) median ms, quartiles at 0.8x and 1.2x
+        return {
+            f"{m} at {n} px": {"median_ms": t, "p25_ms": t * 0.8, "p75_ms": t * 1.2}
+            for n, (a, b) in times.items()
+            for m, t in (("MLP-Mixer", a), ("ViT", b))
+        }
+
+    check = CHECKS["mixer_faster_than_vit"].fn
+    close = timed({28: (3.2, 3.4), 112: (20.0, 60.0)})  # equal within the spread at 28 px, 3x at 784 patches
+    slower = timed({28: (3.2, 1.6), 112: (20.0, 60.0)})  # ViT's slowest quarter beats Mixer's fastest at 28 px
+    short = timed({28: (1.0, 3.0), 112: (20.0, 25.0)})  # at most 1.9x at 784 patches, counting the spread
+    assert check(latency={"rows": close}, planned=close)[0] == INCONCLUSIVE
+    assert check(latency={"rows": slower}, planned=slower)[0] is False
+    assert check(latency={"rows": short}, planned=short)[0] is False
+    assert run_first_coded("mixer_faster_than_vit", latency={"rows": close}, planned=close)[0] is False
+    assert run_first_coded("teacher_gap", rows={}) is None  # only a corrected check has a first code
+
+    claim = SeedClaim("Mixer is much faster", "MLP-Mixer", (), ("mixer_faster_than_vit",))
+    result = check(latency={"rows": close}, planned=close)
+    first = run_first_coded("mixer_faster_than_vit", latency={"rows": close}, planned=close)
+    row = _claims_table([], {"mixer_faster_than_vit": result}, (claim,), {"mixer_faster_than_vit": first})[2]
+    assert "**undecided (a check is inconclusive), by a check corrected after its result; as first coded: " in row
+    assert "refuted (a check failed)**" in row and "inconclusive" in row
+    agreeing = _claims_table([], {"mixer_faster_than_vit": (True, "")}, (claim,), {"mixer_faster_than_vit": (True, "")})
+    assert "**checked**" in agreeing[2] and "first coded" not in agreeing[2]  # the same result: nothing to add

@@ -20,7 +20,7 @@ from ..errors import ConfigError, DataError
 from ..io import save_figure, write_text
 from ..plotting import pyplot
 from . import measures as m
-from .checks import CHECKS, run_check
+from .checks import CHECKS, INCONCLUSIVE, run_check, run_first_coded
 from .context import PlanContext
 from .headline import headline_section, published_sections, redraw_headline_figure
 from .plan import CODE_CHANGES, CORRECTIONS, EXPERIMENTS, plan, plan_context
@@ -331,9 +331,51 @@ def _p_of_test(v: Verdict) -> str:
     return _p(v.t.p if v.t else None) + (" (sign-flip)" if v.c.test == "signflip" and v.t else "")
 
 
+Checked = dict[str, tuple[bool | str | None, str]]  # check name -> (passed, failed, inconclusive or pending; detail)
+
+
+def _claim_verdict(claim: SeedClaim, found: list[Verdict], checks: Checked) -> tuple[str, str, bool]:
+    """A claim's verdict and strict reading from its comparisons' and checks' results, and whether its comparisons
+    decided it (rather than a check, or their absence)."""
+    result = {c: checks.get(c, (None, ""))[0] for c in claim.checks}
+    failed = [c for c, r in result.items() if r is False]
+    inconclusive = any(r == INCONCLUSIVE for r in result.values())
+    if not claim.decided_by:
+        if all(r is True for r in result.values()):
+            return "checked", "checked", False
+        word = "refuted (a check failed)" if failed else "undecided (a check is inconclusive)" if inconclusive else ""
+        return (word, word, False) if word else ("pending", "pending", False)
+    if len(found) < len(claim.decided_by):
+        return "not in this plan", "not in this plan", False
+    if any(CHECKS[c].on_fail == "refutes" for c in failed):
+        return "refuted (a check failed)", "refuted (a check failed)", False
+    if failed:
+        return "undecided (a check its test needs failed)", "undecided (a check its test needs failed)", False
+    if any(r is None for r in result.values()):
+        return "pending (a check has not run)", "pending (a check has not run)", False
+    verdict = _combine([v.family for v in found])
+    strict = _combine([v.page for v in found])
+    if inconclusive:  # supported needs the check as well; a refutation stands without it
+        verdict, strict = (w if w != "supported" else "undecided (a check is inconclusive)" for w in (verdict, strict))
+    if strict == "undecided" and any(v.page_open for v in found):
+        strict += " (for now)"
+    # the tag of the comparisons that decide the claim's verdict (all of them for supported, the refuting ones for
+    # refuted), never of one that went the other way
+    if verdict in ("supported", "refuted") and any(
+        v.family == verdict and v.budget == "budget-sensitive" for v in found
+    ):
+        verdict += " (budget-sensitive)"
+    return verdict, strict, True
+
+
 def _claims_table(
-    verdicts: list[Verdict], checks: dict[str, tuple[bool | None, str]], claims: tuple[SeedClaim, ...] = SEED_CLAIMS
+    verdicts: list[Verdict],
+    checks: Checked,
+    claims: tuple[SeedClaim, ...] = SEED_CLAIMS,
+    first_coded: Checked | None = None,
 ) -> list[str]:
+    """The claims of the mission with their verdicts; ``first_coded`` holds the results of checks corrected after
+    their results, as first coded: a claim whose verdict they would change shows that verdict beside its own."""
     by_name = {(v.exp.key, v.c.name): v for v in verdicts}
     lines = [
         "| claim | source | verdict | over the whole page | decided by |",
@@ -349,31 +391,11 @@ def _claims_table(
         parts = [f"{v.c.name}: {v.family_as(_word(v.family))}" for v in vs if v is not None]
         parts += [f"check '{CHECKS[c].title}': {_check_word(checks.get(c))}" for c in claim.checks]
         found = [v for v in vs if v is not None]
-        failed = [c for c in claim.checks if checks.get(c, (None, ""))[0] is False]
-        refuting = [c for c in failed if CHECKS[c].on_fail == "refutes"]
-        if not claim.decided_by:
-            ok = [checks.get(c, (None, ""))[0] for c in claim.checks]
-            verdict = strict = "checked" if all(ok) else "refuted (a check failed)" if failed else "pending"
-        elif len(found) < len(claim.decided_by):
-            verdict = strict = "not in this plan"
-        elif refuting:
-            verdict = strict = "refuted (a check failed)"
-        elif failed:
-            verdict = strict = "undecided (a check its test needs failed)"
-        elif any(checks.get(c, (None, ""))[0] is None for c in claim.checks):
-            verdict = strict = "pending (a check has not run)"
-        else:
-            verdict = _combine([v.family for v in found])
-            strict = _combine([v.page for v in found])
-            if strict == "undecided" and any(v.page_open for v in found):
-                strict += " (for now)"
-            # the tag of the comparisons that decide the claim's verdict (all of them for supported, the refuting
-            # ones for refuted), never of one that went the other way
-            if verdict in ("supported", "refuted") and any(
-                v.family == verdict and v.budget == "budget-sensitive" for v in found
-            ):
-                verdict += " (budget-sensitive)"
-            # decided by a correction made after results: the registered design's verdict stands beside it
+        verdict, strict, compared = _claim_verdict(claim, found, checks)
+        corrected = {c: r for c, r in (first_coded or {}).items() if c in claim.checks}
+        if corrected and (first := _claim_verdict(claim, found, {**checks, **corrected})[0]) != verdict:
+            verdict += f", by a check corrected after its result; as first coded: {first}"
+        if compared:  # decided by a correction made after results: the registered design's verdict stands beside it
             after = {k: CORRECTIONS[k].replaces for k, _ in claim.decided_by if k in CORRECTIONS and CORRECTIONS[k].ran}
             registered = [by_name.get((after.get(k, k), name)) for k, name in claim.decided_by]
             if after and all(registered):
@@ -409,9 +431,11 @@ def _word(decision: str) -> str:
     return VERDICT_WORDS[decision] if decision in ("tied", "undefined") else decision
 
 
-def _check_word(result: tuple[bool | None, str] | None) -> str:
+def _check_word(result: tuple[bool | str | None, str] | None) -> str:
     if result is None or result[0] is None:
         return "pending"
+    if result[0] == INCONCLUSIVE:
+        return INCONCLUSIVE
     return "passed" if result[0] else "failed"
 
 
@@ -500,12 +524,14 @@ def _validation(exp: Experiment) -> str:
     return f"validation: {' or '.join(map(str, sizes))} held-out training images; " if sizes else ""
 
 
-def _header(exp: Experiment, res: _Results, rows: Rows, verdicts: list[Verdict]) -> list[str]:
+def _header(exp: Experiment, res: _Results, rows: Rows, verdicts: list[Verdict], checked: Checked) -> list[str]:
     seeds = sorted({r["seed"] for rs in rows.values() for r in rs})
     by_word: dict[str, list[str]] = {}  # the section's counted verdicts, grouped by decision in order of appearance
     for v in verdicts:
         if v.c.counted:
             by_word.setdefault(v.family_as(VERDICT_WORDS.get(v.family, v.family)), []).append(v.c.name)
+    # a check that did not pass decides as much as a comparison: it stands beside them
+    by_word.update({f"check {_check_word(r)}": [CHECKS[c].title] for c, r in checked.items() if r[0] is not True})
     outcome = "; ".join(word + ": " + ", ".join(f'"{n}"' for n in names) for word, names in by_word.items())
     lines = [
         f"## {exp.title}",
@@ -781,10 +807,14 @@ def _section(
         body += ["", shared]
     if verdicts:
         body += ["", *_comparisons(verdicts, rows)]
-    if exp.checks:
+    checked = {c: _run_check(c, exp, res, rows) for c in exp.checks}
+    if checked:
         body += [
             "",
-            *[f"Check: {CHECKS[c].title}: {_check_text(_run_check(c, exp, res, rows))}." for c in exp.checks],
+            *[
+                f"Check: {CHECKS[c].title}: {_check_line(c, r, _run_first_coded(c, exp, res, rows))}."
+                for c, r in checked.items()
+            ],
         ]
     path = figures / f"lab{res.suffix}_{exp.key}.png"
     name = _plot_curves(exp, rows, path, res.data_name) if exp.curves else _plot_rows(exp, rows, path, res.data_name)
@@ -792,15 +822,27 @@ def _section(
         path.unlink(missing_ok=True)  # a figure of earlier results must not outlive them
     if name:
         body += ["", f"![{exp.title}](figures/{name})"]
-    return [*_header(exp, res, rows, verdicts), *body, ""]
+    return [*_header(exp, res, rows, verdicts, checked), *body, ""]
 
 
-def _run_check(name: str, exp: Experiment, res: _Results, rows: Rows) -> tuple[bool | None, str]:
+def _run_check(name: str, exp: Experiment, res: _Results, rows: Rows) -> tuple[bool | str | None, str]:
     """A check of ``exp`` with its rows, its latency table and the latency entries it plans."""
     return run_check(name, rows=rows, latency=res.latency(exp), planned=exp.latency)
 
 
-def _check_text(result: tuple[bool | None, str]) -> str:
+def _run_first_coded(name: str, exp: Experiment, res: _Results, rows: Rows) -> tuple[bool | None, str] | None:
+    """A check corrected after its result, as first coded (None for any other check)."""
+    return run_first_coded(name, rows=rows, latency=res.latency(exp), planned=exp.latency)
+
+
+def _check_line(name: str, result: tuple[bool | str | None, str], first: tuple[bool | None, str] | None) -> str:
+    """A check's result and detail; a check corrected after its result says when and why, and its first result."""
+    if first is None:
+        return _check_text(result)
+    return f"{_check_text(result)}; {CHECKS[name].changed}; as first coded: **{_check_word(first)}**"
+
+
+def _check_text(result: tuple[bool | str | None, str]) -> str:
     return f"**{_check_word(result)}** ({result[1]})"
 
 
@@ -843,11 +885,14 @@ def write_report(
     claims = [e for e in exps if e.kind == "claim"]
     mission = seed_claims(settings)  # built once: the verdicts' families and the claims table read it
     verdicts = _verdicts(claims, res, mission)
-    checks: dict[str, tuple[bool | None, str]] = {}
+    checks: Checked = {}
+    first_coded: Checked = {}  # checks corrected after their results, as first coded
     for exp in claims:
         rows = res.rows(exp)
         for c in exp.checks:
             checks[c] = _run_check(c, exp, res, rows)
+            if (first := _run_first_coded(c, exp, res, rows)) is not None:
+                first_coded[c] = first
     flag = "" if not res.suffix else f" --data {settings.data}"
     registered = meta.get("plan_hash")
     current, amendment = plan_hash(settings), amendment_hash(settings)
@@ -875,6 +920,7 @@ def write_report(
         f"segmentation sections, registered before their runs), corrections {corrections} (each hashed apart; the "
         "plan says why); "
         + "".join(f"a code change after registration ({', '.join(c.sections)}): {c.what}; " for c in CODE_CHANGES)
+        + "".join(f"a check's code corrected ('{c.title}'): {c.changed}; " for c in CHECKS.values() if c.changed)
         + (
             f"the runs were started under plan `{registered}`"
             + ("" if registered == current else " (**the plan changed since**: see the exploratory marks)")
@@ -904,7 +950,7 @@ def write_report(
         "",
         "## Claims",
         "",
-        *_claims_table(verdicts, checks, mission),
+        *_claims_table(verdicts, checks, mission, first_coded),
         "",
         "## Verdicts",
         "",
@@ -934,7 +980,7 @@ def write_report(
     if tuning is not None:
         lines += _tuning_section(tuning, res, plan_context(settings, results)[0].tuning.rates)
     lines += ["## Checks", "", "| check | result |", "|---|---|"]
-    lines += [f"| {CHECKS[c].title} | {_check_text(r)} |" for c, r in checks.items()]
+    lines += [f"| {CHECKS[c].title} | {_check_line(c, r, first_coded.get(c))} |" for c, r in checks.items()]
     lines += [""]
     redraw_headline_figure(results, figures)
     lines += headline_section(results)
