@@ -572,7 +572,7 @@ def test_two_gains_both_below_zero_read_as_two_losses_and_only_for_a_comparison_
     more = next(v for v in verdicts if v.c.gains and v.exp.key == "resmlp_overfit_corrected")
     assert more.losses is treated_low
     rows = _Made(value).rows(more.exp)
-    assert ("weighs two losses" in _changes(more.c, rows)) is treated_low
+    assert ("weighs two losses" in _changes(more, rows)) is treated_low
     assert ("two losses, not two gains" in more.family_as(more.family)) is (treated_low and more.family != "undecided")
     assert not any(v.losses for v in verdicts if v.exp.key == "permutation")
     with pytest.raises(Exception, match="two gains"):

@@ -282,17 +282,19 @@ def _verdicts(exps: list[Experiment], res: _Results, claims: tuple[SeedClaim, ..
     # and over the page. Every registered comparison keeps its place in its family: one not decided (pending or
     # undefined) enters with p = 1, so a family never shrinks to the comparisons that happened to give a test.
     counted = [v for v in out if v.c.counted]
+    page_open = sum(not _tested(v) for v in counted)
     for v, p in zip(counted, holm([_p_of(v) for v in counted]), strict=True):
         v.p_page = p if _tested(v) else None
-        v.page_open = sum(not _tested(w) for w in counted)
+        v.page_open = page_open
     claim_of = {key: i for i, claim in enumerate(claims) for key in claim.decided_by}
     families: dict[object, list[Verdict]] = {}
     for v in counted:
         families.setdefault(claim_of.get((v.exp.key, v.c.name), v.exp.key), []).append(v)
     for family in families.values():
+        family_open = sum(not _tested(v) for v in family)
         for v, p in zip(family, holm([_p_of(v) for v in family]), strict=True):
             v.p_family = p if _tested(v) else None
-            v.family_open = sum(not _tested(w) for w in family)
+            v.family_open = family_open
     return out
 
 
@@ -331,7 +333,8 @@ def _p_of_test(v: Verdict) -> str:
     return _p(v.t.p if v.t else None) + (" (sign-flip)" if v.c.test == "signflip" and v.t else "")
 
 
-Checked = dict[str, tuple[bool | str | None, str]]  # check name -> (passed, failed, inconclusive or pending; detail)
+CheckResult = tuple[bool | str | None, str]  # passed, failed, inconclusive or pending; its detail
+Checked = dict[str, CheckResult]  # check name -> its result
 
 
 def _claim_verdict(claim: SeedClaim, found: list[Verdict], checks: Checked) -> tuple[str, str, bool]:
@@ -431,7 +434,7 @@ def _word(decision: str) -> str:
     return VERDICT_WORDS[decision] if decision in ("tied", "undefined") else decision
 
 
-def _check_word(result: tuple[bool | str | None, str] | None) -> str:
+def _check_word(result: CheckResult | None) -> str:
     if result is None or result[0] is None:
         return "pending"
     if result[0] == INCONCLUSIVE:
@@ -673,19 +676,20 @@ def _comparisons(verdicts: list[Verdict], rows: Rows) -> list[str]:
     lines += [f"Margin of '{c.name}' ({_points(c.margin)}{_margin_scale(c, rows)}): {c.reason}." for c in margins]
     explo = [c for c in (v.c for v in verdicts) if c.exploratory]
     lines += [f"'{c.name}' is exploratory: {c.exploratory}." for c in explo]
-    lines += [_changes(c, rows) for c in (v.c for v in verdicts) if c.minus and _changes(c, rows)]
+    lines += [text for v in verdicts if v.c.minus and (text := _changes(v, rows))]
     return lines
 
 
-def _changes(c: Comparison, rows: Rows) -> str:
+def _changes(v: Verdict, rows: Rows) -> str:
     """The two changes a change-against-a-change comparison subtracts, each with its interval ('' until known):
     where they are gains and both are below zero, 'helps more' reads 'harms less'."""
+    c = v.c
     parts = _change_intervals(c, rows)
     if not all(parts):
         return ""
     both = (
         " Both gains are below zero: the comparison weighs two losses, and 'more' here means the smaller harm."
-        if _losses(c, rows)
+        if v.losses
         else ""
     )
     return (
@@ -799,50 +803,46 @@ def _shared_rows(exp: Experiment, sharing: dict[str, list[Experiment]]) -> str:
 
 
 def _section(
-    exp: Experiment, res: _Results, figures: Path, verdicts: list[Verdict], sharing: dict[str, list[Experiment]]
+    exp: Experiment,
+    res: _Results,
+    figures: Path,
+    verdicts: list[Verdict],
+    sharing: dict[str, list[Experiment]],
+    ran: dict[str, tuple[CheckResult, CheckResult | None]],
 ) -> list[str]:
+    """A section of the page; ``ran`` holds its checks' results (and, for a corrected check, its first result)."""
     rows = res.rows(exp)
     body = _table(exp, res, rows)
     if shared := _shared_rows(exp, sharing):
         body += ["", shared]
     if verdicts:
         body += ["", *_comparisons(verdicts, rows)]
-    checked = {c: _run_check(c, exp, res, rows) for c in exp.checks}
-    if checked:
-        body += [
-            "",
-            *[
-                f"Check: {CHECKS[c].title}: {_check_line(c, r, _run_first_coded(c, exp, res, rows))}."
-                for c, r in checked.items()
-            ],
-        ]
+    if ran:
+        body += ["", *[f"Check: {CHECKS[c].title}: {_check_line(c, r, first)}." for c, (r, first) in ran.items()]]
     path = figures / f"lab{res.suffix}_{exp.key}.png"
     name = _plot_curves(exp, rows, path, res.data_name) if exp.curves else _plot_rows(exp, rows, path, res.data_name)
     if name is None:
         path.unlink(missing_ok=True)  # a figure of earlier results must not outlive them
     if name:
         body += ["", f"![{exp.title}](figures/{name})"]
-    return [*_header(exp, res, rows, verdicts, checked), *body, ""]
+    return [*_header(exp, res, rows, verdicts, {c: r for c, (r, _) in ran.items()}), *body, ""]
 
 
-def _run_check(name: str, exp: Experiment, res: _Results, rows: Rows) -> tuple[bool | str | None, str]:
-    """A check of ``exp`` with its rows, its latency table and the latency entries it plans."""
-    return run_check(name, rows=rows, latency=res.latency(exp), planned=exp.latency)
+def _run_checks(exp: Experiment, res: _Results) -> dict[str, tuple[CheckResult, CheckResult | None]]:
+    """Each check of ``exp``, run once with its rows, its latency table and the latency entries it plans: its result
+    and, for a check corrected after its result, its result as first coded (else None)."""
+    context = {"rows": res.rows(exp), "latency": res.latency(exp), "planned": exp.latency}
+    return {c: (run_check(c, **context), run_first_coded(c, **context)) for c in exp.checks}
 
 
-def _run_first_coded(name: str, exp: Experiment, res: _Results, rows: Rows) -> tuple[bool | None, str] | None:
-    """A check corrected after its result, as first coded (None for any other check)."""
-    return run_first_coded(name, rows=rows, latency=res.latency(exp), planned=exp.latency)
-
-
-def _check_line(name: str, result: tuple[bool | str | None, str], first: tuple[bool | None, str] | None) -> str:
+def _check_line(name: str, result: CheckResult, first: CheckResult | None) -> str:
     """A check's result and detail; a check corrected after its result says when and why, and its first result."""
     if first is None:
         return _check_text(result)
     return f"{_check_text(result)}; {CHECKS[name].changed}; as first coded: **{_check_word(first)}**"
 
 
-def _check_text(result: tuple[bool | str | None, str]) -> str:
+def _check_text(result: CheckResult) -> str:
     return f"**{_check_word(result)}** ({result[1]})"
 
 
@@ -885,14 +885,10 @@ def write_report(
     claims = [e for e in exps if e.kind == "claim"]
     mission = seed_claims(settings)  # built once: the verdicts' families and the claims table read it
     verdicts = _verdicts(claims, res, mission)
-    checks: Checked = {}
-    first_coded: Checked = {}  # checks corrected after their results, as first coded
-    for exp in claims:
-        rows = res.rows(exp)
-        for c in exp.checks:
-            checks[c] = _run_check(c, exp, res, rows)
-            if (first := _run_first_coded(c, exp, res, rows)) is not None:
-                first_coded[c] = first
+    ran = {exp.key: _run_checks(exp, res) for exp in claims}  # each check once: the sections and tables read it
+    checks: Checked = {c: r for by_check in ran.values() for c, (r, _) in by_check.items()}
+    # checks corrected after their results, as first coded
+    first_coded: Checked = {c: f for by_check in ran.values() for c, (_, f) in by_check.items() if f is not None}
     flag = "" if not res.suffix else f" --data {settings.data}"
     registered = meta.get("plan_hash")
     current, amendment = plan_hash(settings), amendment_hash(settings)
@@ -987,7 +983,7 @@ def write_report(
     lines += published_sections(headline, docs)
     sharing = _sharing(claims)
     for exp in claims:
-        lines += _section(exp, res, figures, [v for v in verdicts if v.exp is exp], sharing)
+        lines += _section(exp, res, figures, [v for v in verdicts if v.exp is exp], sharing, ran[exp.key])
     lines += [
         "## Cost scaling",
         "",
@@ -1032,7 +1028,7 @@ def write_paper_report(results: str | Path, docs: str | Path, data: str) -> Path
     ]
     sharing = _sharing(exps)
     for exp in exps:
-        lines += _section(exp, res, figures, [v for v in verdicts if v.exp is exp], sharing)
+        lines += _section(exp, res, figures, [v for v in verdicts if v.exp is exp], sharing, _run_checks(exp, res))
     out = docs / f"results{suffix}.md"
     write_text(out, "\n".join(lines))
     return out
